@@ -45,8 +45,14 @@ class Puzzle:
             self.id = self.content_id()
 
     def content_id(self) -> str:
-        """16 hex digits from the family and the hashes of every image, so equal puzzles share an id."""
+        """16 hex digits from the family and the pixels of every image, so equal puzzles share an id.
+
+        Hashes raw pixels rather than PNG bytes: generators stream puzzles for training and PNG encoding
+        would dominate their cost.
+        """
         digest = hashlib.sha256(self.family.encode())
         for image in [*self.panels, *([self.answer] if self.answer is not None else []), *self.candidates]:
-            digest.update(image_hash(image).encode())
+            array = np.ascontiguousarray(image, dtype=np.uint8)
+            digest.update(str(array.shape).encode())
+            digest.update(array.tobytes())
         return digest.hexdigest()[:16]
