@@ -1,0 +1,215 @@
+"""`python -m puzzles` subcommands for the bank: import, export, curators, backup, restore, seed.
+
+`register(subparsers)` adds them to the puzzles CLI; each sets `func`, which takes the parsed arguments
+and returns the exit status. `python -m puzzles.bank.cli` runs them on their own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import logging
+import sqlite3
+import sys
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import make_url
+
+from puzzles.bank import accounts, repository
+from puzzles.bank.db import SETTINGS, Bank, connect, resolve_url
+from puzzles.bank.seed import DEFAULT_STARTER, seed_bank
+
+log = logging.getLogger(__name__)
+
+
+def _connection_options() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    for name, default, env, help_text in SETTINGS:
+        parent.add_argument(
+            f"--{name.replace('_', '-')}",
+            dest=name,
+            default=None,
+            help=f"{help_text} [env {env}; default {default or 'none'}]",
+        )
+    return parent
+
+
+def _open(args: argparse.Namespace) -> Bank:
+    return connect(args.database_url, Path(args.data_dir) if args.data_dir else None)
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, default=str))
+
+
+def _read_password(confirm: bool = True) -> str:
+    """From the terminal (typed twice) or, when stdin is not a terminal, its first line."""
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\n")
+    password = getpass.getpass("Password: ")
+    if confirm and getpass.getpass("Repeat password: ") != password:
+        raise ValueError("the two passwords differ")
+    return password
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    with _open(args) as bank:
+        report = repository.import_pack(bank, Path(args.pack), dry_run=args.dry_run, status=args.status)
+    _print_json(report.as_dict())
+    return 1 if report.invalid else 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    filters = {
+        "family": args.family,
+        "layout": args.layout,
+        "tag": args.tag,
+        "difficulty": args.difficulty,
+        "status": None if args.status == "any" else args.status,
+        "model_wrong": True if args.model_wrong else None,
+        "bundle_id": args.bundle,
+    }
+    with _open(args) as bank:
+        count = repository.export_pack(bank, Path(args.out), **filters)
+    print(f"exported {count} puzzles to {args.out}")
+    return 0
+
+
+def cmd_seed(args: argparse.Namespace) -> int:
+    with _open(args) as bank:
+        report = seed_bank(bank, Path(args.pack))
+    print(f"seeded: {len(report.new)} new, {len(report.duplicate)} already in the bank")
+    return 0
+
+
+def cmd_curators(args: argparse.Namespace) -> int:
+    with _open(args) as bank:
+        if args.action == "list":
+            for curator in accounts.list_curators(bank):
+                print(f"{curator.name}\t{'disabled' if curator.disabled else 'enabled'}\t{curator.created_at:%Y-%m-%d}")
+            return 0
+        if not args.name:
+            raise ValueError(f"curators {args.action} needs a NAME")
+        if args.action == "add":
+            accounts.add_curator(bank, args.name, _read_password())
+        elif args.action == "passwd":
+            accounts.set_password(bank, args.name, _read_password())
+        elif args.action == "disable":
+            accounts.disable_curator(bank, args.name)
+        elif args.action == "enable":
+            accounts.enable_curator(bank, args.name)
+    print(f"curator {args.name}: {args.action} done")
+    return 0
+
+
+def _sqlite_path(url: str) -> Path:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        raise ValueError("backup/restore work on SQLite banks only; use pg_dump/pg_restore for PostgreSQL")
+    return Path(parsed.database)
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if out.exists():
+        raise ValueError(f"{out} exists already; choose a new file for the backup")
+    with _open(args) as bank:
+        _sqlite_path(bank.url)
+        raw = bank.engine.raw_connection()
+        try:
+            target = sqlite3.connect(out)
+            with target:
+                raw.driver_connection.backup(target)  # consistent copy even while others write
+            target.close()
+        finally:
+            raw.close()
+    print(f"backed up to {out}")
+    return 0
+
+
+def _check_backup(path: Path) -> None:
+    if not path.is_file():
+        raise FileNotFoundError(f"backup file {path} not found")
+    try:
+        source = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        tables = {row[0] for row in source.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        source.close()
+    except sqlite3.DatabaseError as error:
+        raise ValueError(f"{path} is not a SQLite database: {error}") from error
+    if not {"alembic_version", "puzzles", "images"} <= tables:
+        raise ValueError(f"{path} is not a Gelato bank backup (tables missing)")
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    source_path = Path(args.source)
+    _check_backup(source_path)
+    url = resolve_url(args.database_url, Path(args.data_dir) if args.data_dir else None)
+    _sqlite_path(url)
+    with connect(url, run_migrations=False) as bank:
+        raw = bank.engine.raw_connection()
+        try:
+            source = sqlite3.connect(source_path)
+            source.backup(raw.driver_connection)  # replaces the whole database
+            source.close()
+        finally:
+            raw.close()
+    connect(url).close()  # a backup from an older version is migrated forward
+    print(f"restored {source_path}")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add the bank's subcommands to an argparse subparsers object."""
+    common = _connection_options()
+
+    importer = subparsers.add_parser("import", parents=[common], help="import a puzzle pack into the bank")
+    importer.add_argument("pack", help="pack directory or .zip")
+    importer.add_argument("--dry-run", action="store_true", help="report what would be imported, write nothing")
+    importer.add_argument("--status", default="published", choices=repository.STATUSES)
+    importer.set_defaults(func=cmd_import)
+
+    exporter = subparsers.add_parser("export", parents=[common], help="export bank puzzles as a pack")
+    exporter.add_argument("out", help="output directory or .zip")
+    exporter.add_argument("--family")
+    exporter.add_argument("--layout", help="layout kind")
+    exporter.add_argument("--tag")
+    exporter.add_argument("--difficulty", type=int)
+    exporter.add_argument("--status", default="published", choices=[*repository.STATUSES, "any"])
+    exporter.add_argument("--model-wrong", action="store_true", help="only puzzles a model got wrong")
+    exporter.add_argument("--bundle", help="with --model-wrong: that bundle only")
+    exporter.set_defaults(func=cmd_export)
+
+    curators = subparsers.add_parser("curators", parents=[common], help="manage curator accounts")
+    curators.add_argument("action", choices=["add", "list", "disable", "enable", "passwd"])
+    curators.add_argument("name", nargs="?", help="curator name (not for list); passwords are read from the prompt")
+    curators.set_defaults(func=cmd_curators)
+
+    backup = subparsers.add_parser("backup", parents=[common], help="copy the SQLite bank to a file (online)")
+    backup.add_argument("out")
+    backup.set_defaults(func=cmd_backup)
+
+    restore = subparsers.add_parser("restore", parents=[common], help="replace the SQLite bank with a backup")
+    restore.add_argument("source", metavar="IN")
+    restore.set_defaults(func=cmd_restore)
+
+    seed = subparsers.add_parser("seed", parents=[common], help="import the shipped starter pack (idempotent)")
+    seed.add_argument("--pack", default=str(DEFAULT_STARTER), help="pack to seed from")
+    seed.set_defaults(func=cmd_seed)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m puzzles.bank.cli", description="Gelato puzzle bank")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (ValueError, LookupError, OSError, PermissionError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

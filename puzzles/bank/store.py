@@ -1,0 +1,270 @@
+"""Storage internals of the bank: images by content hash, puzzle rows, validation.
+
+The repository module builds its verb-named functions on these; the app never imports this module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from PIL import Image as PILImage
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from puzzles.bank.models import STATUSES, Image, PuzzleCandidate, PuzzlePanel, PuzzleRow, PuzzleTag, utc_now
+from puzzles.images import png_bytes
+from puzzles.puzzle import FAMILIES, Puzzle
+
+IMAGE_CHUNK = 200  # rows per multi-row INSERT, well under SQLite's bound-parameter limit
+
+
+class NotFoundError(LookupError):
+    """A puzzle, image or curator that the call names is not in the bank."""
+
+
+class PuzzleExistsError(ValueError):
+    """add_puzzle was given a puzzle whose id is already in the bank."""
+
+
+class StatusError(ValueError):
+    """A curator action that the puzzle's current status does not allow."""
+
+
+@dataclass
+class StoredPuzzle:
+    """A puzzle as the bank holds it: the puzzle itself plus its bank record."""
+
+    puzzle: Puzzle
+    status: str
+    created_at: datetime
+    updated_at: datetime
+    submitted_by: str | None = None
+    reject_reason: str | None = None
+
+
+# ---------------------------------------------------------------- images
+
+
+def dialect_insert(session: Session, table: Any) -> Any:
+    """The dialect's INSERT, which has on_conflict_do_* (SQLite and PostgreSQL)."""
+    name = session.get_bind().dialect.name
+    if name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    elif name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        raise NotImplementedError(f"the bank needs INSERT .. ON CONFLICT: SQLite or PostgreSQL, not {name!r}")
+    return insert(table)
+
+
+def encode(image: np.ndarray) -> tuple[str, bytes]:
+    data = png_bytes(image)
+    return hashlib.sha256(data).hexdigest(), data
+
+
+def decode(data: bytes) -> np.ndarray:
+    with PILImage.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+
+
+def store_images(session: Session, images: Iterable[np.ndarray]) -> list[str]:
+    """Store images once each (content-addressed) and return their hashes in the given order."""
+    hashes: list[str] = []
+    rows: dict[str, dict[str, Any]] = {}
+    for image in images:
+        sha, data = encode(image)
+        hashes.append(sha)
+        rows.setdefault(sha, {"sha256": sha, "png": data, "width": int(image.shape[1]), "height": int(image.shape[0])})
+    values = list(rows.values())
+    for start in range(0, len(values), IMAGE_CHUNK):
+        session.execute(
+            dialect_insert(session, Image).values(values[start : start + IMAGE_CHUNK]).on_conflict_do_nothing()
+        )
+    return hashes
+
+
+def image_ref(session: Session, image: np.ndarray | str) -> str:
+    """An image given as pixels (stored now) or as the hash of an image already stored."""
+    if isinstance(image, str):
+        if session.scalar(select(Image.sha256).where(Image.sha256 == image)) is None:
+            raise NotFoundError(f"no image with sha256 {image!r} in the bank")
+        return image
+    return store_images(session, [checked_image(image, "image")])[0]
+
+
+def checked_image(image: Any, what: str) -> np.ndarray:
+    problem = image_problem(image)
+    if problem:
+        raise ValueError(f"{what}: {problem}")
+    return image
+
+
+# ---------------------------------------------------------------- validation
+
+
+def image_problem(image: Any) -> str | None:
+    if not isinstance(image, np.ndarray):
+        return f"expected a numpy array, got {type(image).__name__}"
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape:
+        return f"expected a uint8 RGB array (H, W, 3), got {image.dtype} {image.shape}"
+    return None
+
+
+def is_json(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def puzzle_problems(puzzle: Puzzle) -> list[str]:
+    """Everything wrong with a puzzle before it may enter the bank (empty list: fine)."""
+    problems: list[str] = []
+    if puzzle.family not in FAMILIES:
+        problems.append(f"unknown family {puzzle.family!r}")
+    if not puzzle.id or len(puzzle.id) > 64:
+        problems.append(f"id must be 1..64 characters, got {puzzle.id!r}")
+    if not puzzle.panels:
+        problems.append("no panels")
+    images = [("panel", i, p) for i, p in enumerate(puzzle.panels)] + [
+        ("candidate", i, c) for i, c in enumerate(puzzle.candidates)
+    ]
+    if puzzle.answer is not None:
+        images.append(("answer", 0, puzzle.answer))
+    for kind, index, image in images:
+        problem = image_problem(image)
+        if problem:
+            problems.append(f"{kind} {index}: {problem}")
+    if puzzle.candidates and puzzle.answer_index is None:
+        problems.append("candidates given without answer_index")
+    if puzzle.answer_index is not None:
+        if not 0 <= puzzle.answer_index < len(puzzle.candidates):
+            problems.append(f"answer_index {puzzle.answer_index} outside the {len(puzzle.candidates)} candidates")
+        elif (
+            puzzle.answer is not None
+            and image_problem(puzzle.answer) is None
+            and not np.array_equal(puzzle.candidates[puzzle.answer_index], puzzle.answer)
+        ):
+            problems.append(f"candidate {puzzle.answer_index} differs from the answer image")
+    if not isinstance(puzzle.difficulty, int) or not 1 <= puzzle.difficulty <= 5:
+        problems.append(f"difficulty must be an integer 1..5, got {puzzle.difficulty!r}")
+    if not isinstance(puzzle.tags, list) or not all(isinstance(t, str) and 0 < len(t) <= 64 for t in puzzle.tags):
+        problems.append(f"tags must be a list of strings of 1..64 characters, got {puzzle.tags!r}")
+    if not isinstance(puzzle.title, str):
+        problems.append(f"title must be a string, got {type(puzzle.title).__name__}")
+    if not isinstance(puzzle.license, str) or not 0 < len(puzzle.license) <= 64:
+        problems.append(f"license must be a string of 1..64 characters, got {puzzle.license!r}")
+    for name in ("layout", "meta", "source"):
+        value = getattr(puzzle, name)
+        if not isinstance(value, dict) or not is_json(value):
+            problems.append(f"{name} must be a JSON-serialisable dict")
+    return problems
+
+
+def require_valid(puzzle: Puzzle) -> None:
+    problems = puzzle_problems(puzzle)
+    if problems:
+        raise ValueError(f"puzzle {puzzle.id!r} is invalid: {'; '.join(problems)}")
+
+
+def require_status(status: str) -> None:
+    if status not in STATUSES:
+        raise ValueError(f"unknown status {status!r}; expected one of {', '.join(STATUSES)}")
+
+
+# ---------------------------------------------------------------- writing and reading puzzles
+
+
+def layout_kind(layout: dict[str, Any]) -> str:
+    return str(layout.get("kind", ""))[:64]
+
+
+def write_puzzle(session: Session, puzzle: Puzzle, status: str, submitted_by: str | None = None) -> None:
+    panel_hashes = store_images(session, puzzle.panels)
+    candidate_hashes = store_images(session, puzzle.candidates)
+    answer_hash = store_images(session, [puzzle.answer])[0] if puzzle.answer is not None else None
+    now = utc_now()
+    session.add(
+        PuzzleRow(
+            id=puzzle.id,
+            status=status,
+            family=puzzle.family,
+            title=puzzle.title,
+            tags=list(puzzle.tags),
+            difficulty=puzzle.difficulty,
+            layout=dict(puzzle.layout),
+            layout_kind=layout_kind(puzzle.layout),
+            meta=dict(puzzle.meta),
+            source=dict(puzzle.source),
+            licence=puzzle.license,
+            answer_sha256=answer_hash,
+            answer_index=puzzle.answer_index,
+            created_at=now,
+            updated_at=now,
+            submitted_by=submitted_by,
+        )
+    )
+    session.flush()  # the puzzle row must exist before rows that refer to it
+    session.add_all(PuzzlePanel(puzzle_id=puzzle.id, position=i, image_sha256=h) for i, h in enumerate(panel_hashes))
+    session.add_all(
+        PuzzleCandidate(puzzle_id=puzzle.id, position=i, image_sha256=h) for i, h in enumerate(candidate_hashes)
+    )
+    session.add_all(PuzzleTag(puzzle_id=puzzle.id, tag=tag) for tag in dict.fromkeys(puzzle.tags))
+    session.flush()
+
+
+def image_hashes(session: Session, table: Any, ids: Sequence[str]) -> dict[str, list[str]]:
+    result: dict[str, list[str]] = {puzzle_id: [] for puzzle_id in ids}
+    rows = session.execute(
+        select(table.puzzle_id, table.image_sha256)
+        .where(table.puzzle_id.in_(ids))
+        .order_by(table.puzzle_id, table.position)
+    )
+    for puzzle_id, sha in rows:
+        result[puzzle_id].append(sha)
+    return result
+
+
+def load_puzzles(session: Session, ids: Sequence[str]) -> list[StoredPuzzle]:
+    """Full puzzles (pixels decoded) for `ids`, in the given order; missing ids are skipped."""
+    rows = {row.id: row for row in session.scalars(select(PuzzleRow).where(PuzzleRow.id.in_(ids)))}
+    panels = image_hashes(session, PuzzlePanel, list(rows))
+    candidates = image_hashes(session, PuzzleCandidate, list(rows))
+    needed = {h for hashes in [*panels.values(), *candidates.values()] for h in hashes}
+    needed |= {row.answer_sha256 for row in rows.values() if row.answer_sha256}
+    pixels = {
+        sha: decode(png)
+        for sha, png in session.execute(select(Image.sha256, Image.png).where(Image.sha256.in_(needed)))
+    }
+    stored = []
+    for puzzle_id in ids:
+        row = rows.get(puzzle_id)
+        if row is None:
+            continue
+        puzzle = Puzzle(
+            family=row.family,
+            panels=[pixels[h] for h in panels[row.id]],
+            answer=pixels[row.answer_sha256] if row.answer_sha256 else None,
+            candidates=[pixels[h] for h in candidates[row.id]],
+            answer_index=row.answer_index,
+            title=row.title,
+            layout=dict(row.layout),
+            tags=list(row.tags),
+            difficulty=row.difficulty,
+            source=dict(row.source),
+            license=row.licence,
+            meta=dict(row.meta),
+            id=row.id,
+        )
+        stored.append(
+            StoredPuzzle(puzzle, row.status, row.created_at, row.updated_at, row.submitted_by, row.reject_reason)
+        )
+    return stored
