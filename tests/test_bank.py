@@ -1,11 +1,15 @@
-"""The puzzle bank against a real SQLite file: schema, repository, curator accounts, packs, CLI."""
+"""The puzzle bank against real databases (a SQLite file and a PostgreSQL server, through the parametrised
+`make_bank` fixture): schema, repository, curator accounts, packs, backups, CLI, several processes at once."""
 
 from __future__ import annotations
 
 import io
 import json
+import multiprocessing
+import re
 import sqlite3
 import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -17,12 +21,13 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import func, inspect, select, text, update
 from sqlalchemy.exc import IntegrityError
 
-from puzzles.bank import accounts, cli
+from puzzles.bank import accounts, backup, cli
 from puzzles.bank import repository as repo
-from puzzles.bank.db import PACKAGE_DIR
+from puzzles.bank.backup import row_counts
+from puzzles.bank.db import PACKAGE_DIR, POOL_SIZE, connect, downgrade, migrate, normalise_url
 from puzzles.bank.models import Base, Image, LoginFailure, Rating, utc_now
 from puzzles.bank.seed import seed_bank
-from puzzles.pack import write_pack
+from puzzles.pack import read_pack, validate_pack, write_pack
 from puzzles.puzzle import Puzzle
 
 CURATOR, PASSWORD = "ada", "correct horse"
@@ -81,7 +86,11 @@ def curated(bank):
 
 def test_migrates_an_empty_database_to_head(make_bank, tmp_path):
     bank = make_bank(tmp_path)
-    assert (tmp_path / "data" / "gelato.db").is_file()
+    if bank.dialect == "sqlite":
+        assert (tmp_path / "data" / "gelato.db").is_file()
+    downgrade(bank.engine, "base")  # down to nothing and back up: both directions run on this back end
+    assert set(inspect(bank.engine).get_table_names()) <= {"alembic_version"}
+    migrate(bank.engine)
     tables = set(inspect(bank.engine).get_table_names())
     assert {
         "images",
@@ -103,12 +112,48 @@ def test_migrates_an_empty_database_to_head(make_bank, tmp_path):
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
 
 
+@pytest.mark.parametrize("make_bank", ["sqlite"], indirect=True)
 def test_sqlite_connections_use_wal_and_foreign_keys(bank):
     with bank.engine.connect() as connection:
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5000
         assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+
+
+@pytest.mark.parametrize("make_bank", ["postgresql"], indirect=True)
+def test_postgresql_connections_are_named_and_pooled(bank):
+    with bank.engine.connect() as connection:
+        assert connection.exec_driver_sql("SHOW application_name").scalar() == "gelato"
+        assert connection.exec_driver_sql("SHOW transaction_isolation").scalar() == "read committed"
+    assert bank.engine.pool.size() == POOL_SIZE
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("postgres://u:p@db:5432/gelato", "postgresql+psycopg://u:p@db:5432/gelato"),
+        ("postgresql://u@db/gelato", "postgresql+psycopg://u@db/gelato"),
+        ("postgresql+psycopg://u@db/gelato", "postgresql+psycopg://u@db/gelato"),
+        ("sqlite:///data/gelato.db", "sqlite:///data/gelato.db"),
+    ],
+)
+def test_database_urls_from_hosting_providers_use_psycopg(given, expected):
+    assert normalise_url(given) == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("mysql://u@db/gelato", "unsupported database 'mysql'"),
+        ("postgresql+psycopg2://u@db/gelato", "psycopg 3 driver"),
+        ("sqlite://", "in-memory SQLite bank is not supported"),
+        ("not a url", "invalid database URL"),
+    ],
+)
+def test_unsupported_database_urls_are_refused_clearly(url, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        connect(url)
 
 
 def test_reopening_a_migrated_bank_keeps_its_data(make_bank, tmp_path):
@@ -330,14 +375,14 @@ def test_foreign_keys_refuse_orphans(bank):
     with pytest.raises(repo.NotFoundError):
         repo.add_attempt(bank, "no-such-puzzle", "v", 0)
     assert count(bank, Rating) == 0
-    with bank.engine.begin() as connection, pytest.raises(IntegrityError, match="FOREIGN KEY"):
+    with bank.engine.begin() as connection, pytest.raises(IntegrityError, match="(?i)FOREIGN KEY"):
         connection.execute(
             text(
                 "INSERT INTO attempts (puzzle_id, visitor_id, choice, correct, created_at) "
-                "VALUES ('ghost', 'v', 1, 1, '2026-01-01')"
+                "VALUES ('ghost', 'v', 1, true, '2026-01-01')"
             )
         )
-    with bank.engine.begin() as connection, pytest.raises(IntegrityError, match="FOREIGN KEY"):
+    with bank.engine.begin() as connection, pytest.raises(IntegrityError, match="(?i)FOREIGN KEY"):
         connection.execute(
             text(
                 "INSERT INTO ratings (prompt_hashes, target, bundle_id, settings, output_sha256, sample_index, score, "
@@ -476,29 +521,225 @@ def test_failed_logins_are_rate_limited(curated, caplog):
 # ---------------------------------------------------------------- command line
 
 
-def run_cli(monkeypatch, capsys, data_dir: Path, *argv: str, stdin: str = "") -> tuple[int, str]:
+def run_cli(monkeypatch, capsys, bank_url: str, *argv: str, stdin: str = "") -> tuple[int, str]:
     monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
     monkeypatch.delenv("DATABASE_URL", raising=False)
-    status = cli.main([argv[0], "--data-dir", str(data_dir), *argv[1:]])
+    status = cli.main([argv[0], "--database-url", bank_url, *argv[1:]])
     return status, capsys.readouterr().out
 
 
 def test_cli_import_curators_backup_restore(tmp_path, monkeypatch, capsys, make_bank):
-    data = tmp_path / "data"
+    bank = make_bank(tmp_path)
+    url = bank.url
     pack = tmp_path / "pack.zip"
     puzzles = write_test_pack(pack, range(2))
-    status, out = run_cli(monkeypatch, capsys, data, "import", str(pack), "--dry-run")
+    status, out = run_cli(monkeypatch, capsys, url, "import", str(pack), "--dry-run")
     assert status == 0 and json.loads(out)["dry_run"] is True
-    assert run_cli(monkeypatch, capsys, data, "import", str(pack))[0] == 0
-    assert run_cli(monkeypatch, capsys, data, "curators", "add", "grace", stdin="long enough pw\n")[0] == 0
-    assert "grace\tenabled" in run_cli(monkeypatch, capsys, data, "curators", "list")[1]
-    assert run_cli(monkeypatch, capsys, data, "backup", str(tmp_path / "backup.db"))[0] == 0
-    assert run_cli(monkeypatch, capsys, data, "curators", "disable", "grace")[0] == 0
-    assert run_cli(monkeypatch, capsys, data, "restore", str(tmp_path / "backup.db"))[0] == 0
-    bank = make_bank(tmp_path)  # the same data directory
+    assert run_cli(monkeypatch, capsys, url, "import", str(pack))[0] == 0
+    assert run_cli(monkeypatch, capsys, url, "curators", "add", "grace", stdin="long enough pw\n")[0] == 0
+    assert "grace\tenabled" in run_cli(monkeypatch, capsys, url, "curators", "list")[1]
+    backup_file = tmp_path / ("backup.db" if bank.dialect == "sqlite" else "backup.zip")
+    status, out = run_cli(monkeypatch, capsys, url, "backup", str(backup_file))
+    assert status == 0 and "2 puzzles" in out and "1 curators" in out
+    assert run_cli(monkeypatch, capsys, url, "curators", "disable", "grace")[0] == 0
+    assert run_cli(monkeypatch, capsys, url, "restore", str(backup_file))[0] == 0
     assert accounts.verify_curator(bank, "grace", "long enough pw")  # the backup predates the disable
     assert sorted(p.id for p in repo.list_puzzles(bank)[0]) == sorted(p.id for p in puzzles)
-    assert run_cli(monkeypatch, capsys, data, "export", str(tmp_path / "out.zip"), "--family", "matrix")[0] == 0
+    assert run_cli(monkeypatch, capsys, url, "export", str(tmp_path / "out.zip"), "--family", "matrix")[0] == 0
     not_a_bank = tmp_path / "junk.db"
     sqlite3.connect(not_a_bank).close()
-    assert run_cli(monkeypatch, capsys, data, "restore", str(not_a_bank))[0] == 2
+    assert run_cli(monkeypatch, capsys, url, "restore", str(not_a_bank))[0] == 2
+    assert run_cli(monkeypatch, capsys, url, "backup", str(backup_file))[0] == 2  # never overwrites a backup
+
+
+# ---------------------------------------------------------------- backups across back ends
+
+
+def fill_bank(bank) -> dict[str, str]:
+    """A bank with something in every table: puzzles of each status, ratings, attempts, curators, audit."""
+    accounts.add_curator(bank, CURATOR, PASSWORD)
+    published, pending, rejected = make_puzzle(1), make_puzzle(2, family="analogy"), make_puzzle(3)
+    repo.add_puzzle(bank, published, "published")
+    repo.submit_puzzle(bank, pending, visitor="visitor-1")
+    repo.add_puzzle(bank, rejected, "pending")
+    repo.reject(bank, rejected.id, CURATOR, "too easy")
+    output = random_image(np.random.default_rng(50))
+    repo.add_rating(bank, visitor="v1", output=output, score=1, puzzle_id=published.id, settings={"top_k": 5})
+    repo.add_rating(bank, visitor="v1", output=output, score=-1, prompt=[random_image(np.random.default_rng(51))])
+    repo.add_attempt(bank, published.id, "v2", 1, 2.5)
+    repo.record_model_result(bank, published.id, "tiny-v1", picked_index=0)
+    assert not accounts.verify_curator(bank, CURATOR, "wrong guess")  # a login_failures row
+    return {"published": published.id, "pending": pending.id, "rejected": rejected.id}
+
+
+def bank_contents(bank) -> dict:
+    """Everything a restore must bring back, as plain values (ids included: the audit order depends on them)."""
+    puzzles = repo.list_puzzles(bank, status=None, per_page=200)[0]
+    return {
+        "counts": row_counts(bank),
+        "puzzles": [(p.id, p.status, p.panel_hashes, p.candidate_hashes, p.answer_hash, p.created_at) for p in puzzles],
+        "ratings": repo.list_ratings(bank),
+        "audit": repo.list_audit(bank),
+        "stats": repo.bank_stats(bank),
+        "curators": [(c.name, c.disabled, c.created_at) for c in accounts.list_curators(bank)],
+    }
+
+
+@pytest.mark.parametrize("target_backend", ["sqlite", "postgresql"])
+def test_archive_backup_restores_into_either_back_end(make_bank, tmp_path, target_backend):
+    source = make_bank(tmp_path, name="source")
+    ids = fill_bank(source)
+    archive = tmp_path / "bank.zip"
+    counts = backup.backup(source, archive)
+    assert counts["puzzles"] == 3 and counts["ratings"] == 2 and counts["login_failures"] == 1
+    # The archive is also a plain puzzle pack of every puzzle, whatever its status.
+    assert validate_pack(archive) == []
+    assert sorted(p.id for p in read_pack(archive)) == sorted(ids.values())
+
+    target = make_bank(tmp_path, name="target", backend=target_backend)
+    repo.add_puzzle(target, make_puzzle(77), "published")  # replaced by the restore
+    assert backup.restore(target.url, archive) == counts
+    assert bank_contents(target) == bank_contents(source)
+    assert_same_puzzle(repo.get_puzzle(target, ids["published"]).puzzle, make_puzzle(1))
+    assert repo.get_puzzle(target, ids["rejected"]).reject_reason == "too easy"
+    assert accounts.verify_curator(target, CURATOR, PASSWORD)
+    # New rows get fresh ids after the restored ones (PostgreSQL's sequences were moved past them).
+    old_ids = {row["id"] for row in repo.list_ratings(target)}
+    new_id = repo.add_rating(target, visitor="v9", output=random_image(np.random.default_rng(60)), score=1,
+                             puzzle_id=ids["published"])
+    assert new_id not in old_ids
+    accounts.add_curator(target, "grace", "long enough pw")
+    repo.approve(target, ids["pending"], "grace")
+
+
+def test_archive_backup_is_consistent_while_others_write(make_bank, tmp_path):
+    bank = make_bank(tmp_path)
+    repo.add_puzzle(bank, make_puzzle(0), "published")
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            for seed in range(1, 60):
+                if done.is_set():
+                    return
+                puzzle = make_puzzle(seed)
+                repo.add_puzzle(bank, puzzle, "published")
+                repo.add_attempt(bank, puzzle.id, "v", 1)
+        except BaseException as error:  # noqa: BLE001 - reported by the main thread
+            errors.append(error)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    counts = backup.backup(bank, tmp_path / "live.zip")
+    done.set()
+    writer.join()
+    assert errors == []
+    # One snapshot: every row the archive holds has what it refers to, and the counts match the rows.
+    target = make_bank(tmp_path, name="restored")
+    assert backup.restore(target.url, tmp_path / "live.zip") == counts
+    assert row_counts(target) == counts
+    assert validate_pack(tmp_path / "live.zip") == []
+
+
+def test_restore_refuses_what_is_not_a_matching_backup(make_bank, tmp_path):
+    bank = make_bank(tmp_path)
+    fill_bank(bank)
+    before = bank_contents(bank)
+    archive = tmp_path / "bank.zip"
+    backup.backup(bank, archive)
+    plain_pack = tmp_path / "pack.zip"
+    write_test_pack(plain_pack, range(2))
+    with pytest.raises(ValueError, match="no backup.json"):
+        backup.restore(bank.url, plain_pack)
+    damaged = rewrite_zip(archive, tmp_path / "damaged.zip", lambda name, data: data + b"x" * ("images/" in name))
+    with pytest.raises(ValueError, match="does not match its sha256"):
+        backup.restore(bank.url, damaged)
+    newer = rewrite_zip(archive, tmp_path / "newer.zip", lambda name, data: data.replace(b'"0001"', b'"9999"'))
+    with pytest.raises(ValueError, match="schema revision '9999'"):
+        backup.restore(bank.url, newer)
+    with pytest.raises(ValueError, match="exists already"):
+        backup.backup(bank, archive)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        backup.restore(bank.url, tmp_path / "missing.zip")
+    if bank.dialect == "postgresql":
+        with pytest.raises(ValueError, match="must end in .zip"):
+            backup.backup(bank, tmp_path / "bank.db")
+    assert bank_contents(bank) == before  # a refused restore changes nothing
+
+
+def rewrite_zip(source: Path, target: Path, change) -> Path:
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w") as new:
+        for name in old.namelist():
+            new.writestr(name, change(name, old.read(name)))
+    return target
+
+
+# ---------------------------------------------------------------- two replicas (processes) on one database
+
+
+def replica(url: str, name: str, other: str, start, results) -> None:
+    """One app replica's share of the traffic, in its own process with its own connection pool."""
+    try:
+        bank = connect(url)  # both replicas migrate the empty database at once: one waits for the other
+        start.wait(timeout=60)
+        own = make_puzzle(1 if name == "a" else 2, id=f"published-on-{name}")
+        repo.add_puzzle(bank, own, "published")
+        deadline = time.monotonic() + 30
+        while repo.list_puzzles(bank, tag="test")[1] < 2:  # the other replica's puzzle shows up here
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"replica {name} never saw puzzle published-on-{other}")
+            time.sleep(0.05)
+        seen = repo.get_puzzle(bank, f"published-on-{other}").puzzle.id
+        outputs = [random_image(np.random.default_rng(200 + i)) for i in range(4)]
+        ratings, attempts, submitted = [], 0, []
+        for round_ in range(3):
+            for visitor in ("v1", "v2"):  # the same visitors on both replicas: upserts race across processes
+                for index, output in enumerate(outputs):
+                    puzzle_id = f"published-on-{'a' if index % 2 else 'b'}"
+                    score = 1 if (round_ + index) % 2 else -1
+                    rating_id = repo.add_rating(bank, visitor=visitor, output=output, score=score, puzzle_id=puzzle_id)
+                    ratings.append((rating_id, visitor, index))
+                repo.add_attempt(bank, f"published-on-{other}", f"{visitor}-{name}", 1, 1.0)
+                attempts += 1
+        for seed in range(3):
+            submitted.append(repo.submit_puzzle(bank, make_puzzle(100 + seed, id=f"{name}-{seed}"), visitor=name))
+        try:  # both replicas submit this one: exactly one may succeed
+            submitted.append(repo.submit_puzzle(bank, make_puzzle(999, id="contested"), visitor=name))
+        except repo.PuzzleExistsError:
+            pass
+        bank.close()
+        results.put({"name": name, "seen": seen, "ratings": ratings, "attempts": attempts, "submitted": submitted})
+    except BaseException as error:  # noqa: BLE001 - reported by the test process
+        results.put({"name": name, "error": repr(error)})
+
+
+def test_two_replicas_in_two_processes_write_everything_exactly_once(make_bank, tmp_path):
+    bank = make_bank(tmp_path)
+    downgrade(bank.engine, "base")  # an empty database, as on a first deployment
+    bank.engine.dispose()  # no connections cross the fork
+    context = multiprocessing.get_context("fork")
+    start, results = context.Barrier(2), context.Queue()
+    processes = [
+        context.Process(target=replica, args=(bank.url, name, other, start, results))
+        for name, other in (("a", "b"), ("b", "a"))
+    ]
+    for process in processes:
+        process.start()
+    reports = {report["name"]: report for report in (results.get(timeout=120) for _ in processes)}
+    for process in processes:
+        process.join(timeout=30)
+    assert {name: report.get("error") for name, report in reports.items()} == {"a": None, "b": None}
+    assert (reports["a"]["seen"], reports["b"]["seen"]) == ("published-on-b", "published-on-a")
+    # Every acknowledged write is there, exactly once.
+    ratings = repo.list_ratings(bank)
+    keys = [(row["visitor_id"], row["output_sha256"], row["target"]) for row in ratings]
+    assert len(keys) == len(set(keys)) == 2 * 4  # two visitors x four outputs, however often they rated
+    acknowledged = {rating_id for report in reports.values() for rating_id, _, _ in report["ratings"]}
+    assert acknowledged == {row["id"] for row in ratings}
+    attempts = sum(repo.puzzle_stats(bank, f"published-on-{n}")["attempts"] for n in "ab")
+    assert attempts == reports["a"]["attempts"] + reports["b"]["attempts"] == 12
+    submitted = reports["a"]["submitted"] + reports["b"]["submitted"]
+    assert submitted.count("contested") == 1 and len(submitted) == len(set(submitted)) == 7
+    pending = [item.id for item in repo.list_puzzles(bank, status="pending", per_page=50)[0]]
+    assert sorted(pending) == sorted(submitted)

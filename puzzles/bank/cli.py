@@ -10,14 +10,11 @@ import argparse
 import getpass
 import json
 import logging
-import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.engine import make_url
-
-from puzzles.bank import accounts, repository
+from puzzles.bank import accounts, backup, repository
 from puzzles.bank.db import SETTINGS, Bank, connect, resolve_url
 from puzzles.bank.seed import DEFAULT_STARTER, seed_bank
 
@@ -104,60 +101,23 @@ def cmd_curators(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sqlite_path(url: str) -> Path:
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        raise ValueError("backup/restore work on SQLite banks only; use pg_dump/pg_restore for PostgreSQL")
-    return Path(parsed.database)
-
-
 def cmd_backup(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    if out.exists():
-        raise ValueError(f"{out} exists already; choose a new file for the backup")
     with _open(args) as bank:
-        _sqlite_path(bank.url)
-        raw = bank.engine.raw_connection()
-        try:
-            target = sqlite3.connect(out)
-            with target:
-                raw.driver_connection.backup(target)  # consistent copy even while others write
-            target.close()
-        finally:
-            raw.close()
-    print(f"backed up to {out}")
+        counts = backup.backup(bank, Path(args.out))
+    print(f"backed up {_summary(counts)} to {args.out}")
     return 0
-
-
-def _check_backup(path: Path) -> None:
-    if not path.is_file():
-        raise FileNotFoundError(f"backup file {path} not found")
-    try:
-        source = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        tables = {row[0] for row in source.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        source.close()
-    except sqlite3.DatabaseError as error:
-        raise ValueError(f"{path} is not a SQLite database: {error}") from error
-    if not {"alembic_version", "puzzles", "images"} <= tables:
-        raise ValueError(f"{path} is not a Gelato bank backup (tables missing)")
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    source_path = Path(args.source)
-    _check_backup(source_path)
     url = resolve_url(args.database_url, Path(args.data_dir) if args.data_dir else None)
-    _sqlite_path(url)
-    with connect(url, run_migrations=False) as bank:
-        raw = bank.engine.raw_connection()
-        try:
-            source = sqlite3.connect(source_path)
-            source.backup(raw.driver_connection)  # replaces the whole database
-            source.close()
-        finally:
-            raw.close()
-    connect(url).close()  # a backup from an older version is migrated forward
-    print(f"restored {source_path}")
+    counts = backup.restore(url, Path(args.source))
+    print(f"restored {_summary(counts)} from {args.source}")
     return 0
+
+
+def _summary(counts: dict[str, int]) -> str:
+    tables = ("puzzles", "images", "ratings", "attempts", "curators")
+    return ", ".join(f"{counts.get(name, 0)} {name}" for name in tables)
 
 
 def register(subparsers: Any) -> None:
@@ -186,12 +146,16 @@ def register(subparsers: Any) -> None:
     curators.add_argument("name", nargs="?", help="curator name (not for list); passwords are read from the prompt")
     curators.set_defaults(func=cmd_curators)
 
-    backup = subparsers.add_parser("backup", parents=[common], help="copy the SQLite bank to a file (online)")
-    backup.add_argument("out")
-    backup.set_defaults(func=cmd_backup)
+    backup_parser = subparsers.add_parser(
+        "backup", parents=[common], help="online, consistent copy of the bank (SQLite or PostgreSQL)"
+    )
+    backup_parser.add_argument(
+        "out", help="a .zip archive (any bank; restores into SQLite or PostgreSQL) or, for SQLite, a database file"
+    )
+    backup_parser.set_defaults(func=cmd_backup)
 
-    restore = subparsers.add_parser("restore", parents=[common], help="replace the SQLite bank with a backup")
-    restore.add_argument("source", metavar="IN")
+    restore = subparsers.add_parser("restore", parents=[common], help="replace the whole bank with a backup")
+    restore.add_argument("source", metavar="IN", help="a .zip archive from backup, or a SQLite backup file")
     restore.set_defaults(func=cmd_restore)
 
     seed = subparsers.add_parser("seed", parents=[common], help="import the shipped starter pack (idempotent)")

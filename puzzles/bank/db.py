@@ -3,6 +3,10 @@
 SQLite (the default, one file under the data directory) runs in WAL mode with foreign keys on. Write
 transactions start with BEGIN IMMEDIATE so two writers queue on the busy timeout instead of one failing
 when it upgrades a read lock; read transactions stay deferred and never wait for writers.
+
+PostgreSQL (`postgresql+psycopg://user:password@host/db`, for several app replicas) runs at READ COMMITTED;
+writes that race use INSERT .. ON CONFLICT or SELECT .. FOR UPDATE. Replicas starting together migrate one
+at a time under an advisory lock.
 """
 
 from __future__ import annotations
@@ -15,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
@@ -32,6 +36,13 @@ SETTINGS: tuple[tuple[str, str | None, str, str], ...] = (
 )
 SQLITE_PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", "busy_timeout=5000")
 _WRITE_OPTION = "gelato_write"
+SUPPORTED_BACKENDS = ("sqlite", "postgresql")
+# Any constant works: replicas only have to agree on it. ("gelato" in ASCII.)
+MIGRATION_LOCK_ID = 0x67656C61746F
+# Per replica: POOL_SIZE + POOL_OVERFLOW connections at most; size PostgreSQL's max_connections for N replicas.
+POOL_SIZE = int(os.environ.get("GELATO_DB_POOL_SIZE", "5"))
+POOL_OVERFLOW = int(os.environ.get("GELATO_DB_POOL_OVERFLOW", "5"))
+POOL_RECYCLE_SECONDS = 1800  # under the idle timeouts of most proxies and managed databases
 
 
 @dataclass
@@ -61,11 +72,19 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("GELATO_DATA_DIR") or "data")
 
 
+def normalise_url(url: str) -> str:
+    """`postgres://` and `postgresql://` (as hosting providers hand them out) use the psycopg 3 driver."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
 def resolve_url(url: str | None = None, data_dir: Path | None = None) -> str:
     """The URL to use: explicit, else $DATABASE_URL, else sqlite:///<data_dir>/gelato.db."""
     url = url or os.environ.get("DATABASE_URL") or None
     if url:
-        return url
+        return normalise_url(url)
     directory = Path(data_dir) if data_dir is not None else default_data_dir()
     directory.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{(directory / DATABASE_FILE).resolve()}"
@@ -88,11 +107,14 @@ def _on_sqlite_begin(connection: Any) -> None:
 def make_engine(url: str) -> Engine:
     """An engine for `url`; SQLite engines get the pragmas and explicit BEGIN handling."""
     try:
-        parsed = make_url(url)
+        parsed = make_url(normalise_url(url))
     except Exception as error:
         raise ValueError(f"invalid database URL {url!r}: {error}") from error
-    if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
+    backend = parsed.get_backend_name()
+    if backend not in SUPPORTED_BACKENDS:
+        raise ValueError(f"unsupported database {backend!r} in DATABASE_URL; use SQLite or PostgreSQL")
+    if backend == "postgresql":
+        return _postgresql_engine(parsed)
     if parsed.database in (None, "", ":memory:"):
         raise ValueError("an in-memory SQLite bank is not supported: give a file path (sqlite:///path/to/gelato.db)")
     Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -102,16 +124,51 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+def _postgresql_engine(parsed: URL) -> Engine:
+    if parsed.drivername != "postgresql+psycopg":
+        raise ValueError(f"PostgreSQL banks use the psycopg 3 driver (postgresql+psycopg://), not {parsed.drivername}")
+    try:
+        import psycopg  # noqa: F401 - a clear message instead of SQLAlchemy's when it is missing
+    except ImportError as error:
+        raise ValueError("the bank is on PostgreSQL but psycopg is missing: pip install 'psycopg[binary]'") from error
+    return create_engine(
+        parsed,
+        pool_pre_ping=True,  # a replica survives database restarts and failovers
+        pool_size=POOL_SIZE,
+        max_overflow=POOL_OVERFLOW,
+        pool_recycle=POOL_RECYCLE_SECONDS,
+        connect_args={"application_name": "gelato", "connect_timeout": 10},
+    )
+
+
 def migrate(engine: Engine, revision: str = "head") -> None:
-    """Run the Alembic migrations up to `revision` on `engine` (programmatic `alembic upgrade head`)."""
+    """Run the Alembic migrations up to `revision` on `engine` (programmatic `alembic upgrade head`).
+
+    Migrations run in one transaction that first takes a lock, so replicas starting at once migrate in turn
+    (the later ones find the schema current): an advisory lock on PostgreSQL, BEGIN IMMEDIATE on SQLite.
+    """
     from alembic import command
+
+    _run_alembic(engine, command.upgrade, revision)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Undo migrations down to `revision` ("base": an empty schema). Takes the same lock as migrate."""
+    from alembic import command
+
+    _run_alembic(engine, command.downgrade, revision)
+
+
+def _run_alembic(engine: Engine, alembic_command: Any, revision: str) -> None:
     from alembic.config import Config
 
     config = Config(str(ALEMBIC_INI))
     config.set_main_option("script_location", str(PACKAGE_DIR / "migrations"))
-    with engine.connect() as connection:
+    with engine.connect().execution_options(**{_WRITE_OPTION: True}) as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_ID})
         config.attributes["connection"] = connection
-        command.upgrade(config, revision)
+        alembic_command(config, revision)
         connection.commit()
 
 

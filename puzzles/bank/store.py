@@ -22,6 +22,7 @@ from puzzles.bank.models import STATUSES, Image, PuzzleCandidate, PuzzlePanel, P
 from puzzles.images import png_bytes
 from puzzles.puzzle import FAMILIES, Puzzle
 
+MAX_TITLE_LENGTH = 1000
 IMAGE_CHUNK = 200  # rows per multi-row INSERT, well under SQLite's bound-parameter limit
 
 
@@ -75,14 +76,18 @@ def decode(data: bytes) -> np.ndarray:
 
 
 def store_images(session: Session, images: Iterable[np.ndarray]) -> list[str]:
-    """Store images once each (content-addressed) and return their hashes in the given order."""
+    """Store images once each (content-addressed) and return their hashes in the given order.
+
+    Rows go in sorted by hash, so two transactions storing overlapping images lock them in the same order
+    and cannot deadlock on PostgreSQL.
+    """
     hashes: list[str] = []
     rows: dict[str, dict[str, Any]] = {}
     for image in images:
         sha, data = encode(image)
         hashes.append(sha)
         rows.setdefault(sha, {"sha256": sha, "png": data, "width": int(image.shape[1]), "height": int(image.shape[0])})
-    values = list(rows.values())
+    values = [rows[sha] for sha in sorted(rows)]
     for start in range(0, len(values), IMAGE_CHUNK):
         session.execute(
             dialect_insert(session, Image).values(values[start : start + IMAGE_CHUNK]).on_conflict_do_nothing()
@@ -90,13 +95,22 @@ def store_images(session: Session, images: Iterable[np.ndarray]) -> list[str]:
     return hashes
 
 
+def image_refs(session: Session, images: Sequence[np.ndarray | str]) -> list[str]:
+    """Images given as pixels (stored now, in one sorted batch) or as hashes of images already stored."""
+    named = {image for image in images if isinstance(image, str)}
+    if named:
+        found = set(session.scalars(select(Image.sha256).where(Image.sha256.in_(named))))
+        missing = sorted(named - found)
+        if missing:
+            raise NotFoundError(f"no image with sha256 {missing[0]!r} in the bank")
+    arrays = [checked_image(image, "image") for image in images if not isinstance(image, str)]
+    stored = iter(store_images(session, arrays))
+    return [image if isinstance(image, str) else next(stored) for image in images]
+
+
 def image_ref(session: Session, image: np.ndarray | str) -> str:
     """An image given as pixels (stored now) or as the hash of an image already stored."""
-    if isinstance(image, str):
-        if session.scalar(select(Image.sha256).where(Image.sha256 == image)) is None:
-            raise NotFoundError(f"no image with sha256 {image!r} in the bank")
-        return image
-    return store_images(session, [checked_image(image, "image")])[0]
+    return image_refs(session, [image])[0]
 
 
 def checked_image(image: Any, what: str) -> np.ndarray:
@@ -117,6 +131,26 @@ def image_problem(image: Any) -> str | None:
     return None
 
 
+def text_problem(value: Any, what: str, max_length: int, required: bool = True) -> str | None:
+    """Why a string may not be stored (None: fine). Lengths match the columns, which PostgreSQL enforces."""
+    if not isinstance(value, str):
+        return f"{what} must be a string, got {type(value).__name__}"
+    if required and not value:
+        return f"{what} must not be empty"
+    if len(value) > max_length:
+        return f"{what} must be at most {max_length} characters, got {len(value)}"
+    if "\x00" in value:
+        return f"{what} must not contain NUL characters"
+    return None
+
+
+def require_text(value: Any, what: str, max_length: int, required: bool = True) -> str:
+    problem = text_problem(value, what, max_length, required)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
 def is_json(value: Any) -> bool:
     try:
         json.dumps(value)
@@ -130,7 +164,7 @@ def puzzle_problems(puzzle: Puzzle) -> list[str]:
     problems: list[str] = []
     if puzzle.family not in FAMILIES:
         problems.append(f"unknown family {puzzle.family!r}")
-    if not puzzle.id or len(puzzle.id) > 64:
+    if not isinstance(puzzle.id, str) or not puzzle.id or len(puzzle.id) > 64 or "\x00" in puzzle.id:
         problems.append(f"id must be 1..64 characters, got {puzzle.id!r}")
     if not puzzle.panels:
         problems.append("no panels")
@@ -158,8 +192,11 @@ def puzzle_problems(puzzle: Puzzle) -> list[str]:
         problems.append(f"difficulty must be an integer 1..5, got {puzzle.difficulty!r}")
     if not isinstance(puzzle.tags, list) or not all(isinstance(t, str) and 0 < len(t) <= 64 for t in puzzle.tags):
         problems.append(f"tags must be a list of strings of 1..64 characters, got {puzzle.tags!r}")
-    if not isinstance(puzzle.title, str):
-        problems.append(f"title must be a string, got {type(puzzle.title).__name__}")
+    title_problem = text_problem(puzzle.title, "title", MAX_TITLE_LENGTH, required=False)
+    if title_problem:
+        problems.append(title_problem)
+    if isinstance(puzzle.tags, list) and any(isinstance(t, str) and "\x00" in t for t in puzzle.tags):
+        problems.append("tags must not contain NUL characters")
     if not isinstance(puzzle.license, str) or not 0 < len(puzzle.license) <= 64:
         problems.append(f"license must be a string of 1..64 characters, got {puzzle.license!r}")
     for name in ("layout", "meta", "source"):
@@ -188,9 +225,11 @@ def layout_kind(layout: dict[str, Any]) -> str:
 
 
 def write_puzzle(session: Session, puzzle: Puzzle, status: str, submitted_by: str | None = None) -> None:
-    panel_hashes = store_images(session, puzzle.panels)
-    candidate_hashes = store_images(session, puzzle.candidates)
-    answer_hash = store_images(session, [puzzle.answer])[0] if puzzle.answer is not None else None
+    answer = [puzzle.answer] if puzzle.answer is not None else []
+    hashes = store_images(session, [*puzzle.panels, *puzzle.candidates, *answer])  # one sorted batch
+    panel_hashes = hashes[: len(puzzle.panels)]
+    candidate_hashes = hashes[len(puzzle.panels) : len(puzzle.panels) + len(puzzle.candidates)]
+    answer_hash = hashes[-1] if answer else None
     now = utc_now()
     session.add(
         PuzzleRow(

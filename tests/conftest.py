@@ -1,0 +1,150 @@
+"""Shared fixtures: `make_bank(tmp_path, **overrides)` opens a real, migrated bank (SQLite file or PostgreSQL)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from puzzles.bank import Bank, connect
+
+BANK_BACKENDS = ("sqlite", "postgresql")
+
+
+@pytest.fixture(scope="session")
+def postgres_databases() -> Iterator[Any]:
+    """Fresh PostgreSQL databases for the whole run (see tests/pg.py).
+
+    The server is $GELATO_TEST_PG_URL (an admin URL, e.g. a CI service) when set, else a throwaway cluster
+    started here. A server that cannot start makes the PostgreSQL tests fail, never skip.
+    """
+    from tests.pg import PostgresServer, TestDatabases, wait_until_ready
+
+    external = os.environ.get("GELATO_TEST_PG_URL")
+    server = None
+    if external:
+        wait_until_ready(external)
+        admin_url = external
+    else:
+        server = PostgresServer().start()
+        admin_url = server.admin_url
+    databases = TestDatabases(admin_url)
+    try:
+        yield databases.prepare()
+    finally:
+        if server is not None:
+            server.stop()  # the whole cluster goes: nothing to drop
+        else:
+            databases.drop_all()
+
+
+@pytest.fixture(params=BANK_BACKENDS)
+def make_bank(request: pytest.FixtureRequest) -> Iterator[Callable[..., Bank]]:
+    """Factory for banks on a real database; every test that uses it runs once per back end.
+
+    SQLite: a file under tmp_path/<name>/. PostgreSQL: a fresh database per (tmp_path, name), so asking
+    again for the same place reopens the same bank. Overrides: `name` (the data sub-directory, so one test
+    can open several independent banks), `backend` ("sqlite" or "postgresql" instead of the test's own),
+    `url` (any SQLAlchemy URL). Restrict a test to one back end with
+    `@pytest.mark.parametrize("make_bank", ["sqlite"], indirect=True)`.
+    """
+    opened: list[Bank] = []
+    postgres_urls: dict[tuple[Path, str], str] = {}
+
+    def factory(tmp_path: Path, **overrides: Any) -> Bank:
+        unknown = set(overrides) - {"url", "name", "backend"}
+        if unknown:
+            raise TypeError(f"make_bank: unknown override(s) {sorted(unknown)}")
+        backend = overrides.get("backend", request.param)
+        if backend not in BANK_BACKENDS:
+            raise ValueError(f"make_bank: backend must be one of {BANK_BACKENDS}, got {backend!r}")
+        name = overrides.get("name", "data")
+        data_dir = tmp_path / name
+        data_dir.mkdir(parents=True, exist_ok=True)
+        url = overrides.get("url")
+        if url is None and backend == "postgresql":
+            key = (tmp_path, name)
+            if key not in postgres_urls:
+                postgres_urls[key] = request.getfixturevalue("postgres_databases").create()
+            url = postgres_urls[key]
+        # An explicit URL either way, so a DATABASE_URL in the environment never points tests elsewhere.
+        bank = connect(url or f"sqlite:///{data_dir / 'gelato.db'}")
+        opened.append(bank)
+        return bank
+
+    yield factory
+    for bank in opened:
+        bank.close()
+
+
+# ---------------------------------------------------------------- the playground app, served in-process
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle_dir() -> Path:
+    """A random-init model bundle (16x16 images, 16 tokens each), built once per test run."""
+    from tests.test_export import build_tiny_bundle
+
+    return build_tiny_bundle()[0]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _fill_playground_bank(bank: Bank) -> list[str]:
+    """Published puzzles small enough for the tiny bundle: analogies (1 pair), matrices, a sequence."""
+    from puzzles.bank import repository
+    from puzzles.generators import generate
+
+    ids = []
+    for seed in range(3):
+        puzzle = generate("analogy", seed, size=32)
+        puzzle.panels = puzzle.panels[-3:]  # one example pair + B keeps the sentence inside the tiny context
+        puzzle.layout = {**puzzle.layout, "pairs": 1}
+        puzzle.id = puzzle.content_id()
+        ids.append(repository.add_puzzle(bank, puzzle, status="published"))
+    for seed in range(3):
+        ids.append(repository.add_puzzle(bank, generate("matrix", seed, size=32), status="published"))
+    return ids
+
+
+@pytest.fixture(scope="session")
+def playground(tmp_path_factory: pytest.TempPathFactory, tiny_bundle_dir: Path) -> Iterator[dict[str, Any]]:
+    """The whole app (FastAPI + Gradio) on a free local port with a real SQLite bank and the tiny bundle.
+
+    Yields {"url", "bank", "puzzle_ids", "data_dir"}; the bank holds three one-pair analogies and three matrices.
+    """
+    import threading
+    import time
+
+    import uvicorn
+
+    from app.server import create_app
+    from app.settings import resolve
+
+    data_dir = tmp_path_factory.mktemp("playground")
+    port = _free_port()
+    settings = resolve({"data_dir": str(data_dir), "bundle": str(tiny_bundle_dir), "port": str(port)}, environ={})
+    bank = connect(f"sqlite:///{data_dir / 'gelato.db'}")
+    puzzle_ids = _fill_playground_bank(bank)
+    app = create_app(settings, bank=bank, seed=False)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the playground did not start within 30 s")
+        time.sleep(0.05)
+    yield {"url": f"http://127.0.0.1:{port}/", "bank": bank, "puzzle_ids": puzzle_ids, "data_dir": data_dir}
+    server.should_exit = True
+    thread.join(timeout=10)
+    bank.close()
