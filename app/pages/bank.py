@@ -1,0 +1,148 @@
+"""Bank: browse published puzzles with filters and pages; open one in Play or try it yourself."""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import gradio as gr
+
+from app import logic
+from app.services import current
+from puzzles.generators.matrix import LAYOUTS as MATRIX_LAYOUTS
+
+log = logging.getLogger(__name__)
+
+FAMILY_CHOICES = ["any", "matrix", "analogy", "sequence", "grid", "free"]
+
+
+# --- handlers -------------------------------------------------------------------------------------------------
+
+
+def browse(family: str, layout: str, tag: str, low: int, high: int, model_wrong: bool, page: int) -> list[Any]:
+    """One page of the gallery with the ids behind it and a 'page x of y' line."""
+    try:
+        filters = logic.BankFilters.from_inputs(family, layout, tag, low, high, model_wrong)
+        pictures, ids, pages = logic.bank_page(current().bank, filters, int(page or 1) - 1)
+    except ValueError as error:
+        raise gr.Error(str(error)) from error
+    note = f"Page {int(page or 1)} of {pages}" + ("" if ids else " — no puzzle matches these filters")
+    return [pictures, ids, note, gr.update(maximum=pages, value=int(page or 1)), None]
+
+
+def first_page(*filters: Any) -> list[Any]:
+    return browse(*filters, 1)
+
+
+def select_puzzle(ids: list[str], event: gr.SelectData) -> str:
+    return ids[int(event.index)]
+
+
+def open_try(puzzle_id: str | None, request: gr.Request | None = None) -> list[Any]:
+    """Show a puzzle to solve: its prompt, its candidates, no answer; the clock starts now."""
+    if not puzzle_id:
+        raise gr.Error("select a puzzle in the gallery first")
+    try:
+        puzzle = logic.fetch_puzzle(current().bank, puzzle_id)
+    except ValueError as error:
+        raise gr.Error(str(error)) from error
+    count = len(puzzle["candidates"])
+    choices = [f"#{index + 1}" for index in range(count)] + [logic.GAVE_UP]
+    candidates = [(image, f"#{index + 1}") for index, image in enumerate(puzzle["candidates"])]
+    title = f"### {puzzle['title'] or puzzle['family']} · level {puzzle['difficulty']} · `{puzzle['id']}`"
+    return [
+        puzzle["id"], title, logic.puzzle_picture(puzzle, cell=96), candidates,
+        gr.update(choices=choices, value=None), time.time(), "", None, None, "", gr.Tabs(selected="try"),
+    ]
+
+
+def attempt(visitor_id: str | None, puzzle_id: str, choice: str, started: float | None,
+            progress: gr.Progress = gr.Progress()) -> list[Any]:  # noqa: B008
+    """Record the visitor's answer and time, then reveal the truth, the model's pick and a generated answer."""
+    visitor_id = logic.ensure_visitor_id(visitor_id)
+    services = current()
+    try:
+        index = logic.choice_index(choice)
+        seconds = max(0.0, time.time() - started) if started else None
+        correct = logic.record_attempt(services.bank, visitor_id, puzzle_id, index, seconds)
+        puzzle = logic.fetch_puzzle(services.bank, puzzle_id)
+    except ValueError as error:
+        raise gr.Error(str(error)) from error
+    verdict = "✔ Right!" if correct else ("You gave up." if index is None else "✘ Not this time.")
+    lines = [f"## {verdict}"]
+    if puzzle["answer_index"] is not None:
+        lines.append(f"The answer is **#{puzzle['answer_index'] + 1}**.")
+    generated = None
+    model_correct = None
+    try:
+        bundle = services.bundle()
+        pick = logic.model_pick(services.bank, bundle, puzzle)
+        if pick is not None:
+            model_correct = pick == puzzle["answer_index"]
+            lines.append(f"The model picked **#{pick + 1}** ({'right' if model_correct else 'wrong'}).")
+        settings = logic.SampleSettings(n_samples=1, temperature=1.0, seed=0)
+        report = lambda f, m: progress(f, desc=m)  # noqa: E731
+        generated = logic.solve(bundle, puzzle["panels"], settings, progress=report).samples[0]
+    except (RuntimeError, ValueError) as error:
+        log.warning("model unavailable for puzzle %s: %s", puzzle_id, error)
+        lines.append(f"(The model could not answer: {error})")
+    from puzzles.bank import repository
+
+    stats = logic.stats_markdown(repository.puzzle_stats(services.bank, puzzle_id), model_correct)
+    return ["\n\n".join(lines), puzzle["answer"], generated, stats, visitor_id]
+
+
+# --- layout ---------------------------------------------------------------------------------------------------
+
+
+def build_bank() -> dict[str, Any]:
+    """The Bank tab; its "Open in Play" and "Try it yourself" buttons are wired by the caller."""
+    ids = gr.State([])
+    selected = gr.State(None)
+    with gr.Row():
+        family = gr.Dropdown(FAMILY_CHOICES, value="any", label="Family", elem_id="bank-family")
+        layout = gr.Dropdown(["any", *MATRIX_LAYOUTS], value="any", label="Matrix layout", elem_id="bank-layout")
+        tag = gr.Textbox(label="Tag", elem_id="bank-tag")
+        low = gr.Slider(1, 5, value=1, step=1, label="Difficulty from", elem_id="bank-low")
+        high = gr.Slider(1, 5, value=5, step=1, label="to", elem_id="bank-high")
+        model_wrong = gr.Checkbox(label="Model gets it wrong", elem_id="bank-model-wrong")
+    gallery = gr.Gallery(elem_id="bank-gallery", columns=4, height=480, format="png", allow_preview=False,
+                         interactive=False, label="Published puzzles")
+    with gr.Row():
+        page = gr.Number(value=1, precision=0, minimum=1, label="Page", elem_id="bank-page")
+        page_note = gr.Markdown(elem_id="bank-page-note")
+        play_button = gr.Button("Open in Play", elem_id="bank-open-play")
+        try_button = gr.Button("Try it yourself", variant="primary", elem_id="bank-try")
+    filters = [family, layout, tag, low, high, model_wrong]
+    outputs = [gallery, ids, page_note, page, selected]
+    for control in filters:
+        control.change(first_page, filters, outputs, api_visibility="private")
+    page.submit(browse, [*filters, page], outputs, api_name="browse")
+    gallery.select(select_puzzle, ids, selected, api_visibility="private")
+    return {"ids": ids, "selected": selected, "filters": filters, "gallery_outputs": outputs, "page": page,
+            "play_button": play_button, "try_button": try_button}
+
+
+def build_try(visitor: gr.BrowserState) -> dict[str, Any]:
+    started = gr.State(None)
+    puzzle_id = gr.Textbox(label="Puzzle id", elem_id="try-puzzle-id", interactive=False)
+    title = gr.Markdown("Pick a puzzle in the Bank, or open a link with `?puzzle=ID`.", elem_id="try-title")
+    with gr.Row():
+        prompt = gr.Image(label="The puzzle", elem_id="try-prompt", interactive=False, format="png", height=360)
+        candidates = gr.Gallery(label="Candidates", elem_id="try-candidates", columns=4, height=360, format="png",
+                                allow_preview=False, interactive=False)
+    with gr.Row():
+        choice = gr.Radio(logic.ANSWER_CHOICES, label="Your answer", elem_id="try-choice")
+        answer_button = gr.Button("Answer", variant="primary", elem_id="try-answer")
+    verdict = gr.Markdown(elem_id="try-verdict")
+    with gr.Row():
+        truth = gr.Image(label="The answer", elem_id="try-truth", interactive=False, format="png", height=200)
+        generated = gr.Image(label="The model's generated answer", elem_id="try-generated", interactive=False,
+                             format="png", height=200)
+    stats = gr.Markdown(elem_id="try-stats")
+    answer_button.click(
+        attempt, [visitor, puzzle_id, choice, started], [verdict, truth, generated, stats, visitor], api_name="attempt",
+        concurrency_id="model", concurrency_limit=1,
+    )
+    open_outputs = [puzzle_id, title, prompt, candidates, choice, started, verdict, truth, generated, stats]
+    return {"open_outputs": open_outputs, "puzzle_id": puzzle_id}

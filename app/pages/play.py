@@ -1,0 +1,278 @@
+"""Play: put images into a prompt layout, solve, look at what the model sees, rate, submit."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+import numpy as np
+
+from app import logic
+from app.services import current
+
+log = logging.getLogger(__name__)
+
+MODEL_CONCURRENCY = "model"  # one queue shared by every event that runs the model
+MODEL_CONCURRENCY_LIMIT = 1  # the CPU has few cores: one model call at a time, the rest wait in the queue
+SLOT_HEIGHT = 150
+VOTES = ("up", "down")
+
+
+@dataclass
+class PlayComponents:
+    """What other pages need to fill the Play page (open a puzzle in Play)."""
+
+    layout: gr.Radio
+    pairs: gr.Radio
+    slots: dict[str, gr.Image]
+    candidates: gr.Gallery
+    puzzle_id: gr.State
+    groups: list[gr.Group]
+
+    def fill_outputs(self) -> list[Any]:
+        return [self.layout, self.pairs, *self.slots.values(), self.candidates, self.puzzle_id, *self.groups]
+
+
+# --- handlers (module level so tests can call them) -----------------------------------------------------------
+
+
+def _slot_values(values: tuple[Any, ...]) -> dict[str, Any]:
+    return dict(zip(logic.ALL_SLOTS, values, strict=True))
+
+
+def layout_visibility(layout: str, pairs: int | str = 1) -> list[Any]:
+    """Show the group of the chosen layout; in an analogy show as many pair rows as asked."""
+    pairs = int(pairs or 1)
+    groups = [gr.update(visible=layout == name) for name in logic.LAYOUTS]
+    rows = [gr.update(visible=k <= pairs) for k in range(2, logic.MAX_PAIRS + 1)]
+    return groups + rows
+
+
+def fill_from_puzzle(puzzle_id: str) -> list[Any]:
+    """Values for PlayComponents.fill_outputs(): layout, pairs, every slot, candidates, puzzle id, groups."""
+    puzzle = logic.fetch_puzzle(current().bank, puzzle_id)
+    layout, pairs, slots = logic.slots_from_puzzle(puzzle["family"], puzzle["panels"], puzzle.get("layout"))
+    candidates = [(image, f"#{index + 1}") for index, image in enumerate(puzzle["candidates"])] or None
+    groups = [gr.update(visible=layout == name) for name in logic.LAYOUTS]
+    return [layout, str(pairs), *slots.values(), candidates, puzzle["id"], *groups]
+
+
+def clear_all() -> list[Any]:
+    return [None] * len(logic.ALL_SLOTS) + [None, None]
+
+
+def solve(layout: str, pairs: str, *rest: Any, progress: gr.Progress = gr.Progress()) -> list[Any]:  # noqa: B008
+    """Solve the prompt in the slots: samples, settings used, ranking (when there are candidates)."""
+    *slot_values, candidates, n_samples, temperature, top_k, top_p, seed, puzzle_id = rest
+    services = current()
+    try:
+        images = logic.build_sentence(layout, _slot_values(tuple(slot_values)), int(pairs or 1))
+        settings = logic.SampleSettings.from_inputs(n_samples, temperature, top_k, top_p, seed)
+        candidate_images = [logic.as_image(item) for item in candidates or []]
+        bundle = services.bundle()
+        result = logic.solve(bundle, images, settings, candidate_images, progress=lambda f, m: progress(f, desc=m))
+    except (ValueError, RuntimeError) as error:
+        raise gr.Error(str(error)) from error
+    run = logic.save_run(services.settings.temp_dir, images, result, puzzle_id or None)
+    gallery = [(image, f"sample {index + 1}") for index, image in enumerate(result.samples)]
+    ranking, pick_text = _ranking_outputs(result.scores, result.pick, logic.answer_index_of(services.bank, puzzle_id))
+    return [gallery, result.settings_markdown(), ranking, pick_text, run, 0]
+
+
+def _ranking_outputs(scores: list[float], pick: int | None, answer_index: int | None) -> tuple[Any, str]:
+    if not scores:
+        return gr.update(value=None, visible=False), ""
+    import pandas as pd
+
+    frame = pd.DataFrame(logic.ranking_rows(scores, pick, answer_index))
+    text = f"**Model's pick: candidate #{pick + 1}**" if pick is not None else ""
+    if answer_index is not None:
+        text += f" — the answer is #{answer_index + 1}" + (" ✔" if pick == answer_index else " ✘")
+    return gr.update(value=frame, visible=True), text
+
+
+def score(layout: str, pairs: str, *rest: Any, progress: gr.Progress = gr.Progress()) -> list[Any]:  # noqa: B008
+    """Rank the candidates only (no generation)."""
+    *slot_values, candidates, puzzle_id = rest
+    try:
+        images = logic.build_sentence(layout, _slot_values(tuple(slot_values)), int(pairs or 1))
+        candidate_images = [logic.as_image(item) for item in candidates or []]
+        scores = logic.rank(current().bundle(), images, candidate_images, progress=lambda f, m: progress(f, desc=m))
+    except (ValueError, RuntimeError) as error:
+        raise gr.Error(str(error)) from error
+    pick = int(np.argmax(scores))
+    ranking, text = _ranking_outputs(scores, pick, logic.answer_index_of(current().bank, puzzle_id))
+    return [ranking, text]
+
+
+def model_view(layout: str, pairs: str, *slot_values: Any) -> list[tuple[np.ndarray, str]]:
+    """Each filled input after resizing and a tokenizer round trip."""
+    images = [logic.as_image(value) for value in slot_values]
+    images = [image for image in images if image is not None]
+    try:
+        return logic.what_the_model_sees(current().bundle(), images)
+    except (ValueError, RuntimeError) as error:
+        raise gr.Error(str(error)) from error
+
+
+def select_sample(event: gr.SelectData) -> int:
+    return int(event.index)
+
+
+def rate(visitor_id: str | None, run: dict | None, sample: Any, vote: str, correct: bool) -> tuple[str, str]:
+    """Store (or update) this visitor's rating of one sample; returns a status line and the visitor id."""
+    visitor_id = logic.ensure_visitor_id(visitor_id)
+    try:
+        rating_id = logic.rate_sample(current().bank, visitor_id, run, int(sample or 0), vote, bool(correct))
+    except ValueError as error:
+        raise gr.Error(str(error)) from error
+    word = "up" if vote == "up" else "down"
+    marked = " and marked correct" if correct else ""
+    return f"Thanks: sample {int(sample or 0) + 1} rated {word}{marked} (rating {rating_id}).", visitor_id
+
+
+def submit(visitor_id: str | None, layout: str, pairs: str, *rest: Any) -> tuple[str, str]:
+    """Save the prompt as a pending puzzle for curators, optionally with the answer."""
+    *slot_values, candidates, answer, title = rest
+    visitor_id = logic.ensure_visitor_id(visitor_id)
+    try:
+        images = logic.build_sentence(layout, _slot_values(tuple(slot_values)), int(pairs or 1))
+        candidate_images = [logic.as_image(item) for item in candidates or []]
+        puzzle_id = logic.submit_prompt(
+            current().bank, visitor_id, layout, images, logic.as_image(answer), candidate_images, title or ""
+        )
+    except ValueError as error:
+        raise gr.Error(str(error)) from error
+    return f"Submitted for review as puzzle `{puzzle_id}` (pending).", visitor_id
+
+
+def random_fill() -> list[Any]:
+    puzzle_id = logic.random_puzzle_id(current().bank)
+    if puzzle_id is None:
+        raise gr.Error("the bank has no published puzzles yet")
+    return fill_from_puzzle(puzzle_id)
+
+
+def example_fill(title_and_id: str | None) -> list[Any]:
+    if not title_and_id:
+        raise gr.Error("pick an example first")
+    return fill_from_puzzle(logic.id_from_choice(title_and_id))
+
+
+def load_examples() -> tuple[Any, Any]:
+    """Example choices and the bank thumbnails (drag them into a slot), read from the bank at page load."""
+    bank = current().bank
+    examples = logic.example_choices(bank)
+    thumbnails = logic.bank_thumbnails(bank)
+    return gr.update(choices=examples, value=None), thumbnails
+
+
+# --- layout ---------------------------------------------------------------------------------------------------
+
+
+def _slot(name: str) -> gr.Image:
+    return gr.Image(
+        label=logic.slot_label(name), elem_id=name, elem_classes=["gelato-slot"], type="numpy", format="png",
+        image_mode="RGB", sources=["upload", "clipboard"], height=SLOT_HEIGHT, min_width=110,
+    )
+
+
+def _missing(label: str = "?") -> None:
+    gr.HTML(f"<div class='gelato-missing'>{label}</div>")
+
+
+def build(visitor: gr.BrowserState) -> PlayComponents:
+    puzzle_id = gr.State(None)
+    run = gr.State(None, time_to_live=3600)
+    slots: dict[str, gr.Image] = {}
+    with gr.Row():
+        layout = gr.Radio(list(logic.LAYOUTS), value="analogy", label="Prompt layout", elem_id="layout", scale=3)
+        examples = gr.Dropdown([], label="Examples from the bank", elem_id="examples", scale=3)
+        random_button = gr.Button("Random puzzle", elem_id="random-puzzle", scale=1)
+        clear_button = gr.Button("Clear all", elem_id="clear-all", scale=1)
+    with gr.Group(visible=True, elem_id="analogy-group") as analogy_group:
+        pairs = gr.Radio(["1", "2", "3"], value="1", label="Example pairs", elem_id="pairs")
+        pair_rows = []
+        for k in range(1, logic.MAX_PAIRS + 1):
+            with gr.Row(visible=k == 1) as row:
+                slots[f"slot-a{k}"] = _slot(f"slot-a{k}")
+                slots[f"slot-a{k}p"] = _slot(f"slot-a{k}p")
+            pair_rows.append(row)
+        with gr.Row():
+            slots["slot-b"] = _slot("slot-b")
+            _missing("B' = ?")
+    with gr.Group(visible=False, elem_id="sequence-group") as sequence_group:
+        for start in (0, 4):
+            with gr.Row():
+                for name in logic.SEQUENCE_SLOTS[start : start + 4]:
+                    slots[name] = _slot(name)
+        gr.Markdown("Fill frames from 1 on; the model continues with the next frame.")
+    with gr.Group(visible=False, elem_id="matrix-group") as matrix_group:
+        for start in (0, 3, 6):
+            with gr.Row():
+                for name in logic.MATRIX_SLOTS[start : start + 3]:
+                    slots[name] = _slot(name)
+                if start == 6:
+                    _missing("?")
+    slots = {name: slots[name] for name in logic.ALL_SLOTS}  # one fixed order for every handler
+    groups = [analogy_group, sequence_group, matrix_group]
+    with gr.Accordion("Bank images (drag one into a slot)", open=False, elem_id="bank-images-accordion"):
+        thumbnails = gr.Gallery(elem_id="bank-images", columns=8, height=180, format="png", interactive=False,
+                                allow_preview=False, show_label=False)
+    candidates = gr.Gallery(label="Candidates (optional: the model ranks them)", elem_id="candidates", columns=8,
+                            height=170, format="png", interactive=True, file_types=["image"])
+    with gr.Accordion("Advanced", open=False, elem_id="advanced"):
+        with gr.Row():
+            n_samples = gr.Slider(1, 8, value=4, step=1, label="Samples (N)", elem_id="n-samples")
+            temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="Temperature", elem_id="temperature")
+            top_k = gr.Slider(0, 256, value=0, step=1, label="Top-k (0 = off)", elem_id="top-k")
+            top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="Top-p", elem_id="top-p")
+            seed = gr.Number(value=0, precision=0, label="Seed (-1 = random)", elem_id="seed")
+    with gr.Row():
+        solve_button = gr.Button("Solve", variant="primary", elem_id="solve")
+        score_button = gr.Button("Rank candidates", elem_id="rank")
+        sees_button = gr.Button("What the model sees", elem_id="model-sees")
+    samples = gr.Gallery(label="Samples", elem_id="samples", columns=4, height=220, format="png", interactive=False)
+    settings_used = gr.Markdown(elem_id="settings-used")
+    ranking = gr.BarPlot(x="candidate", y="score", color="mark", label="Ranking (log-likelihood)", elem_id="ranking",
+                         visible=False, sort=None, height=220)
+    pick_text = gr.Markdown(elem_id="pick")
+    sees = gr.Gallery(label="What the model sees", elem_id="sees", columns=8, height=170, format="png")
+    with gr.Row():
+        sample_index = gr.Number(value=0, precision=0, label="Sample (0-based; click a sample)", elem_id="rate-sample",
+                                 minimum=0)
+        vote = gr.Radio(list(VOTES), value="up", label="Rating", elem_id="rate-vote")
+        correct = gr.Checkbox(label="This is correct", elem_id="rate-correct")
+        rate_button = gr.Button("Send rating", elem_id="rate")
+    rate_status = gr.Markdown(elem_id="rate-status")
+    with gr.Accordion("Submit this prompt as a puzzle", open=False, elem_id="submit-accordion"):
+        with gr.Row():
+            title = gr.Textbox(label="Title", elem_id="submit-title")
+            answer = gr.Image(label="Answer (optional)", elem_id="submit-answer", type="numpy", format="png",
+                              image_mode="RGB", height=SLOT_HEIGHT)
+        submit_button = gr.Button("Submit for review", elem_id="submit")
+        submit_status = gr.Markdown(elem_id="submit-status")
+
+    components = PlayComponents(layout, pairs, slots, candidates, puzzle_id, groups)
+    slot_list = list(slots.values())
+    layout.change(layout_visibility, [layout, pairs], [*groups, *pair_rows[1:]], api_visibility="private")
+    pairs.change(layout_visibility, [layout, pairs], [*groups, *pair_rows[1:]], api_visibility="private")
+    clear_button.click(clear_all, None, [*slot_list, candidates, puzzle_id], api_name="clear_all")
+    random_button.click(random_fill, None, components.fill_outputs(), api_name="random_puzzle")
+    examples.input(example_fill, examples, components.fill_outputs(), api_name="example")
+    model_inputs = [layout, pairs, *slot_list, candidates]
+    solve_button.click(
+        solve, [*model_inputs, n_samples, temperature, top_k, top_p, seed, puzzle_id],
+        [samples, settings_used, ranking, pick_text, run, sample_index], api_name="solve",
+        concurrency_id=MODEL_CONCURRENCY, concurrency_limit=MODEL_CONCURRENCY_LIMIT,
+    )
+    score_button.click(score, [*model_inputs, puzzle_id], [ranking, pick_text], api_name="score",
+                       concurrency_id=MODEL_CONCURRENCY, concurrency_limit=MODEL_CONCURRENCY_LIMIT)
+    sees_button.click(model_view, [layout, pairs, *slot_list], sees, api_name="model_sees",
+                      concurrency_id=MODEL_CONCURRENCY, concurrency_limit=MODEL_CONCURRENCY_LIMIT)
+    samples.select(select_sample, None, sample_index, api_visibility="private")
+    rate_button.click(rate, [visitor, run, sample_index, vote, correct], [rate_status, visitor], api_name="rate")
+    submit_button.click(submit, [visitor, *model_inputs, answer, title], [submit_status, visitor], api_name="submit")
+    components.load_examples_outputs = [examples, thumbnails]  # type: ignore[attr-defined]
+    return components

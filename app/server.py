@@ -1,0 +1,161 @@
+"""Build the playground (Gradio Blocks mounted on a FastAPI app) and serve it.
+
+`build_blocks` lays out the pages; `create_app` opens the bank, seeds it, mounts the Blocks at "/" and
+leaves a seam for the curator pages at CURATE_PATH; `serve` runs it with uvicorn. The model is loaded on
+first use, never at import or start.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from app.services import Services, install
+from app.settings import AppSettings
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+STATIC = ROOT / "static"
+CURATE_PATH = "/curate"  # the curator pages mount here (separate Blocks with their own auth dependency)
+MAX_FILE_SIZE = "10mb"  # per upload; enforced by the server (413)
+DELETE_CACHE = (3600, 86400)  # every hour, delete cached files older than a day
+QUEUE_MAX_SIZE = 64  # waiting requests before new ones are refused
+DEFAULT_CONCURRENCY = 4  # non-model events (bank reads, ratings) that may run at once
+VISITOR_KEY = "gelato_visitor"
+
+
+def prepare_environment(settings: AppSettings) -> None:
+    """Gradio's temp files go under the data dir; must run before any Blocks is built."""
+    settings.temp_dir.mkdir(parents=True, exist_ok=True)
+    os.environ["GRADIO_TEMP_DIR"] = str(settings.temp_dir.resolve())
+
+
+def open_services(
+    settings: AppSettings, bank: Any | None = None, bundle: Any | None = None, seed: bool = True
+) -> Services:
+    """Open (or take) the bank, start seeding it from the starter pack, and make it the app's services."""
+    from puzzles.bank import connect
+
+    if bank is None:
+        bank = connect(settings.database_url, settings.data_dir)
+    if seed:
+        # Seeding reads the whole starter pack (seconds); the server starts meanwhile, and the seeder is
+        # idempotent, so a restart or a second replica only finds every puzzle already there.
+        threading.Thread(target=seed_starter_pack, args=(bank,), name="seed-bank", daemon=True).start()
+    return install(Services(settings, bank, bundle))
+
+
+def seed_starter_pack(bank: Any) -> None:
+    from puzzles.bank.seed import seed_bank
+
+    try:
+        seed_bank(bank)
+    except (FileNotFoundError, ValueError) as error:
+        log.warning("bank not seeded: %s", error)
+
+
+def head_html() -> str:
+    """The drag-from-gallery script, inlined so it needs no extra route."""
+    script = (STATIC / "js" / "gelato.js").read_text(encoding="utf-8")
+    return f"<script>{script}</script>"
+
+
+def launch_options() -> dict[str, Any]:
+    """The launch()/mount options shared by every way of serving (theme, css and head are launch args in Gradio 6)."""
+    return {
+        "css": (STATIC / "css" / "gelato.css").read_text(encoding="utf-8"),
+        "head": head_html(),
+        "max_file_size": MAX_FILE_SIZE,
+        "allowed_paths": [str(STATIC)],
+    }
+
+
+def on_load(visitor_id: str | None, request: gr.Request) -> list[Any]:
+    """Page load: visitor id, examples, bank thumbnails, first bank page, About texts, and a `?puzzle=` deep link."""
+    from app import logic
+    from app.pages import about, bank, play
+
+    visitor_id = logic.ensure_visitor_id(visitor_id)
+    examples, thumbnails = play.load_examples()
+    browse = bank.browse("any", "any", "", 1, 5, False, 1)
+    card, evaluation = about.load_about()
+    puzzle_id = (request.query_params.get("puzzle") if request is not None else None) or ""
+    if puzzle_id:
+        opened = bank.open_try(puzzle_id.strip())
+    else:
+        opened = [gr.skip()] * 11
+    return [visitor_id, examples, thumbnails, *browse, card, evaluation, *opened]
+
+
+def build_blocks() -> Any:
+    """The playground's Blocks; handlers find the model and bank through app.services.current()."""
+    from app.pages import about, bank, challenge, play
+
+    with gr.Blocks(title="Gelato", delete_cache=DELETE_CACHE) as demo:
+        visitor = gr.BrowserState(None, storage_key=VISITOR_KEY)
+        gr.Markdown("# Gelato — visual analogies, answered by a small vision model")
+        with gr.Tabs(selected="play", elem_id="tabs") as tabs:
+            with gr.Tab("Play", id="play", elem_id="tab-play"):
+                play_parts = play.build(visitor)
+            with gr.Tab("Bank", id="bank", elem_id="tab-bank"):
+                bank_parts = bank.build_bank()
+            with gr.Tab("Try it yourself", id="try", elem_id="tab-try"):
+                try_parts = bank.build_try(visitor)
+            with gr.Tab("Challenge", id="challenge", elem_id="tab-challenge"):
+                challenge.build(visitor)
+            with gr.Tab("About", id="about", elem_id="tab-about"):
+                card, evaluation = about.build()
+
+        def open_in_play(puzzle_id: str | None) -> list[Any]:
+            if not puzzle_id:
+                raise gr.Error("select a puzzle in the gallery first")
+            return [*play.fill_from_puzzle(puzzle_id), gr.Tabs(selected="play")]
+
+        bank_parts["play_button"].click(open_in_play, bank_parts["selected"], [*play_parts.fill_outputs(), tabs],
+                                        api_name="open_in_play")
+        bank_parts["try_button"].click(bank.open_try, bank_parts["selected"], [*try_parts["open_outputs"], tabs],
+                                       api_name="open_try")
+        demo.load(
+            on_load, visitor,
+            [visitor, *play_parts.load_examples_outputs, *bank_parts["gallery_outputs"], card, evaluation,
+             *try_parts["open_outputs"], tabs],
+            api_visibility="private",
+        )
+    demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=DEFAULT_CONCURRENCY)
+    return demo
+
+
+def mount_curator_pages(app: Any, services: Services) -> None:
+    """The curator pages: their own Blocks at CURATE_PATH, behind a login and an auth dependency (app.curate)."""
+    from app.curate import mount
+
+    mount(app, services.bank, services.settings.data_dir, CURATE_PATH, launch_options())
+
+
+def create_app(settings: AppSettings, bank: Any | None = None, bundle: Any | None = None, seed: bool = True) -> Any:
+    """The FastAPI app serving the playground at "/" (and, later, the curator pages at CURATE_PATH)."""
+    from fastapi import FastAPI
+
+    prepare_environment(settings)
+    services = open_services(settings, bank, bundle, seed)
+    demo = build_blocks()
+    app = FastAPI(title="Gelato")
+    mount_curator_pages(app, services)
+    app = gr.mount_gradio_app(app, demo, "/", **launch_options())
+    app.state.gelato_blocks = demo
+    app.state.gelato_services = services
+    return app
+
+
+def serve(settings: AppSettings) -> None:
+    """Run the playground until interrupted."""
+    import uvicorn
+
+    app = create_app(settings)
+    log.info("Gelato on http://%s:%d (bank %s)", settings.host, settings.port, app.state.gelato_services.bank.url)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")

@@ -1,0 +1,62 @@
+"""What the pages talk to: the model bundle (loaded on first use) and the bank (opened at start).
+
+One `Services` object per running app; handlers reach it through `app.services.current()`, so page
+modules stay importable without a model or a database.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+from app.settings import AppSettings
+
+log = logging.getLogger(__name__)
+
+_current: Services | None = None
+
+
+class Services:
+    def __init__(self, settings: AppSettings, bank: Any, bundle: Any | None = None) -> None:
+        self.settings = settings
+        self.bank = bank
+        self._bundle = bundle
+        self._bundle_error: str | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def bundle_dir(self) -> Path:
+        if self.settings.bundle is not None:
+            return self.settings.bundle
+        from engine.runtime import default_bundle_dir
+
+        return default_bundle_dir()
+
+    def bundle(self) -> Any:
+        """The model bundle, loaded once on first use; a clear error when it cannot be loaded."""
+        with self._lock:
+            if self._bundle is None:
+                from engine.runtime import Bundle
+
+                try:
+                    self._bundle = Bundle.load(self.bundle_dir)
+                except (OSError, ValueError) as error:
+                    raise RuntimeError(f"the model bundle could not be loaded: {error}") from error
+            return self._bundle
+
+    def close(self) -> None:
+        if self.bank is not None:
+            self.bank.close()
+
+
+def install(services: Services) -> Services:
+    global _current
+    _current = services
+    return services
+
+
+def current() -> Services:
+    if _current is None:
+        raise RuntimeError("the app is not started: build it with app.server.build_app(settings)")
+    return _current

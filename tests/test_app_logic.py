@@ -1,0 +1,140 @@
+"""Plain functions behind the playground pages: layouts, settings, ranking, challenge, bank views."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app import logic, settings
+from puzzles.bank import repository
+from puzzles.generators import generate
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _image(value: int) -> np.ndarray:
+    return np.full((8, 8, 3), value, dtype=np.uint8)
+
+
+def test_analogy_sentence_orders_pairs_then_b() -> None:
+    names = ("slot-a1", "slot-a1p", "slot-a2", "slot-a2p", "slot-b")
+    slots = {name: _image(value) for value, name in enumerate(names, start=1)}
+    sentence = logic.build_sentence("analogy", slots, pairs=2)
+    assert [int(image[0, 0, 0]) for image in sentence] == [1, 2, 3, 4, 5]
+    assert len(logic.build_sentence("analogy", slots, pairs=1)) == 3
+
+
+@pytest.mark.parametrize(
+    ("layout", "slots", "pairs", "message"),
+    [
+        ("analogy", {"slot-a1": _image(1), "slot-a1p": _image(2)}, 1, "empty: B"),
+        ("analogy", {"slot-a1": _image(1), "slot-a1p": _image(2), "slot-b": _image(3)}, 2, "empty: A2, A2'"),
+        ("analogy", {}, 4, "1 to 3 example pairs"),
+        ("sequence", {"seq-1": _image(1), "seq-3": _image(3)}, 1, "frame 2 is empty"),
+        ("sequence", {"seq-1": _image(1)}, 1, "at least 2 frames"),
+        ("matrix", {f"cell-{k}": _image(k) for k in range(1, 8)}, 1, "empty: row 3, col 2"),
+        ("grid", {}, 1, "unknown layout 'grid'"),
+    ],
+)
+def test_bad_prompts_name_the_problem(layout: str, slots: dict, pairs: int, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        logic.build_sentence(layout, slots, pairs)
+
+
+def test_puzzles_fill_the_matching_layout() -> None:
+    matrix = generate("matrix", 0, size=16)
+    layout, _, slots = logic.slots_from_puzzle("matrix", matrix.panels)
+    assert layout == "matrix" and len(logic.build_sentence("matrix", slots)) == 8
+    analogy = generate("analogy", 0, size=16)
+    layout, pairs, slots = logic.slots_from_puzzle("analogy", analogy.panels)
+    assert layout == "analogy" and pairs == (len(analogy.panels) - 1) // 2
+    assert len(logic.build_sentence(layout, slots, pairs)) == len(analogy.panels)
+    layout, _, slots = logic.slots_from_puzzle("sequence", [_image(k) for k in range(4)])
+    assert layout == "sequence" and len(logic.build_sentence(layout, slots)) == 4
+
+
+def test_sample_settings_check_ranges_and_pick_a_seed() -> None:
+    assert logic.SampleSettings.from_inputs(4, 0.8, 0, 1.0, 5).seed == 5
+    assert logic.SampleSettings.from_inputs(4, 0.8, 0, 1.0, -1).seed >= 0
+    with pytest.raises(ValueError, match="temperature"):
+        logic.SampleSettings(temperature=0)
+    with pytest.raises(ValueError, match="samples"):
+        logic.SampleSettings(n_samples=0)
+
+
+def test_ranking_rows_mark_pick_and_answer() -> None:
+    rows = logic.ranking_rows([-3.0, -1.0, -2.0], pick=1, answer_index=2)
+    assert [row["mark"] for row in rows] == ["other", "model's pick", "answer"]
+
+
+def test_challenge_rises_in_difficulty() -> None:
+    puzzles = [{"id": f"p{i}", "family": "matrix", "difficulty": 1 + i % 5} for i in range(30)]
+    puzzles.append({"id": "a", "family": "analogy", "difficulty": 1})
+    ids = logic.pick_challenge(puzzles, seed=0)
+    levels = [next(p["difficulty"] for p in puzzles if p["id"] == i) for i in ids]
+    assert len(ids) == logic.CHALLENGE_SIZE and levels == sorted(levels) and set(levels) == {1, 2, 3, 4, 5}
+    with pytest.raises(ValueError, match="no published matrix"):
+        logic.pick_challenge([{"id": "a", "family": "analogy"}])
+    score = logic.ChallengeScore(answered=12, correct=9, model_correct=3, seconds=60)
+    assert "75.0%" in score.markdown() and "25.0%" in score.markdown() and "84.4%" in score.markdown()
+
+
+@pytest.mark.parametrize(("choice", "index"), [("#3", 2), ("1", 0), (logic.GAVE_UP, None), (None, None)])
+def test_choice_index(choice: str | None, index: int | None) -> None:
+    assert logic.choice_index(choice) == index
+
+
+def test_visitor_ids_are_kept_or_replaced() -> None:
+    kept = logic.new_visitor_id()
+    assert logic.ensure_visitor_id(kept) == kept
+    assert logic.ensure_visitor_id("<script>") != "<script>"
+    assert logic.ensure_visitor_id(None)
+
+
+def test_bank_views_and_submission(make_bank, tmp_path: Path) -> None:  # noqa: ANN001
+    bank = make_bank(tmp_path)
+    matrix_id = repository.add_puzzle(bank, generate("matrix", 1, size=16), status="published")
+    pictures, ids, pages = logic.bank_page(bank, logic.BankFilters(family="matrix"), 0)
+    assert ids == [matrix_id] and pages == 1 and pictures[0][0].shape[2] == 3
+    assert logic.bank_page(bank, logic.BankFilters(family="analogy"), 0)[1] == []
+    assert logic.id_from_choice(logic.example_choices(bank)[0]) == matrix_id
+    assert logic.bank_thumbnails(bank)
+    puzzle_id = logic.submit_prompt(bank, "visitor1", "sequence", [_image(1), _image(2)], None, [], " Mine ")
+    assert repository.get_puzzle(bank, puzzle_id).status == "pending"
+    with pytest.raises(ValueError, match="already in the bank"):
+        logic.submit_prompt(bank, "visitor1", "sequence", [_image(1), _image(2)], None, [], "again")
+    with pytest.raises(ValueError, match="no puzzle 'nope'"):
+        logic.fetch_puzzle(bank, "nope")
+
+
+def test_settings_resolve_cli_over_env_over_default() -> None:
+    resolved = settings.resolve({"port": "9000"}, environ={"GELATO_PORT": "8000", "GELATO_HOST": "0.0.0.0"})
+    assert resolved.port == 9000 and resolved.host == "0.0.0.0" and resolved.bundle is None
+    assert settings.resolve({}, environ={"GELATO_DATA_DIR": "/x"}).temp_dir == Path("/x/tmp")
+    with pytest.raises(ValueError, match="port must be an integer"):
+        settings.resolve({"port": "http"}, environ={})
+
+
+def test_settings_table_lists_every_setting() -> None:
+    table = settings.markdown_table()
+    for setting in settings.SETTINGS:
+        assert f"`{setting.flag}`" in table and f"`{setting.env}`" in table
+
+
+def test_readme_settings_table_matches_the_declared_settings() -> None:
+    """Once README.md documents the settings (names an env var), it must carry markdown_table() verbatim."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    if any(setting.env in readme for setting in settings.SETTINGS):
+        assert settings.markdown_table() in readme, "README.md settings table is stale: paste settings.markdown_table()"
+
+
+def test_cli_help_lists_flags_and_importing_loads_no_model() -> None:
+    code = "import sys, app.server, app.pages.play; assert not {'torch', 'onnxruntime'} & set(sys.modules)"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+    command = [sys.executable, "-m", "app", "--help"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=True)
+    for setting in settings.SETTINGS:
+        assert setting.flag in result.stdout and setting.env in result.stdout
