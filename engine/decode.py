@@ -1,0 +1,234 @@
+"""The LVM generation and scoring loop on ONNX Runtime, as small functions (numpy + onnxruntime, never torch).
+
+The lvm.onnx graph takes `input_ids` [B, T] plus `past_key_<i>` / `past_value_<i>` [B, kv_heads, P, head_dim]
+for every layer and returns `logits` [B, T, V] plus `present_key_<i>` / `present_value_<i>` [B, kv_heads, P+T,
+head_dim]. Positions are implied by P, so a batch always shares one length: that is what lets the context be
+prefilled once and its cache be repeated for n samples or n candidates.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[float, str], None]
+# flat: key_0, value_0, key_1, value_1, ... each [B, kv_heads, P, head_dim]; numpy arrays, or OrtValues that
+# stay where the session put them (the GPU under CUDA) when the runner uses IO binding
+KVCache = list[np.ndarray | ort.OrtValue]
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    temperature: float = 1.0  # 0 means greedy
+    top_k: int = 0  # 0 keeps every token
+    top_p: float = 1.0  # nucleus mass kept; 1.0 keeps every token
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+
+# --- logits -> probabilities -> tokens -------------------------------------------------------------------------
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Numerically stable log-softmax over the last axis, computed in float64."""
+    logits = logits.astype(np.float64)
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def restrict_to_codes(logits: np.ndarray, code_start: int, code_end: int) -> np.ndarray:
+    """Only image codes may be generated inside an image: special tokens get -inf."""
+    masked = np.full_like(logits, -np.inf, dtype=np.float64)
+    masked[..., code_start:code_end] = logits[..., code_start:code_end]
+    return masked
+
+
+def filter_top_k(logits: np.ndarray, top_k: int) -> np.ndarray:
+    """Keep the top_k largest logits of each row (ties at the threshold are kept)."""
+    if top_k <= 0 or top_k >= logits.shape[-1]:
+        return logits
+    threshold = np.sort(logits, axis=-1)[..., -top_k][..., None]  # (B, 1)
+    return np.where(logits < threshold, -np.inf, logits)
+
+
+def filter_top_p(logits: np.ndarray, top_p: float) -> np.ndarray:
+    """Nucleus filtering: keep the smallest set of tokens whose probability mass reaches top_p."""
+    if top_p >= 1.0:
+        return logits
+    order = np.argsort(-logits, axis=-1)  # (B, V) most likely first
+    sorted_probs = np.exp(log_softmax(np.take_along_axis(logits, order, axis=-1)))
+    mass_before = np.cumsum(sorted_probs, axis=-1) - sorted_probs
+    drop_sorted = mass_before >= top_p  # the most likely token is never dropped
+    drop = np.zeros_like(drop_sorted)
+    np.put_along_axis(drop, order, drop_sorted, axis=-1)
+    return np.where(drop, -np.inf, logits)
+
+
+def sample_tokens(logits: np.ndarray, options: SamplingOptions, rng: np.random.Generator) -> np.ndarray:
+    """(B, V) logits -> (B,) int64 tokens; temperature 0 is greedy (argmax, first on ties)."""
+    if options.temperature == 0:
+        return logits.argmax(axis=-1).astype(np.int64)
+    scaled = filter_top_p(filter_top_k(logits / options.temperature, options.top_k), options.top_p)
+    probs = np.exp(log_softmax(scaled))  # (B, V)
+    # inverse-CDF sampling: one uniform draw per row keeps a fixed seed reproducible across batch sizes
+    cumulative = np.cumsum(probs, axis=-1)
+    draws = rng.random(len(probs)) * cumulative[:, -1]
+    tokens = (cumulative < draws[:, None]).sum(axis=-1)
+    return np.minimum(tokens, probs.shape[-1] - 1).astype(np.int64)
+
+
+# --- the KV cache ---------------------------------------------------------------------------------------------
+
+
+def empty_cache(n_layers: int, n_kv_heads: int, head_dim: int, batch: int = 1) -> KVCache:
+    """A zero-length cache for the first call (prefill)."""
+    return [np.zeros((batch, n_kv_heads, 0, head_dim), dtype=np.float32) for _ in range(2 * n_layers)]
+
+
+def to_numpy(tensor: np.ndarray | ort.OrtValue) -> np.ndarray:
+    return tensor.numpy() if isinstance(tensor, ort.OrtValue) else tensor
+
+
+def expand_cache(cache: KVCache, batch: int) -> KVCache:
+    """Repeat a batch-1 cache `batch` times along the batch axis (the context is shared); done once per call."""
+    arrays = [to_numpy(tensor) for tensor in cache]
+    if arrays[0].shape[0] != 1:
+        raise ValueError(f"only a batch-1 cache can be expanded, got batch {arrays[0].shape[0]}")
+    return [np.repeat(tensor, batch, axis=0) for tensor in arrays]
+
+
+# --- running the graph ----------------------------------------------------------------------------------------
+
+
+class LvmRunner:
+    """Feeds ids and a flat KV cache to an lvm.onnx session; the names come from the graph itself."""
+
+    def __init__(self, session) -> None:  # an onnxruntime.InferenceSession
+        self.session = session
+        self.past_names = [i.name for i in session.get_inputs() if i.name != "input_ids"]
+        self.output_names = [o.name for o in session.get_outputs()]
+        if "input_ids" not in {i.name for i in session.get_inputs()} or self.output_names[0] != "logits":
+            raise ValueError("lvm.onnx must take 'input_ids' and return 'logits' first")
+        if len(self.past_names) != len(self.output_names) - 1:
+            raise ValueError("lvm.onnx must return one present tensor per past tensor")
+
+    def forward(self, input_ids: np.ndarray, cache: KVCache) -> tuple[np.ndarray, KVCache]:
+        """input_ids (B, T) + cache (B, ., P, .) -> logits (B, T, V), cache (B, ., P+T, .)."""
+        feeds = {"input_ids": np.ascontiguousarray(input_ids, dtype=np.int64)}
+        if len(cache) != len(self.past_names):
+            raise ValueError(f"the cache has {len(cache)} tensors; lvm.onnx takes {len(self.past_names)}")
+        feeds.update(zip(self.past_names, cache, strict=True))
+        outputs = self.session.run(self.output_names, feeds)
+        return outputs[0], outputs[1:]
+
+
+class BoundLvmRunner(LvmRunner):
+    """The same graph through IO binding: the cache goes from one step's outputs to the next step's inputs as
+    OrtValues on the session's device, so only the ids (in) and the logits (out) cross to the host."""
+
+    def __init__(self, session, device: str = "cpu") -> None:
+        super().__init__(session)
+        self.device = device  # "cuda" when the session runs on CUDAExecutionProvider
+
+    def forward(self, input_ids: np.ndarray, cache: KVCache) -> tuple[np.ndarray, KVCache]:
+        if len(cache) != len(self.past_names):
+            raise ValueError(f"the cache has {len(cache)} tensors; lvm.onnx takes {len(self.past_names)}")
+        binding = self.session.io_binding()
+        binding.bind_cpu_input("input_ids", np.ascontiguousarray(input_ids, dtype=np.int64))
+        for name, tensor in zip(self.past_names, cache, strict=True):
+            if not isinstance(tensor, ort.OrtValue):
+                tensor = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(tensor), self.device, 0)
+            binding.bind_ortvalue_input(name, tensor)
+        binding.bind_output("logits", "cpu")  # sampling happens on the host
+        for name in self.output_names[1:]:
+            binding.bind_output(name, self.device)
+        self.session.run_with_iobinding(binding)
+        outputs = binding.get_outputs()
+        return outputs[0].numpy(), outputs[1:]
+
+
+def make_runner(session, io_binding: bool = True) -> LvmRunner:
+    """The runner for a session: IO binding on the device the session really got, or plain run()."""
+    if not io_binding:
+        return LvmRunner(session)
+    device = "cuda" if session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+    return BoundLvmRunner(session, device)
+
+
+def prefill(runner: LvmRunner, context: np.ndarray, cache: KVCache) -> tuple[np.ndarray, KVCache]:
+    """Run the whole context (1, L) once; return the last position's logits (1, V) and the cache."""
+    logits, cache = runner.forward(context, cache)
+    return logits[:, -1, :], cache
+
+
+def decode_one(runner: LvmRunner, tokens: np.ndarray, cache: KVCache) -> tuple[np.ndarray, KVCache]:
+    """Feed one token per row (B,) and return the next logits (B, V) and the grown cache."""
+    logits, cache = runner.forward(tokens[:, None], cache)
+    return logits[:, -1, :], cache
+
+
+def decode_n(
+    runner: LvmRunner,
+    first_logits: np.ndarray,
+    cache: KVCache,
+    n_tokens: int,
+    code_range: tuple[int, int],
+    options: SamplingOptions,
+    rng: np.random.Generator,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """Sample n_tokens per row from logits (B, V) onwards; return the token ids (B, n_tokens)."""
+    tokens = np.zeros((len(first_logits), n_tokens), dtype=np.int64)
+    logits = first_logits
+    for step in range(n_tokens):
+        tokens[:, step] = sample_tokens(restrict_to_codes(logits, *code_range), options, rng)
+        if step + 1 < n_tokens:  # the last token's logits are never needed
+            logits, cache = decode_one(runner, tokens[:, step], cache)
+        if progress is not None:
+            progress((step + 1) / n_tokens, f"token {step + 1}/{n_tokens}")
+    return tokens
+
+
+def generate(
+    runner: LvmRunner,
+    context: np.ndarray,
+    empty: KVCache,
+    n_samples: int,
+    n_tokens: int,
+    code_range: tuple[int, int],
+    options: SamplingOptions,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """Prefill the context (L,) once, then decode n_samples continuations as one batch -> (n_samples, n_tokens)."""
+    logits, cache = prefill(runner, context[None, :], empty)
+    logits, cache = np.repeat(logits, n_samples, axis=0), expand_cache(cache, n_samples)
+    return decode_n(runner, logits, cache, n_tokens, code_range, options, np.random.default_rng(seed), progress)
+
+
+def score(
+    runner: LvmRunner, context: np.ndarray, empty: KVCache, candidates: np.ndarray, code_range: tuple[int, int]
+) -> np.ndarray:
+    """Log-likelihood of each candidate's tokens (C, T) after the context (L,); the C candidates run as one batch.
+
+    Probabilities are normalised over the image codes only (as in training's evaluation): inside an image
+    nothing else can come.
+    """
+    first_logits, cache = prefill(runner, context[None, :], empty)
+    logits, _ = runner.forward(candidates, expand_cache(cache, len(candidates)))  # (C, T, V)
+    # token t is predicted by position t-1; token 0 by the context's last position
+    predicting = np.concatenate([np.repeat(first_logits[:, None, :], len(candidates), axis=0), logits[:, :-1]], axis=1)
+    start, end = code_range
+    log_probs = log_softmax(predicting[..., start:end])  # (C, T, codes)
+    return np.take_along_axis(log_probs, candidates[:, :, None] - start, axis=-1)[..., 0].sum(axis=-1)

@@ -1,0 +1,373 @@
+"""Evaluate a model bundle on puzzles: multiple choice, generation, PSNR, time; a table and a JSON report.
+
+    python -m engine.evaluate --bundle DIR --puzzles SPEC|PACK|DIR [--n N] --json OUT
+
+SPEC is a comma-separated list of `family[:variant]` entries generated on held-out seeds:
+`matrix` (layout drawn per seed), `matrix:center` (one layout), `matrix:all` (every layout in turn; the same
+for `analogy:all` over transforms and `sequence:all` over kinds), `arc:arcagi1-eval` (ARC tasks in order).
+PACK is a puzzle pack (directory with pack.json, or .zip); DIR a tree of RAVEN/I-RAVEN .npz files.
+
+Per puzzle: multiple-choice accuracy ranks the candidates by log-likelihood; generative accuracy takes the
+greedy completion and checks that its nearest candidate in pixel space is the answer (ARC: the grid read back
+from the image equals the answer, pass@1 greedy and pass@2 with one extra sample); PSNR of the generated
+answer against the true one, and of the tokenizer's reconstruction of the true answer (the ceiling).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.runtime import Bundle
+from engine.sentences import select_panels
+from puzzles.images import to_square
+from puzzles.puzzle import Puzzle
+from puzzles.seeds import eval_seed
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "gelato-evaluation/1"
+DEFAULT_N = 20
+ARC_FAMILIES = ("arc", "grid")
+METRIC_KEYS = ("n", "n_multiple_choice", "multiple_choice_accuracy", "n_generative", "generative_accuracy",
+               "pass_at_2", "psnr_generated", "psnr_ceiling", "seconds")
+
+
+# --- where puzzles come from ----------------------------------------------------------------------------------
+
+
+def variant_values(family: str) -> tuple[str, tuple[str, ...]]:
+    """The generator option a variant sets, and its values (for `family:all`)."""
+    if family == "matrix":
+        from puzzles.generators import matrix
+
+        return "layout", tuple(matrix.LAYOUTS)
+    if family == "analogy":
+        from puzzles.generators import analogy
+
+        return "transform", tuple(analogy.TRANSFORMS)
+    if family == "sequence":
+        from puzzles.generators import sequence
+
+        return "kind", tuple(sequence.KINDS)
+    raise ValueError(f"unknown puzzle family {family!r} in the spec; use matrix, analogy, sequence or arc")
+
+
+def generated_puzzles(family: str, variant: str | None, n: int, size: int) -> list[Puzzle]:
+    """n puzzles of one spec entry on held-out seeds eval_seed(0..n-1)."""
+    from puzzles.generators import generate
+
+    option, values = variant_values(family)
+    if variant not in (None, "all") and variant not in values:
+        raise ValueError(f"unknown {family} {option} {variant!r}; choose from all, {', '.join(values)}")
+    puzzles = []
+    for index in range(n):
+        options = {} if variant is None else {option: values[index % len(values)] if variant == "all" else variant}
+        puzzles.append(generate(family, eval_seed(index), size=size, **options))
+    return puzzles
+
+
+def arc_puzzles(dataset: str | None, n: int, size: int) -> list[Puzzle]:
+    """The first n tasks of an ARC dataset (default: the ARC-AGI-1 evaluation set), first test pair each."""
+    from puzzles.generators import grid
+
+    dataset = dataset or "arcagi1-eval"
+    if dataset not in grid.DATASETS:
+        raise ValueError(f"unknown ARC dataset {dataset!r}; choose from {', '.join(grid.DATASETS)}")
+    tasks = grid.load_tasks(dataset)[:n]
+    return [grid.generate(eval_seed(i), size=size, dataset=dataset, task_id=task.id) for i, task in enumerate(tasks)]
+
+
+def parse_spec(spec: str) -> list[tuple[str, str | None]]:
+    """'matrix:all,analogy' -> [('matrix', 'all'), ('analogy', None)]."""
+    entries = []
+    for part in spec.split(","):
+        family, _, variant = part.strip().partition(":")
+        if not family:
+            raise ValueError(f"empty entry in puzzle spec {spec!r}")
+        entries.append((family, variant or None))
+    return entries
+
+
+def raven_puzzles(directory: Path, size: int) -> list[Puzzle]:
+    """Every RAVEN/I-RAVEN .npz under a directory, in path order (configuration = the sub-directory)."""
+    from puzzles.importers import import_raven
+
+    return import_raven(directory, size=size)
+
+
+def load_puzzles(source: str, n: int | None, size: int) -> list[Puzzle]:
+    """Puzzles from a pack (.zip or directory with pack.json), a RAVEN .npz tree, or a generator spec."""
+    path = Path(source)
+    if path.exists():
+        if path.suffix == ".zip" or (path / "pack.json").is_file():
+            from puzzles.pack import read_pack
+
+            puzzles = read_pack(path)
+        elif path.is_dir():
+            puzzles = raven_puzzles(path, size)
+        else:
+            raise ValueError(f"{path}: not a puzzle pack (.zip or a directory with pack.json) nor a directory")
+        return puzzles[:n] if n is not None else puzzles
+    count = n if n is not None else DEFAULT_N
+    puzzles = []
+    for family, variant in parse_spec(source):
+        if family in ARC_FAMILIES:
+            puzzles += arc_puzzles(variant, count, size)
+        else:
+            puzzles += generated_puzzles(family, variant, count, size)
+    return puzzles
+
+
+# --- scoring one puzzle ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class PuzzleResult:
+    id: str
+    family: str
+    configuration: str
+    multiple_choice_correct: bool | None  # None: the puzzle has no candidates
+    chosen_candidate: int | None
+    generative_correct: bool | None  # None: neither candidates nor a readable answer grid
+    pass_at_2: bool | None  # ARC only
+    psnr_generated: float | None
+    psnr_ceiling: float | None
+    seconds: float
+
+
+def configuration(puzzle: Puzzle) -> str:
+    """Matrix layout, analogy transform, sequence kind, ARC dataset; 'all' when the puzzle does not say."""
+    for key in ("layout", "transform", "kind", "configuration", "dataset"):
+        value = puzzle.meta.get(key)
+        if isinstance(value, str):
+            return value
+    if isinstance(puzzle.layout.get("kind"), str):
+        return puzzle.layout["kind"]
+    return str(puzzle.source.get("dataset") or puzzle.source.get("configuration") or "all")
+
+
+def psnr(first: np.ndarray, second: np.ndarray) -> float:
+    """Peak signal-to-noise ratio in dB of two uint8 images (capped at 100 dB for identical images)."""
+    error = np.mean((first.astype(np.float64) - second.astype(np.float64)) ** 2)
+    return 100.0 if error == 0 else min(100.0, 10.0 * math.log10(255.0**2 / error))
+
+
+def nearest_candidate(image: np.ndarray, candidates: list[np.ndarray]) -> int:
+    errors = [np.mean((image.astype(np.float64) - c.astype(np.float64)) ** 2) for c in candidates]
+    return int(np.argmin(errors))
+
+
+def read_grid_or_none(image: np.ndarray) -> list[list[int]] | None:
+    from puzzles.generators.grid import read_grid
+
+    try:
+        return read_grid(image)
+    except ValueError:  # the image is not a rendered grid
+        return None
+
+
+def context_panels(bundle: Bundle, puzzle: Puzzle) -> list[np.ndarray]:
+    """The panels that fit the bundle's context with the answer (same selection as training)."""
+    keep = select_panels(puzzle.family, len(puzzle.panels), bundle.max_images, puzzle.layout)
+    return [puzzle.panels[index] for index in keep]
+
+
+def evaluate_puzzle(bundle: Bundle, puzzle: Puzzle) -> PuzzleResult:
+    started = time.perf_counter()
+    size = bundle.image_size
+    panels = context_panels(bundle, puzzle)
+    candidates = [to_square(c, size) for c in puzzle.candidates]
+    has_choices = bool(candidates) and puzzle.answer_index is not None
+    chosen = int(np.argmax(bundle.score(panels, candidates))) if has_choices else None
+    is_grid = puzzle.family == "grid"
+    samples = bundle.complete(panels, n_samples=1, temperature=0.0)
+    if is_grid:
+        samples += bundle.complete(panels, n_samples=1, temperature=1.0, seed=0)
+    answer = to_square(puzzle.answer, size) if puzzle.answer is not None else None
+    generative, pass2 = None, None
+    if is_grid and answer is not None:
+        truth = puzzle.meta.get("answer_grid") or read_grid_or_none(puzzle.answer)
+        hits = [truth is not None and read_grid_or_none(sample) == truth for sample in samples]
+        generative, pass2 = hits[0], any(hits)
+    elif has_choices:
+        generative = nearest_candidate(samples[0], candidates) == puzzle.answer_index
+    return PuzzleResult(
+        id=puzzle.id,
+        family=puzzle.family,
+        configuration=configuration(puzzle),
+        multiple_choice_correct=None if chosen is None else chosen == puzzle.answer_index,
+        chosen_candidate=chosen,
+        generative_correct=generative,
+        pass_at_2=pass2,
+        psnr_generated=None if answer is None else psnr(samples[0], answer),
+        psnr_ceiling=None if answer is None else psnr(bundle.roundtrip([answer])[0], answer),
+        seconds=time.perf_counter() - started,
+    )
+
+
+# --- summaries and the report ---------------------------------------------------------------------------------
+
+
+def _mean(values: Iterable[float | bool | None]) -> float | None:
+    present = [float(v) for v in values if v is not None]
+    return sum(present) / len(present) if present else None
+
+
+def summarise(results: list[PuzzleResult]) -> dict[str, Any]:
+    """The metrics of a group of puzzle results (accuracies in [0, 1], None where nothing was measurable)."""
+    return {
+        "n": len(results),
+        "n_multiple_choice": sum(r.multiple_choice_correct is not None for r in results),
+        "multiple_choice_accuracy": _mean(r.multiple_choice_correct for r in results),
+        "n_generative": sum(r.generative_correct is not None for r in results),
+        "generative_accuracy": _mean(r.generative_correct for r in results),
+        "pass_at_2": _mean(r.pass_at_2 for r in results),
+        "psnr_generated": _mean(r.psnr_generated for r in results),
+        "psnr_ceiling": _mean(r.psnr_ceiling for r in results),
+        "seconds": sum(r.seconds for r in results),
+    }
+
+
+def build_report(results: list[PuzzleResult]) -> dict[str, Any]:
+    families: dict[str, Any] = {}
+    for family in dict.fromkeys(r.family for r in results):
+        in_family = [r for r in results if r.family == family]
+        configurations = {name: summarise([r for r in in_family if r.configuration == name])
+                          for name in sorted({r.configuration for r in in_family})}
+        families[family] = {**summarise(in_family), "configurations": configurations}
+    return {"overall": summarise(results), "families": families, "puzzles": [asdict(r) for r in results]}
+
+
+def evaluate(
+    bundle: Bundle, puzzles: list[Puzzle], progress: Callable[[float, str], None] | None = None
+) -> dict[str, Any]:
+    """Evaluate every puzzle; return the report (see `validate_report` for its structure)."""
+    if not puzzles:
+        raise ValueError("no puzzles to evaluate")
+    results = []
+    for index, puzzle in enumerate(puzzles):
+        results.append(evaluate_puzzle(bundle, puzzle))
+        if progress is not None:
+            progress((index + 1) / len(puzzles), f"{puzzle.family} {index + 1}/{len(puzzles)}")
+    report = {
+        "schema": SCHEMA,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "bundle": {"name": bundle.name, "directory": str(bundle.directory), "provider": bundle.provider,
+                   "weights": bundle.manifest.get("weights", "fp32")},
+        **build_report(results),
+    }
+    validate_report(report)
+    return report
+
+
+def _check_metrics(metrics: Any, where: str) -> None:
+    if not isinstance(metrics, dict):
+        raise ValueError(f"{where}: metrics must be an object")
+    for key in METRIC_KEYS:
+        if key not in metrics:
+            raise ValueError(f"{where}: missing {key!r}")
+    for key in ("n", "n_multiple_choice", "n_generative"):
+        if not isinstance(metrics[key], int) or metrics[key] < 0:
+            raise ValueError(f"{where}.{key}: must be a non-negative integer, got {metrics[key]!r}")
+    for key in ("multiple_choice_accuracy", "generative_accuracy", "pass_at_2"):
+        value = metrics[key]
+        if value is not None and not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+            raise ValueError(f"{where}.{key}: must be null or in [0, 1], got {value!r}")
+    for key in ("psnr_generated", "psnr_ceiling", "seconds"):
+        if metrics[key] is not None and not isinstance(metrics[key], (int, float)):
+            raise ValueError(f"{where}.{key}: must be null or a number, got {metrics[key]!r}")
+
+
+def validate_report(report: Any) -> None:
+    """Raise ValueError naming the first problem if `report` is not an evaluation report of SCHEMA."""
+    if not isinstance(report, dict):
+        raise ValueError("report must be a JSON object")
+    for key in ("schema", "created", "bundle", "overall", "families", "puzzles"):
+        if key not in report:
+            raise ValueError(f"report: missing {key!r}")
+    if report["schema"] != SCHEMA:
+        raise ValueError(f"report.schema: expected {SCHEMA!r}, got {report['schema']!r}")
+    for key in ("name", "provider"):
+        if not isinstance(report["bundle"].get(key), str):
+            raise ValueError(f"report.bundle.{key}: must be a string")
+    _check_metrics(report["overall"], "report.overall")
+    if not isinstance(report["families"], dict):
+        raise ValueError("report.families: must be an object")
+    for family, metrics in report["families"].items():
+        _check_metrics(metrics, f"report.families.{family}")
+        if not isinstance(metrics.get("configurations"), dict) or not metrics["configurations"]:
+            raise ValueError(f"report.families.{family}.configurations: must be a non-empty object")
+        for name, inner in metrics["configurations"].items():
+            _check_metrics(inner, f"report.families.{family}.configurations.{name}")
+        if sum(inner["n"] for inner in metrics["configurations"].values()) != metrics["n"]:
+            raise ValueError(f"report.families.{family}: configuration counts do not add up to n")
+    if not isinstance(report["puzzles"], list) or len(report["puzzles"]) != report["overall"]["n"]:
+        raise ValueError("report.puzzles: must list one entry per evaluated puzzle")
+    for index, entry in enumerate(report["puzzles"]):
+        missing = [key for key in PuzzleResult.__dataclass_fields__ if key not in entry]
+        if missing:
+            raise ValueError(f"report.puzzles[{index}]: missing {', '.join(missing)}")
+
+
+def _cell(value: float | None, percent: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{100 * value:.1f}%" if percent else f"{value:.2f}"
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """A plain-text table: one row per family and per configuration, then the total."""
+    header = f"{'family / configuration':34} {'n':>5} {'MC acc':>8} {'gen acc':>8} {'pass@2':>8} " \
+             f"{'PSNR':>7} {'ceiling':>8} {'seconds':>8}"
+
+    def row(label: str, m: dict[str, Any]) -> str:
+        return (f"{label:34} {m['n']:>5} {_cell(m['multiple_choice_accuracy'], True):>8} "
+                f"{_cell(m['generative_accuracy'], True):>8} {_cell(m['pass_at_2'], True):>8} "
+                f"{_cell(m['psnr_generated']):>7} {_cell(m['psnr_ceiling']):>8} {m['seconds']:>8.1f}")
+
+    lines = [header, "-" * len(header)]
+    for family, metrics in report["families"].items():
+        lines.append(row(family, metrics))
+        if len(metrics["configurations"]) > 1:
+            lines += [row(f"  {name}", inner) for name, inner in metrics["configurations"].items()]
+    lines += ["-" * len(header), row("all", report["overall"])]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(prog="python -m engine.evaluate", description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", required=True, help="model bundle directory")
+    parser.add_argument("--puzzles", required=True, help="SPEC (e.g. matrix:all,analogy,sequence), PACK or DIR")
+    parser.add_argument("--n", type=int, default=None, help=f"puzzles per spec entry (default {DEFAULT_N}; "
+                                                            "packs and directories: all)")
+    parser.add_argument("--json", required=True, help="where to write the JSON report")
+    args = parser.parse_args(argv)
+    if args.n is not None and args.n < 1:
+        parser.error("--n must be at least 1")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from tqdm import tqdm
+
+    bundle = Bundle.load(args.bundle)
+    puzzles = load_puzzles(args.puzzles, args.n, bundle.image_size)
+    with tqdm(total=len(puzzles), desc="evaluating", file=sys.stderr) as bar:
+        report = evaluate(bundle, puzzles, progress=lambda fraction, message: bar.update(1))
+    report["puzzle_source"] = args.puzzles
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    sys.stdout.write(format_table(report) + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,349 @@
+"""Serving: load a model bundle and answer puzzles with ONNX Runtime (onnxruntime + numpy + PIL, never torch).
+
+A bundle is a directory with manifest.json, encoder.onnx, decoder.onnx and lvm.onnx (see DESIGN.md).
+`Bundle.load` checks every file against the sha256 and size in the manifest before creating a session.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from PIL import Image
+
+from engine import decode
+from engine.decode import Progress, SamplingOptions
+from engine.sentences import Vocabulary, build_sentence, max_images
+from puzzles.images import to_rgb_array, to_square
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+REQUIRED_FILES = ("encoder.onnx", "decoder.onnx", "lvm.onnx")
+REQUIRED_KEYS = (
+    "format_version", "name", "image_size", "token_grid", "tokens_per_image", "codebook_size", "vocab_size",
+    "code_range", "special_tokens", "context_length", "kv_cache", "files",
+)
+BUNDLE_ENV = "GELATO_BUNDLE"
+
+ImageLike = np.ndarray | Image.Image | bytes | str | Path
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be served: missing, corrupt or inconsistent files."""
+
+
+def default_bundle_dir() -> Path:
+    """engine/bundles/default, unless the GELATO_BUNDLE environment variable names another directory."""
+    override = os.environ.get(BUNDLE_ENV)
+    return Path(override) if override else Path(__file__).resolve().parent / "bundles" / "default"
+
+
+# --- manifest and file checks ---------------------------------------------------------------------------------
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_manifest(directory: Path) -> dict[str, Any]:
+    """Parse manifest.json and check that it has every key the runtime needs."""
+    path = Path(directory) / "manifest.json"
+    if not path.is_file():
+        raise BundleError(f"{path}: manifest.json is missing (is {directory} a model bundle?)")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise BundleError(f"{path}: manifest.json is not valid JSON ({error})") from error
+    missing = [key for key in REQUIRED_KEYS if key not in manifest]
+    if missing:
+        raise BundleError(f"{path}: manifest.json lacks {', '.join(missing)}")
+    if manifest["format_version"] != FORMAT_VERSION:
+        raise BundleError(f"{path}: format_version {manifest['format_version']} is not supported ({FORMAT_VERSION})")
+    check_vocabulary(path, manifest)
+    return manifest
+
+
+def check_vocabulary(path: Path, manifest: dict[str, Any]) -> None:
+    """Token ids must follow engine.sentences: codes 0..K-1, then BOS and EOS (the rule training used)."""
+    vocab = Vocabulary(int(manifest["codebook_size"]), int(manifest["tokens_per_image"]))
+    expected = {"code_range": [0, vocab.codebook_size], "special_tokens": {"bos": vocab.bos, "eos": vocab.eos}}
+    for key, value in expected.items():
+        if manifest[key] != value:
+            raise BundleError(f"{path}: {key} {manifest[key]} does not match the sentence vocabulary ({value})")
+    if int(manifest["vocab_size"]) < vocab.eos + 1:
+        raise BundleError(f"{path}: vocab_size {manifest['vocab_size']} is smaller than the codes plus BOS/EOS")
+
+
+def verify_files(directory: Path, manifest: dict[str, Any]) -> None:
+    """Every file listed must exist with the listed size and sha256; the three graphs must be listed."""
+    files = manifest["files"]
+    for name in REQUIRED_FILES:
+        if name not in files:
+            raise BundleError(f"{directory}: manifest does not list {name}")
+    for name, entry in files.items():
+        if Path(name).name != name:
+            raise BundleError(f"{directory}: manifest file name {name!r} must be a plain file name")
+        path = Path(directory) / name
+        if not path.is_file():
+            raise BundleError(f"{path}: file listed in the manifest is missing")
+        if path.stat().st_size != entry["bytes"]:
+            raise BundleError(f"{path}: size {path.stat().st_size} bytes, manifest says {entry['bytes']}")
+        if sha256_file(path) != entry["sha256"]:
+            raise BundleError(f"{path}: sha256 does not match the manifest (file corrupt or replaced)")
+
+
+# --- sessions -------------------------------------------------------------------------------------------------
+
+
+def physical_cores() -> int:
+    """Physical cores (not hyper-threads) from /proc/cpuinfo; os.cpu_count() where that is unavailable."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return max(1, os.cpu_count() or 1)
+    cores, physical = set(), "0"
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key.strip() == "physical id":
+            physical = value.strip()
+        elif key.strip() == "core id":
+            cores.add((physical, value.strip()))
+    return max(1, len(cores) or os.cpu_count() or 1)
+
+
+def session_options() -> ort.SessionOptions:
+    """CPU settings: one intra-op thread per physical core, no spinning (the CPU is shared with the web server)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = physical_cores()
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3  # errors only: a missing GPU is reported through get_providers() instead
+    return options
+
+
+def cuda_device_present() -> bool:
+    """True when ONNX Runtime sees a CUDA device (the GPU wheel lists CUDA even on machines without one)."""
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return False
+    if not hasattr(ort, "get_ep_devices"):
+        return True  # older releases: ask for CUDA and let get_providers() tell the truth
+    return any(device.ep_name == "CUDAExecutionProvider" for device in ort.get_ep_devices())
+
+
+def wanted_providers() -> list[str]:
+    """CUDA first where a device is there, CPU always as the fallback."""
+    if cuda_device_present():
+        if hasattr(ort, "preload_dlls"):
+            try:
+                ort.preload_dlls()
+            except Exception as error:  # a missing CUDA library must not stop the CPU path
+                log.warning("could not preload CUDA libraries: %s", error)
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def create_session(path: Path, providers: Sequence[str]) -> ort.InferenceSession:
+    session = ort.InferenceSession(str(path), sess_options=session_options(), providers=list(providers))
+    log.info("%s runs on %s", Path(path).name, session.get_providers()[0])
+    return session
+
+
+# --- images ---------------------------------------------------------------------------------------------------
+
+
+def to_rgb(image: ImageLike) -> np.ndarray:
+    """Any supported image (array, PIL image, encoded bytes, file path) -> uint8 RGB (H, W, 3)."""
+    if isinstance(image, (str, Path)):
+        with Image.open(image) as opened:
+            return to_rgb_array(opened)
+    if isinstance(image, bytes):
+        with Image.open(io.BytesIO(image)) as opened:
+            return to_rgb_array(opened)
+    if isinstance(image, Image.Image):
+        return to_rgb_array(image)
+    if isinstance(image, np.ndarray):
+        return array_to_rgb(image)
+    raise TypeError(f"unsupported image type {type(image).__name__}: pass an array, a PIL image, bytes or a path")
+
+
+def array_to_rgb(array: np.ndarray) -> np.ndarray:
+    """uint8 arrays (H, W), (H, W, 1|3|4) -> RGB; anything else is refused with the reason."""
+    if array.dtype != np.uint8:
+        raise ValueError(f"image arrays must be uint8, got {array.dtype}")
+    if array.ndim == 2:
+        return to_rgb_array(Image.fromarray(array, "L"))
+    if array.ndim == 3 and array.shape[2] in (1, 3, 4):
+        mode = {1: "L", 3: "RGB", 4: "RGBA"}[array.shape[2]]
+        return to_rgb_array(Image.fromarray(array[..., 0] if mode == "L" else array, mode))
+    raise ValueError(f"image array shape {array.shape} is not (H, W) or (H, W, 1|3|4)")
+
+
+def images_to_tensor(images: Sequence[ImageLike], size: int) -> np.ndarray:
+    """Images -> float32 (N, 3, size, size) in [0, 1], the encoder's input."""
+    if len(images) == 0:
+        raise ValueError("no images given")
+    squares = np.stack([to_square(to_rgb(image), size) for image in images])  # (N, H, W, 3)
+    return np.ascontiguousarray(squares.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
+
+
+def tensor_to_images(tensor: np.ndarray) -> list[np.ndarray]:
+    """float (N, 3, H, W) in [0, 1] -> list of uint8 (H, W, 3)."""
+    pixels = np.clip(np.rint(tensor * 255.0), 0, 255).astype(np.uint8)
+    return [np.ascontiguousarray(image.transpose(1, 2, 0)) for image in pixels]
+
+
+# --- the bundle -----------------------------------------------------------------------------------------------
+
+
+class Bundle:
+    """A verified model bundle with its three ONNX Runtime sessions."""
+
+    def __init__(self, directory: Path, manifest: dict[str, Any], providers: Sequence[str]) -> None:
+        self.directory = Path(directory)
+        self.manifest = manifest
+        self.encoder = create_session(self.directory / "encoder.onnx", providers)
+        self.decoder = create_session(self.directory / "decoder.onnx", providers)
+        self.lvm = create_session(self.directory / "lvm.onnx", providers)
+        self.runner = decode.make_runner(self.lvm)  # IO binding: the KV cache stays on the session's device
+        self.provider = self.lvm.get_providers()[0]
+        log.info("bundle %s loaded from %s on %s", self.name, self.directory, self.provider)
+
+    @classmethod
+    def load(cls, directory: str | Path | None = None, providers: Sequence[str] | None = None) -> Bundle:
+        """Read and verify a bundle (default: default_bundle_dir()); refuse it naming the first bad file."""
+        directory = Path(directory) if directory is not None else default_bundle_dir()
+        if not directory.is_dir():
+            raise BundleError(f"{directory}: bundle directory does not exist")
+        manifest = read_manifest(directory)
+        verify_files(directory, manifest)
+        return cls(directory, manifest, providers or wanted_providers())
+
+    # manifest facts used on every call
+    @property
+    def name(self) -> str:
+        return self.manifest["name"]
+
+    @property
+    def image_size(self) -> int:
+        return int(self.manifest["image_size"])
+
+    @property
+    def tokens_per_image(self) -> int:
+        return int(self.manifest["tokens_per_image"])
+
+    @property
+    def context_length(self) -> int:
+        return int(self.manifest["context_length"])
+
+    @property
+    def providers(self) -> dict[str, str]:
+        """The provider each session really runs on."""
+        sessions = {"encoder": self.encoder, "decoder": self.decoder, "lvm": self.lvm}
+        return {name: session.get_providers()[0] for name, session in sessions.items()}
+
+    # images <-> codes
+    def encode(self, images: Sequence[ImageLike]) -> np.ndarray:
+        """Images -> int64 codes (N, h*w)."""
+        pixels = images_to_tensor(images, self.image_size)
+        (codes,) = self.encoder.run(None, {self.encoder.get_inputs()[0].name: pixels})
+        return codes.astype(np.int64)
+
+    def decode(self, codes: np.ndarray) -> list[np.ndarray]:
+        """int codes (N, h*w) -> list of uint8 RGB images (image_size, image_size, 3)."""
+        codes = np.asarray(codes, dtype=np.int64)
+        if codes.ndim != 2 or codes.shape[1] != self.tokens_per_image:
+            raise ValueError(f"codes must be (N, {self.tokens_per_image}), got {codes.shape}")
+        if codes.min() < 0 or codes.max() >= self.manifest["codebook_size"]:
+            raise ValueError(f"codes must lie in [0, {self.manifest['codebook_size']})")
+        (pixels,) = self.decoder.run(None, {self.decoder.get_inputs()[0].name: codes})
+        return tensor_to_images(pixels)
+
+    def roundtrip(self, images: Sequence[ImageLike]) -> list[np.ndarray]:
+        """What the model sees: each image through the tokenizer and back."""
+        return self.decode(self.encode(images))
+
+    @property
+    def vocabulary(self) -> Vocabulary:
+        return Vocabulary(int(self.manifest["codebook_size"]), self.tokens_per_image)
+
+    @property
+    def max_images(self) -> int:
+        """Most images a prompt may hold, the generated answer included (as in training, EOS included)."""
+        return max_images(self.context_length, self.vocabulary, complete=True)
+
+    # the sentence
+    def context_tokens(self, codes: np.ndarray) -> np.ndarray:
+        """Codes of the prompt images (N, h*w) -> the sentence prefix (L,) that the next image continues."""
+        tokens = build_sentence(list(codes), self.vocabulary)
+        if len(tokens) + self.tokens_per_image > self.context_length:
+            raise ValueError(
+                f"{len(codes)} images need {len(tokens) + self.tokens_per_image} tokens with the answer, "
+                f"more than the model's context of {self.context_length}"
+            )
+        return tokens
+
+    def _empty_cache(self) -> list[np.ndarray]:
+        kv = self.manifest["kv_cache"]
+        return decode.empty_cache(kv["n_layers"], kv["n_kv_heads"], kv["head_dim"])
+
+    # answering
+    def complete(
+        self,
+        images: Sequence[ImageLike],
+        n_samples: int = 4,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int = 0,
+        progress: Progress | None = None,
+    ) -> list[np.ndarray]:
+        """Generate n_samples candidates for the image that follows `images` (one batch, reproducible by seed)."""
+        if n_samples < 1:
+            raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+        options = SamplingOptions(temperature=temperature, top_k=top_k, top_p=top_p)
+        report = progress or (lambda fraction, message: None)
+        report(0.0, "tokenizing the prompt")
+        context = self.context_tokens(self.encode(images))
+        start, end = self.manifest["code_range"]
+
+        def decoding(fraction: float, message: str) -> None:
+            report(0.05 + 0.85 * fraction, f"generating: {message}")
+
+        tokens = decode.generate(
+            self.runner, context, self._empty_cache(), n_samples, self.tokens_per_image, (start, end), options,
+            seed, decoding,
+        )
+        report(0.9, "decoding images")
+        result = self.decode(tokens)
+        report(1.0, "done")
+        return result
+
+    def score(
+        self, images: Sequence[ImageLike], candidates: Sequence[ImageLike], progress: Progress | None = None
+    ) -> np.ndarray:
+        """Log-likelihood (float64, one per candidate) of each candidate following `images`; higher is likelier."""
+        if len(candidates) == 0:
+            raise ValueError("no candidates to score")
+        report = progress or (lambda fraction, message: None)
+        report(0.0, "tokenizing")
+        codes = self.encode([*images, *candidates])
+        context = self.context_tokens(codes[: len(images)])
+        candidate_tokens = codes[len(images) :]
+        report(0.3, f"scoring {len(candidates)} candidates")
+        code_range = tuple(self.manifest["code_range"])
+        scores = decode.score(self.runner, context, self._empty_cache(), candidate_tokens, code_range)
+        report(1.0, "done")
+        return scores

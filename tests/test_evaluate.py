@@ -1,0 +1,155 @@
+"""Evaluation: puzzle sources, per-puzzle metrics (checked with an oracle), the report schema and the CLI."""
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from engine import evaluate
+from engine.runtime import Bundle
+from puzzles.generators import generate
+from puzzles.generators.grid import puzzle_from_pairs
+from puzzles.pack import write_pack
+from puzzles.puzzle import Puzzle
+from puzzles.seeds import is_held_out
+from tests.test_export import build_tiny_bundle
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class OracleBundle:
+    """Stands in for a Bundle: generates the true answer and scores it highest, so every metric is known."""
+
+    name, directory, provider, manifest, image_size, max_images = "oracle", Path("."), "none", {}, 64, 10
+
+    def __init__(self, answer: np.ndarray, answer_index: int | None) -> None:
+        self.answer, self.answer_index = answer, answer_index
+
+    def score(self, images: list[np.ndarray], candidates: list[np.ndarray]) -> np.ndarray:
+        return np.array([0.0 if i == self.answer_index else -1.0 for i in range(len(candidates))])
+
+    def complete(self, images: list[np.ndarray], n_samples: int = 4, **options: Any) -> list[np.ndarray]:
+        return [self.answer.copy() for _ in range(n_samples)]
+
+    def roundtrip(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        return [np.clip(image.astype(int) + 1, 0, 255).astype(np.uint8) for image in images]
+
+
+@pytest.fixture(scope="module")
+def bundle() -> Bundle:
+    return Bundle.load(build_tiny_bundle()[0])
+
+
+def test_spec_entries_use_held_out_seeds_and_variants() -> None:
+    assert evaluate.parse_spec("matrix:all, analogy,arc:arcagi1-eval") == [
+        ("matrix", "all"), ("analogy", None), ("arc", "arcagi1-eval")]
+    centre = evaluate.load_puzzles("matrix:center", 2, 32)
+    assert [p.meta["layout"] for p in centre] == ["center", "center"]
+    assert all(is_held_out(p.source["seed"]) for p in centre)
+    every = evaluate.load_puzzles("matrix:all", 3, 32)
+    assert len({p.meta["layout"] for p in every}) == 3
+    arc = evaluate.load_puzzles("arc:arcagi1-eval", 2, 64)
+    assert [p.family for p in arc] == ["grid", "grid"] and arc[0].meta["dataset"] == "arcagi1-eval"
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("nonsense", "unknown puzzle family 'nonsense'"),
+    ("matrix:bogus", "unknown matrix layout 'bogus'"),
+    ("arc:nowhere", "unknown ARC dataset 'nowhere'"),
+    ("matrix,,analogy", "empty entry"),
+])
+def test_bad_specs_are_refused(spec: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        evaluate.load_puzzles(spec, 1, 32)
+
+
+def test_pack_and_raven_sources(tmp_path: Path) -> None:
+    puzzles = [generate("sequence", 1_000_000_000 + i, size=32) for i in range(2)]
+    write_pack(puzzles, tmp_path / "pack")
+    assert [p.id for p in evaluate.load_puzzles(str(tmp_path / "pack"), None, 32)] == [p.id for p in puzzles]
+    assert len(evaluate.load_puzzles(str(tmp_path / "pack"), 1, 32)) == 1
+    raven = tmp_path / "raven" / "center_single"
+    raven.mkdir(parents=True)
+    for index in range(2):
+        cells = np.random.default_rng(index).integers(0, 256, (16, 40, 40), dtype=np.uint8)
+        np.savez(raven / f"RAVEN_{index}_test.npz", image=cells, target=np.array(3))
+    loaded = evaluate.load_puzzles(str(tmp_path / "raven"), None, 32)
+    assert len(loaded) == 2 and loaded[0].answer_index == 3 and loaded[0].panels[0].shape == (32, 32, 3)
+    assert evaluate.configuration(loaded[0]) == "center_single"
+
+
+def test_oracle_gets_every_metric_right() -> None:
+    puzzle = generate("matrix", 1_000_000_000, size=64, layout="center")
+    result = evaluate.evaluate_puzzle(OracleBundle(puzzle.answer, puzzle.answer_index), puzzle)
+    assert result.multiple_choice_correct and result.generative_correct
+    assert result.chosen_candidate == puzzle.answer_index and result.configuration == "center"
+    assert result.psnr_generated == 100.0 and 45.0 < result.psnr_ceiling < 100.0
+    assert result.pass_at_2 is None
+
+
+def test_grid_answers_are_read_back_as_grids() -> None:
+    answer_grid = [[1, 2, 0], [0, 3, 3]]
+    puzzle = puzzle_from_pairs([([[1]], [[2]])], [[5, 5]], answer_grid, 64, "toy", {"generator": "test"})
+    right = evaluate.evaluate_puzzle(OracleBundle(puzzle.answer, None), puzzle)
+    assert right.generative_correct and right.pass_at_2 and right.multiple_choice_correct is None
+    wrong = evaluate.evaluate_puzzle(OracleBundle(np.full((64, 64, 3), 255, np.uint8), None), puzzle)
+    assert wrong.generative_correct is False and wrong.pass_at_2 is False
+
+
+def test_evaluate_real_bundle_builds_a_valid_report(bundle: Bundle) -> None:
+    puzzles: list[Puzzle] = [*evaluate.load_puzzles("matrix:center,sequence", 2, 16),
+                             generate("analogy", 1_000_000_000, size=16, pairs=1)]
+    steps: list[float] = []
+    report = evaluate.evaluate(bundle, puzzles, progress=lambda fraction, message: steps.append(fraction))
+    evaluate.validate_report(json.loads(json.dumps(report)))
+    assert steps[-1] == 1.0 and len(steps) == 5
+    assert report["overall"]["n"] == 5 and report["overall"]["n_multiple_choice"] == 5
+    assert set(report["families"]) == {"matrix", "sequence", "analogy"}
+    assert list(report["families"]["matrix"]["configurations"]) == ["center"]
+    assert report["bundle"]["name"] == "tiny-test" and report["bundle"]["provider"] == bundle.provider
+    for entry in report["puzzles"]:
+        assert 0 <= entry["chosen_candidate"] < 8 and entry["seconds"] > 0
+    assert "matrix" in evaluate.format_table(report)
+
+
+@pytest.mark.parametrize(("path", "value", "message"), [
+    (("schema",), "other/1", "report.schema"),
+    (("overall", "multiple_choice_accuracy"), 1.5, "multiple_choice_accuracy"),
+    (("overall", "n"), -1, r"report.overall.n\b"),
+    (("families", "matrix", "n"), 99, "do not add up"),
+    (("puzzles",), [], "one entry per evaluated puzzle"),
+])
+def test_schema_check_names_the_problem(path: tuple[str, ...], value: Any, message: str) -> None:
+    result = evaluate.PuzzleResult("x", "matrix", "center", True, 0, False, None, 12.0, 20.0, 0.5)
+    report = {"schema": evaluate.SCHEMA, "created": "now", "bundle": {"name": "b", "provider": "cpu"},
+              **evaluate.build_report([result])}
+    evaluate.validate_report(report)
+    broken = copy.deepcopy(report)
+    target = broken
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    with pytest.raises(ValueError, match=message):
+        evaluate.validate_report(broken)
+
+
+def test_cli_writes_json_and_prints_a_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "eval" / "report.json"
+    bundle_dir = str(build_tiny_bundle()[0])
+    evaluate.main(["--bundle", bundle_dir, "--puzzles", "matrix:center", "--n", "1", "--json", str(out)])
+    report = json.loads(out.read_text())
+    evaluate.validate_report(report)
+    assert report["puzzle_source"] == "matrix:center" and report["overall"]["n"] == 1
+    assert "MC acc" in capsys.readouterr().out
+
+
+def test_cli_help() -> None:
+    result = subprocess.run([sys.executable, "-m", "engine.evaluate", "--help"], capture_output=True, text=True,
+                            check=True, cwd=ROOT)
+    assert "--puzzles" in result.stdout and "--json" in result.stdout

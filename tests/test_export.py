@@ -1,0 +1,174 @@
+"""Export parity: the ONNX graphs of a tiny random-init bundle agree with PyTorch.
+
+Tolerances (fp32): LVM logits max abs diff < 1e-3, decoder pixels max abs diff < 1e-4, encoder codes equal,
+greedy generation token-for-token equal.
+"""
+from __future__ import annotations
+
+import atexit
+import functools
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from engine import decode, export
+from engine import tokenizer as vq
+from engine.model import LVM, LVMConfig, load_model
+from engine.runtime import sha256_file
+from engine.sentences import Vocabulary
+
+TOKENIZER_CONFIG = vq.TokenizerConfig(
+    image_size=16, block_out_channels=(8, 8, 8), layers_per_block=1, latent_channels=8, vq_embed_dim=4,
+    codebook_size=32, norm_num_groups=4, mid_block_attention=True,
+)
+VOCAB = Vocabulary(TOKENIZER_CONFIG.codebook_size, TOKENIZER_CONFIG.tokens_per_image)  # 16 tokens per image
+LVM_CONFIG = LVMConfig(vocab_size=VOCAB.vocab_size, context_length=1 + 6 * 16 + 1, n_layer=2, d_model=32, n_head=4,
+                       n_kv_head=2, ffn_hidden=64)
+PROVENANCE = {"data": {"matrix": 0.5, "analogy": 0.5}, "steps": 3, "tokens": 1234, "hardware": "test cpu",
+              "wall_seconds": 1.5}
+
+
+@functools.cache
+def build_tiny_bundle() -> tuple[Path, Path, Path]:
+    """A random-init tokenizer + LVM saved as checkpoints and exported through the CLI (once per test run).
+
+    Returns (bundle directory, tokenizer checkpoint, LVM checkpoint).
+    """
+    root = Path(tempfile.mkdtemp(prefix="gelato-tiny-bundle-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    torch.manual_seed(0)
+    tokenizer_path, lvm_path = root / "tokenizer.pt", root / "lvm.pt"
+    torch.save({**vq.tokenizer_checkpoint(vq.build_tokenizer(TOKENIZER_CONFIG)), "steps": 7}, tokenizer_path)
+    model = LVM(LVM_CONFIG)
+    torch.save({"lvm_config": LVM_CONFIG.to_dict(), "model": model.state_dict(), "provenance": PROVENANCE}, lvm_path)
+    export.main(["--tokenizer", str(tokenizer_path), "--lvm", str(lvm_path), "--out", str(root / "tiny"),
+                 "--name", "tiny-test"])
+    return root / "tiny", tokenizer_path, lvm_path
+
+
+@pytest.fixture(scope="module")
+def tiny() -> tuple[Path, Path, Path]:
+    return build_tiny_bundle()
+
+
+def session(path: Path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def torch_greedy(model: LVM, context: torch.Tensor, n_tokens: int, code_end: int) -> list[int]:
+    """Reference greedy decoding in PyTorch with the same rule as the runtime: only image codes are chosen."""
+    tokens: list[int] = []
+    with torch.no_grad():
+        logits, cache = model(context[None, :])
+        for _ in range(n_tokens):
+            token = int(logits[0, -1, :code_end].argmax())
+            tokens.append(token)
+            logits, cache = model(torch.tensor([[token]]), cache)
+    return tokens
+
+
+def test_manifest_lists_files_configs_and_provenance(tiny: tuple[Path, Path, Path]) -> None:
+    bundle_dir, _, _ = tiny
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    assert manifest["name"] == "tiny-test"
+    assert manifest["image_size"] == 16 and manifest["token_grid"] == [4, 4] and manifest["tokens_per_image"] == 16
+    assert manifest["codebook_size"] == 32 and manifest["vocab_size"] == VOCAB.vocab_size
+    assert manifest["special_tokens"] == {"bos": VOCAB.bos, "eos": VOCAB.eos}
+    assert manifest["context_length"] == LVM_CONFIG.context_length
+    assert manifest["lvm_config"] == LVM_CONFIG.to_dict()
+    assert manifest["tokenizer_config"] == TOKENIZER_CONFIG.to_dict()
+    assert manifest["provenance"]["lvm"] == PROVENANCE
+    assert manifest["provenance"]["tokenizer"] == {"steps": 7}
+    assert manifest["metrics"] == {}
+    assert set(manifest["files"]) == {"encoder.onnx", "decoder.onnx", "lvm.onnx"}
+    for name, entry in manifest["files"].items():
+        assert entry == {"sha256": sha256_file(bundle_dir / name), "bytes": (bundle_dir / name).stat().st_size}
+    assert sorted(p.name for p in bundle_dir.iterdir()) == ["decoder.onnx", "encoder.onnx", "lvm.onnx", "manifest.json"]
+
+
+def test_encoder_codes_match_pytorch(tiny: tuple[Path, Path, Path]) -> None:
+    bundle_dir, tokenizer_path, _ = tiny
+    tokenizer = vq.load_tokenizer(tokenizer_path)
+    images = torch.rand(5, 3, 16, 16)  # batch 5: not the export's example batch
+    expected = vq.encode(tokenizer, images).numpy()
+    (codes,) = session(bundle_dir / "encoder.onnx").run(None, {"images": images.numpy()})
+    assert codes.dtype == np.int64 and codes.shape == (5, 16)
+    np.testing.assert_array_equal(codes, expected)
+
+
+def test_decoder_images_close_to_pytorch(tiny: tuple[Path, Path, Path]) -> None:
+    bundle_dir, tokenizer_path, _ = tiny
+    tokenizer = vq.load_tokenizer(tokenizer_path)
+    codes = torch.randint(0, 32, (3, 16))
+    expected = vq.decode(tokenizer, codes).numpy()
+    (images,) = session(bundle_dir / "decoder.onnx").run(None, {"codes": codes.numpy()})
+    assert images.shape == (3, 3, 16, 16)
+    assert np.abs(images - expected).max() < 1e-4
+
+
+@pytest.mark.parametrize(("batch", "new_len", "past_len"), [(1, 7, 0), (3, 1, 5), (1, 1, 0), (4, 16, 17)])
+def test_lvm_logits_and_cache_match_pytorch(tiny: tuple[Path, Path, Path], batch: int, new_len: int,
+                                            past_len: int) -> None:
+    bundle_dir, _, lvm_path = tiny
+    model = load_model(lvm_path).eval()
+    ids = torch.randint(0, VOCAB.vocab_size, (batch, new_len))
+    shape = (batch, LVM_CONFIG.n_kv_head, past_len, LVM_CONFIG.head_dim)
+    past = [(torch.randn(shape), torch.randn(shape)) for _ in range(LVM_CONFIG.n_layer)]
+    with torch.no_grad():
+        logits, present = model(ids, past)
+    runner = decode.LvmRunner(session(bundle_dir / "lvm.onnx"))
+    onnx_logits, onnx_cache = runner.forward(ids.numpy(), [t.numpy() for pair in past for t in pair])
+    assert np.abs(onnx_logits - logits.numpy()).max() < 1e-3
+    for onnx_tensor, tensor in zip(onnx_cache, [t for pair in present for t in pair], strict=True):
+        assert onnx_tensor.shape == (batch, LVM_CONFIG.n_kv_head, past_len + new_len, LVM_CONFIG.head_dim)
+        assert np.abs(onnx_tensor - tensor.numpy()).max() < 1e-3
+
+
+def test_greedy_generation_identical_to_pytorch(tiny: tuple[Path, Path, Path]) -> None:
+    bundle_dir, _, lvm_path = tiny
+    model = load_model(lvm_path).eval()
+    context = torch.cat([torch.tensor([VOCAB.bos]), torch.randint(0, 32, (2 * 16,))])
+    expected = torch_greedy(model, context, 16, VOCAB.codebook_size)
+    runner = decode.LvmRunner(session(bundle_dir / "lvm.onnx"))
+    empty = decode.empty_cache(LVM_CONFIG.n_layer, LVM_CONFIG.n_kv_head, LVM_CONFIG.head_dim)
+    tokens = decode.generate(runner, context.numpy(), empty, 2, 16, (0, 32), decode.SamplingOptions(temperature=0))
+    assert tokens.tolist() == [expected, expected]
+
+
+def test_int8_quantizes_weights_and_stays_close(tiny: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    bundle_dir, _, lvm_path = tiny
+    quantized = tmp_path / "lvm.onnx"
+    quantized.write_bytes((bundle_dir / "lvm.onnx").read_bytes())
+    export.quantize_int8(quantized)
+    assert quantized.stat().st_size < (bundle_dir / "lvm.onnx").stat().st_size
+    ids = np.random.default_rng(0).integers(0, VOCAB.vocab_size, (2, 9))
+    empty = decode.empty_cache(LVM_CONFIG.n_layer, LVM_CONFIG.n_kv_head, LVM_CONFIG.head_dim, batch=2)
+    fp32_logits, _ = decode.LvmRunner(session(bundle_dir / "lvm.onnx")).forward(ids, empty)
+    int8_logits, _ = decode.LvmRunner(session(quantized)).forward(ids, empty)
+    assert np.abs(int8_logits - fp32_logits).max() < 0.1 * np.abs(fp32_logits).max()
+
+
+def test_incompatible_checkpoints_are_refused() -> None:
+    small_vocab = LVM(LVMConfig(vocab_size=16, context_length=64, n_layer=1, d_model=16, n_head=2, n_kv_head=2,
+                                ffn_hidden=32))
+    with pytest.raises(ValueError, match="vocab_size 16 is too small"):
+        export.check_compatible(TOKENIZER_CONFIG, small_vocab)
+
+
+def test_missing_checkpoint_is_named(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nowhere.pt"):
+        export.export_from_checkpoints(tmp_path / "nowhere.pt", tmp_path / "lvm.pt", tmp_path / "out")
+
+
+def test_cli_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        export.main(["--help"])
+    assert exit_info.value.code == 0
+    help_text = capsys.readouterr().out
+    assert "python -m engine.export" in help_text and "--int8" in help_text and "--tokenizer" in help_text
