@@ -4,12 +4,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import sqlite3
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, exists, select, update
+from sqlalchemy import Integer, case, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from puzzles.bank.db import Bank, read_session, write_session
@@ -28,10 +31,14 @@ from puzzles.bank.models import (
 from puzzles.bank.store import (
     NotFoundError,
     StatusError,
+    checked_image,
     image_hashes,
     layout_kind,
     puzzle_problems,
     require_status,
+    require_valid,
+    store_images,
+    write_puzzle,
 )
 from puzzles.puzzle import Puzzle
 
@@ -249,3 +256,191 @@ def list_audit(
             }
             for e in session.scalars(query)
         ]
+
+
+# ---------------------------------------------------------------- curator tools: drafts, answers, bulk, review
+
+
+def create_puzzles(
+    bank: Bank, puzzles: Sequence[Puzzle], curator: str, status: str = "draft"
+) -> dict[str, list[str]]:
+    """Add puzzles a curator made (generated drafts) in one transaction, each audited as "create".
+
+    Puzzles whose id is already in the bank are skipped and reported as duplicates. All or nothing: an
+    invalid puzzle raises ValueError and nothing is written.
+    """
+    require_status(status)
+    for puzzle in puzzles:
+        require_valid(puzzle)
+    result: dict[str, list[str]] = {"added": [], "duplicate": []}
+    with write_session(bank) as session:
+        _require_curator(session, curator)
+        existing = set(session.scalars(select(PuzzleRow.id).where(PuzzleRow.id.in_([p.id for p in puzzles]))))
+        for puzzle in puzzles:
+            if puzzle.id in existing or puzzle.id in result["added"]:
+                result["duplicate"].append(puzzle.id)
+                continue
+            write_puzzle(session, puzzle, status, submitted_by=curator)
+            row = session.get(PuzzleRow, puzzle.id)
+            _audit(session, curator, "create", puzzle.id, None, _snapshot(row))
+            result["added"].append(puzzle.id)
+    log.info("curator %s added %d %s puzzles", curator, len(result["added"]), status)
+    return result
+
+
+def set_answer(
+    bank: Bank,
+    puzzle_id: str,
+    curator: str,
+    answer_index: int | None = None,
+    candidates: Sequence[np.ndarray] | None = None,
+    answer: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Change a puzzle's answer: which candidate is right, the candidate images, or the answer image.
+
+    When candidates exist the answer image follows the chosen candidate. Audited with the image hashes
+    before and after.
+    """
+    if answer_index is None and candidates is None and answer is None:
+        raise ValueError("set_answer needs answer_index, candidates or answer")
+    with write_session(bank) as session:
+        _require_curator(session, curator)
+        row = _locked_puzzle(session, puzzle_id)
+        old_candidates = image_hashes(session, PuzzleCandidate, [puzzle_id])[puzzle_id]
+        before = {"answer_sha256": row.answer_sha256, "answer_index": row.answer_index, "candidates": old_candidates}
+        hashes = old_candidates
+        if candidates is not None:
+            images = [checked_image(image, f"candidate {i}") for i, image in enumerate(candidates)]
+            hashes = store_images(session, images)
+            session.execute(delete(PuzzleCandidate).where(PuzzleCandidate.puzzle_id == puzzle_id))
+            session.add_all(
+                PuzzleCandidate(puzzle_id=puzzle_id, position=i, image_sha256=h) for i, h in enumerate(hashes)
+            )
+        index = answer_index if answer_index is not None else row.answer_index
+        if hashes:
+            if index is None or not 0 <= index < len(hashes):
+                raise ValueError(f"answer index {index} is outside the {len(hashes)} candidates of {puzzle_id!r}")
+            if answer is not None:
+                raise ValueError("a puzzle with candidates takes its answer from them: give answer_index instead")
+            row.answer_index, row.answer_sha256 = index, hashes[index]
+        else:
+            if answer_index is not None:
+                raise ValueError(f"puzzle {puzzle_id!r} has no candidates, so it has no answer index")
+            if answer is not None:
+                row.answer_sha256 = store_images(session, [checked_image(answer, "answer")])[0]
+        row.updated_at = utc_now()
+        after = {"answer_sha256": row.answer_sha256, "answer_index": row.answer_index, "candidates": hashes}
+        _audit(session, curator, "answer", puzzle_id, before, after)
+    return after
+
+
+BULK_ACTIONS = ("approve", "reject", "unpublish", "to_draft", "difficulty")
+
+
+def bulk_action(
+    bank: Bank, action: str, puzzle_ids: Sequence[str], curator: str, reason: str = "", difficulty: int | None = None
+) -> dict[str, Any]:
+    """Apply one action to many puzzles, each in its own audited transaction.
+
+    Returns {"done": [ids], "failed": [(id, why)]}: one puzzle that cannot take the action does not stop
+    the others (a published puzzle cannot be approved again, for instance).
+    """
+    if action not in BULK_ACTIONS:
+        raise ValueError(f"unknown bulk action {action!r}; expected one of {', '.join(BULK_ACTIONS)}")
+    if not puzzle_ids:
+        raise ValueError("select at least one puzzle")
+    if action == "reject" and not (reason or "").strip():
+        raise ValueError("reject needs a reason")
+    if action == "difficulty" and difficulty is None:
+        raise ValueError("the difficulty action needs a difficulty")
+    done: list[str] = []
+    failed: list[tuple[str, str]] = []
+    for puzzle_id in dict.fromkeys(puzzle_ids):
+        try:
+            if action == "approve":
+                approve(bank, puzzle_id, curator)
+            elif action == "reject":
+                reject(bank, puzzle_id, curator, reason)
+            elif action == "unpublish":
+                unpublish(bank, puzzle_id, curator)
+            elif action == "to_draft":
+                set_status(bank, puzzle_id, "draft", curator)
+            else:
+                edit(bank, puzzle_id, curator, difficulty=difficulty)
+            done.append(puzzle_id)
+        except PermissionError:
+            raise
+        except (ValueError, LookupError) as error:
+            failed.append((puzzle_id, str(error)))
+    return {"done": done, "failed": failed}
+
+
+def flagged_puzzles(bank: Bank, limit: int = 100) -> list[dict[str, Any]]:
+    """Puzzles visitors rated down or some model answered wrongly, worst first, with the counts why."""
+    down = func.coalesce(func.sum(case((Rating.score < 0, 1), else_=0)), 0)
+    up = func.coalesce(func.sum(case((Rating.score > 0, 1), else_=0)), 0)
+    wrong_output = func.coalesce(func.sum(case((Rating.is_correct.is_(False), 1), else_=0)), 0)
+    ratings = (
+        select(Rating.puzzle_id.label("pid"), down.label("down"), up.label("up"), wrong_output.label("wrong_output"))
+        .where(Rating.puzzle_id.is_not(None))
+        .group_by(Rating.puzzle_id)
+        .subquery()
+    )
+    wrong_models = (
+        select(ModelResult.puzzle_id.label("pid"), func.count().label("wrong"))
+        .where(ModelResult.correct.is_(False))
+        .group_by(ModelResult.puzzle_id)
+        .subquery()
+    )
+    down_c = func.coalesce(ratings.c.down, 0)
+    wrong_c = func.coalesce(wrong_models.c.wrong, 0)
+    wrong_output_c = func.coalesce(ratings.c.wrong_output, 0)
+    query = (
+        select(
+            PuzzleRow.id,
+            PuzzleRow.status,
+            PuzzleRow.family,
+            PuzzleRow.title,
+            down_c.label("down"),
+            func.coalesce(ratings.c.up, 0).label("up"),
+            wrong_output_c.label("wrong_outputs"),
+            wrong_c.label("models_wrong"),
+        )
+        .outerjoin(ratings, ratings.c.pid == PuzzleRow.id)
+        .outerjoin(wrong_models, wrong_models.c.pid == PuzzleRow.id)
+        .where(or_(down_c > func.coalesce(ratings.c.up, 0), wrong_c > 0, wrong_output_c > 0))
+        .where(PuzzleRow.status != "rejected")
+        .order_by((down_c + wrong_c + wrong_output_c).cast(Integer).desc(), PuzzleRow.id)
+        .limit(limit)
+    )
+    with read_session(bank) as session:
+        return [dict(row._mapping) for row in session.execute(query)]
+
+
+def curator_fingerprint(bank: Bank, name: str) -> str | None:
+    """A short digest of an enabled curator's password hash (None when unknown or disabled).
+
+    Login sessions carry it, so changing a password or disabling the account ends every open session.
+    """
+    with read_session(bank) as session:
+        row = session.execute(select(Curator.password_hash, Curator.disabled).where(Curator.name == name)).first()
+    if row is None or row.disabled:
+        return None
+    return hashlib.sha256(row.password_hash.encode()).hexdigest()[:16]
+
+
+def backup_sqlite(bank: Bank, out: Path | str) -> None:
+    """A consistent copy of a SQLite bank to the new file `out` (online: writers may keep writing)."""
+    out = Path(out)
+    if bank.dialect != "sqlite":
+        raise ValueError("a file backup works on SQLite banks only; use pg_dump for PostgreSQL")
+    if out.exists():
+        raise ValueError(f"{out} exists already; choose a new file for the backup")
+    raw = bank.engine.raw_connection()
+    try:
+        target = sqlite3.connect(out)
+        with target:
+            raw.driver_connection.backup(target)
+        target.close()
+    finally:
+        raw.close()

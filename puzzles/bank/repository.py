@@ -22,17 +22,26 @@ from sqlalchemy import Integer, exists, func, not_, select
 from sqlalchemy.exc import IntegrityError
 
 from puzzles.bank.curation import (
+    BULK_ACTIONS,
     EDITABLE_FIELDS,
     TRANSITIONS,
     approve,
+    backup_sqlite,
+    bulk_action,
+    create_puzzles,
+    curator_fingerprint,
     edit,
     find_duplicates,
+    flagged_puzzles,
     list_audit,
     merge_duplicates,
     reject,
+    set_answer,
     set_status,
     unpublish,
 )
+from puzzles.bank.curation import _audit as audit
+from puzzles.bank.curation import _require_curator as require_curator
 from puzzles.bank.db import Bank, read_session, write_session
 from puzzles.bank.models import (
     STATUSES,
@@ -54,11 +63,12 @@ from puzzles.bank.store import (
     StoredPuzzle,
     dialect_insert,
     image_hashes,
-    image_ref,
+    image_refs,
     is_json,
     load_puzzles,
     puzzle_problems,
     require_status,
+    require_text,
     require_valid,
     write_puzzle,
 )
@@ -88,6 +98,7 @@ __all__ = [
     "puzzle_stats",
     "bank_stats",
     "import_pack",
+    "import_puzzles",
     "export_pack",
     "set_status",
     "approve",
@@ -97,6 +108,13 @@ __all__ = [
     "find_duplicates",
     "merge_duplicates",
     "list_audit",
+    "BULK_ACTIONS",
+    "create_puzzles",
+    "set_answer",
+    "bulk_action",
+    "flagged_puzzles",
+    "curator_fingerprint",
+    "backup_sqlite",
 ]
 
 log = logging.getLogger(__name__)
@@ -104,6 +122,8 @@ log = logging.getLogger(__name__)
 _PROBLEM_ID = re.compile(r"\(id '([^']*)'\)")  # how validate_pack names a puzzle in a problem
 
 MAX_PER_PAGE = 200
+MAX_VISITOR_LENGTH = 128  # the visitor_id / submitted_by columns
+MAX_BUNDLE_LENGTH = 128  # the bundle_id columns
 
 
 @dataclass
@@ -155,6 +175,8 @@ def add_puzzle(bank: Bank, puzzle: Puzzle, status: str = "draft", submitted_by: 
     """Add one puzzle (its images stored once) and return its id; PuzzleExistsError if the id is taken."""
     require_status(status)
     require_valid(puzzle)
+    if submitted_by is not None:
+        require_text(submitted_by, "submitted_by", MAX_VISITOR_LENGTH)
     try:
         with write_session(bank) as session:
             if session.get(PuzzleRow, puzzle.id) is not None:
@@ -170,6 +192,7 @@ def submit_puzzle(bank: Bank, puzzle: Puzzle, visitor: str) -> str:
     """A visitor's puzzle, waiting for review (status pending). Returns its id."""
     if not visitor:
         raise ValueError("submit_puzzle needs the visitor id")
+    require_text(visitor, "visitor id", MAX_VISITOR_LENGTH)
     return add_puzzle(bank, puzzle, status="pending", submitted_by=visitor)
 
 
@@ -307,16 +330,19 @@ def add_rating(
         raise ValueError(f"score must be -1, 0 or +1, got {score!r}")
     if not visitor:
         raise ValueError("add_rating needs the visitor id")
+    require_text(visitor, "visitor id", MAX_VISITOR_LENGTH)
+    require_text(bundle_id, "bundle id", MAX_BUNDLE_LENGTH, required=False)
     if (puzzle_id is None) == (prompt is None):
         raise ValueError("add_rating needs exactly one of puzzle_id or prompt")
     if settings is not None and not is_json(settings):
         raise ValueError("sampling settings must be JSON-serialisable")
     try:
         with write_session(bank) as session:
-            output_hash = image_ref(session, output)
-            prompt_hashes = [image_ref(session, image) for image in prompt] if prompt is not None else None
-            if prompt_hashes is not None and not prompt_hashes:
+            if prompt is not None and not len(prompt):
                 raise ValueError("a free prompt needs at least one image")
+            # One batch for the output and the prompt: images are locked in one order (no deadlocks).
+            output_hash, *prompt_list = image_refs(session, [output, *(prompt if prompt is not None else [])])
+            prompt_hashes = prompt_list if prompt is not None else None
             target = f"puzzle:{puzzle_id}" if puzzle_id is not None else _prompt_target(prompt_hashes or [])
             now = utc_now()
             values = {
@@ -374,6 +400,7 @@ def add_attempt(
     """
     if not visitor:
         raise ValueError("add_attempt needs the visitor id")
+    require_text(visitor, "visitor id", MAX_VISITOR_LENGTH)
     if seconds is not None and seconds < 0:
         raise ValueError(f"seconds must be >= 0, got {seconds}")
     with write_session(bank) as session:
@@ -404,6 +431,7 @@ def record_model_result(
     """Remember which candidate a model bundle picked (one row per puzzle and bundle; the latest wins)."""
     if not bundle_id:
         raise ValueError("record_model_result needs the bundle id")
+    require_text(bundle_id, "bundle id", MAX_BUNDLE_LENGTH)
     with write_session(bank) as session:
         found = session.execute(select(PuzzleRow.answer_index).where(PuzzleRow.id == puzzle_id)).first()
         if found is None:
@@ -516,24 +544,44 @@ def _pack_level_problems(path: Path) -> list[tuple[str, str]]:
     return problems
 
 
-def import_pack(bank: Bank, path: Path | str, dry_run: bool = False, status: str = "published") -> ImportReport:
+def import_pack(
+    bank: Bank, path: Path | str, dry_run: bool = False, status: str = "published", curator: str | None = None
+) -> ImportReport:
     """Import a puzzle pack, all or nothing: if any puzzle is invalid, nothing is written.
 
-    Puzzles whose id is already in the bank are reported as duplicates and left as they are.
+    Puzzles whose id is already in the bank are reported as duplicates and left as they are. With a
+    `curator`, the import is audited.
     """
     from puzzles.pack import read_pack
 
     require_status(status)
     path = Path(path)
-    report = ImportReport(dry_run=dry_run)
-    report.invalid.extend(_pack_level_problems(path))
-    if report.invalid:
-        return report
+    problems = _pack_level_problems(path)
+    if problems:
+        return ImportReport(dry_run=dry_run, invalid=problems)
     try:
         puzzles = read_pack(path)
     except (ValueError, OSError, KeyError) as error:
-        report.invalid.append((str(path), f"cannot read pack: {error}"))
-        return report
+        return ImportReport(dry_run=dry_run, invalid=[(str(path), f"cannot read pack: {error}")])
+    return import_puzzles(bank, puzzles, dry_run=dry_run, status=status, curator=curator, source=str(path))
+
+
+def import_puzzles(
+    bank: Bank,
+    puzzles: Sequence[Puzzle],
+    dry_run: bool = False,
+    status: str = "published",
+    curator: str | None = None,
+    source: str = "",
+    invalid: Sequence[tuple[str, str]] = (),
+) -> ImportReport:
+    """Import puzzles (from a pack or an importer), all or nothing, as one transaction.
+
+    `invalid` carries problems found before (files an importer could not read): any problem at all means
+    nothing is written. With a `curator`, the import is audited as one "import" entry naming the new ids.
+    """
+    require_status(status)
+    report = ImportReport(dry_run=dry_run, invalid=list(invalid))
     seen: dict[str, Puzzle] = {}
     for puzzle in puzzles:
         problems = puzzle_problems(puzzle)
@@ -544,16 +592,21 @@ def import_pack(bank: Bank, path: Path | str, dry_run: bool = False, status: str
         seen.setdefault(puzzle.id, puzzle)
     session_scope = read_session if (dry_run or report.invalid) else write_session
     with session_scope(bank) as session:
+        if curator is not None and session_scope is write_session:
+            require_curator(session, curator)
         existing = set(session.scalars(select(PuzzleRow.id).where(PuzzleRow.id.in_(list(seen)))))
         for puzzle_id in seen:
             (report.duplicate if puzzle_id in existing else report.new).append(puzzle_id)
         if session_scope is write_session:
             for puzzle_id in report.new:
                 write_puzzle(session, seen[puzzle_id], status)
+            if curator is not None:
+                after = {"new": report.new, "duplicate": len(report.duplicate), "status": status}
+                audit(session, curator, "import", f"import:{source}"[:128], None, after)
             report.imported = True
     log.info(
-        "pack %s: %d new, %d duplicate, %d invalid%s",
-        path,
+        "import %s: %d new, %d duplicate, %d invalid%s",
+        source or "(puzzles)",
         len(report.new),
         len(report.duplicate),
         len(report.invalid),

@@ -1,0 +1,220 @@
+"""Curator sessions: a signed cookie set by a small login form, checked by the mount and by every handler.
+
+POST /curate-login (form fields `name`, `password`) checks the account with `verify_curator` (rate-limited
+and logged) and sets the `gelato_curator` cookie: `<name, base64>.<issued, unix seconds>.<fingerprint>.<hmac>`,
+HMAC-SHA256 under a server secret. The fingerprint is a digest of the curator's password hash, so a new
+password or a disabled account ends every open session. Sessions last SESSION_SECONDS.
+
+The secret comes from $GELATO_CURATOR_SECRET (set it to one value on every replica) or else from the file
+`curator_secret` in the data directory, created on first start with owner-only permissions.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import html
+import logging
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+log = logging.getLogger(__name__)
+
+COOKIE = "gelato_curator"
+SESSION_SECONDS = 8 * 3600
+SECRET_ENV = "GELATO_CURATOR_SECRET"
+SECRET_FILE = "curator_secret"
+LOGIN_PATH = "/curate-login"
+LOGOUT_PATH = "/curate-logout"
+MIN_SECRET_LENGTH = 32
+
+
+class CuratorRequired(PermissionError):
+    """The caller has no valid curator session."""
+
+
+@dataclass(frozen=True)
+class CurateContext:
+    """What curator handlers need: the bank and the key that signs sessions."""
+
+    bank: Any
+    secret: bytes
+
+
+_context: CurateContext | None = None
+
+
+def install(bank: Any, secret: bytes) -> CurateContext:
+    global _context
+    if len(secret) < MIN_SECRET_LENGTH:
+        raise ValueError(f"the curator session secret must be at least {MIN_SECRET_LENGTH} bytes")
+    _context = CurateContext(bank, secret)
+    return _context
+
+
+def context() -> CurateContext:
+    if _context is None:
+        raise CuratorRequired("curator pages are not configured on this server")
+    return _context
+
+
+def load_secret(data_dir: Path, environ: dict[str, str] | None = None) -> bytes:
+    """The session key: $GELATO_CURATOR_SECRET, else <data_dir>/curator_secret (created 0600 when missing)."""
+    environ = dict(os.environ) if environ is None else environ
+    if environ.get(SECRET_ENV):
+        secret = environ[SECRET_ENV].encode()
+        if len(secret) < MIN_SECRET_LENGTH:
+            raise ValueError(f"{SECRET_ENV} must be at least {MIN_SECRET_LENGTH} characters")
+        return secret
+    path = Path(data_dir) / SECRET_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secrets.token_hex(32))
+        log.info("created the curator session secret at %s", path)
+    secret = path.read_text(encoding="ascii").strip().encode()
+    if len(secret) < MIN_SECRET_LENGTH:
+        raise ValueError(f"{path} holds a secret shorter than {MIN_SECRET_LENGTH} characters; delete it to renew")
+    return secret
+
+
+def _sign(secret: bytes, payload: str) -> str:
+    return hmac.new(secret, payload.encode(), hashlib.sha256).hexdigest()
+
+
+def make_session(name: str, fingerprint: str, secret: bytes, now: float | None = None) -> str:
+    """The cookie value for a curator who just logged in."""
+    encoded = base64.urlsafe_b64encode(name.encode()).decode().rstrip("=")
+    payload = f"{encoded}.{int(now if now is not None else time.time())}.{fingerprint}"
+    return f"{payload}.{_sign(secret, payload)}"
+
+
+def read_session(value: str | None, secret: bytes, now: float | None = None) -> tuple[str, str] | None:
+    """(name, fingerprint) from a cookie value whose signature holds and that has not expired, else None."""
+    if not value or value.count(".") != 3:
+        return None
+    payload, _, signature = value.rpartition(".")
+    if not hmac.compare_digest(signature, _sign(secret, payload)):
+        return None
+    encoded, issued, fingerprint = payload.split(".")
+    try:
+        name = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
+        age = (now if now is not None else time.time()) - int(issued)
+    except ValueError:
+        return None
+    if not 0 <= age <= SESSION_SECONDS:
+        return None
+    return name, fingerprint
+
+
+def curator_from_cookies(cookies: Any, ctx: CurateContext | None = None) -> str | None:
+    """The curator a request's cookies prove, checked against the bank (enabled, same password); else None."""
+    from puzzles.bank.repository import curator_fingerprint
+
+    ctx = ctx or context()
+    value = cookies.get(COOKIE) if cookies is not None else None
+    session = read_session(value, ctx.secret)
+    if session is None:
+        return None
+    name, fingerprint = session
+    current = curator_fingerprint(ctx.bank, name)
+    if current is None or not hmac.compare_digest(current, fingerprint):
+        return None
+    return name
+
+
+def auth_dependency(request: Any) -> str | None:
+    """For gr.mount_gradio_app: the curator name, or None (Gradio answers 401)."""
+    try:
+        return curator_from_cookies(request.cookies)
+    except CuratorRequired:
+        return None
+
+
+def require_curator(request: Any) -> str:
+    """The calling curator's name; CuratorRequired unless the request carries a valid curator session.
+
+    Every curator handler calls this first, whatever the mount already checked.
+    """
+    cookies = getattr(request, "cookies", None) if request is not None else None
+    try:
+        name = curator_from_cookies(cookies) if cookies is not None else None
+    except AttributeError:
+        name = None
+    if name is None:
+        log.warning("curator action refused: no valid curator session")
+        raise CuratorRequired("curator login required")
+    return name
+
+
+def login(name: str, password: str) -> str | None:
+    """Check a login (rate-limited, failures logged); the cookie value to set, or None when refused."""
+    from puzzles.bank.accounts import verify_curator
+    from puzzles.bank.repository import curator_fingerprint
+
+    ctx = context()
+    if not verify_curator(ctx.bank, name, password):
+        return None
+    fingerprint = curator_fingerprint(ctx.bank, name)
+    if fingerprint is None:
+        return None
+    log.info("curator %s logged in", name)
+    return make_session(name, fingerprint, ctx.secret)
+
+
+def login_page(message: str = "") -> str:
+    """The login form (plain HTML: it must work before any curator page loads)."""
+    note = f'<p role="alert" id="login-error">{html.escape(message)}</p>' if message else ""
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Gelato · curator login</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>body{{font-family:sans-serif;max-width:22rem;margin:4rem auto}}label,input,button{{display:block;
+width:100%;margin:.4rem 0}}#login-error{{color:#b00}}</style></head>
+<body><h1>🍨 Curator login</h1>{note}
+<form method="post" action="{LOGIN_PATH}">
+<label for="name">Name</label><input id="name" name="name" autocomplete="username" required>
+<label for="password">Password</label>
+<input id="password" name="password" type="password" autocomplete="current-password" required>
+<button type="submit" id="login-submit">Log in</button></form></body></html>"""
+
+
+def add_routes(app: Any, curate_path: str = "/curate") -> None:
+    """GET/POST /curate-login and /curate-logout on the FastAPI app, and a redirect to the login page
+    for browsers that open the curator pages without a session."""
+    home = curate_path.rstrip("/") + "/"
+
+    @app.get(LOGIN_PATH, response_class=HTMLResponse, include_in_schema=False)
+    def login_form() -> HTMLResponse:
+        return HTMLResponse(login_page())
+
+    @app.post(LOGIN_PATH, include_in_schema=False)
+    def login_submit(request: Request, name: str = Form(""), password: str = Form("")) -> Any:  # noqa: B008
+        cookie = login(name.strip(), password)
+        if cookie is None:
+            return HTMLResponse(login_page("Wrong name or password, or too many tries: wait and retry."), 401)
+        response = RedirectResponse(home, status_code=303)
+        response.set_cookie(COOKIE, cookie, max_age=SESSION_SECONDS, httponly=True, samesite="strict",
+                            secure=request.url.scheme == "https", path="/")
+        return response
+
+    @app.api_route(LOGOUT_PATH, methods=["GET", "POST"], include_in_schema=False)
+    def logout() -> Any:
+        response = RedirectResponse(LOGIN_PATH, status_code=303)
+        response.delete_cookie(COOKIE, path="/")
+        return response
+
+    @app.middleware("http")
+    async def send_browsers_to_login(request: Request, call_next: Any) -> Any:
+        # Only the page itself: API calls without a session keep Gradio's plain 401.
+        if request.method == "GET" and request.url.path in (curate_path, home) and auth_dependency(request) is None:
+            return RedirectResponse(LOGIN_PATH, status_code=303)
+        return await call_next(request)
