@@ -1,0 +1,173 @@
+"""Streaming training data: fresh generated puzzles, a weighted mixture over families, training seeds only.
+
+Every DataLoader worker of every DDP rank streams its own seeds: the n-th puzzle of worker w on rank r
+uses seed base + (n * world_size + r) * workers + w, so no two streams ever share a puzzle, and every seed
+is checked against the held-out evaluation range. Workers return uint8 image stacks; tokenization runs
+batched in the main process on the training device.
+"""
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from engine.sentences import select_panels
+from puzzles.generators import GENERATOR_FAMILIES, generate
+from puzzles.images import to_square
+from puzzles.puzzle import Puzzle
+from puzzles.seeds import check_training_seed
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MIX = "matrix=4,analogy=2,sequence=2,grid=1"
+
+
+def parse_mix(text: str) -> dict[str, float]:
+    """'matrix=4,analogy=2' -> {'matrix': 4.0, 'analogy': 2.0}; unknown families or bad weights are refused."""
+    mix: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        family, sep, weight = item.partition("=")
+        family = family.strip()
+        if not sep:
+            raise ValueError(f"mixture entry {item!r} is not family=weight")
+        if family not in GENERATOR_FAMILIES:
+            raise ValueError(f"unknown family {family!r} in mixture; choose from {', '.join(GENERATOR_FAMILIES)}")
+        try:
+            value = float(weight)
+        except ValueError:
+            raise ValueError(f"weight {weight!r} for {family} is not a number") from None
+        if value < 0:
+            raise ValueError(f"weight for {family} must be >= 0, got {value}")
+        mix[family] = value
+    if not mix or sum(mix.values()) <= 0:
+        raise ValueError(f"mixture {text!r} has no family with a positive weight")
+    return {family: weight for family, weight in mix.items() if weight > 0}
+
+
+def puzzle_config(puzzle: Puzzle) -> str:
+    """The configuration evaluation reports per family: matrix layout, analogy transform, sequence kind."""
+    if puzzle.family == "matrix":
+        return str(puzzle.layout.get("kind", "matrix"))
+    if puzzle.family == "analogy":
+        return str(puzzle.meta.get("transform", "analogy"))
+    if puzzle.family == "sequence":
+        return str(puzzle.meta.get("kind", "sequence"))
+    return puzzle.family
+
+
+def sentence_images(puzzle: Puzzle, limit: int, size: int) -> np.ndarray:
+    """The panels that fit plus the answer, resized, as uint8 (n, size, size, 3)."""
+    if puzzle.answer is None:
+        raise ValueError(f"puzzle {puzzle.id} has no answer to train on")
+    keep = select_panels(puzzle.family, len(puzzle.panels), limit)
+    images = [puzzle.panels[index] for index in keep] + [puzzle.answer]
+    return np.stack([to_square(image, size) for image in images])
+
+
+def augment(images: np.ndarray, rng: random.Random) -> np.ndarray:
+    """One random flip/rotation (of the 8 square symmetries) applied to a stack (n, H, W, 3)."""
+    images = np.rot90(images, k=rng.randrange(4), axes=(1, 2))
+    if rng.random() < 0.5:
+        images = images[:, :, ::-1]
+    return np.ascontiguousarray(images)
+
+
+@dataclass
+class StreamConfig:
+    mix: dict[str, float]  # family -> weight
+    image_size: int = 64  # images are resized to this square
+    max_images: int = 9  # images per sentence, answer included
+    base_seed: int = 0  # first training seed
+    rank: int = 0  # DDP rank of this process
+    world_size: int = 1  # DDP world size
+
+
+class PuzzleStream(IterableDataset):
+    """Endless puzzles; yields `sample(puzzle)` for each (override for other uses)."""
+
+    def __init__(self, config: StreamConfig) -> None:
+        super().__init__()
+        self.config = config
+        check_training_seed(config.base_seed)
+        self.families = list(config.mix)
+        self.weights = [config.mix[family] for family in self.families]
+
+    def seeds(self) -> Iterator[int]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        config = self.config
+        counter = 0
+        while True:
+            stream = counter * config.world_size + config.rank
+            yield check_training_seed(config.base_seed + stream * workers + worker)
+            counter += 1
+
+    def family_for(self, seed: int) -> str:
+        return random.Random(seed).choices(self.families, weights=self.weights)[0]
+
+    def __iter__(self) -> Iterator[Any]:
+        for seed in self.seeds():
+            family = self.family_for(seed)
+            try:
+                puzzle = generate(family, seed, size=self.config.image_size)
+            except Exception:  # a generator bug on one seed must not stop a long run
+                logger.exception("generator %s failed on seed %d; skipping it", family, seed)
+                continue
+            yield from self.samples(puzzle, seed)
+
+    def samples(self, puzzle: Puzzle, seed: int) -> Iterator[Any]:
+        yield {"images": sentence_images(puzzle, self.config.max_images, self.config.image_size),
+               "family": puzzle.family, "config": puzzle_config(puzzle), "seed": seed}
+
+
+class ImageStream(PuzzleStream):
+    """Single images for tokenizer training: every panel, answer and candidate, randomly flipped/rotated.
+
+    A shuffle buffer mixes images of many puzzles, so one batch is not a handful of near-identical panels.
+    """
+
+    buffer_size = 512
+
+    def __iter__(self) -> Iterator[Any]:
+        rng = random.Random(self.config.base_seed + 7919 * self.config.rank)
+        buffer: list[torch.Tensor] = []
+        for image in super().__iter__():
+            if len(buffer) < self.buffer_size:
+                buffer.append(image)
+                continue
+            index = rng.randrange(self.buffer_size)
+            yield buffer[index]
+            buffer[index] = image
+
+    def samples(self, puzzle: Puzzle, seed: int) -> Iterator[Any]:
+        rng = random.Random(seed)
+        images = [*puzzle.panels, *([puzzle.answer] if puzzle.answer is not None else []), *puzzle.candidates]
+        rng.shuffle(images)
+        for image in images:
+            square = to_square(image, self.config.image_size)[None]
+            yield torch.from_numpy(augment(square, rng)[0].copy()).permute(2, 0, 1).float() / 255.0  # (3, H, W)
+
+
+def keep_list(batch: list[Any]) -> list[Any]:
+    """Collate function that keeps samples as a list (sentences differ in length)."""
+    return batch
+
+
+def make_loader(
+    dataset: IterableDataset, batch_size: int, workers: int, collate: bool = True
+) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=None if collate else keep_list,
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
+        pin_memory=False,
+    )

@@ -1,0 +1,177 @@
+"""The image tokenizer: a diffusers `VQModel` turning 64x64 RGB images into a grid of codebook indices.
+
+Images enter and leave as float [N, 3, H, W] in [0, 1]; the network works in [-1, 1]. Quantization
+(nearest code by Euclidean distance) always runs in fp32, outside any autocast, so the encoder's codes
+match the exported ONNX encoder's.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from diffusers import VQModel
+
+
+@dataclass
+class TokenizerConfig:
+    image_size: int = 64  # square input side in pixels
+    block_out_channels: tuple[int, ...] = (32, 64, 128, 128)  # one per level; downsampling 2^(levels-1)
+    layers_per_block: int = 1  # resnet layers per level
+    latent_channels: int = 64  # channels around the quantizer's 1x1 projections
+    vq_embed_dim: int = 8  # code vector width (small: better codebook use, cheap distance)
+    codebook_size: int = 1024  # number of codes K
+    norm_num_groups: int = 32  # GroupNorm groups (every channel count must divide by it)
+    mid_block_attention: bool = True  # self-attention at the lowest resolution (cheap at 8x8)
+    commitment: float = 0.25  # beta: weight of ||z - sg(e)||^2 in the VQ loss
+
+    def __post_init__(self) -> None:
+        self.block_out_channels = tuple(int(c) for c in self.block_out_channels)
+        if self.image_size % self.downsample:
+            raise ValueError(f"image_size {self.image_size} is not divisible by the downsampling {self.downsample}")
+        for channels in (*self.block_out_channels, self.latent_channels):
+            if channels % self.norm_num_groups:
+                raise ValueError(f"channel count {channels} is not divisible by norm_num_groups {self.norm_num_groups}")
+
+    @property
+    def downsample(self) -> int:
+        return 2 ** (len(self.block_out_channels) - 1)
+
+    @property
+    def grid(self) -> int:
+        """Side of the code grid (8 for 64x64 images with 4 levels)."""
+        return self.image_size // self.downsample
+
+    @property
+    def tokens_per_image(self) -> int:
+        return self.grid * self.grid
+
+    def to_dict(self) -> dict[str, Any]:
+        values = asdict(self)
+        values["block_out_channels"] = list(self.block_out_channels)
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TokenizerConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown TokenizerConfig fields: {', '.join(sorted(unknown))}")
+        return cls(**values)
+
+
+def build_tokenizer(cfg: TokenizerConfig) -> VQModel:
+    levels = len(cfg.block_out_channels)
+    model = VQModel(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * levels,
+        up_block_types=("UpDecoderBlock2D",) * levels,
+        block_out_channels=cfg.block_out_channels,
+        layers_per_block=cfg.layers_per_block,
+        latent_channels=cfg.latent_channels,
+        sample_size=cfg.image_size,
+        num_vq_embeddings=cfg.codebook_size,
+        norm_num_groups=cfg.norm_num_groups,
+        vq_embed_dim=cfg.vq_embed_dim,
+        mid_block_add_attention=cfg.mid_block_attention,
+    )
+    model.tokenizer_config = cfg  # travels with the module so checkpoints can store it
+    return model
+
+
+def _check_images(images: torch.Tensor, cfg: TokenizerConfig | None) -> None:
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be [N, 3, H, W], got {tuple(images.shape)}")
+    if cfg is not None and images.shape[-2:] != (cfg.image_size, cfg.image_size):
+        raise ValueError(f"images must be {cfg.image_size}x{cfg.image_size}, got {tuple(images.shape[-2:])}")
+    if not images.is_floating_point():
+        raise ValueError(f"images must be float in [0, 1], got {images.dtype}")
+
+
+def latents(model: VQModel, images: torch.Tensor) -> torch.Tensor:
+    """[N, 3, H, W] in [0, 1] -> pre-quantization latents [N, D, h, w]."""
+    _check_images(images, getattr(model, "tokenizer_config", None))
+    return model.encode(images * 2.0 - 1.0).latents
+
+
+def nearest_codes(model: VQModel, z: torch.Tensor) -> torch.Tensor:
+    """Latents [N, D, h, w] -> indices [N, h*w] of the nearest code (fp32, outside autocast)."""
+    batch, dim = z.shape[:2]
+    flat = z.permute(0, 2, 3, 1).reshape(-1, dim).float()  # (N*h*w, D)
+    with torch.autocast(device_type=z.device.type, enabled=False):
+        distances = torch.cdist(flat, model.quantize.embedding.weight.float())  # (N*h*w, K)
+        return distances.argmin(dim=1).reshape(batch, -1)
+
+
+def embed_codes(model: VQModel, codes: torch.Tensor) -> torch.Tensor:
+    """Indices [N, h*w] -> code vectors [N, D, h, w] (square grid)."""
+    batch, count = codes.shape
+    side = int(round(count**0.5))
+    if side * side != count:
+        raise ValueError(f"{count} codes per image do not form a square grid")
+    vectors = model.quantize.embedding(codes)  # (N, h*w, D)
+    return vectors.reshape(batch, side, side, -1).permute(0, 3, 1, 2).contiguous()
+
+
+def decode_latents(model: VQModel, quantized: torch.Tensor) -> torch.Tensor:
+    """Quantized vectors [N, D, h, w] -> images [N, 3, H, W], roughly in [0, 1] (unclamped, for training)."""
+    return (model.decode(quantized, force_not_quantize=True).sample + 1.0) / 2.0
+
+
+@torch.no_grad()
+def encode(model: VQModel, images: torch.Tensor) -> torch.Tensor:
+    """Images [N, 3, H, W] float in [0, 1] -> LongTensor codes [N, h*w] (row-major grid)."""
+    return nearest_codes(model, latents(model, images))
+
+
+@torch.no_grad()
+def decode(model: VQModel, codes: torch.Tensor) -> torch.Tensor:
+    """LongTensor codes [N, h*w] -> images [N, 3, H, W] float in [0, 1]."""
+    codebook_size = model.quantize.embedding.num_embeddings
+    if codes.numel() and (codes.min() < 0 or codes.max() >= codebook_size):
+        raise ValueError(f"codes must lie in [0, {codebook_size})")
+    return decode_latents(model, embed_codes(model, codes.long())).clamp(0.0, 1.0)
+
+
+def vq_forward(model: VQModel, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Training pass: images -> (reconstruction, VQ loss, codes), straight-through gradients to the encoder."""
+    cfg: TokenizerConfig = model.tokenizer_config
+    z = latents(model, images)
+    codes = nearest_codes(model, z)
+    quantized = embed_codes(model, codes).to(z.dtype)
+    z_float, q_float = z.float(), quantized.float()
+    codebook_loss = F.mse_loss(q_float, z_float.detach())  # pulls codes towards the encoder outputs
+    commitment_loss = F.mse_loss(z_float, q_float.detach())  # keeps the encoder near its codes
+    straight_through = z + (quantized - z).detach()
+    reconstruction = decode_latents(model, straight_through)
+    return reconstruction, codebook_loss + cfg.commitment * commitment_loss, codes
+
+
+def tokenizer_checkpoint(model: VQModel, half: bool = False) -> dict[str, Any]:
+    state = {name: (t.half() if half and t.is_floating_point() else t).detach().cpu()
+             for name, t in model.state_dict().items()}
+    return {"tokenizer_config": model.tokenizer_config.to_dict(), "tokenizer": state}
+
+
+def save_tokenizer(model: VQModel, path: str | Path, half: bool = False) -> None:
+    torch.save(tokenizer_checkpoint(model, half=half), Path(path))
+
+
+def tokenizer_from_checkpoint(checkpoint: dict[str, Any]) -> VQModel:
+    for key in ("tokenizer_config", "tokenizer"):
+        if key not in checkpoint:
+            raise ValueError(f"not a tokenizer checkpoint: missing {key!r} (keys: {', '.join(checkpoint)})")
+    model = build_tokenizer(TokenizerConfig.from_dict(checkpoint["tokenizer_config"]))
+    model.load_state_dict({name: t.float() if t.is_floating_point() else t
+                           for name, t in checkpoint["tokenizer"].items()})
+    return model.eval()
+
+
+def load_tokenizer(path: str | Path, map_location: str | torch.device = "cpu") -> VQModel:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"tokenizer checkpoint not found: {path}")
+    return tokenizer_from_checkpoint(torch.load(path, map_location=map_location, weights_only=True))

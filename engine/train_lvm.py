@@ -1,0 +1,301 @@
+"""Train the LVM on visual sentences of freshly generated puzzles, with a frozen tokenizer.
+
+    python -m engine.train_lvm --tokenizer runs/tokenizer/ckpt.pt --out runs/lvm --minutes 60
+    torchrun --nproc-per-node 8 -m engine.train_lvm --tokenizer TOK --out runs/lvm --minutes 30 --batch-size 64
+
+Loss: next-token cross-entropy, weighted: the answer image (and EOS) by --answer-weight, the context panels
+by --context-weight (random context panels would dominate the loss otherwise). Held-out multiple-choice
+accuracy per family and configuration is logged every --eval-every-tokens, which gives the learning curve.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from engine import training
+from engine.data import DEFAULT_MIX, PuzzleStream, StreamConfig, make_loader, parse_mix, puzzle_config
+from engine.model import LVM, LVMConfig, model_checkpoint
+from engine.sentences import Vocabulary, build_sentence, max_images, select_panels
+from engine.tokenizer import encode, load_tokenizer
+from puzzles.generators import generate
+from puzzles.images import to_square
+from puzzles.seeds import eval_seed
+
+logger = logging.getLogger("engine.train_lvm")
+
+
+@dataclass
+class TrainLVMConfig:
+    tokenizer: str = field(default="", metadata={"help": "tokenizer checkpoint (required)"})
+    out: str = field(default="runs/lvm", metadata={"help": "output directory (ckpt.pt, log.jsonl, loss_curve.png)"})
+    steps: int | None = field(default=None, metadata={"type": int, "help": "optimizer steps"})
+    minutes: float | None = field(default=None, metadata={"type": float, "help": "wall-clock budget"})
+    batch_size: int = field(default=16, metadata={"help": "sentences per step per rank"})
+    lr: float = field(default=1e-3, metadata={"help": "peak learning rate"})
+    warmup_steps: int = field(default=100, metadata={"help": "linear warmup steps"})
+    weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay"})
+    grad_clip: float = field(default=1.0, metadata={"help": "gradient norm clip"})
+    answer_weight: float = field(default=1.0, metadata={"help": "loss weight of the answer image's tokens and EOS"})
+    context_weight: float = field(default=0.3, metadata={"help": "loss weight of the context panels' tokens"})
+    mix: str = field(default=DEFAULT_MIX, metadata={"help": "family weights"})
+    context_length: int = field(default=640, metadata={"help": "longest sentence"})
+    n_layer: int = field(default=8, metadata={"help": "transformer blocks"})
+    d_model: int = field(default=384, metadata={"help": "width"})
+    n_head: int = field(default=6, metadata={"help": "query heads"})
+    n_kv_head: int = field(default=6, metadata={"help": "key/value heads"})
+    ffn_hidden: int = field(default=1024, metadata={"help": "SwiGLU hidden width"})
+    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
+    bf16: bool = field(default=True, metadata={"help": "bf16 autocast"})
+    compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
+    workers: int = field(default_factory=training.default_workers, metadata={"help": "DataLoader workers"})
+    seed: int = field(default=0, metadata={"help": "first training seed"})
+    log_every: int = field(default=10, metadata={"help": "steps between log records"})
+    eval_every_tokens: int = field(default=0, metadata={"help": "tokens between held-out evaluations (0: end only)"})
+    eval_n: int = field(default=64, metadata={"help": "held-out puzzles per family"})
+    save_every_min: float = field(default=10.0, metadata={"help": "minutes between checkpoints"})
+    resume: bool = field(default=False, metadata={"help": "continue from OUT/ckpt.pt"})
+    half_weights_out: str | None = field(default=None, metadata={"help": "also write fp16 LVM weights here"})
+
+    def lvm_config(self, vocab: Vocabulary) -> LVMConfig:
+        return LVMConfig(vocab_size=vocab.vocab_size, context_length=self.context_length, n_layer=self.n_layer,
+                         d_model=self.d_model, n_head=self.n_head, n_kv_head=self.n_kv_head,
+                         ffn_hidden=self.ffn_hidden)
+
+
+def tokenizer_vocabulary(tokenizer: torch.nn.Module) -> Vocabulary:
+    cfg = tokenizer.tokenizer_config
+    return Vocabulary(codebook_size=cfg.codebook_size, tokens_per_image=cfg.tokens_per_image)
+
+
+@torch.no_grad()
+def encode_uint8(tokenizer: torch.nn.Module, images: np.ndarray, device: torch.device, chunk: int = 256) -> np.ndarray:
+    """uint8 (N, H, W, 3) -> int64 codes (N, h*w), batched on the device, fp32 (as the exported encoder)."""
+    pieces = []
+    for start in range(0, len(images), chunk):
+        batch = torch.from_numpy(np.ascontiguousarray(images[start : start + chunk])).to(device)
+        batch = batch.permute(0, 3, 1, 2).float() / 255.0
+        pieces.append(encode(tokenizer, batch).cpu().numpy())
+    return np.concatenate(pieces) if pieces else np.zeros((0, 0), dtype=np.int64)
+
+
+def make_batch(
+    samples: list[dict[str, Any]], tokenizer: torch.nn.Module, vocab: Vocabulary, config: TrainLVMConfig,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Samples -> (inputs (B, L-1), targets (B, L-1), weights (B, L-1), real tokens); one tokenizer call."""
+    counts = [len(sample["images"]) for sample in samples]
+    codes = encode_uint8(tokenizer, np.concatenate([sample["images"] for sample in samples]), device)
+    rows = np.split(codes, np.cumsum(counts)[:-1])
+    sentences = [build_sentence(list(image_codes), vocab, complete=True) for image_codes in rows]
+    length = max(len(sentence) for sentence in sentences)
+    tokens = np.full((len(sentences), length), vocab.eos, dtype=np.int64)
+    weights = np.zeros((len(sentences), length - 1), dtype=np.float32)
+    for row, sentence in enumerate(sentences):
+        tokens[row, : len(sentence)] = sentence
+        answer_start = len(sentence) - 1 - vocab.tokens_per_image  # first answer token's position
+        weights[row, : answer_start - 1] = config.context_weight  # targets 1 .. answer_start-1 (context)
+        weights[row, answer_start - 1 : len(sentence) - 1] = config.answer_weight  # answer tokens and EOS
+    tokens_t = torch.from_numpy(tokens).to(device)
+    return tokens_t[:, :-1], tokens_t[:, 1:], torch.from_numpy(weights).to(device), sum(map(len, sentences))
+
+
+def weighted_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    losses = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
+    return (losses * weights.flatten()).sum() / weights.sum().clamp_min(1e-9)
+
+
+# --- held-out multiple-choice evaluation -------------------------------------------------------------------
+
+@dataclass
+class EvalItem:
+    family: str
+    config: str
+    context: np.ndarray  # sentence without the answer: BOS + panel codes
+    candidates: np.ndarray  # (C, tokens_per_image)
+    answer_index: int
+
+
+def held_out_items(
+    families: list[str], count: int, tokenizer: torch.nn.Module, vocab: Vocabulary, limit: int, size: int,
+    device: torch.device,
+) -> list[EvalItem]:
+    """Tokenize `count` held-out puzzles per family (those with candidates), once per run."""
+    items = []
+    for family in families:
+        for index in range(count):
+            puzzle = generate(family, eval_seed(index), size=size)
+            if not puzzle.candidates or puzzle.answer_index is None:
+                continue
+            keep = select_panels(puzzle.family, len(puzzle.panels), limit)
+            images = np.stack([to_square(image, size) for image in [*(puzzle.panels[i] for i in keep),
+                                                                    *puzzle.candidates]])
+            codes = encode_uint8(tokenizer, images, device)
+            items.append(EvalItem(family, puzzle_config(puzzle), build_sentence(list(codes[: len(keep)]), vocab),
+                                  codes[len(keep) :], puzzle.answer_index))
+    return items
+
+
+@torch.no_grad()
+def score_candidates(model: LVM, context: torch.Tensor, candidates: torch.Tensor, codebook_size: int) -> torch.Tensor:
+    """Sum of log p(candidate tokens | context) over code logits: context (B, L), candidates (B, C, t) -> (B, C)."""
+    batch, count, length = candidates.shape
+    inputs = torch.cat([context[:, None, :].expand(batch, count, context.shape[1]), candidates], dim=2)
+    logits, _ = model(inputs.flatten(0, 1)[:, :-1])  # (B*C, L+t-1, V)
+    logits = logits[:, context.shape[1] - 1 :, :codebook_size].float()  # predictions of the candidate tokens
+    log_probs = torch.log_softmax(logits, dim=-1).gather(-1, candidates.flatten(0, 1)[..., None])[..., 0]
+    return log_probs.sum(-1).view(batch, count)
+
+
+def evaluate(model: LVM, items: list[EvalItem], vocab: Vocabulary, device: torch.device, bf16: bool,
+             group: int = 8) -> dict[str, float]:
+    """Multiple-choice accuracy per family and per family/configuration."""
+    model.eval()
+    hits: dict[str, list[bool]] = defaultdict(list)
+    by_shape: dict[tuple, list[EvalItem]] = defaultdict(list)
+    for item in items:
+        by_shape[(len(item.context), item.candidates.shape)].append(item)
+    for same_shape in by_shape.values():
+        for start in range(0, len(same_shape), group):
+            chunk = same_shape[start : start + group]
+            context = torch.from_numpy(np.stack([item.context for item in chunk])).to(device)
+            candidates = torch.from_numpy(np.stack([item.candidates for item in chunk])).to(device)
+            with training.autocast(device, bf16):
+                scores = score_candidates(model, context, candidates, vocab.codebook_size)
+            for item, best in zip(chunk, scores.argmax(dim=1).tolist(), strict=True):
+                hits[f"acc/{item.family}"].append(best == item.answer_index)
+                hits[f"acc/{item.family}/{item.config}"].append(best == item.answer_index)
+    model.train()
+    results = {key: float(np.mean(values)) for key, values in sorted(hits.items())}
+    results.update({key.replace("acc/", "n/"): len(values) for key, values in hits.items() if key.count("/") == 1})
+    return results
+
+
+# --- the loop ----------------------------------------------------------------------------------------------
+
+def build_model(config: TrainLVMConfig, vocab: Vocabulary, checkpoint: dict[str, Any] | None) -> LVM:
+    if checkpoint is None:
+        return LVM(config.lvm_config(vocab))
+    lvm_config = LVMConfig.from_dict(checkpoint["lvm_config"])
+    if lvm_config.vocab_size != vocab.vocab_size:
+        raise ValueError(f"checkpoint vocabulary {lvm_config.vocab_size} does not match the tokenizer's "
+                         f"{vocab.vocab_size}")
+    model = LVM(lvm_config)
+    model.load_state_dict(checkpoint["model"])
+    return model
+
+
+def train(config: TrainLVMConfig) -> Path:
+    if not config.tokenizer:
+        raise ValueError("--tokenizer CKPT is required (train one with python -m engine.train_tokenizer)")
+    runtime = training.setup_runtime(config.device)
+    out_dir = Path(config.out)
+    tokenizer = load_tokenizer(config.tokenizer, map_location="cpu").to(runtime.device).eval().requires_grad_(False)
+    vocab = tokenizer_vocabulary(tokenizer)
+    limit = max_images(config.context_length, vocab)
+    state = training.load_checkpoint(out_dir / "ckpt.pt", runtime.device) if config.resume else None
+    torch.manual_seed(config.seed)  # the same initial weights on every rank
+    model = build_model(config, vocab, state).to(runtime.device)
+    optimizer = training.make_optimizer(model, config.lr, config.weight_decay, runtime.device)
+    step, tokens_seen, sentences_seen, elapsed_before = 0, 0, 0, 0.0
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        step, tokens_seen = state["step"], state["tokens_seen"]
+        sentences_seen, elapsed_before = state["sentences_seen"], state["elapsed"]
+    logger.info("LVM %.2fM parameters, vocabulary %d, %d images per sentence, device %s",
+                model.num_parameters() / 1e6, vocab.vocab_size, limit, runtime.device)
+    trained = model
+    if runtime.distributed:
+        trained = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=None if runtime.device.type == "cpu" else [runtime.device.index])
+    if config.compile:
+        trained = torch.compile(trained, dynamic=True)
+    # a resumed run starts past every seed the earlier run can have drawn (sentences seen, plus prefetch margin)
+    base_seed = config.seed + (sentences_seen + 100_000 if step else 0)
+    stream = PuzzleStream(StreamConfig(mix=parse_mix(config.mix), image_size=tokenizer.tokenizer_config.image_size,
+                                       max_images=limit, base_seed=base_seed, rank=runtime.rank,
+                                       world_size=runtime.world_size))
+    batches = training.infinite(make_loader(stream, config.batch_size, config.workers, collate=False))
+    budget = training.Budget(config.steps, config.minutes, step, elapsed_before)
+    log = training.RunLog(out_dir, enabled=runtime.is_main, resume=config.resume)
+    items = (held_out_items([f for f in parse_mix(config.mix) if f != "grid"], config.eval_n, tokenizer, vocab,
+                            limit, tokenizer.tokenizer_config.image_size, runtime.device) if runtime.is_main else [])
+    next_eval = tokens_seen + config.eval_every_tokens if config.eval_every_tokens else None
+    last_save, window_start, window_tokens = time.monotonic(), time.monotonic(), 0
+    progress = tqdm(total=config.steps, initial=step, disable=not runtime.is_main, desc="lvm")
+
+    def save() -> None:
+        if not runtime.is_main:
+            return
+        payload = {**model_checkpoint(model), "optimizer": optimizer.state_dict(), "step": step,
+                   "tokens_seen": tokens_seen, "sentences_seen": sentences_seen, "elapsed": budget.elapsed(),
+                   "vocab": vocab.to_dict(), "tokenizer_path": config.tokenizer, "train_config": vars(config),
+                   "hardware": training.describe_hardware(runtime)}
+        training.save_checkpoint(payload, out_dir / "ckpt.pt")
+        if config.half_weights_out:
+            kept = ("vocab", "step", "tokens_seen", "elapsed", "hardware", "train_config")
+            facts = {key: payload[key] for key in kept}
+            training.save_checkpoint({**model_checkpoint(model, half=True), **facts}, Path(config.half_weights_out))
+
+    def run_eval() -> None:
+        results = evaluate(model, items, vocab, runtime.device, config.bf16)
+        log.write({"kind": "eval", "step": step, "tokens": tokens_seen, "elapsed": budget.elapsed(), **results})
+        logger.info("eval at %d tokens: %s", tokens_seen,
+                    ", ".join(f"{k} {v:.3f}" for k, v in results.items() if k.count("/") == 1 and k[:3] == "acc"))
+
+    while (fraction := budget.synced_fraction(step, runtime)) < 1.0:
+        inputs, targets, weights, real_tokens = make_batch(next(batches), tokenizer, vocab, config, runtime.device)
+        lr = training.learning_rate(step, fraction, config.lr, config.warmup_steps)
+        training.set_lr(optimizer, lr)
+        with training.autocast(runtime.device, config.bf16):
+            logits, _ = trained(inputs)
+        loss = weighted_loss(logits, targets, weights)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        step += 1
+        tokens_seen += real_tokens * runtime.world_size
+        sentences_seen += inputs.shape[0] * runtime.world_size
+        window_tokens += real_tokens * runtime.world_size
+        progress.update(1)
+        if step % config.log_every == 0 and runtime.is_main:
+            now = time.monotonic()
+            record = {"kind": "train", "step": step, "tokens": tokens_seen, "loss": float(loss.detach()), "lr": lr,
+                      "tok/s": window_tokens / max(1e-9, now - window_start), "elapsed": budget.elapsed()}
+            log.write(record)
+            log.plot()
+            progress.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tok/s']:.0f}")
+            window_start, window_tokens = now, 0
+        if next_eval is not None and tokens_seen >= next_eval:
+            if runtime.is_main:
+                run_eval()
+            next_eval += config.eval_every_tokens
+        if time.monotonic() - last_save > 60 * config.save_every_min:
+            save()
+            last_save = time.monotonic()
+    progress.close()
+    save()  # before the final evaluation, so a run stopped by its time limit keeps its weights
+    if runtime.is_main and items:
+        run_eval()
+        log.plot()
+    training.shutdown_runtime(runtime)
+    return out_dir / "ckpt.pt"
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    config = training.parse_config(TrainLVMConfig, __doc__.splitlines()[0], argv)
+    train(config)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,250 @@
+"""Shared training machinery: device and precision, DDP under torchrun, LR schedule, budget, checkpoints, logs.
+
+Used by `engine.train_tokenizer` and `engine.train_lvm`. A run launched with `torchrun` finds RANK and
+WORLD_SIZE in the environment and joins a process group (gloo on CPU, NCCL on CUDA); only rank 0 writes.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """Where this process trains: device, rank and world size (1 without torchrun)."""
+
+    device: torch.device
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def pick_device(name: str) -> torch.device:
+    if name not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"--device must be auto, cpu or cuda, got {name!r}")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda asked for, but no CUDA device is available")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def setup_runtime(device_name: str) -> Runtime:
+    """Pick the device; join the process group when launched by torchrun (env RANK/WORLD_SIZE)."""
+    device = pick_device(device_name)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if world_size > 1:
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return Runtime(device=device, rank=rank, world_size=world_size, local_rank=local_rank)
+
+
+def describe_hardware(runtime: Runtime) -> str:
+    """What trained: e.g. '1 x NVIDIA H100 80GB HBM3' or '2 x cpu (16 threads)', for checkpoint provenance."""
+    if runtime.device.type == "cuda":
+        name = torch.cuda.get_device_name(runtime.device)
+    else:
+        name = f"cpu ({torch.get_num_threads()} threads)"
+    return f"{runtime.world_size} x {name}"
+
+
+def shutdown_runtime(runtime: Runtime) -> None:
+    if runtime.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CPU (AMX) and CUDA; a no-op when disabled."""
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def default_workers() -> int:
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
+
+
+class Budget:
+    """Training length by steps, wall-clock minutes, or both; `fraction` drives the LR schedule.
+
+    With minutes set, the cosine follows the elapsed-time fraction (a GPU run has fixed minutes); with both
+    set, whichever is further along wins, and training stops at the first limit reached.
+    """
+
+    def __init__(self, steps: int | None, minutes: float | None, start_step: int = 0, elapsed: float = 0.0) -> None:
+        if not steps and not minutes:
+            raise ValueError("give --steps or --minutes (or both)")
+        self.steps, self.minutes = steps, minutes
+        self.start_step = start_step
+        self.elapsed_before = elapsed  # seconds spent in earlier runs of a resumed training
+        self.started = time.monotonic()
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.monotonic() - self.started
+
+    def fraction(self, step: int) -> float:
+        parts = []
+        if self.steps:
+            parts.append(step / self.steps)
+        if self.minutes:
+            parts.append(self.elapsed() / (60.0 * self.minutes))
+        return min(1.0, max(parts))
+
+    def done(self, step: int) -> bool:
+        return self.fraction(step) >= 1.0
+
+    def synced_fraction(self, step: int, runtime: Runtime) -> float:
+        """Rank 0's fraction on every rank, so all ranks use one LR and stop at the same step."""
+        fraction = self.fraction(step)
+        if not runtime.distributed:
+            return fraction
+        value = torch.tensor([fraction], dtype=torch.float64, device=runtime.device)
+        dist.broadcast(value, src=0)
+        return float(value.item())
+
+
+def learning_rate(step: int, fraction: float, peak: float, warmup_steps: int, min_ratio: float = 0.1) -> float:
+    """Linear warmup over steps, then cosine from peak to peak * min_ratio over the budget fraction."""
+    if step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    cosine = 0.5 * (1.0 + math.cos(math.pi * min(1.0, fraction)))
+    return peak * (min_ratio + (1.0 - min_ratio) * cosine)
+
+
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with decay on matrices only (not norms, embeddings' biases or the codebook's 1-D params)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), fused=device.type == "cuda")
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
+    """Write atomically (temp file + rename) so an interrupted save never leaves a broken checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, temporary)
+    os.replace(temporary, path)
+
+
+def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint to resume not found: {path}")
+    return torch.load(path, map_location=device, weights_only=False)
+
+
+class RunLog:
+    """JSON Lines log (one record per line) plus a loss-curve PNG, both rewritten as training goes."""
+
+    def __init__(self, out_dir: Path, enabled: bool = True, resume: bool = False) -> None:
+        self.path = out_dir / "log.jsonl"
+        self.plot_path = out_dir / "loss_curve.png"
+        self.enabled = enabled
+        self.records: list[dict[str, Any]] = []
+        if enabled:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            if resume and self.path.is_file():
+                self.records = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+            elif self.path.exists():
+                self.path.unlink()
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        self.records.append(record)
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def plot(self, y_keys: tuple[str, ...] = ("loss",), x_key: str = "tokens") -> None:
+        if not self.enabled or not self.records:
+            return
+        plot_curves(self.records, self.plot_path, y_keys, x_key)
+
+
+def plot_curves(records: list[dict[str, Any]], path: Path, y_keys: tuple[str, ...], x_key: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    # per-family accuracy only (acc/<family>); per-configuration curves stay in the JSON log
+    eval_keys = sorted({k for r in records if r.get("kind") == "eval" for k in r
+                        if k.startswith("acc/") and k.count("/") == 1})
+    figure, axes = plt.subplots(1, 2 if eval_keys else 1, figsize=(11 if eval_keys else 6, 4), squeeze=False)
+    train = [r for r in records if r.get("kind", "train") == "train"]
+    for key in y_keys:
+        points = [(r[x_key], r[key]) for r in train if key in r and x_key in r]
+        if points:
+            axes[0][0].plot(*zip(*points, strict=True), label=key)
+    axes[0][0].set_xlabel(x_key)
+    axes[0][0].set_yscale("log")
+    if axes[0][0].get_legend_handles_labels()[0]:
+        axes[0][0].legend()
+    for key in eval_keys:
+        points = [(r[x_key], r[key]) for r in records if r.get("kind") == "eval" and key in r]
+        axes[0][1].plot(*zip(*points, strict=True), marker="o", label=key.removeprefix("acc/"))
+    if eval_keys:
+        axes[0][1].set_xlabel(x_key)
+        axes[0][1].set_ylabel("multiple-choice accuracy")
+        axes[0][1].legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def infinite(loader: torch.utils.data.DataLoader) -> Iterator[Any]:
+    while True:
+        yield from loader
+
+
+def parse_config(config_class: type, description: str, argv: list[str] | None = None) -> Any:
+    """argparse built from a dataclass: one --flag per field (underscores become dashes), help from metadata."""
+    import argparse
+    import dataclasses
+
+    parser = argparse.ArgumentParser(description=description)
+    for spec in dataclasses.fields(config_class):
+        flag = "--" + spec.name.replace("_", "-")
+        default = spec.default if spec.default is not dataclasses.MISSING else spec.default_factory()
+        help_text = spec.metadata.get("help", "")
+        if isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+        elif isinstance(default, tuple):
+            parser.add_argument(flag, type=int, nargs="+", default=default, help=help_text)
+        else:
+            kind = spec.metadata.get("type", type(default) if default is not None else str)
+            parser.add_argument(flag, type=kind, default=default, help=f"{help_text} (default: {default})")
+    values = vars(parser.parse_args(argv))
+    return config_class(**{key: tuple(v) if isinstance(v, list) else v for key, v in values.items()})

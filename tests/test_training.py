@@ -1,0 +1,147 @@
+"""Training machinery: data streams and seeds, schedule, loss weights, scoring, and short CPU runs with resume."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from engine import train_lvm, train_tokenizer, training
+from engine.data import ImageStream, PuzzleStream, StreamConfig, parse_mix
+from engine.model import LVM, LVMConfig, load_model
+from engine.sentences import Vocabulary
+from engine.tokenizer import TokenizerConfig, build_tokenizer, save_tokenizer
+from puzzles.seeds import HELD_OUT_START
+
+TINY_TOKENIZER = TokenizerConfig(image_size=16, block_out_channels=(32, 32, 32), latent_channels=32,
+                                 vq_embed_dim=4, codebook_size=16, mid_block_attention=False)
+TINY_LVM_FLAGS = ["--n-layer", "1", "--d-model", "32", "--n-head", "2", "--n-kv-head", "1", "--ffn-hidden", "64",
+                  "--context-length", "160", "--batch-size", "3", "--workers", "0", "--log-every", "1",
+                  "--eval-n", "1", "--device", "cpu", "--mix", "matrix=1,sequence=1"]
+
+
+@pytest.fixture(scope="module")
+def tiny_tokenizer_path(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tokenizer") / "tokenizer.pt"
+    save_tokenizer(build_tokenizer(TINY_TOKENIZER), path)
+    return path
+
+
+def test_parse_mix() -> None:
+    assert parse_mix("matrix=4, analogy=2,grid=0") == {"matrix": 4.0, "analogy": 2.0}
+    for bad, message in [("matrix", "family=weight"), ("chess=1", "unknown family"), ("matrix=x", "not a number"),
+                         ("matrix=0", "no family"), ("matrix=-1", ">= 0")]:
+        with pytest.raises(ValueError, match=message):
+            parse_mix(bad)
+
+
+def test_streams_use_distinct_training_seeds() -> None:
+    def first_seeds(rank: int) -> list[int]:
+        stream = PuzzleStream(StreamConfig(mix={"matrix": 1.0}, rank=rank, world_size=2, base_seed=100))
+        seeds = stream.seeds()
+        return [next(seeds) for _ in range(5)]
+
+    rank0, rank1 = first_seeds(0), first_seeds(1)
+    assert rank0 == [100, 102, 104, 106, 108] and rank1 == [101, 103, 105, 107, 109]
+
+
+def test_training_refuses_held_out_seeds() -> None:
+    with pytest.raises(ValueError, match="held-out"):
+        PuzzleStream(StreamConfig(mix={"matrix": 1.0}, base_seed=HELD_OUT_START))
+    stream = PuzzleStream(StreamConfig(mix={"matrix": 1.0}, base_seed=HELD_OUT_START - 1))
+    seeds = stream.seeds()
+    assert next(seeds) == HELD_OUT_START - 1
+    with pytest.raises(ValueError, match="held-out"):
+        next(seeds)
+
+
+def test_puzzle_stream_yields_sentence_images() -> None:
+    sample = next(iter(PuzzleStream(StreamConfig(mix={"matrix": 1.0}, image_size=16))))
+    assert sample["images"].shape == (9, 16, 16, 3) and sample["images"].dtype == np.uint8
+    assert sample["family"] == "matrix" and sample["config"]
+
+
+def test_image_stream_yields_float_images() -> None:
+    image = next(iter(ImageStream(StreamConfig(mix={"sequence": 1.0}, image_size=16))))
+    assert image.shape == (3, 16, 16) and 0.0 <= image.min() and image.max() <= 1.0
+
+
+def test_learning_rate_schedule_and_budget() -> None:
+    assert training.learning_rate(0, 0.0, 1.0, warmup_steps=10) == pytest.approx(0.1)
+    assert training.learning_rate(10, 0.0, 1.0, warmup_steps=10) == pytest.approx(1.0)
+    assert training.learning_rate(50, 0.5, 1.0, warmup_steps=10) == pytest.approx(0.55)
+    assert training.learning_rate(99, 1.0, 1.0, warmup_steps=10) == pytest.approx(0.1)
+    budget = training.Budget(steps=100, minutes=1.0, elapsed=45.0)  # time is further along than steps
+    assert budget.fraction(10) == pytest.approx(0.75, abs=0.01)
+    assert training.Budget(steps=None, minutes=1.0, elapsed=60.0).done(0)
+    with pytest.raises(ValueError, match="--steps or --minutes"):
+        training.Budget(steps=None, minutes=None)
+
+
+def test_batch_weights_answer_tokens(tiny_tokenizer_path: Path) -> None:
+    tokenizer = train_lvm.load_tokenizer(tiny_tokenizer_path)
+    vocab = train_lvm.tokenizer_vocabulary(tokenizer)
+    config = train_lvm.TrainLVMConfig(answer_weight=1.0, context_weight=0.3)
+    samples = [{"images": np.zeros((3, 16, 16, 3), np.uint8)}, {"images": np.zeros((2, 16, 16, 3), np.uint8)}]
+    inputs, targets, weights, tokens = train_lvm.make_batch(samples, tokenizer, vocab, config, torch.device("cpu"))
+    assert inputs.shape == targets.shape == weights.shape == (2, 49) and tokens == 50 + 34
+    assert torch.all(inputs[:, 0] == vocab.bos) and targets[0, -1] == vocab.eos
+    np.testing.assert_allclose(weights[0].numpy(), [0.3] * 32 + [1.0] * 17)
+    np.testing.assert_allclose(weights[1].numpy(), [0.3] * 16 + [1.0] * 17 + [0.0] * 16)  # padding ignored
+
+
+def test_score_candidates_matches_per_candidate_likelihood() -> None:
+    torch.manual_seed(0)
+    model = LVM(LVMConfig(vocab_size=24, n_layer=1, d_model=32, n_head=2, n_kv_head=2, ffn_hidden=32)).eval()
+    context = torch.randint(0, 16, (2, 5))
+    candidates = torch.randint(0, 16, (2, 3, 4))
+    scores = train_lvm.score_candidates(model, context, candidates, codebook_size=16)
+    sentence = torch.cat([context[1], candidates[1, 2]])
+    log_probs = torch.log_softmax(model(sentence[None])[0][0, :, :16], dim=-1)
+    expected = sum(log_probs[4 + i, candidates[1, 2, i]] for i in range(4))
+    assert scores.shape == (2, 3)
+    assert scores[1, 2].item() == pytest.approx(expected.item(), abs=1e-4)
+
+
+def test_train_lvm_runs_and_resumes(tiny_tokenizer_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "lvm"
+    common = ["--tokenizer", str(tiny_tokenizer_path), "--out", str(out), *TINY_LVM_FLAGS]
+    train_lvm.main([*common, "--steps", "2", "--half-weights-out", str(tmp_path / "half.pt")])
+    first = torch.load(out / "ckpt.pt", weights_only=False)
+    assert first["step"] == 2 and first["tokens_seen"] > 0
+    train_lvm.main([*common, "--steps", "3", "--resume"])
+    second = torch.load(out / "ckpt.pt", weights_only=False)
+    assert second["step"] == 3 and second["tokens_seen"] > first["tokens_seen"]
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2, 3]
+    assert {"acc/matrix", "acc/sequence", "tokens"} <= set(next(r for r in records if r["kind"] == "eval"))
+    assert (out / "loss_curve.png").stat().st_size > 0
+    half = load_model(tmp_path / "half.pt")
+    assert half.config.vocab_size == Vocabulary(16, 16).vocab_size
+
+
+def test_train_tokenizer_runs(tmp_path: Path) -> None:
+    out = tmp_path / "tokenizer"
+    train_tokenizer.main(["--out", str(out), "--steps", "2", "--batch-size", "8", "--image-size", "16",
+                          "--block-out-channels", "32", "32", "32", "--latent-channels", "32", "--vq-embed-dim", "4",
+                          "--codebook-size", "16", "--workers", "0", "--eval-n", "1", "--log-every", "1",
+                          "--restart-every", "1", "--device", "cpu", "--mix", "sequence=1"])
+    checkpoint = torch.load(out / "ckpt.pt", weights_only=False)
+    assert checkpoint["step"] == 2 and checkpoint["tokenizer_config"]["codebook_size"] == 16
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert any("psnr/matrix" in r for r in records)
+
+
+@pytest.mark.parametrize("module", [train_lvm, train_tokenizer])
+def test_cli_help(module, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(["--help"])
+    assert exit_info.value.code == 0 and "--minutes" in capsys.readouterr().out
+
+
+def test_train_lvm_needs_a_tokenizer(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="--tokenizer"):
+        train_lvm.main(["--out", str(tmp_path), "--steps", "1"])
