@@ -6,10 +6,14 @@ step can be tested without a browser. The model and the bank arrive through `app
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
+import os
 import random
+import secrets
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -69,8 +73,9 @@ def as_image(value: Any) -> np.ndarray | None:
         return as_image(value[0])
     if isinstance(value, dict) and ("path" in value or "image" in value):
         return as_image(value.get("path") or value.get("image"))
-    with Image.open(str(value)) as image:
-        return to_rgb_array(image)
+    from app.uploads import read_upload_file
+
+    return read_upload_file(str(value))  # a file: read with the upload checks, so a bad one is named
 
 
 def build_sentence(layout: str, slots: Mapping[str, Any], pairs: int = 1) -> list[np.ndarray]:
@@ -181,6 +186,30 @@ class SolveResult:
 
 
 ProgressFn = Callable[[float, str], None]
+SOLVE_TIME_LIMIT_S = 120.0  # one solve (generation + ranking) may take this long before it is stopped
+
+
+class SolveTimeout(RuntimeError):
+    """A model call ran past its time limit."""
+
+
+def with_deadline(progress: ProgressFn | None, seconds: float) -> ProgressFn:
+    """A progress callback that also stops the call (SolveTimeout) once `seconds` have passed.
+
+    The runtime reports progress after every generated token, so the check runs often enough to matter.
+    """
+    import time
+
+    deadline = time.monotonic() + seconds
+
+    def report(fraction: float, message: str) -> None:
+        if time.monotonic() > deadline:
+            raise SolveTimeout(f"the model took longer than {seconds:g} s and was stopped; try fewer samples "
+                               "or a shorter prompt")
+        if progress is not None:
+            progress(fraction, message)
+
+    return report
 
 
 def _to_images(batch: Any) -> list[np.ndarray]:
@@ -192,7 +221,11 @@ def solve(
     bundle: Any, images: Sequence[np.ndarray], settings: SampleSettings, candidates: Sequence[np.ndarray] = (),
     progress: ProgressFn | None = None,
 ) -> SolveResult:
-    """Generate `settings.n_samples` answers in one batch; also rank the candidates when there are any."""
+    """Generate `settings.n_samples` answers in one batch; also rank the candidates when there are any.
+
+    The whole call is bounded by SOLVE_TIME_LIMIT_S: past it, SolveTimeout (a RuntimeError) at the next step.
+    """
+    progress = with_deadline(progress, SOLVE_TIME_LIMIT_S)
     samples = bundle.complete(
         list(images),
         n_samples=settings.n_samples,
@@ -254,15 +287,35 @@ def what_the_model_sees(bundle: Any, images: Sequence[np.ndarray]) -> list[tuple
     return [(image, f"input {index + 1}") for index, image in enumerate(round_tripped)]
 
 
+# Visitor ids are issued by the server and signed, so a caller cannot pick an id (to write as someone else, or
+# to dodge the per-visitor rate limits with made-up ids). Replicas share the key through GELATO_VISITOR_SECRET.
+_VISITOR_KEY = os.environ.get("GELATO_VISITOR_SECRET", "").encode() or secrets.token_bytes(32)
+_VISITOR_RANDOM_HEX = 32
+_VISITOR_SIGNATURE_HEX = 16
+
+
+def _visitor_signature(random_part: str) -> str:
+    return hmac.new(_VISITOR_KEY, random_part.encode(), hashlib.sha256).hexdigest()[:_VISITOR_SIGNATURE_HEX]
+
+
 def new_visitor_id() -> str:
-    return uuid.uuid4().hex
+    random_part = uuid.uuid4().hex
+    return random_part + _visitor_signature(random_part)
+
+
+def is_visitor_id(value: Any) -> bool:
+    """Whether `value` is an id this server issued (right length, hex, valid signature)."""
+    if not isinstance(value, str) or len(value) != _VISITOR_RANDOM_HEX + _VISITOR_SIGNATURE_HEX:
+        return False
+    if any(ch not in "0123456789abcdef" for ch in value):
+        return False
+    random_part, signature = value[:_VISITOR_RANDOM_HEX], value[_VISITOR_RANDOM_HEX:]
+    return hmac.compare_digest(signature, _visitor_signature(random_part))
 
 
 def ensure_visitor_id(value: Any) -> str:
-    """The visitor id kept in the browser, or a fresh one when it is missing or malformed."""
-    if isinstance(value, str) and 8 <= len(value) <= 64 and value.isalnum():
-        return value
-    return new_visitor_id()
+    """The visitor id kept in the browser, or a fresh one when it is missing, malformed or not ours."""
+    return value if is_visitor_id(value) else new_visitor_id()
 
 
 def image_hash(image: np.ndarray) -> str:
@@ -334,6 +387,24 @@ def decode_png(data: bytes) -> np.ndarray:
         return to_rgb_array(image)
 
 
+class BankWriteError(ValueError):
+    """The bank refused a write (read-only file, full disk, database down): shown to the visitor as is."""
+
+
+@contextmanager
+def bank_write(what: str) -> Iterator[None]:
+    """Turn a database failure during a write into BankWriteError naming what was not saved and why."""
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    try:
+        yield
+    except (OperationalError, DBAPIError) as error:
+        reason = str(getattr(error, "orig", error)).splitlines()[0][:200]
+        log.error("bank write failed (%s): %s", what, reason)
+        raise BankWriteError(f"{what} could not be saved: the bank is not accepting writes right now "
+                             f"({reason}); please try again later") from error
+
+
 def fetch_puzzle(bank: Any, puzzle_id: str) -> dict[str, Any]:
     """A puzzle as a plain dict (images as arrays); ValueError naming the id when it is not in the bank."""
     from puzzles.bank import repository
@@ -402,14 +473,18 @@ def rate_sample(
     if not 0 <= sample < len(samples):
         raise ValueError(f"sample {sample} does not exist; the last solve made {len(samples)} "
                          f"(0 to {len(samples) - 1})")
+    from app import limits
+
+    limits.ratings.check(visitor_id)
     output = as_image(samples[sample])
     puzzle_id = run.get("puzzle_id") or None
     prompt = None if puzzle_id else [as_image(path) for path in run["prompt"]]
-    return repository.add_rating(
-        bank, visitor=visitor_id, output=output, score=1 if vote == "up" else -1, puzzle_id=puzzle_id,
-        prompt=prompt, bundle_id=run.get("bundle_id", ""), settings=dict(run.get("settings") or {}),
-        sample_index=sample, is_correct=bool(correct),
-    )
+    with bank_write("your rating"):
+        return repository.add_rating(
+            bank, visitor=visitor_id, output=output, score=1 if vote == "up" else -1, puzzle_id=puzzle_id,
+            prompt=prompt, bundle_id=run.get("bundle_id", ""), settings=dict(run.get("settings") or {}),
+            sample_index=sample, is_correct=bool(correct),
+        )
 
 
 def submit_prompt(
@@ -433,7 +508,8 @@ def submit_prompt(
         title=title.strip()[:200] or f"Visitor {layout}", layout=layout_hint, source={"submitted": "playground"},
     )
     try:
-        return repository.submit_puzzle(bank, puzzle, visitor_id)
+        with bank_write("your puzzle"):
+            return repository.submit_puzzle(bank, puzzle, visitor_id)
     except repository.PuzzleExistsError as error:
         raise ValueError(f"this puzzle is already in the bank ({puzzle.id})") from error
 
@@ -550,15 +626,22 @@ def model_pick(bank: Any, bundle: Any, puzzle: Mapping[str, Any]) -> int | None:
     scores = rank(bundle, puzzle["panels"], puzzle["candidates"])
     pick = int(np.argmax(scores))
     if puzzle.get("answer_index") is not None:
-        repository.record_model_result(bank, puzzle["id"], bundle_id(bundle), pick)
+        try:
+            with bank_write("the model's result"):
+                repository.record_model_result(bank, puzzle["id"], bundle_id(bundle), pick)
+        except BankWriteError as error:  # only a cache for the "model gets it wrong" filter: keep answering
+            log.warning("%s", error)
     return pick
 
 
 def record_attempt(bank: Any, visitor_id: str, puzzle_id: str, choice: int | None, seconds: float | None) -> bool:
+    from app import limits
     from puzzles.bank import repository
 
+    limits.attempts.check(visitor_id)
     try:
-        return repository.add_attempt(bank, puzzle_id, visitor_id, choice, seconds=seconds)
+        with bank_write("your answer"):
+            return repository.add_attempt(bank, puzzle_id, visitor_id, choice, seconds=seconds)
     except repository.NotFoundError as error:
         raise ValueError(str(error)) from error
 

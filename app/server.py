@@ -33,10 +33,36 @@ def prepare_environment(settings: AppSettings) -> None:
     """Gradio's temp files go under the data dir; must run before any Blocks is built."""
     settings.temp_dir.mkdir(parents=True, exist_ok=True)
     os.environ["GRADIO_TEMP_DIR"] = str(settings.temp_dir.resolve())
+    make_gradio_cache_writes_atomic()
+
+
+def make_gradio_cache_writes_atomic() -> None:
+    """Gradio writes an output image to a path named by its content, truncating the file if it exists. Two
+    visitors getting the same picture at once (the same bank page) then race: one is served a file the other
+    is rewriting, and the browser gets a cut response. Writing to a temporary name and renaming over the
+    target keeps every reader on a complete file."""
+    from gradio import processing_utils
+
+    if getattr(processing_utils.save_pil_to_cache, "gelato_atomic", False):
+        return
+
+    def save_pil_to_cache(img: Any, cache_dir: str, name: str = "image", format: str = "webp") -> str:
+        data = processing_utils.encode_pil_to_bytes(img, format)
+        folder = Path(cache_dir) / processing_utils.hash_bytes(data)
+        folder.mkdir(exist_ok=True, parents=True)
+        target = (folder / f"{name}.{format}").resolve()
+        temporary = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        temporary.write_bytes(data)
+        os.replace(temporary, target)
+        return str(target)
+
+    save_pil_to_cache.gelato_atomic = True  # type: ignore[attr-defined]
+    processing_utils.save_pil_to_cache = save_pil_to_cache
 
 
 def open_services(
-    settings: AppSettings, bank: Any | None = None, bundle: Any | None = None, seed: bool = True
+    settings: AppSettings, bank: Any | None = None, bundle: Any | None = None, seed: bool = True,
+    bundle_note: str | None = None,
 ) -> Services:
     """Open (or take) the bank, start seeding it from the starter pack, and make it the app's services."""
     from puzzles.bank import connect
@@ -47,7 +73,7 @@ def open_services(
         # Seeding reads the whole starter pack (seconds); the server starts meanwhile, and the seeder is
         # idempotent, so a restart or a second replica only finds every puzzle already there.
         threading.Thread(target=seed_starter_pack, args=(bank,), name="seed-bank", daemon=True).start()
-    return install(Services(settings, bank, bundle))
+    return install(Services(settings, bank, bundle, bundle_note))
 
 
 def seed_starter_pack(bank: Any) -> None:
@@ -137,14 +163,43 @@ def mount_curator_pages(app: Any, services: Services) -> None:
     mount(app, services.bank, services.settings.data_dir, CURATE_PATH, launch_options())
 
 
-def create_app(settings: AppSettings, bank: Any | None = None, bundle: Any | None = None, seed: bool = True) -> Any:
-    """The FastAPI app serving the playground at "/" (and, later, the curator pages at CURATE_PATH)."""
+def add_health_route(app: Any, services: Services) -> None:
+    """GET /healthz: 200 or 503 with the bundle, provider and database parts (docs/deploy.md)."""
+    from fastapi.responses import JSONResponse
+    from starlette.concurrency import run_in_threadpool
+
+    from app.health import health_report
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> JSONResponse:
+        status, body = await run_in_threadpool(health_report, services)
+        return JSONResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
+
+
+def create_app(
+    settings: AppSettings, bank: Any | None = None, bundle: Any | None = None, seed: bool = True,
+    check_bundle: bool = False,
+) -> Any:
+    """The FastAPI app serving the playground at "/", the curator pages at CURATE_PATH and /healthz.
+
+    With `check_bundle` (what `serve` does) the bundle's files are verified first: a broken bundle stops the
+    start with a StartupError naming the file, or, when it was not the default one, the default is served.
+    """
+    from dataclasses import replace
+
     from fastapi import FastAPI
 
+    from app.health import choose_bundle
+
+    bundle_note = None
+    if check_bundle and bundle is None:
+        chosen, bundle_note = choose_bundle(settings.bundle)
+        settings = replace(settings, bundle=chosen)
     prepare_environment(settings)
-    services = open_services(settings, bank, bundle, seed)
+    services = open_services(settings, bank, bundle, seed, bundle_note)
     demo = build_blocks()
     app = FastAPI(title="Gelato")
+    add_health_route(app, services)
     mount_curator_pages(app, services)
     app = gr.mount_gradio_app(app, demo, "/", **launch_options())
     app.state.gelato_blocks = demo
@@ -156,6 +211,12 @@ def serve(settings: AppSettings) -> None:
     """Run the playground until interrupted."""
     import uvicorn
 
-    app = create_app(settings)
+    from app.health import StartupError
+
+    try:
+        app = create_app(settings, check_bundle=True)
+    except StartupError as error:
+        log.error("%s", error)
+        raise SystemExit(f"gelato: {error}") from error
     log.info("Gelato on http://%s:%d (bank %s)", settings.host, settings.port, app.state.gelato_services.bank.url)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")

@@ -18,9 +18,11 @@ _current: Services | None = None
 
 
 class Services:
-    def __init__(self, settings: AppSettings, bank: Any, bundle: Any | None = None) -> None:
+    def __init__(self, settings: AppSettings, bank: Any, bundle: Any | None = None,
+                 bundle_note: str | None = None) -> None:
         self.settings = settings
         self.bank = bank
+        self.bundle_note = bundle_note  # why the bundle served is not the one asked for (None: it is)
         self._bundle = bundle
         self._bundle_error: str | None = None
         self._lock = threading.Lock()

@@ -193,6 +193,36 @@ def build_model(config: TrainLVMConfig, vocab: Vocabulary, checkpoint: dict[str,
     return model
 
 
+def make_stream(config: TrainLVMConfig, runtime: training.Runtime, image_size: int, limit: int,
+                sentences_seen: int = 0) -> PuzzleStream:
+    """This rank's share of the training puzzles (DDP ranks and loader workers never share a seed)."""
+    # a resumed run starts past every seed the earlier run can have drawn (sentences seen, plus prefetch margin)
+    base_seed = config.seed + (sentences_seen + 100_000 if sentences_seen else 0)
+    return PuzzleStream(StreamConfig(mix=parse_mix(config.mix), image_size=image_size, max_images=limit,
+                                     base_seed=base_seed, rank=runtime.rank, world_size=runtime.world_size))
+
+
+def train_step(
+    trained: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    config: TrainLVMConfig, lr: float, device: torch.device,
+) -> torch.Tensor:
+    """One optimizer step on (inputs, targets, weights); returns this rank's loss, detached.
+
+    `trained` is the model or its DistributedDataParallel wrapper, whose backward averages the gradients over
+    ranks: with equal loss-weight sums per rank, that is the gradient of the global batch.
+    """
+    inputs, targets, weights = batch
+    training.set_lr(optimizer, lr)
+    with training.autocast(device, config.bf16):
+        logits, _ = trained(inputs)
+    loss = weighted_loss(logits, targets, weights)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(trained.parameters(), config.grad_clip)
+    optimizer.step()
+    return loss.detach()
+
+
 def train(config: TrainLVMConfig) -> Path:
     if not config.tokenizer:
         raise ValueError("--tokenizer CKPT is required (train one with python -m engine.train_tokenizer)")
@@ -212,17 +242,10 @@ def train(config: TrainLVMConfig) -> Path:
         sentences_seen, elapsed_before = state["sentences_seen"], state["elapsed"]
     logger.info("LVM %.2fM parameters, vocabulary %d, %d images per sentence, device %s",
                 model.num_parameters() / 1e6, vocab.vocab_size, limit, runtime.device)
-    trained = model
-    if runtime.distributed:
-        trained = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=None if runtime.device.type == "cpu" else [runtime.device.index])
+    trained = training.distribute(model, runtime)
     if config.compile:
         trained = torch.compile(trained, dynamic=True)
-    # a resumed run starts past every seed the earlier run can have drawn (sentences seen, plus prefetch margin)
-    base_seed = config.seed + (sentences_seen + 100_000 if step else 0)
-    stream = PuzzleStream(StreamConfig(mix=parse_mix(config.mix), image_size=tokenizer.tokenizer_config.image_size,
-                                       max_images=limit, base_seed=base_seed, rank=runtime.rank,
-                                       world_size=runtime.world_size))
+    stream = make_stream(config, runtime, tokenizer.tokenizer_config.image_size, limit, sentences_seen)
     batches = training.infinite(make_loader(stream, config.batch_size, config.workers, collate=False))
     budget = training.Budget(config.steps, config.minutes, step, elapsed_before)
     log = training.RunLog(out_dir, enabled=runtime.is_main, resume=config.resume)
@@ -254,27 +277,22 @@ def train(config: TrainLVMConfig) -> Path:
     while (fraction := budget.synced_fraction(step, runtime)) < 1.0:
         inputs, targets, weights, real_tokens = make_batch(next(batches), tokenizer, vocab, config, runtime.device)
         lr = training.learning_rate(step, fraction, config.lr, config.warmup_steps)
-        training.set_lr(optimizer, lr)
-        with training.autocast(runtime.device, config.bf16):
-            logits, _ = trained(inputs)
-        loss = weighted_loss(logits, targets, weights)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
+        loss = train_step(trained, optimizer, (inputs, targets, weights), config, lr, runtime.device)
         step += 1
         tokens_seen += real_tokens * runtime.world_size
         sentences_seen += inputs.shape[0] * runtime.world_size
         window_tokens += real_tokens * runtime.world_size
         progress.update(1)
-        if step % config.log_every == 0 and runtime.is_main:
-            now = time.monotonic()
-            record = {"kind": "train", "step": step, "tokens": tokens_seen, "loss": float(loss.detach()), "lr": lr,
-                      "tok/s": window_tokens / max(1e-9, now - window_start), "elapsed": budget.elapsed()}
-            log.write(record)
-            log.plot()
-            progress.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tok/s']:.0f}")
-            window_start, window_tokens = now, 0
+        if step % config.log_every == 0:
+            global_loss = training.mean_over_ranks(float(loss), runtime)  # every rank joins the reduction
+            if runtime.is_main:
+                now = time.monotonic()
+                record = {"kind": "train", "step": step, "tokens": tokens_seen, "loss": global_loss, "lr": lr,
+                          "tok/s": window_tokens / max(1e-9, now - window_start), "elapsed": budget.elapsed()}
+                log.write(record)
+                log.plot()
+                progress.set_postfix(loss=f"{global_loss:.3f}", tok_s=f"{record['tok/s']:.0f}")
+                window_start, window_tokens = now, 0
         if next_eval is not None and tokens_seen >= next_eval:
             if runtime.is_main:
                 run_eval()

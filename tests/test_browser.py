@@ -15,7 +15,6 @@ from puzzles.images import png_bytes
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-README_SCREENSHOT = Path(__file__).resolve().parent.parent / "static" / "screenshot-play.png"
 TIMEOUT_MS = 30_000
 
 
@@ -78,7 +77,7 @@ def test_drop_solve_rate(page: Page, playground: dict[str, Any], tmp_path: Path)
     page.locator("#solve").click()
     expect(page.locator("#samples img")).to_have_count(4, timeout=TIMEOUT_MS * 2)
     expect(page.locator("#settings-used")).to_contain_text("seed 0")
-    page.screenshot(path=str(README_SCREENSHOT), full_page=True)
+    page.screenshot(path=str(tmp_path / "solved.png"), full_page=True)
     page.locator("#samples img").nth(1).click()
     page.keyboard.press("Escape")
     page.locator("#rate").click()

@@ -10,6 +10,7 @@ import numpy as np
 
 from app import logic
 from app.services import current
+from app.uploads import SlotImage
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,11 @@ def solve(layout: str, pairs: str, *rest: Any, progress: gr.Progress = gr.Progre
         result = logic.solve(bundle, images, settings, candidate_images, progress=lambda f, m: progress(f, desc=m))
     except (ValueError, RuntimeError) as error:
         raise gr.Error(str(error)) from error
-    run = logic.save_run(services.settings.temp_dir, images, result, puzzle_id or None)
+    try:
+        run = logic.save_run(services.settings.temp_dir, images, result, puzzle_id or None)
+    except OSError as error:  # a full or read-only disk: say so instead of failing without a word
+        log.error("cannot keep the samples of a solve: %s", error)
+        raise gr.Error(f"the server cannot store the samples right now ({error.strerror}); try again later") from error
     gallery = [(image, f"sample {index + 1}") for index, image in enumerate(result.samples)]
     ranking, pick_text = _ranking_outputs(result.scores, result.pick, logic.answer_index_of(services.bank, puzzle_id))
     return [gallery, result.settings_markdown(), ranking, pick_text, run, 0]
@@ -172,7 +177,8 @@ def load_examples() -> tuple[Any, Any]:
 
 
 def _slot(name: str) -> gr.Image:
-    return gr.Image(
+    # SlotImage reads uploads safely (format, pixel limit, normalisation) and names the problem when it can't.
+    return SlotImage(
         label=logic.slot_label(name), elem_id=name, elem_classes=["gelato-slot"], type="numpy", format="png",
         image_mode="RGB", sources=["upload", "clipboard"], height=SLOT_HEIGHT, min_width=110,
     )
@@ -221,7 +227,8 @@ def build(visitor: gr.BrowserState) -> PlayComponents:
         thumbnails = gr.Gallery(elem_id="bank-images", columns=8, height=180, format="png", interactive=False,
                                 allow_preview=False, show_label=False)
     candidates = gr.Gallery(label="Candidates (optional: the model ranks them)", elem_id="candidates", columns=8,
-                            height=170, format="png", interactive=True, file_types=["image"])
+                            height=170, format="png", interactive=True, file_types=["image"],
+                            type="filepath")  # read by logic.as_image -> app.uploads, with clear messages
     with gr.Accordion("Advanced", open=False, elem_id="advanced"):
         with gr.Row():
             n_samples = gr.Slider(1, 8, value=4, step=1, label="Samples (N)", elem_id="n-samples")
@@ -249,8 +256,8 @@ def build(visitor: gr.BrowserState) -> PlayComponents:
     with gr.Accordion("Submit this prompt as a puzzle", open=False, elem_id="submit-accordion"):
         with gr.Row():
             title = gr.Textbox(label="Title", elem_id="submit-title")
-            answer = gr.Image(label="Answer (optional)", elem_id="submit-answer", type="numpy", format="png",
-                              image_mode="RGB", height=SLOT_HEIGHT)
+            answer = SlotImage(label="Answer (optional)", elem_id="submit-answer", type="numpy", format="png",
+                               image_mode="RGB", height=SLOT_HEIGHT)
         submit_button = gr.Button("Submit for review", elem_id="submit")
         submit_status = gr.Markdown(elem_id="submit-status")
 

@@ -1,0 +1,284 @@
+"""A bounded load test of the playground over HTTP, on loopback only; it stops by itself.
+
+`python -m app.loadtest --visitors 32 --seconds 60 [--bundle DIR]` starts the app in this process on a free
+127.0.0.1 port with a fresh SQLite bank of small generated puzzles, lets simulated visitors browse, solve,
+rate and attempt for the given time, then checks that every acknowledged rating and attempt is in the
+database. It prints requests, errors, busy refusals, p50/p95 latency per action and lost writes, and exits
+non-zero when there were errors or lost writes.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import re
+import statistics
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+ACTIONS = {"browse": 0.35, "attempt": 0.25, "solve": 0.2, "rate": 0.2}  # a visitor's mix of actions
+THINK_S = (0.05, 0.3)  # pause between a visitor's actions
+MAX_VISITORS = 256
+MAX_SECONDS = 3600
+BUSY = ("queue is full", "try again")  # the words of a deliberate "busy" refusal
+RATE_LIMITED = "too many"
+
+
+@dataclass
+class LoadReport:
+    visitors: int
+    seconds: float
+    requests: int = 0
+    errors: int = 0
+    refused_busy: int = 0
+    refused_rate_limit: int = 0
+    latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    error_samples: list[str] = field(default_factory=list)
+    acknowledged_ratings: set[int] = field(default_factory=set)
+    acknowledged_attempts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    lost_ratings: int = 0
+    lost_attempts: int = 0
+
+    @property
+    def lost_writes(self) -> int:
+        return self.lost_ratings + self.lost_attempts
+
+    @property
+    def acknowledged_writes(self) -> int:
+        return len(self.acknowledged_ratings) + sum(self.acknowledged_attempts.values())
+
+    def percentiles(self) -> dict[str, tuple[float, float, int]]:
+        """action -> (p50 ms, p95 ms, count)."""
+        table = {}
+        for action, values in sorted(self.latencies.items()):
+            ordered = sorted(values)
+            p95 = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+            table[action] = (statistics.median(ordered) * 1000, p95 * 1000, len(ordered))
+        return table
+
+    def summary(self) -> str:
+        lines = [f"load: {self.visitors} visitors for {self.seconds:g} s: requests {self.requests}, errors "
+                 f"{self.errors}, busy refusals {self.refused_busy}, rate-limit refusals {self.refused_rate_limit}, "
+                 f"acknowledged writes {self.acknowledged_writes}, lost writes {self.lost_writes}"]
+        for action, (p50, p95, count) in self.percentiles().items():
+            lines.append(f"  {action:8s} n={count:5d}  p50 {p50:8.1f} ms  p95 {p95:8.1f} ms")
+        lines += [f"  error: {sample}" for sample in self.error_samples[:5]]
+        return "\n".join(lines)
+
+
+class _Visitor:
+    """One simulated visitor: its own client session (so a rating follows its own solve) and visitor id."""
+
+    def __init__(self, url: str, report: LoadReport, lock: threading.Lock, puzzle_ids: Sequence[str],
+                 prompt_files: Sequence[str], seed: int) -> None:
+        from gradio_client import Client
+
+        from app import logic
+
+        self.client = Client(url, verbose=False)
+        self.report, self.lock = report, lock
+        self.puzzle_ids, self.prompt_files = list(puzzle_ids), list(prompt_files)
+        self.visitor_id = logic.new_visitor_id()
+        self.rng = random.Random(seed)
+        self.solved = False
+
+    def run(self, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            action = self.rng.choices(list(ACTIONS), weights=list(ACTIONS.values()))[0]
+            if action == "rate" and not self.solved:
+                action = "solve"
+            self._timed(action)
+            time.sleep(self.rng.uniform(*THINK_S))
+
+    def _timed(self, action: str) -> None:
+        start = time.perf_counter()
+        try:
+            getattr(self, action)()
+        except Exception as error:  # noqa: BLE001 - every failure is counted and classified
+            self._record(action, time.perf_counter() - start, error)
+            return
+        self._record(action, time.perf_counter() - start, None)
+
+    def _record(self, action: str, seconds: float, error: Exception | None) -> None:
+        text = str(error).lower() if error is not None else ""
+        with self.lock:
+            self.report.requests += 1
+            self.report.latencies[action].append(seconds)
+            if error is None:
+                return
+            if all(word in text for word in BUSY):
+                self.report.refused_busy += 1
+            elif RATE_LIMITED in text:
+                self.report.refused_rate_limit += 1
+            else:
+                self.report.errors += 1
+                self.report.error_samples.append(f"{action}: {type(error).__name__}: {str(error)[:200]}")
+
+    def browse(self) -> None:
+        family = self.rng.choice(["any", "matrix", "analogy"])
+        self.client.predict(family, "any", "", 1, 5, False, 1, api_name="/browse")
+
+    def solve(self) -> None:
+        from gradio_client import handle_file
+
+        from app import logic
+
+        slots: list[Any] = [None] * len(logic.ALL_SLOTS)
+        for name, path in zip(("slot-a1", "slot-a1p", "slot-b"), self.prompt_files, strict=True):
+            slots[logic.ALL_SLOTS.index(name)] = handle_file(path)
+        seed = self.rng.randrange(1000)
+        self.client.predict("analogy", "1", *slots, None, 2, 1.0, 0, 1.0, seed, api_name="/solve")
+        self.solved = True
+
+    def rate(self) -> None:
+        vote = self.rng.choice(["up", "down"])
+        status, _ = self.client.predict(self.visitor_id, self.rng.randint(0, 1), vote, False, api_name="/rate")
+        found = re.search(r"\(rating (\d+)\)", status)
+        if not found:
+            raise RuntimeError(f"a rating was answered without its id: {status!r}")
+        with self.lock:
+            self.report.acknowledged_ratings.add(int(found.group(1)))
+
+    def attempt(self) -> None:
+        puzzle_id = self.rng.choice(self.puzzle_ids)
+        choice = self.rng.choice(["#1", "#2", "I give up"])
+        self.client.predict(self.visitor_id, puzzle_id, choice, api_name="/attempt")
+        with self.lock:
+            self.report.acknowledged_attempts[self.visitor_id] += 1
+
+
+def check_loopback(url: str) -> None:
+    """The load goes to this machine only."""
+    from urllib.parse import urlparse
+
+    host = urlparse(url).hostname or ""
+    if not (host == "localhost" or host.startswith("127.") or host == "::1"):
+        raise ValueError(f"the load test only targets loopback addresses, not {host!r}")
+
+
+def run_load(url: str, bank: Any, puzzle_ids: Sequence[str], prompt_files: Sequence[str], visitors: int = 8,
+             seconds: float = 10.0, seed: int = 0) -> LoadReport:
+    """Run `visitors` simulated visitors against `url` for `seconds`, then count lost writes in `bank`."""
+    check_loopback(url)
+    if not 1 <= visitors <= MAX_VISITORS or not 0 < seconds <= MAX_SECONDS:
+        raise ValueError(f"visitors must be 1-{MAX_VISITORS} and seconds 0-{MAX_SECONDS}")
+    report, lock = LoadReport(visitors, seconds), threading.Lock()
+    people = [_Visitor(url, report, lock, puzzle_ids, prompt_files, seed * 1000 + n) for n in range(visitors)]
+    deadline = time.monotonic() + seconds
+    threads = [threading.Thread(target=person.run, args=(deadline,), daemon=True) for person in people]
+    for thread in threads:
+        thread.start()
+    with tqdm(total=int(seconds), desc="load", unit="s", disable=None) as bar:
+        while time.monotonic() < deadline:
+            time.sleep(1)
+            bar.update(1)
+    for thread in threads:
+        thread.join(timeout=120)  # the last requests finish; a solve has its own time limit
+    count_lost_writes(bank, report)
+    return report
+
+
+def count_lost_writes(bank: Any, report: LoadReport) -> None:
+    """Every acknowledged rating id must exist; every visitor must have at least its acknowledged attempts."""
+    from sqlalchemy import func, select
+
+    from puzzles.bank.db import read_session
+    from puzzles.bank.models import Attempt, Rating
+
+    with read_session(bank) as session:
+        stored = set(session.scalars(select(Rating.id).where(Rating.id.in_(report.acknowledged_ratings))))
+        counts = dict(session.execute(
+            select(Attempt.visitor_id, func.count()).where(Attempt.visitor_id.in_(report.acknowledged_attempts))
+            .group_by(Attempt.visitor_id)).all())
+    report.lost_ratings = len(report.acknowledged_ratings - stored)
+    report.lost_attempts = sum(max(0, n - counts.get(v, 0)) for v, n in report.acknowledged_attempts.items())
+
+
+def fill_bank(bank: Any) -> tuple[list[str], list[Any]]:
+    """Small published puzzles (one-pair analogies, matrices): their ids and the first analogy's panels."""
+    from puzzles.bank import repository
+    from puzzles.generators import generate
+
+    ids, first = [], None
+    for seed in range(3):
+        puzzle = generate("analogy", seed, size=32)
+        puzzle.panels = puzzle.panels[-3:]  # one example pair + B: short sentences for any bundle
+        puzzle.layout = {**puzzle.layout, "pairs": 1}
+        puzzle.id = puzzle.content_id()
+        first = first or puzzle.panels
+        ids.append(repository.add_puzzle(bank, puzzle, status="published"))
+    for seed in range(3):
+        ids.append(repository.add_puzzle(bank, generate("matrix", seed, size=32), status="published"))
+    return ids, list(first or [])
+
+
+def write_prompt_files(panels: Sequence[Any], folder: Path) -> list[str]:
+    from puzzles.images import png_bytes
+
+    paths = []
+    for index, image in enumerate(panels):
+        path = folder / f"panel{index}.png"
+        path.write_bytes(png_bytes(image))
+        paths.append(str(path))
+    return paths
+
+
+def serve_in_process(bundle: Path | None, data_dir: Path) -> tuple[str, Any, Any, list[str], list[str]]:
+    """The app on a free loopback port: (url, server, bank, puzzle ids, prompt files)."""
+    import socket
+
+    import uvicorn
+
+    from app.server import create_app
+    from app.settings import resolve
+    from puzzles.bank import connect
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    values = {"data_dir": str(data_dir), "port": str(port), "bundle": str(bundle) if bundle else None}
+    settings = resolve(values, environ={})
+    bank = connect(f"sqlite:///{data_dir / 'gelato.db'}")
+    ids, panels = fill_bank(bank)
+    app = create_app(settings, bank=bank, seed=False, check_bundle=True)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the app did not start within 60 s")
+        time.sleep(0.05)
+    return f"http://127.0.0.1:{port}/", server, bank, ids, write_prompt_files(panels, data_dir)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m app.loadtest", description=__doc__.splitlines()[0])
+    parser.add_argument("--visitors", type=int, default=32, help="simulated visitors at once (default 32)")
+    parser.add_argument("--seconds", type=float, default=60.0, help="how long the load runs (default 60)")
+    parser.add_argument("--bundle", type=Path, default=None, help="model bundle (default: the shipped one)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the visitors' choices")
+    arguments = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    with tempfile.TemporaryDirectory(prefix="gelato-load-") as folder:
+        url, server, bank, ids, files = serve_in_process(arguments.bundle, Path(folder))
+        try:
+            report = run_load(url, bank, ids, files, arguments.visitors, arguments.seconds, arguments.seed)
+        finally:
+            server.should_exit = True
+            bank.close()
+    print(report.summary())  # the tool's output: the figures
+    return 1 if report.errors or report.lost_writes else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

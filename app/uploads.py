@@ -1,0 +1,118 @@
+"""Uploaded images: read safely, normalised once, with a clear message naming what is wrong.
+
+Every image a visitor gives the app (a prompt slot, the answer, a candidate) passes through
+`read_upload`: only raster formats Pillow decodes natively are accepted, the pixel count is checked from the
+header before decoding (decompression bombs), and the result follows the rule of `puzzles.images`
+(EXIF rotation, 16-bit, palette, CMYK, transparency on white, first frame of an animation), scaled down so
+its longer side is at most MAX_SIDE. `SlotImage` is a `gr.Image` whose upload handling goes through it.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+import unicodedata
+import warnings
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import numpy as np
+from PIL import Image
+
+from puzzles.images import to_rgb_array
+
+log = logging.getLogger(__name__)
+
+ACCEPTED_FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP")
+MAX_UPLOAD_PIXELS = 4096 * 4096  # checked from the header, before any pixel is decoded
+MAX_DATA_URL_CHARS = 14 * 1024**2  # a pasted image arrives inline; about the 10 MB upload limit
+MAX_SIDE = 1024  # the model works on small squares; larger uploads are scaled down on arrival
+
+
+class UploadError(ValueError):
+    """An upload that cannot be used as an image; the message names the file and the problem."""
+
+
+def display_name(name: str | os.PathLike[str] | None) -> str:
+    """A file name safe to show: the last path part, control characters dropped, at most 80 characters."""
+    text = Path(str(name or "upload")).name or "upload"
+    text = "".join(ch for ch in text if unicodedata.category(ch)[0] != "C")
+    return (text or "upload")[:80]
+
+
+def read_upload(data: bytes, name: str | None = None) -> np.ndarray:
+    """Image bytes -> uint8 RGB (H, W, 3) by the normalisation rule; UploadError naming the problem."""
+    label = display_name(name)
+    if not data:
+        raise UploadError(f"{label}: the file is empty (0 bytes)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as image:
+                width, height = image.size
+                if width * height > MAX_UPLOAD_PIXELS:
+                    raise UploadError(f"{label}: {width}x{height} pixels is too large "
+                                      f"(at most {MAX_UPLOAD_PIXELS} pixels)")
+                image.load()
+                if max(width, height) > MAX_SIDE:
+                    image.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.BOX)
+                return to_rgb_array(image)
+        except UploadError:
+            raise
+        except Image.UnidentifiedImageError as error:
+            kinds = ", ".join(ACCEPTED_FORMATS)
+            raise UploadError(f"{label}: not a readable image (accepted: {kinds}); "
+                              "the file is another kind of file or is damaged") from error
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+            raise UploadError(f"{label}: too many pixels (decompression bomb?): {error}") from error
+        except ValueError as error:
+            if "MAX_TEXT_CHUNK" in str(error):  # Pillow's cap on text and colour-profile chunks
+                raise UploadError(f"{label}: its metadata (text or colour profile) is over 1 MB") from error
+            raise UploadError(f"{label}: damaged or truncated image ({error})") from error
+        except (OSError, SyntaxError, EOFError) as error:
+            raise UploadError(f"{label}: damaged or truncated image ({error})") from error
+
+
+def read_upload_file(path: str | os.PathLike[str], name: str | None = None) -> np.ndarray:
+    """`read_upload` of a file on disk (an upload Gradio saved)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise UploadError(f"{display_name(name or path)}: cannot read the upload ({error.strerror})") from error
+    return read_upload(data, name or str(path))
+
+
+def data_url_bytes(url: str) -> bytes:
+    """The bytes of a base64 `data:` URL (a pasted image), refusing ones over MAX_DATA_URL_CHARS."""
+    import base64
+    import binascii
+
+    if len(url) > MAX_DATA_URL_CHARS:
+        raise UploadError(f"pasted image: {len(url)} characters is over the limit of {MAX_DATA_URL_CHARS}")
+    header, _, body = url.partition(",")
+    if not header.endswith(";base64"):
+        raise UploadError("pasted image: only base64 data URLs are accepted")
+    try:
+        return base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise UploadError(f"pasted image: invalid base64 ({error})") from error
+
+
+class SlotImage(gr.Image):
+    """A `gr.Image` (same front end) whose uploads are read by `read_upload` instead of Gradio's own code."""
+
+    is_template = True  # the browser renders it with the plain Image component
+
+    def preprocess(self, payload: Any) -> np.ndarray | None:
+        if payload is None:
+            return None
+        name = getattr(payload, "orig_name", None) or getattr(payload, "path", None)
+        try:
+            if getattr(payload, "url", None) and str(payload.url).startswith("data:"):
+                return read_upload(data_url_bytes(str(payload.url)), name or "pasted image")
+            if not getattr(payload, "path", None):
+                return None
+            return read_upload_file(payload.path, name)
+        except UploadError as error:
+            raise gr.Error(str(error)) from error
