@@ -31,6 +31,7 @@ def page(browser: Browser, playground: dict[str, Any]) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 1280, "height": 1000})
     page = context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
+    expect.set_options(timeout=TIMEOUT_MS)  # a loaded 2-core CI machine is slower than Playwright's 5 s default
     yield page
     context.close()
 
@@ -111,6 +112,7 @@ def test_try_it_yourself_round(page: Page, playground: dict[str, Any], tmp_path:
     page.locator("#tab-bank-button, button[role=tab]:has-text('Bank')").first.click()
     expect(page.locator("#bank-gallery img").first).to_be_visible()
     page.locator("#bank-gallery img").first.click()
+    expect(page.locator("#bank-selected")).to_contain_text("Selected puzzle")
     page.locator("#bank-try").click()
     expect(page.locator("#try-candidates img").first).to_be_visible()
     puzzle_id = page.locator("#try-puzzle-id textarea, #try-puzzle-id input").first.input_value()

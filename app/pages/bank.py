@@ -34,8 +34,10 @@ def first_page(*filters: Any) -> list[Any]:
     return browse(*filters, 1)
 
 
-def select_puzzle(ids: list[str], event: gr.SelectData) -> str:
-    return ids[int(event.index)]
+def select_puzzle(ids: list[str], event: gr.SelectData) -> tuple[str, str]:
+    """Remember the clicked puzzle and say which it is, so the buttons below act on a visible choice."""
+    puzzle_id = ids[int(event.index)]
+    return puzzle_id, f"Selected puzzle `{puzzle_id}`"
 
 
 def open_try(puzzle_id: str | None, request: gr.Request | None = None) -> list[Any]:
@@ -113,12 +115,13 @@ def build_bank() -> dict[str, Any]:
         page_note = gr.Markdown(elem_id="bank-page-note")
         play_button = gr.Button("Open in Play", elem_id="bank-open-play")
         try_button = gr.Button("Try it yourself", variant="primary", elem_id="bank-try")
+    selected_note = gr.Markdown(elem_id="bank-selected")
     filters = [family, layout, tag, low, high, model_wrong]
     outputs = [gallery, ids, page_note, page, selected]
     for control in filters:
         control.change(first_page, filters, outputs, api_visibility="private")
     page.submit(browse, [*filters, page], outputs, api_name="browse")
-    gallery.select(select_puzzle, ids, selected, api_visibility="private")
+    gallery.select(select_puzzle, ids, [selected, selected_note], api_visibility="private")
     return {"ids": ids, "selected": selected, "filters": filters, "gallery_outputs": outputs, "page": page,
             "play_button": play_button, "try_button": try_button}
 
