@@ -148,3 +148,11 @@ def playground(tmp_path_factory: pytest.TempPathFactory, tiny_bundle_dir: Path) 
     server.should_exit = True
     thread.join(timeout=10)
     bank.close()
+
+
+@pytest.fixture(autouse=True)
+def _keep_gradio_temp_dir(monkeypatch: pytest.MonkeyPatch) -> None:
+    """create_app points GRADIO_TEMP_DIR (process-wide) at its data dir; a test that builds a second app must not
+    move the shared playground's upload folder away from under it."""
+    if "GRADIO_TEMP_DIR" in os.environ:  # absent: the first app is being made now and its setting must stay
+        monkeypatch.setenv("GRADIO_TEMP_DIR", os.environ["GRADIO_TEMP_DIR"])
