@@ -4,6 +4,11 @@ The lvm.onnx graph takes `input_ids` [B, T] plus `past_key_<i>` / `past_value_<i
 for every layer and returns `logits` [B, T, V] plus `present_key_<i>` / `present_value_<i>` [B, kv_heads, P+T,
 head_dim]. Positions are implied by P, so a batch always shares one length: that is what lets the context be
 prefilled once and its cache be repeated for n samples or n candidates.
+
+lvm_static.onnx (engine.export_static) takes a fixed-size cache instead, written in place: `StaticLvmRunner`
+drives it with the same `forward(ids, cache)` signature, so every loop below runs on either graph. On a GPU
+both keep the cache on the device (IO binding); the fixed shapes and addresses of the static cache are also
+what ONNX Runtime's CUDA graphs need.
 """
 from __future__ import annotations
 
@@ -100,8 +105,10 @@ def to_numpy(tensor: np.ndarray | ort.OrtValue) -> np.ndarray:
     return tensor.numpy() if isinstance(tensor, ort.OrtValue) else tensor
 
 
-def expand_cache(cache: KVCache, batch: int) -> KVCache:
+def expand_cache(cache: KVCache | StaticCache, batch: int) -> KVCache | StaticCache:
     """Repeat a batch-1 cache `batch` times along the batch axis (the context is shared); done once per call."""
+    if isinstance(cache, StaticCache):
+        return cache.expand(batch)
     arrays = [to_numpy(tensor) for tensor in cache]
     if arrays[0].shape[0] != 1:
         raise ValueError(f"only a batch-1 cache can be expanded, got batch {arrays[0].shape[0]}")
@@ -156,6 +163,142 @@ class BoundLvmRunner(LvmRunner):
         self.session.run_with_iobinding(binding)
         outputs = binding.get_outputs()
         return outputs[0].numpy(), outputs[1:]
+
+
+# --- the fixed-size cache of lvm_static.onnx (engine.export_static) --------------------------------------------
+
+
+@dataclass(frozen=True)
+class CacheLayout:
+    n_layers: int
+    n_kv_heads: int
+    head_dim: int
+
+
+class StaticCache:
+    """KV buffers [B, kv_heads, capacity, head_dim] for one generation or scoring call, allocated once.
+
+    The graph's GroupQueryAttention writes each step's keys/values into them in place (they are bound as both
+    the past input and the present output), so a step moves no cache memory. Each call owns its cache, which
+    keeps concurrent calls on one session apart.
+    """
+
+    def __init__(self, layout: CacheLayout, batch: int, capacity: int, device: str = "cpu") -> None:
+        if batch < 1 or capacity < 1:
+            raise ValueError(f"a cache needs batch >= 1 and capacity >= 1, got {batch} and {capacity}")
+        self.layout, self.batch, self.capacity, self.device = layout, batch, capacity, device
+        shape = (batch, layout.n_kv_heads, capacity, layout.head_dim)
+        self.arrays = [np.zeros(shape, dtype=np.float32) for _ in range(2 * layout.n_layers)]
+        self.values = [self._on_device(array) for array in self.arrays]
+        self.length = 0  # positions filled so far (the same for every row)
+        self._step: _DecodeStep | None = None
+
+    def _on_device(self, array: np.ndarray) -> ort.OrtValue:
+        # on the CPU the OrtValue shares the numpy memory; elsewhere it is a device copy the graph writes into
+        return ort.OrtValue.ortvalue_from_numpy(array, self.device, 0)
+
+    def host_arrays(self) -> list[np.ndarray]:
+        if self.device == "cpu":
+            return self.arrays
+        return [value.numpy() for value in self.values]
+
+    def row_values(self, row: int) -> list[ort.OrtValue]:
+        """OrtValues over one row of every buffer (a row of a C-contiguous array is contiguous)."""
+        if self.device != "cpu":
+            raise NotImplementedError("row-wise calls need the CPU cache")
+        return [ort.OrtValue.ortvalue_from_numpy(array[row : row + 1]) for array in self.arrays]
+
+    def expand(self, batch: int) -> StaticCache:
+        """A batch-`batch` cache holding this batch-1 cache's filled positions in every row."""
+        if self.batch != 1:
+            raise ValueError(f"only a batch-1 cache can be expanded, got batch {self.batch}")
+        expanded = StaticCache(self.layout, batch, self.capacity, self.device)
+        for target, source in zip(expanded.arrays, self.host_arrays(), strict=True):
+            target[:, :, : self.length] = source[:, :, : self.length]
+        if self.device != "cpu":
+            expanded.values = [expanded._on_device(array) for array in expanded.arrays]
+        expanded.length = self.length
+        return expanded
+
+
+class _DecodeStep:
+    """An IO binding for one-token steps, made once per cache: every step only rewrites the ids and lengths
+    in place (the bound numpy arrays) and reads the logits from a bound output array."""
+
+    def __init__(self, runner: StaticLvmRunner, cache: StaticCache) -> None:
+        self.ids = np.zeros((cache.batch, 1), dtype=np.int64)
+        self.seqlens = np.zeros(cache.batch, dtype=np.int32)
+        self.total = np.zeros((), dtype=np.int32)
+        self.logits = np.zeros((cache.batch, 1, runner.vocab_size), dtype=np.float32)
+        self.binding = runner.bind(cache.values, self.ids, self.seqlens, self.total, self.logits)
+
+
+class StaticLvmRunner:
+    """Runs lvm_static.onnx: ids in, logits out, the cache written in place through IO binding.
+
+    `forward(ids, cache)` has LvmRunner's signature, so prefill/decode_one/decode_n/generate/score take either.
+    """
+
+    def __init__(self, session, layout: CacheLayout, device: str = "cpu") -> None:
+        self.session, self.layout, self.device = session, layout, device
+        names = {i.name for i in session.get_inputs()}
+        if not {"input_ids", "seqlens_k", "total_sequence_length"} <= names:
+            raise ValueError("lvm_static.onnx must take input_ids, seqlens_k and total_sequence_length")
+        self.past_names = [f"past_{kind}_{layer}" for layer in range(layout.n_layers) for kind in ("key", "value")]
+        self.present_names = [name.replace("past_", "present_", 1) for name in self.past_names]
+        self.vocab_size = int(session.get_outputs()[0].shape[-1])
+
+    def new_cache(self, batch: int, capacity: int) -> StaticCache:
+        return StaticCache(self.layout, batch, capacity, self.device)
+
+    def bind(self, values: list[ort.OrtValue], ids: np.ndarray, seqlens: np.ndarray, total: np.ndarray,
+             logits: np.ndarray):
+        binding = self.session.io_binding()
+        for name, array in (("input_ids", ids), ("seqlens_k", seqlens), ("total_sequence_length", total)):
+            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(array))
+        for past, present, value in zip(self.past_names, self.present_names, values, strict=True):
+            binding.bind_ortvalue_input(past, value)
+            binding.bind_ortvalue_output(present, value)  # the same buffer: written in place
+        binding.bind_ortvalue_output("logits", ort.OrtValue.ortvalue_from_numpy(logits))
+        return binding
+
+    def forward(self, input_ids: np.ndarray, cache: StaticCache) -> tuple[np.ndarray, StaticCache]:
+        """input_ids (B, T) appended after the cache's filled positions -> logits (B, T, V), the same cache."""
+        input_ids = np.ascontiguousarray(input_ids, dtype=np.int64)
+        batch, new_len = input_ids.shape
+        if not isinstance(cache, StaticCache) or batch != cache.batch:
+            raise ValueError(f"ids of batch {batch} need a StaticCache of that batch")
+        total = cache.length + new_len
+        if total > cache.capacity:
+            raise ValueError(f"{total} positions exceed the cache capacity of {cache.capacity}")
+        if new_len == 1:
+            logits = self._step(input_ids, cache, total)
+        elif batch > 1 and cache.length > 0:
+            # GroupQueryAttention takes several new tokens after a past only at batch 1: run row by row
+            logits = np.concatenate([self._run(input_ids[row : row + 1], cache.row_values(row), total)
+                                     for row in range(batch)])
+        else:
+            logits = self._run(input_ids, cache.values, total)
+        cache.length = total
+        return logits, cache
+
+    def _run(self, input_ids: np.ndarray, values: list[ort.OrtValue], total: int) -> np.ndarray:
+        batch, new_len = input_ids.shape
+        logits = np.zeros((batch, new_len, self.vocab_size), dtype=np.float32)
+        seqlens = np.full(batch, total - 1, dtype=np.int32)
+        binding = self.bind(values, input_ids, seqlens, np.array(total, dtype=np.int32), logits)
+        self.session.run_with_iobinding(binding)
+        return logits
+
+    def _step(self, input_ids: np.ndarray, cache: StaticCache, total: int) -> np.ndarray:
+        if cache._step is None:
+            cache._step = _DecodeStep(self, cache)
+        step = cache._step
+        step.ids[...] = input_ids
+        step.seqlens[...] = total - 1
+        step.total[...] = total
+        self.session.run_with_iobinding(step.binding)
+        return step.logits.copy()
 
 
 def make_runner(session, io_binding: bool = True) -> LvmRunner:

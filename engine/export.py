@@ -1,6 +1,7 @@
 """Export trained checkpoints to a model bundle: encoder.onnx, decoder.onnx, lvm.onnx and manifest.json.
 
-    python -m engine.export --tokenizer TOKENIZER.pt --lvm LVM.pt --out engine/bundles/NAME [--int8] [--name NAME]
+    python -m engine.export --tokenizer TOKENIZER.pt --lvm LVM.pt --out engine/bundles/NAME [--int8] [--static]
+        [--name NAME]
 
 The LVM graph carries its KV cache explicitly (`past_key_<i>`/`past_value_<i>` in, `present_key_<i>`/
 `present_value_<i>` out) with dynamic batch, new length and past length, exported through torch.export
@@ -22,6 +23,7 @@ import torch
 import torch.nn as nn
 
 from engine import tokenizer as vq
+from engine.export_static import STATIC_FILE, write_static_graph
 from engine.model import LVM, model_from_checkpoint
 from engine.runtime import FORMAT_VERSION, sha256_file
 from engine.sentences import Vocabulary
@@ -197,8 +199,13 @@ def check_compatible(tokenizer_cfg: TokenizerConfig, model: LVM) -> None:
 def export_bundle(
     tokenizer: nn.Module, model: LVM, out: str | Path, name: str | None = None, int8: bool = False,
     tokenizer_provenance: dict[str, Any] | None = None, lvm_provenance: dict[str, Any] | None = None,
+    static: bool = False,
 ) -> Path:
-    """Write the three graphs and the manifest into `out` (created; existing bundle files are replaced)."""
+    """Write the three graphs and the manifest into `out` (created; existing bundle files are replaced).
+
+    `static` also writes lvm_static.onnx (engine.export_static: fused attention, fixed-size KV cache), which
+    the runtime then serves instead of lvm.onnx.
+    """
     out = Path(out)
     cfg: TokenizerConfig = tokenizer.tokenizer_config
     check_compatible(cfg, model)
@@ -210,9 +217,21 @@ def export_bundle(
     if int8:
         quantize_int8(out / "lvm.onnx")
     manifest = build_manifest(name or out.name, cfg, model, out, int8, tokenizer_provenance or {}, lvm_provenance or {})
+    if static:
+        add_static_graph(model, out, manifest, int8)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     log.info("bundle %s written to %s", manifest["name"], out)
     return out
+
+
+def add_static_graph(model: LVM, out: Path, manifest: dict[str, Any], int8: bool) -> None:
+    """Write lvm_static.onnx from the model's own weights and list it in the manifest."""
+    weights = {key: tensor.detach().float().numpy() for key, tensor in model.state_dict().items()}
+    path = write_static_graph(weights, model.config.to_dict(), out / STATIC_FILE, int8=int8)
+    manifest["files"].update(file_entries(out, [STATIC_FILE]))
+    manifest["static_kv"] = {"file": STATIC_FILE, "max_positions": model.config.context_length,
+                             "weights": "int8" if int8 else "fp32"}
+    log.info("fixed-cache graph %s written", path.name)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -223,11 +242,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def export_from_checkpoints(tokenizer_path: str | Path, lvm_path: str | Path, out: str | Path,
-                            name: str | None = None, int8: bool = False) -> Path:
+                            name: str | None = None, int8: bool = False, static: bool = False) -> Path:
     tokenizer_ckpt, lvm_ckpt = load_checkpoint(tokenizer_path), load_checkpoint(lvm_path)
     return export_bundle(
         vq.tokenizer_from_checkpoint(tokenizer_ckpt), model_from_checkpoint(lvm_ckpt), out, name=name, int8=int8,
-        tokenizer_provenance=provenance(tokenizer_ckpt), lvm_provenance=provenance(lvm_ckpt),
+        tokenizer_provenance=provenance(tokenizer_ckpt), lvm_provenance=provenance(lvm_ckpt), static=static,
     )
 
 
@@ -238,10 +257,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="bundle directory to write, e.g. engine/bundles/NAME")
     parser.add_argument("--name", default=None, help="bundle name in the manifest (default: the directory name)")
     parser.add_argument("--int8", action="store_true", help="quantize lvm.onnx weights to int8")
+    parser.add_argument("--static", action="store_true",
+                        help="also write lvm_static.onnx (fused attention, fixed-size KV cache; served when present)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("onnx_ir").setLevel(logging.WARNING)  # one line per optimiser rewrite otherwise
-    export_from_checkpoints(args.tokenizer, args.lvm, args.out, name=args.name, int8=args.int8)
+    export_from_checkpoints(args.tokenizer, args.lvm, args.out, name=args.name, int8=args.int8, static=args.static)
 
 
 if __name__ == "__main__":

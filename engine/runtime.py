@@ -104,6 +104,17 @@ def verify_files(directory: Path, manifest: dict[str, Any]) -> None:
             raise BundleError(f"{path}: sha256 does not match the manifest (file corrupt or replaced)")
 
 
+def static_graph_file(manifest: dict[str, Any]) -> str | None:
+    """The fixed-cache graph the manifest lists under `static_kv` (engine.export_static), or None."""
+    entry = manifest.get("static_kv")
+    if not entry:
+        return None
+    name = entry.get("file") if isinstance(entry, dict) else None
+    if not name or name not in manifest["files"]:
+        raise BundleError(f"manifest static_kv names {name!r}, which its files do not list")
+    return name
+
+
 # --- sessions -------------------------------------------------------------------------------------------------
 
 
@@ -211,25 +222,40 @@ def tensor_to_images(tensor: np.ndarray) -> list[np.ndarray]:
 class Bundle:
     """A verified model bundle with its three ONNX Runtime sessions."""
 
-    def __init__(self, directory: Path, manifest: dict[str, Any], providers: Sequence[str]) -> None:
+    def __init__(self, directory: Path, manifest: dict[str, Any], providers: Sequence[str],
+                 static: bool = True) -> None:
         self.directory = Path(directory)
         self.manifest = manifest
         self.encoder = create_session(self.directory / "encoder.onnx", providers)
         self.decoder = create_session(self.directory / "decoder.onnx", providers)
-        self.lvm = create_session(self.directory / "lvm.onnx", providers)
-        self.runner = decode.make_runner(self.lvm)  # IO binding: the KV cache stays on the session's device
+        # the fused fixed-cache graph (engine.export_static) when the bundle has one: it replaces lvm.onnx
+        self.static = static and static_graph_file(manifest) is not None
+        self.lvm = create_session(self.directory / (static_graph_file(manifest) if self.static else "lvm.onnx"),
+                                  providers)
         self.provider = self.lvm.get_providers()[0]
-        log.info("bundle %s loaded from %s on %s", self.name, self.directory, self.provider)
+        device = "cuda" if self.provider == "CUDAExecutionProvider" else "cpu"
+        if self.static:
+            kv = manifest["kv_cache"]
+            layout = decode.CacheLayout(int(kv["n_layers"]), int(kv["n_kv_heads"]), int(kv["head_dim"]))
+            self.runner: decode.LvmRunner | decode.StaticLvmRunner = decode.StaticLvmRunner(self.lvm, layout, device)
+        else:
+            self.runner = decode.make_runner(self.lvm)  # IO binding: the KV cache stays on the session's device
+        log.info("bundle %s loaded from %s on %s (%s)", self.name, self.directory, self.provider,
+                 "fixed-size KV cache" if self.static else "growing KV cache")
 
     @classmethod
-    def load(cls, directory: str | Path | None = None, providers: Sequence[str] | None = None) -> Bundle:
-        """Read and verify a bundle (default: default_bundle_dir()); refuse it naming the first bad file."""
+    def load(cls, directory: str | Path | None = None, providers: Sequence[str] | None = None,
+             static: bool = True) -> Bundle:
+        """Read and verify a bundle (default: default_bundle_dir()); refuse it naming the first bad file.
+
+        `static=False` serves lvm.onnx even when the bundle also has the fixed-cache graph (for comparisons).
+        """
         directory = Path(directory) if directory is not None else default_bundle_dir()
         if not directory.is_dir():
             raise BundleError(f"{directory}: bundle directory does not exist")
         manifest = read_manifest(directory)
         verify_files(directory, manifest)
-        return cls(directory, manifest, providers or wanted_providers())
+        return cls(directory, manifest, providers or wanted_providers(), static=static)
 
     # manifest facts used on every call
     @property
@@ -299,6 +325,13 @@ class Bundle:
         kv = self.manifest["kv_cache"]
         return decode.empty_cache(kv["n_layers"], kv["n_kv_heads"], kv["head_dim"])
 
+    def _cache_for(self, context: np.ndarray) -> list[np.ndarray] | decode.StaticCache:
+        """The starting cache of a call on this context: a fixed-size buffer for the context plus one image, or
+        a zero-length growing cache."""
+        if isinstance(self.runner, decode.StaticLvmRunner):
+            return self.runner.new_cache(1, len(context) + self.tokens_per_image)
+        return self._empty_cache()
+
     # answering
     def complete(
         self,
@@ -323,7 +356,7 @@ class Bundle:
             report(0.05 + 0.85 * fraction, f"generating: {message}")
 
         tokens = decode.generate(
-            self.runner, context, self._empty_cache(), n_samples, self.tokens_per_image, (start, end), options,
+            self.runner, context, self._cache_for(context), n_samples, self.tokens_per_image, (start, end), options,
             seed, decoding,
         )
         report(0.9, "decoding images")
@@ -344,6 +377,6 @@ class Bundle:
         candidate_tokens = codes[len(images) :]
         report(0.3, f"scoring {len(candidates)} candidates")
         code_range = tuple(self.manifest["code_range"])
-        scores = decode.score(self.runner, context, self._empty_cache(), candidate_tokens, code_range)
+        scores = decode.score(self.runner, context, self._cache_for(context), candidate_tokens, code_range)
         report(1.0, "done")
         return scores

@@ -1,0 +1,355 @@
+"""A fused, fixed-size-cache LVM graph for serving: lvm_static.onnx.
+
+    python -m engine.export_static --bundle DIR [--int8]
+
+adds `lvm_static.onnx` to an existing bundle (its weights are read from the bundle's lvm.onnx, so no checkpoint
+is needed) and lists it in manifest.json under `files` and `static_kv`.
+
+The graph is written node by node with ONNX Runtime's fused operators rather than traced, because the tracer
+cannot express an attention that writes into a caller-owned buffer:
+- `GroupQueryAttention` (com.microsoft) with the rotary embedding inside and the KV cache as a preallocated
+  buffer `[B, kv_heads, M, head_dim]`: when the caller binds the same buffer as `past_*` input and `present_*`
+  output, the new keys/values are written in place at positions `seqlens_k + 1 - T ..`, and no step copies the
+  cache. Positions come from `seqlens_k` (total length - 1 per row) and `total_sequence_length`.
+- `SimplifiedLayerNormalization` / `SkipSimplifiedLayerNormalization` for RMSNorm plus the residual add.
+- one packed q|k|v MatMul and one packed gate|up MatMul per layer.
+
+Inputs: input_ids int64 [B, T], seqlens_k int32 [B], total_sequence_length int32 [], past_key_<i> /
+past_value_<i> float [B, kv_heads, M, head_dim]. Outputs: logits [B, T, V], present_key_<i> / present_value_<i>
+(same shape as past). Weight names follow Hugging Face `LlamaForCausalLM` (transposed to [in, out]).
+
+Only numpy, onnx and onnxruntime are needed here: the weights come in as a name -> array mapping.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+log = logging.getLogger(__name__)
+
+STATIC_FILE = "lvm_static.onnx"
+OPSET = 18  # Split with num_outputs; SimplifiedLayerNormalization is ONNX Runtime's, registered in the default domain
+MS_DOMAIN = "com.microsoft"
+LAYER_WEIGHTS = (
+    "input_layernorm.weight", "self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
+    "self_attn.o_proj.weight", "post_attention_layernorm.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight",
+    "mlp.down_proj.weight",
+)
+
+
+# --- weights --------------------------------------------------------------------------------------------------
+
+
+def required_weights(config: Mapping[str, Any]) -> list[str]:
+    """Every weight the graph needs, by its LlamaForCausalLM name."""
+    names = ["model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"]
+    for layer in range(int(config["n_layer"])):
+        names += [f"model.layers.{layer}.{suffix}" for suffix in LAYER_WEIGHTS]
+    return names
+
+
+def check_weights(weights: Mapping[str, np.ndarray], config: Mapping[str, Any]) -> None:
+    missing = [name for name in required_weights(config) if name not in weights]
+    if missing:
+        raise ValueError(f"weights lack {len(missing)} tensors the graph needs, e.g. {', '.join(missing[:3])}")
+
+
+def rotary_tables(config: Mapping[str, Any], max_positions: int) -> tuple[np.ndarray, np.ndarray]:
+    """cos/sin (max_positions, head_dim/2), the same angles as engine.model.RotaryEmbedding (rotate-half layout)."""
+    head_dim = int(config["d_model"]) // int(config["n_head"])
+    exponents = np.arange(0, head_dim, 2, dtype=np.float32) / head_dim
+    inv_freq = (1.0 / (float(config["rope_theta"]) ** exponents)).astype(np.float32)
+    angles = np.arange(max_positions, dtype=np.float32)[:, None] * inv_freq[None, :]
+    return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
+
+
+# --- the graph ------------------------------------------------------------------------------------------------
+
+
+class _GraphBuilder:
+    """Collects nodes and initializers; each helper returns the name of its output."""
+
+    def __init__(self) -> None:
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+
+    def weight(self, name: str, array: np.ndarray) -> str:
+        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array, dtype=np.float32), name))
+        return name
+
+    def node(self, op: str, inputs: list[str], outputs: list[str], domain: str = "", **attributes: Any) -> list[str]:
+        self.nodes.append(helper.make_node(op, inputs, outputs, name=f"{op}_{len(self.nodes)}", domain=domain,
+                                           **attributes))
+        return outputs
+
+
+def _layer(builder: _GraphBuilder, weights: Mapping[str, np.ndarray], config: Mapping[str, Any], layer: int,
+           hidden: str, residual: str | None, rotary: tuple[str, str]) -> tuple[str, str]:
+    """One transformer block: returns (MLP output, residual stream before it); the caller adds them."""
+    prefix, eps = f"model.layers.{layer}", float(config["norm_eps"])
+    n_head, n_kv_head = int(config["n_head"]), int(config["n_kv_head"])
+    w = {suffix: weights[f"{prefix}.{suffix}"] for suffix in LAYER_WEIGHTS}
+    in_norm = builder.weight(f"{prefix}.input_layernorm.weight", w["input_layernorm.weight"])
+    if residual is None:  # first block: the residual stream is the embedding itself
+        (normed,) = builder.node("SimplifiedLayerNormalization", [hidden, in_norm], [f"l{layer}_in_norm"],
+                                 axis=-1, epsilon=eps)
+        residual = hidden
+    else:
+        normed, _, _, residual = builder.node(
+            "SkipSimplifiedLayerNormalization", [hidden, residual, in_norm],
+            [f"l{layer}_in_norm", "", "", f"l{layer}_residual_in"], domain=MS_DOMAIN, epsilon=eps)
+    qkv_weight = np.concatenate([w["self_attn.q_proj.weight"], w["self_attn.k_proj.weight"],
+                                 w["self_attn.v_proj.weight"]], axis=0).T  # (C, (H + 2 KV) hd)
+    qkv = builder.node("MatMul", [normed, builder.weight(f"{prefix}.self_attn.qkv_proj.weight", qkv_weight)],
+                       [f"l{layer}_qkv"])[0]
+    attended = builder.node(
+        "GroupQueryAttention",
+        [qkv, "", "", f"past_key_{layer}", f"past_value_{layer}", "seqlens_k", "total_sequence_length", *rotary],
+        [f"l{layer}_attn", f"present_key_{layer}", f"present_value_{layer}"], domain=MS_DOMAIN,
+        num_heads=n_head, kv_num_heads=n_kv_head, do_rotary=1, rotary_interleaved=0, local_window_size=-1,
+    )[0]
+    o_weight = builder.weight(f"{prefix}.self_attn.o_proj.weight", w["self_attn.o_proj.weight"].T)
+    projected = builder.node("MatMul", [attended, o_weight], [f"l{layer}_o"])[0]
+    post_norm = builder.weight(f"{prefix}.post_attention_layernorm.weight", w["post_attention_layernorm.weight"])
+    normed, _, _, residual = builder.node(
+        "SkipSimplifiedLayerNormalization", [projected, residual, post_norm],
+        [f"l{layer}_post_norm", "", "", f"l{layer}_residual_mid"], domain=MS_DOMAIN, epsilon=eps)
+    gate_up_weight = np.concatenate([w["mlp.gate_proj.weight"], w["mlp.up_proj.weight"]], axis=0).T  # (C, 2F)
+    gate_up = builder.node("MatMul", [normed, builder.weight(f"{prefix}.mlp.gate_up_proj.weight", gate_up_weight)],
+                           [f"l{layer}_gate_up"])[0]
+    gate, up = builder.node("Split", [gate_up], [f"l{layer}_gate", f"l{layer}_up"], axis=-1, num_outputs=2)
+    sigmoid = builder.node("Sigmoid", [gate], [f"l{layer}_sigmoid"])[0]
+    silu = builder.node("Mul", [gate, sigmoid], [f"l{layer}_silu"])[0]
+    activated = builder.node("Mul", [silu, up], [f"l{layer}_act"])[0]
+    down = builder.weight(f"{prefix}.mlp.down_proj.weight", w["mlp.down_proj.weight"].T)
+    return builder.node("MatMul", [activated, down], [f"l{layer}_mlp"])[0], residual
+
+
+def build_static_graph(weights: Mapping[str, np.ndarray], config: Mapping[str, Any],
+                       max_positions: int | None = None) -> onnx.ModelProto:
+    """The fused graph for `config` (engine.model.LVMConfig as a dict) with these weights."""
+    head_dim = int(config["d_model"]) // int(config["n_head"])
+    if head_dim % 16:
+        raise ValueError(f"head_dim {head_dim} is not a multiple of 16, which GroupQueryAttention needs")
+    check_weights(weights, config)
+    n_layer, n_kv_head = int(config["n_layer"]), int(config["n_kv_head"])
+    head_dim = int(config["d_model"]) // int(config["n_head"])
+    max_positions = max_positions or int(config["context_length"])
+    builder = _GraphBuilder()
+    cos, sin = rotary_tables(config, max_positions)
+    rotary = (builder.weight("rotary.cos_cache", cos), builder.weight("rotary.sin_cache", sin))
+    embed = builder.weight("model.embed_tokens.weight", weights["model.embed_tokens.weight"])
+    hidden = builder.node("Gather", [embed, "input_ids"], ["embedded"], axis=0)[0]
+    residual = None
+    for layer in range(n_layer):
+        hidden, residual = _layer(builder, weights, config, layer, hidden, residual, rotary)
+    final_norm = builder.weight("model.norm.weight", weights["model.norm.weight"])
+    normed = builder.node("SkipSimplifiedLayerNormalization", [hidden, residual, final_norm],
+                          ["final_norm", "", "", ""], domain=MS_DOMAIN, epsilon=float(config["norm_eps"]))[0]
+    lm_head = builder.weight("lm_head.weight", weights["lm_head.weight"].T)
+    builder.node("MatMul", [normed, lm_head], ["logits"])
+
+    cache_shape = ["batch", n_kv_head, "max_length", head_dim]
+    inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "new_length"]),
+              helper.make_tensor_value_info("seqlens_k", TensorProto.INT32, ["batch"]),
+              helper.make_tensor_value_info("total_sequence_length", TensorProto.INT32, [])]
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "new_length",
+                                                                           int(config["vocab_size"])])]
+    for layer in range(n_layer):
+        for kind in ("key", "value"):
+            inputs.append(helper.make_tensor_value_info(f"past_{kind}_{layer}", TensorProto.FLOAT, cache_shape))
+            outputs.append(helper.make_tensor_value_info(f"present_{kind}_{layer}", TensorProto.FLOAT, cache_shape))
+    graph = helper.make_graph(builder.nodes, "lvm_static", inputs, outputs, builder.initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(MS_DOMAIN, 1)],
+                              producer_name="gelato")
+    model.ir_version = 9
+    return model
+
+
+def write_static_graph(weights: Mapping[str, np.ndarray], config: Mapping[str, Any], path: str | Path,
+                       int8: bool = False) -> Path:
+    """Write lvm_static.onnx (int8: weights quantized dynamically, as engine.export.quantize_int8 does)."""
+    path = Path(path)
+    onnx.save(build_static_graph(weights, config), str(path))
+    if int8:
+        quantize_int8(path)
+    log.info("wrote %s (%.1f MB)", path, path.stat().st_size / 1e6)
+    return path
+
+
+def quantize_int8(path: Path) -> None:
+    """int8 weights for every MatMul (activations quantized on the fly); embeddings and norms stay fp32."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as scratch:
+        quantized = Path(scratch) / path.name
+        quantize_dynamic(path, quantized, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        shutil.move(quantized, path)
+
+
+# --- weights back out of a graph (either lvm.onnx or lvm_static.onnx) -----------------------------------------
+
+
+def _dequantized(initializers: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Replace quantize_dynamic's (X_quantized, X_scale, X_zero_point) triples by float X."""
+    result = {name: array for name, array in initializers.items()
+              if not name.endswith(("_quantized", "_scale", "_zero_point"))}
+    for name, array in initializers.items():
+        if name.endswith("_quantized"):
+            base = name[: -len("_quantized")]
+            scale, zero = initializers[f"{base}_scale"], initializers.get(f"{base}_zero_point", 0)
+            result[base] = ((array.astype(np.float32) - np.float32(zero)) * scale).astype(np.float32)
+    return result
+
+
+def weights_from_static_graph(path: str | Path) -> dict[str, np.ndarray]:
+    """The LlamaForCausalLM state (float, [out, in] Linear layout) stored in an lvm_static.onnx."""
+    model = onnx.load(str(path))
+    stored = _dequantized({t.name: numpy_helper.to_array(t) for t in model.graph.initializer})
+    weights: dict[str, np.ndarray] = {}
+    for name, array in stored.items():
+        if name.startswith("rotary."):
+            continue
+        if name.endswith("qkv_proj.weight"):
+            prefix = name[: -len("qkv_proj.weight")]
+            q_out = array.shape[0]  # q has d_model outputs (n_head * head_dim == d_model)
+            q, kv = array[:, :q_out], array[:, q_out:]
+            k, v = np.split(kv, 2, axis=1)
+            weights.update({f"{prefix}q_proj.weight": q.T, f"{prefix}k_proj.weight": k.T,
+                            f"{prefix}v_proj.weight": v.T})
+        elif name.endswith("gate_up_proj.weight"):
+            prefix = name[: -len("gate_up_proj.weight")]
+            gate, up = np.split(array, 2, axis=1)
+            weights.update({f"{prefix}gate_proj.weight": gate.T, f"{prefix}up_proj.weight": up.T})
+        elif array.ndim == 2 and name != "model.embed_tokens.weight":
+            weights[name] = array.T
+        else:
+            weights[name] = array
+    return {name: np.ascontiguousarray(array) for name, array in weights.items()}
+
+
+def weights_from_traced_graph(path: str | Path, config: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The state stored in engine.export's lvm.onnx. The tracer keeps the names of the embedding and the norms
+    but renames the (transposed) Linear weights, so those are taken in graph order: per layer q, k, v, o, gate,
+    up, down, then lm_head, each checked against its expected shape."""
+    model = onnx.load(str(path))
+    stored = _dequantized({t.name: numpy_helper.to_array(t) for t in model.graph.initializer})
+    embedding = [name for name in stored if name.endswith("embed_tokens.weight")]
+    if not embedding:
+        raise ValueError(f"{path}: no embed_tokens initializer; re-export the bundle")
+    weights: dict[str, np.ndarray] = {"model.embed_tokens.weight": stored[embedding[0]]}
+    norm_names = [name for name in required_weights(config) if name.endswith("norm.weight")]
+    norm_names.append(norm_names.pop(0))  # model.norm comes last in the graph
+    norms = _norm_weights(model, stored, int(config["d_model"]))
+    if len(norms) != len(norm_names):
+        raise ValueError(f"{path}: found {len(norms)} norm weights, expected {len(norm_names)}; re-export the bundle")
+    weights.update(zip(norm_names, norms, strict=True))
+    linear = [name for name in required_weights(config) if name not in weights and name != "lm_head.weight"]
+    linear.append("lm_head.weight")  # the last product of the graph
+    matrices = _matmul_weights(model, stored)
+    if len(matrices) != len(linear):
+        raise ValueError(f"{path}: found {len(matrices)} weight matrices, expected {len(linear)}; re-export the bundle")
+    shapes = _linear_shapes(config)
+    for name, array in zip(linear, matrices, strict=True):
+        out_width, in_width = shapes[name.rsplit(".", 2)[-2]]
+        array = array.T  # a product's right-hand side is (in, out); torch keeps (out, in)
+        if array.shape != (out_width, in_width):
+            raise ValueError(f"{path}: weight for {name} has shape {array.shape}, expected {(out_width, in_width)}")
+        weights[name] = array
+    return {name: np.ascontiguousarray(array, dtype=np.float32) for name, array in weights.items()}
+
+
+def _matmul_weights(model: onnx.ModelProto, stored: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Constant right-hand sides of the matrix products as (in, out), in graph order."""
+    matrices = []
+    for node in model.graph.node:
+        if node.op_type in ("MatMul", "MatMulInteger", "DynamicQuantizeMatMul", "Gemm") and len(node.input) > 1:
+            name = node.input[1].removesuffix("_quantized")
+            if name in stored and stored[name].ndim == 2:
+                matrix = stored[name]
+                matrices.append(matrix.T if node.op_type == "Gemm" and _attribute(node, "transB") else matrix)
+    return matrices
+
+
+def _norm_weights(model: onnx.ModelProto, stored: dict[str, np.ndarray], width: int) -> list[np.ndarray]:
+    """RMSNorm gains in graph order: the constant (width,) factor of a Mul (equal gains may share one tensor)."""
+    gains = []
+    for node in model.graph.node:
+        if node.op_type == "Mul":
+            constant = [stored[name] for name in node.input if name in stored and stored[name].shape == (width,)]
+            gains += constant[:1]
+    return gains
+
+
+def _attribute(node: onnx.NodeProto, name: str) -> int:
+    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), 0)
+
+
+def _linear_shapes(config: Mapping[str, Any]) -> dict[str, tuple[int, int]]:
+    """(out, in) of every Linear, keyed by its module name."""
+    d_model, ffn, vocab = int(config["d_model"]), int(config["ffn_hidden"]), int(config["vocab_size"])
+    kv_width = int(config["n_kv_head"]) * (d_model // int(config["n_head"]))
+    return {"q_proj": (d_model, d_model), "k_proj": (kv_width, d_model), "v_proj": (kv_width, d_model),
+            "o_proj": (d_model, d_model), "gate_proj": (ffn, d_model), "up_proj": (ffn, d_model),
+            "down_proj": (d_model, ffn), "lm_head": (vocab, d_model)}
+
+
+def bundle_weights(bundle_dir: str | Path) -> dict[str, np.ndarray]:
+    """Float weights of a bundle's LVM, from lvm_static.onnx when it is there, else from lvm.onnx."""
+    bundle_dir = Path(bundle_dir)
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    if (bundle_dir / STATIC_FILE).is_file():
+        return weights_from_static_graph(bundle_dir / STATIC_FILE)
+    return weights_from_traced_graph(bundle_dir / "lvm.onnx", manifest["lvm_config"])
+
+
+# --- the bundle -----------------------------------------------------------------------------------------------
+
+
+def add_to_bundle(bundle_dir: str | Path, int8: bool | None = None) -> Path:
+    """Write lvm_static.onnx into a bundle from its own weights and record it in manifest.json.
+
+    int8 None follows the manifest's `weights` (the precision lvm.onnx was exported in).
+    """
+    from engine.runtime import sha256_file
+
+    bundle_dir = Path(bundle_dir)
+    manifest_path = bundle_dir / "manifest.json"
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"{manifest_path}: manifest.json is missing (is {bundle_dir} a model bundle?)")
+    manifest = json.loads(manifest_path.read_text())
+    config = manifest["lvm_config"]
+    int8 = manifest.get("weights") == "int8" if int8 is None else int8
+    weights = weights_from_traced_graph(bundle_dir / "lvm.onnx", config)
+    path = write_static_graph(weights, config, bundle_dir / STATIC_FILE, int8=int8)
+    manifest["files"][STATIC_FILE] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+    manifest["static_kv"] = {"file": STATIC_FILE, "max_positions": int(config["context_length"]),
+                             "weights": "int8" if int8 else "fp32"}
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m engine.export_static", description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", required=True, help="bundle directory written by engine.export")
+    precision = parser.add_mutually_exclusive_group()
+    precision.add_argument("--int8", dest="int8", action="store_true", default=None, help="int8 MatMul weights")
+    precision.add_argument("--fp32", dest="int8", action="store_false", help="fp32 weights")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    add_to_bundle(args.bundle, int8=args.int8)
+
+
+if __name__ == "__main__":
+    main()

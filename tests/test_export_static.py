@@ -1,0 +1,123 @@
+"""The fused fixed-cache graph (lvm_static.onnx) agrees with lvm.onnx and PyTorch on a tiny random-init bundle."""
+from __future__ import annotations
+
+import atexit
+import functools
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from engine import decode, export, export_static
+from engine import tokenizer as vq
+from engine.model import LVM, LVMConfig, load_model
+from engine.runtime import Bundle, BundleError
+from tests.test_export import TOKENIZER_CONFIG, VOCAB
+
+# GroupQueryAttention wants head_dim % 16 == 0: 2 heads of 16, grouped-query (1 kv head)
+LVM_CONFIG = LVMConfig(vocab_size=VOCAB.vocab_size, context_length=1 + 6 * 16 + 1, n_layer=2, d_model=32, n_head=2,
+                       n_kv_head=1, ffn_hidden=64)
+
+
+@functools.cache
+def build_tiny_static_bundle() -> tuple[Path, Path]:
+    """A random-init tiny bundle exported with lvm.onnx only (once per test run): (bundle dir, LVM checkpoint)."""
+    root = Path(tempfile.mkdtemp(prefix="gelato-tiny-static-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    torch.manual_seed(1)
+    model = LVM(LVM_CONFIG)
+    torch.save({"lvm_config": LVM_CONFIG.to_dict(), "model": model.state_dict()}, root / "lvm.pt")
+    export.export_bundle(vq.build_tokenizer(TOKENIZER_CONFIG), model, root / "tiny", name="tiny-static")
+    return root / "tiny", root / "lvm.pt"
+
+
+def build_tiny_bundle() -> tuple[Path, Path, Path]:
+    directory, lvm_path = build_tiny_static_bundle()
+    return directory, lvm_path, lvm_path
+
+
+@pytest.fixture(scope="module")
+def static_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = Path(shutil.copytree(build_tiny_static_bundle()[0], tmp_path_factory.mktemp("static") / "bundle"))
+    export_static.main(["--bundle", str(directory)])  # adds the static graph from lvm.onnx's own weights
+    return directory
+
+
+def pictures(count: int, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in range(count)]
+
+
+def test_weights_come_back_from_both_graphs(static_bundle: Path) -> None:
+    state = {name: tensor.numpy() for name, tensor in load_model(build_tiny_bundle()[2]).state_dict().items()}
+    config = LVM_CONFIG.to_dict()
+    for weights in (export_static.weights_from_traced_graph(static_bundle / "lvm.onnx", config),
+                    export_static.weights_from_static_graph(static_bundle / export_static.STATIC_FILE)):
+        assert set(weights) == set(export_static.required_weights(config))
+        for name, array in weights.items():
+            np.testing.assert_allclose(array, state[name], rtol=0, atol=1e-6, err_msg=name)
+
+
+def test_manifest_lists_the_static_graph(static_bundle: Path) -> None:
+    manifest = json.loads((static_bundle / "manifest.json").read_text())
+    assert manifest["static_kv"] == {"file": "lvm_static.onnx", "max_positions": LVM_CONFIG.context_length,
+                                     "weights": "fp32"}
+    assert "lvm_static.onnx" in manifest["files"]
+    bundle = Bundle.load(static_bundle)
+    assert bundle.static and isinstance(bundle.runner, decode.StaticLvmRunner)
+    assert not Bundle.load(static_bundle, static=False).static
+
+
+def test_prefill_and_steps_match_pytorch(static_bundle: Path) -> None:
+    model = load_model(build_tiny_bundle()[2]).eval()
+    runner = Bundle.load(static_bundle).runner
+    context = torch.randint(0, VOCAB.codebook_size, (1, 20))
+    steps = torch.randint(0, VOCAB.codebook_size, (3, 4))  # 3 rows, 4 one-token steps
+    with torch.no_grad():
+        expected, _ = model(torch.cat([context.repeat(3, 1), steps], dim=1))
+    cache = runner.new_cache(1, 24)
+    logits, cache = runner.forward(context.numpy(), cache)
+    assert np.abs(logits - expected[:1, :20].numpy()).max() < 1e-4
+    cache = decode.expand_cache(cache, 3)
+    for step in range(4):
+        logits, cache = runner.forward(steps[:, step : step + 1].numpy(), cache)
+        assert np.abs(logits[:, 0] - expected[:, 20 + step].numpy()).max() < 1e-4
+    with pytest.raises(ValueError, match="exceed the cache capacity of 24"):
+        runner.forward(steps[:, :1].numpy(), cache)
+
+
+def test_complete_and_score_equal_the_growing_cache(static_bundle: Path) -> None:
+    static, growing = Bundle.load(static_bundle), Bundle.load(static_bundle, static=False)
+    images, candidates = pictures(3, seed=1), pictures(4, seed=2)
+    for bundle_args in ({"temperature": 0.0, "n_samples": 2}, {"temperature": 1.0, "n_samples": 3, "seed": 5}):
+        first, second = static.complete(images, **bundle_args), growing.complete(images, **bundle_args)
+        assert [a.tobytes() for a in first] == [b.tobytes() for b in second]
+    np.testing.assert_allclose(static.score(images, candidates), growing.score(images, candidates), atol=1e-3)
+
+
+def test_int8_static_graph_is_smaller_and_close(static_bundle: Path, tmp_path: Path) -> None:
+    weights = export_static.weights_from_static_graph(static_bundle / export_static.STATIC_FILE)
+    path = export_static.write_static_graph(weights, LVM_CONFIG.to_dict(), tmp_path / "int8.onnx", int8=True)
+    assert path.stat().st_size < (static_bundle / export_static.STATIC_FILE).stat().st_size
+    dequantized = export_static.weights_from_static_graph(path)
+    for name in ("lm_head.weight", "model.layers.0.self_attn.q_proj.weight"):
+        assert np.abs(dequantized[name] - weights[name]).max() < 0.02 * np.abs(weights[name]).max()
+
+
+def test_bad_inputs_are_named(static_bundle: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="weights lack"):
+        export_static.build_static_graph({}, LVM_CONFIG.to_dict())
+    with pytest.raises(ValueError, match="head_dim 8 is not a multiple of 16"):
+        export_static.build_static_graph({}, {**LVM_CONFIG.to_dict(), "n_head": 4, "n_kv_head": 2})
+    with pytest.raises(FileNotFoundError, match="manifest.json is missing"):
+        export_static.add_to_bundle(tmp_path)
+    broken = Path(shutil.copytree(static_bundle, tmp_path / "broken"))
+    manifest = json.loads((broken / "manifest.json").read_text())
+    manifest["static_kv"]["file"] = "elsewhere.onnx"
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="static_kv names 'elsewhere.onnx'"):
+        Bundle.load(broken)
