@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 
 from engine import tokenizer as vq
+from engine.compact import store_weights_fp16
 from engine.export_static import STATIC_FILE, write_static_graph
 from engine.model import LVM, model_from_checkpoint
 from engine.runtime import FORMAT_VERSION, sha256_file
@@ -199,12 +200,13 @@ def check_compatible(tokenizer_cfg: TokenizerConfig, model: LVM) -> None:
 def export_bundle(
     tokenizer: nn.Module, model: LVM, out: str | Path, name: str | None = None, int8: bool = False,
     tokenizer_provenance: dict[str, Any] | None = None, lvm_provenance: dict[str, Any] | None = None,
-    static: bool = False,
+    static: bool = False, fp16_storage: bool = False,
 ) -> Path:
     """Write the three graphs and the manifest into `out` (created; existing bundle files are replaced).
 
     `static` also writes lvm_static.onnx (engine.export_static: fused attention, fixed-size KV cache), which
-    the runtime then serves instead of lvm.onnx.
+    the runtime then serves instead of lvm.onnx. `fp16_storage` stores the LVM's weights as fp16 (computed in
+    fp32) and the tokenizer's wherever fp16 holds them exactly (engine.compact).
     """
     out = Path(out)
     cfg: TokenizerConfig = tokenizer.tokenizer_config
@@ -216,7 +218,12 @@ def export_bundle(
     export_lvm(model, out / "lvm.onnx")
     if int8:
         quantize_int8(out / "lvm.onnx")
+    if fp16_storage:
+        for graph in ("encoder.onnx", "decoder.onnx", "lvm.onnx"):
+            before, after = store_weights_fp16(out / graph, lossless_only=graph != "lvm.onnx" or int8)
+            log.info("%s: %.1f MB -> %.1f MB with fp16 storage", graph, before / 1e6, after / 1e6)
     manifest = build_manifest(name or out.name, cfg, model, out, int8, tokenizer_provenance or {}, lvm_provenance or {})
+    manifest["storage"] = "fp16" if fp16_storage else "fp32"
     if static:
         add_static_graph(model, out, manifest, int8)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -242,11 +249,13 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def export_from_checkpoints(tokenizer_path: str | Path, lvm_path: str | Path, out: str | Path,
-                            name: str | None = None, int8: bool = False, static: bool = False) -> Path:
+                            name: str | None = None, int8: bool = False, static: bool = False,
+                            fp16_storage: bool = False) -> Path:
     tokenizer_ckpt, lvm_ckpt = load_checkpoint(tokenizer_path), load_checkpoint(lvm_path)
     return export_bundle(
         vq.tokenizer_from_checkpoint(tokenizer_ckpt), model_from_checkpoint(lvm_ckpt), out, name=name, int8=int8,
         tokenizer_provenance=provenance(tokenizer_ckpt), lvm_provenance=provenance(lvm_ckpt), static=static,
+        fp16_storage=fp16_storage,
     )
 
 
@@ -257,12 +266,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="bundle directory to write, e.g. engine/bundles/NAME")
     parser.add_argument("--name", default=None, help="bundle name in the manifest (default: the directory name)")
     parser.add_argument("--int8", action="store_true", help="quantize lvm.onnx weights to int8")
+    parser.add_argument("--fp16-storage", action="store_true",
+                        help="store weights as fp16 (half the size; computed in fp32)")
     parser.add_argument("--static", action="store_true",
                         help="also write lvm_static.onnx (fused attention, fixed-size KV cache; served when present)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("onnx_ir").setLevel(logging.WARNING)  # one line per optimiser rewrite otherwise
-    export_from_checkpoints(args.tokenizer, args.lvm, args.out, name=args.name, int8=args.int8, static=args.static)
+    export_from_checkpoints(args.tokenizer, args.lvm, args.out, name=args.name, int8=args.int8, static=args.static,
+                            fp16_storage=args.fp16_storage)
 
 
 if __name__ == "__main__":

@@ -121,6 +121,28 @@ def reconstruction_loss(reconstruction: torch.Tensor, images: torch.Tensor) -> t
     return F.l1_loss(reconstruction, images) + F.mse_loss(reconstruction, images)
 
 
+def train_step(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, config: TrainTokenizerConfig,
+    lr: float, runtime: training.Runtime,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """One optimizer step on this rank's images; gradients are averaged over ranks before clipping.
+
+    Returns this rank's losses (loss, loss_rec, loss_vq; detached) and the codes the batch used.
+    """
+    training.set_lr(optimizer, lr)
+    with training.autocast(runtime.device, config.bf16):
+        reconstruction, vq_loss, codes = vq_forward(model, images)
+        loss_rec = reconstruction_loss(reconstruction, images)
+        loss = loss_rec + vq_loss
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if runtime.distributed:
+        _average_gradients(model, runtime.world_size)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+    optimizer.step()
+    return {"loss": loss.detach(), "loss_rec": loss_rec.detach(), "loss_vq": vq_loss.detach()}, codes
+
+
 def train(config: TrainTokenizerConfig) -> Path:
     runtime = training.setup_runtime(config.device)
     out_dir = Path(config.out)
@@ -165,38 +187,32 @@ def train(config: TrainTokenizerConfig) -> Path:
     while (fraction := budget.synced_fraction(step, runtime)) < 1.0:
         images = next(batches).to(runtime.device, non_blocking=True)
         lr = training.learning_rate(step, fraction, config.lr, config.warmup_steps)
-        training.set_lr(optimizer, lr)
-        with training.autocast(runtime.device, config.bf16):
-            reconstruction, vq_loss, codes = vq_forward(model, images)
-            loss_rec = reconstruction_loss(reconstruction, images)
-            loss = loss_rec + vq_loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if runtime.distributed:
-            _average_gradients(model, runtime.world_size)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
+        losses, codes = train_step(model, optimizer, images, config, lr, runtime)
         usage += torch.bincount(codes.flatten(), minlength=config.codebook_size)
         step += 1
         images_seen += images.shape[0] * runtime.world_size
         window_images += images.shape[0] * runtime.world_size
         progress.update(1)
         if config.restart_every and step % config.restart_every == 0:
+            if runtime.distributed:  # a code is alive when any rank used it
+                torch.distributed.all_reduce(usage)
             used = int((usage > 0).sum())
             restarted = restart_dead_codes(model, usage, model.encode(images[:16] * 2 - 1).latents)
             if runtime.distributed:  # every rank keeps rank 0's codebook
                 torch.distributed.broadcast(model.quantize.embedding.weight.data, src=0)
             log.write({"kind": "codes", "step": step, "codes_used": used, "restarted": restarted})
             usage.zero_()
-        if step % config.log_every == 0 and runtime.is_main:
-            now = time.monotonic()
-            record = {"kind": "train", "step": step, "tokens": images_seen, "loss": float(loss.detach()),
-                      "loss_rec": float(loss_rec.detach()), "loss_vq": float(vq_loss.detach()), "lr": lr,
-                      "img/s": window_images / max(1e-9, now - window_start), "elapsed": budget.elapsed()}
-            log.write(record)
-            log.plot(("loss", "loss_rec", "loss_vq"))
-            progress.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}")
-            window_start, window_images = now, 0
+        if step % config.log_every == 0:
+            # every rank joins the reductions; the log holds the global batch's losses
+            means = {key: training.mean_over_ranks(float(value), runtime) for key, value in losses.items()}
+            if runtime.is_main:
+                now = time.monotonic()
+                record = {"kind": "train", "step": step, "tokens": images_seen, **means, "lr": lr,
+                          "img/s": window_images / max(1e-9, now - window_start), "elapsed": budget.elapsed()}
+                log.write(record)
+                log.plot(("loss", "loss_rec", "loss_vq"))
+                progress.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}")
+                window_start, window_images = now, 0
         if runtime.is_main and config.eval_every and step % config.eval_every == 0:
             log.write({"kind": "eval", "step": step, "tokens": images_seen,
                        **evaluate_psnr(model, eval_panels, runtime.device)})

@@ -30,6 +30,7 @@ class Runtime:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    owns_group: bool = False  # this runtime joined the process group, so it also leaves it
 
     @property
     def is_main(self) -> bool:
@@ -51,19 +52,21 @@ def pick_device(name: str) -> torch.device:
 
 
 def setup_runtime(device_name: str) -> Runtime:
-    """Pick the device; join the process group when launched by torchrun (env RANK/WORLD_SIZE)."""
+    """Pick the device; join the process group when launched by torchrun (env RANK/WORLD_SIZE) unless joined."""
     device = pick_device(device_name)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if world_size > 1:
+    # a caller that already joined (one launch running several trainings) keeps its group
+    owns_group = world_size > 1 and not dist.is_initialized()
+    if owns_group:
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     if device.type == "cuda":
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    return Runtime(device=device, rank=rank, world_size=world_size, local_rank=local_rank)
+    return Runtime(device=device, rank=rank, world_size=world_size, local_rank=local_rank, owns_group=owns_group)
 
 
 def describe_hardware(runtime: Runtime) -> str:
@@ -75,8 +78,27 @@ def describe_hardware(runtime: Runtime) -> str:
     return f"{runtime.world_size} x {name}"
 
 
+def distribute(model: torch.nn.Module, runtime: Runtime) -> torch.nn.Module:
+    """The model wrapped in DistributedDataParallel under torchrun (its backward averages gradients over ranks)."""
+    if not runtime.distributed:
+        return model
+    device_ids = None if runtime.device.type == "cpu" else [runtime.device.index]
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
+def mean_over_ranks(value: float, runtime: Runtime) -> float:
+    """The mean of a per-rank number (e.g. the loss) over all ranks; every rank must call it at the same step."""
+    if not runtime.distributed:
+        return value
+    total = torch.tensor([value], dtype=torch.float64, device=runtime.device)
+    dist.all_reduce(total)
+    return float(total.item()) / runtime.world_size
+
+
 def shutdown_runtime(runtime: Runtime) -> None:
-    if runtime.distributed and dist.is_initialized():
+    if runtime.owns_group and dist.is_initialized():
+        # all ranks leave together: tearing down while rank 0 still saves or evaluates could hang it at exit
+        dist.barrier()
         dist.destroy_process_group()
 
 

@@ -172,3 +172,47 @@ def test_cli_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert exit_info.value.code == 0
     help_text = capsys.readouterr().out
     assert "python -m engine.export" in help_text and "--int8" in help_text and "--tokenizer" in help_text
+
+
+def test_fp16_storage_halves_weights_and_keeps_logits(tiny: tuple[Path, Path, Path], tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine import compact
+
+    bundle_dir, _, _ = tiny
+    monkeypatch.setattr(compact, "MIN_ELEMENTS", 16)  # the tiny model's matrices are small
+    stored = tmp_path / "lvm.onnx"
+    stored.write_bytes((bundle_dir / "lvm.onnx").read_bytes())
+    before, after = compact.store_weights_fp16(stored)
+    assert after < 0.9 * before  # the tiny graph also holds int tensors and small constants
+    ids = np.random.default_rng(1).integers(0, VOCAB.vocab_size, (2, 9))
+    empty = decode.empty_cache(LVM_CONFIG.n_layer, LVM_CONFIG.n_kv_head, LVM_CONFIG.head_dim, batch=2)
+    fp32_logits, _ = decode.LvmRunner(session(bundle_dir / "lvm.onnx")).forward(ids, empty)
+    fp16_logits, _ = decode.LvmRunner(session(stored)).forward(ids, empty)
+    assert np.abs(fp16_logits - fp32_logits).max() < 1e-2 * np.abs(fp32_logits).max()
+
+
+def test_lossless_fp16_storage_changes_no_output(tiny: tuple[Path, Path, Path], tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import onnx
+    from onnx import numpy_helper
+
+    from engine import compact
+
+    bundle_dir, _, _ = tiny
+    monkeypatch.setattr(compact, "MIN_ELEMENTS", 16)
+    decoder = tmp_path / "decoder.onnx"
+    model = onnx.load(str(bundle_dir / "decoder.onnx"))
+    for index, initializer in enumerate(model.graph.initializer):  # make the weights exactly fp16-representable
+        weights = numpy_helper.to_array(initializer)
+        if weights.dtype == np.float32:
+            rounded = numpy_helper.from_array(weights.astype(np.float16).astype(np.float32), initializer.name)
+            model.graph.initializer[index].CopyFrom(rounded)
+    onnx.save(model, str(decoder))
+    original = tmp_path / "original.onnx"
+    original.write_bytes(decoder.read_bytes())
+    before, after = compact.store_weights_fp16(decoder, lossless_only=True)
+    assert after < before
+    codes = np.random.default_rng(2).integers(0, 32, (2, 16)).astype(np.int64)
+    name = session(original).get_inputs()[0].name
+    expected = session(original).run(None, {name: codes})[0]
+    np.testing.assert_array_equal(session(decoder).run(None, {name: codes})[0], expected)
