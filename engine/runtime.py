@@ -367,7 +367,12 @@ class Bundle:
     def score(
         self, images: Sequence[ImageLike], candidates: Sequence[ImageLike], progress: Progress | None = None
     ) -> np.ndarray:
-        """Log-likelihood (float64, one per candidate) of each candidate following `images`; higher is likelier."""
+        """Score of each candidate following `images` (float64, one per candidate); higher is likelier.
+
+        The score is the candidate's log-likelihood after the prompt. With the manifest's `"scoring":
+        "pmi_last_panel"` the log-likelihood after the last prompt image alone is subtracted, so a candidate
+        is not favoured for being easy to predict anyway (a copy of a prompt image, a blank panel).
+        """
         if len(candidates) == 0:
             raise ValueError("no candidates to score")
         report = progress or (lambda fraction, message: None)
@@ -378,5 +383,14 @@ class Bundle:
         report(0.3, f"scoring {len(candidates)} candidates")
         code_range = tuple(self.manifest["code_range"])
         scores = decode.score(self.runner, context, self._cache_for(context), candidate_tokens, code_range)
+        if self.scoring == "pmi_last_panel":
+            baseline = self.context_tokens(codes[len(images) - 1 : len(images)])
+            scores = scores - decode.score(self.runner, baseline, self._cache_for(baseline), candidate_tokens,
+                                           code_range)
         report(1.0, "done")
         return scores
+
+    @property
+    def scoring(self) -> str:
+        """How `score` ranks candidates: "sum" (log-likelihood) or "pmi_last_panel" (see `score`)."""
+        return self.manifest.get("scoring", "sum")

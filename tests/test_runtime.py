@@ -233,3 +233,16 @@ def test_too_long_prompt_is_refused(bundle: Bundle) -> None:
         bundle.score(pictures(2), [])
     with pytest.raises(ValueError, match="n_samples"):
         bundle.complete(pictures(2), n_samples=0)
+
+
+def test_pmi_scoring_subtracts_the_last_panel_baseline(bundle: Bundle, bundle_copy: Path) -> None:
+    manifest_path = bundle_copy / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["scoring"] = "pmi_last_panel"
+    manifest_path.write_text(json.dumps(manifest))
+    pmi = Bundle.load(bundle_copy)
+    prompt, candidates = pictures(3, seed=5), pictures(4, seed=6)
+    raw = bundle.score(prompt, candidates)
+    baseline = bundle.score(prompt[-1:], candidates)
+    assert bundle.scoring == "sum" and pmi.scoring == "pmi_last_panel"
+    np.testing.assert_allclose(pmi.score(prompt, candidates), raw - baseline, rtol=1e-5, atol=1e-4)
