@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.runtime import Bundle
+from engine.runtime import SCORING_RULES, Bundle
 from engine.sentences import select_panels
 from puzzles.images import to_square
 from puzzles.puzzle import Puzzle
@@ -144,6 +144,7 @@ class PuzzleResult:
     psnr_generated: float | None
     psnr_ceiling: float | None
     seconds: float
+    correct_by_rule: dict[str, bool] | None = None  # multiple choice under each scoring rule (SCORING_RULES)
 
 
 def configuration(puzzle: Puzzle) -> str:
@@ -189,7 +190,9 @@ def evaluate_puzzle(bundle: Bundle, puzzle: Puzzle) -> PuzzleResult:
     panels = context_panels(bundle, puzzle)
     candidates = [to_square(c, size) for c in puzzle.candidates]
     has_choices = bool(candidates) and puzzle.answer_index is not None
-    chosen = int(np.argmax(bundle.score(panels, candidates))) if has_choices else None
+    by_rule = ({rule: int(np.argmax(bundle.score(panels, candidates, scoring=rule))) for rule in SCORING_RULES}
+               if has_choices else None)
+    chosen = by_rule[bundle.scoring] if by_rule else None
     is_grid = puzzle.family == "grid"
     samples = bundle.complete(panels, n_samples=1, temperature=0.0)
     if is_grid:
@@ -208,6 +211,7 @@ def evaluate_puzzle(bundle: Bundle, puzzle: Puzzle) -> PuzzleResult:
         configuration=configuration(puzzle),
         multiple_choice_correct=None if chosen is None else chosen == puzzle.answer_index,
         chosen_candidate=chosen,
+        correct_by_rule=None if by_rule is None else {r: c == puzzle.answer_index for r, c in by_rule.items()},
         generative_correct=generative,
         pass_at_2=pass2,
         psnr_generated=None if answer is None else psnr(samples[0], answer),
@@ -236,6 +240,9 @@ def summarise(results: list[PuzzleResult]) -> dict[str, Any]:
         "psnr_generated": _mean(r.psnr_generated for r in results),
         "psnr_ceiling": _mean(r.psnr_ceiling for r in results),
         "seconds": sum(r.seconds for r in results),
+        "multiple_choice_accuracy_by_rule": {
+            rule: _mean(r.correct_by_rule[rule] for r in results if r.correct_by_rule) for rule in SCORING_RULES
+        },
     }
 
 

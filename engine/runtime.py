@@ -36,6 +36,9 @@ BUNDLE_ENV = "GELATO_BUNDLE"
 ImageLike = np.ndarray | Image.Image | bytes | str | Path
 
 
+SCORING_RULES = ("sum", "pmi_last_panel")
+
+
 class BundleError(ValueError):
     """A bundle that cannot be served: missing, corrupt or inconsistent files."""
 
@@ -365,16 +368,21 @@ class Bundle:
         return result
 
     def score(
-        self, images: Sequence[ImageLike], candidates: Sequence[ImageLike], progress: Progress | None = None
+        self, images: Sequence[ImageLike], candidates: Sequence[ImageLike], progress: Progress | None = None,
+        scoring: str | None = None,
     ) -> np.ndarray:
         """Score of each candidate following `images` (float64, one per candidate); higher is likelier.
 
         The score is the candidate's log-likelihood after the prompt. With the manifest's `"scoring":
         "pmi_last_panel"` the log-likelihood after the last prompt image alone is subtracted, so a candidate
         is not favoured for being easy to predict anyway (a copy of a prompt image, a blank panel).
+        `scoring` overrides the manifest's rule (evaluation compares the rules).
         """
         if len(candidates) == 0:
             raise ValueError("no candidates to score")
+        scoring = scoring or self.scoring
+        if scoring not in SCORING_RULES:
+            raise ValueError(f"unknown scoring rule {scoring!r}; expected one of {', '.join(SCORING_RULES)}")
         report = progress or (lambda fraction, message: None)
         report(0.0, "tokenizing")
         codes = self.encode([*images, *candidates])
@@ -383,7 +391,7 @@ class Bundle:
         report(0.3, f"scoring {len(candidates)} candidates")
         code_range = tuple(self.manifest["code_range"])
         scores = decode.score(self.runner, context, self._cache_for(context), candidate_tokens, code_range)
-        if self.scoring == "pmi_last_panel":
+        if scoring == "pmi_last_panel":
             baseline = self.context_tokens(codes[len(images) - 1 : len(images)])
             scores = scores - decode.score(self.runner, baseline, self._cache_for(baseline), candidate_tokens,
                                            code_range)

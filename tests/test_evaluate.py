@@ -27,11 +27,12 @@ class OracleBundle:
     """Stands in for a Bundle: generates the true answer and scores it highest, so every metric is known."""
 
     name, directory, provider, manifest, image_size, max_images = "oracle", Path("."), "none", {}, 64, 10
+    scoring = "sum"
 
     def __init__(self, answer: np.ndarray, answer_index: int | None) -> None:
         self.answer, self.answer_index = answer, answer_index
 
-    def score(self, images: list[np.ndarray], candidates: list[np.ndarray]) -> np.ndarray:
+    def score(self, images: list[np.ndarray], candidates: list[np.ndarray], scoring: str | None = None) -> np.ndarray:
         return np.array([0.0 if i == self.answer_index else -1.0 for i in range(len(candidates))])
 
     def complete(self, images: list[np.ndarray], n_samples: int = 4, **options: Any) -> list[np.ndarray]:
