@@ -1,57 +1,54 @@
-"""Per-visitor rate limits for the writes a visitor makes (ratings, attempts), kept in this process.
+"""Per-visitor rate limits for the writes a visitor makes (ratings, attempts), counted in the bank.
 
-A sliding window per key: at most `limit` events in `window_s` seconds. A refusal says what the limit is
-and when to try again. The table of keys is pruned so a flood of fresh ids cannot grow it without bound.
+A sliding window per visitor: at most `limit` writes in `window_s` seconds. The count comes from the ratings
+and attempts tables themselves (`repository.recent_activity`), so every replica sharing the bank enforces one
+limit and a restart forgets nothing. A rating that updates an earlier one counts from its update. Writes that
+race past the check at the very same moment can overshoot the limit by the number of concurrent requests.
+A refusal says what the limit is and when to try again.
 """
 from __future__ import annotations
 
-import threading
-import time
-from collections import deque
 from collections.abc import Callable
+from datetime import datetime
+from typing import Any
 
 RATINGS_PER_MINUTE = 60
 ATTEMPTS_PER_MINUTE = 60
-MAX_KEYS = 100_000  # past this many tracked visitors, idle ones are dropped
 
 
 class RateLimited(ValueError):
     """Too many writes from one visitor; the message says the limit and when to try again."""
 
 
-class SlidingWindowLimiter:
-    def __init__(self, what: str, limit: int, window_s: float = 60.0, clock: Callable[[], float] = time.monotonic):
+def _utc_now() -> datetime:
+    from puzzles.bank.models import utc_now
+
+    return utc_now()
+
+
+class BankLimiter:
+    """At most `limit` writes of kind `what` ("ratings" or "attempts") per visitor in `window_s` seconds."""
+
+    def __init__(self, what: str, limit: int, window_s: float = 60.0, clock: Callable[[], datetime] = _utc_now):
         self.what = what
         self.limit = limit
         self.window_s = window_s
         self._clock = clock
-        self._events: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
 
-    def check(self, key: str) -> None:
-        """Count one event for `key`, or raise RateLimited when the window is already full."""
+    def check(self, bank: Any, visitor: str) -> None:
+        """Raise RateLimited when `visitor` already made `limit` writes in the window; the write itself counts
+        once it is stored."""
+        from puzzles.bank.repository import recent_activity
+
         now = self._clock()
-        with self._lock:
-            events = self._events.setdefault(key, deque())
-            while events and events[0] <= now - self.window_s:
-                events.popleft()
-            if len(events) >= self.limit:
-                wait = max(1, int(events[0] + self.window_s - now + 0.999))
-                raise RateLimited(f"too many {self.what}: at most {self.limit} per {self.window_s:g} s "
-                                  f"for one visitor; try again in {wait} s")
-            events.append(now)
-            if len(self._events) > MAX_KEYS:
-                self._prune(now)
-
-    def _prune(self, now: float) -> None:
-        idle = [key for key, events in self._events.items() if not events or events[-1] <= now - self.window_s]
-        for key in idle:
-            del self._events[key]
-
-    def reset(self) -> None:
-        with self._lock:
-            self._events.clear()
+        activity = recent_activity(bank, visitor, self.what, self.window_s, now=now)
+        if activity.count < self.limit:
+            return
+        age = (now - (activity.oldest or now)).total_seconds()
+        wait = max(1, int(self.window_s - age + 0.999))
+        raise RateLimited(f"too many {self.what}: at most {self.limit} per {self.window_s:g} s "
+                          f"for one visitor; try again in {wait} s")
 
 
-ratings = SlidingWindowLimiter("ratings", RATINGS_PER_MINUTE)
-attempts = SlidingWindowLimiter("attempts", ATTEMPTS_PER_MINUTE)
+ratings = BankLimiter("ratings", RATINGS_PER_MINUTE)
+attempts = BankLimiter("attempts", ATTEMPTS_PER_MINUTE)

@@ -15,10 +15,12 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from app import keys
 from puzzles.images import png_bytes, to_rgb_array
 
 log = logging.getLogger(__name__)
@@ -288,14 +290,31 @@ def what_the_model_sees(bundle: Any, images: Sequence[np.ndarray]) -> list[tuple
 
 
 # Visitor ids are issued by the server and signed, so a caller cannot pick an id (to write as someone else, or
-# to dodge the per-visitor rate limits with made-up ids). Replicas share the key through GELATO_VISITOR_SECRET.
-_VISITOR_KEY = os.environ.get("GELATO_VISITOR_SECRET", "").encode() or secrets.token_bytes(32)
+# to dodge the per-visitor rate limits with made-up ids). The key is $GELATO_VISITOR_SECRET or the file
+# `visitor_secret` in the data dir (app.keys), so ids stay valid across restarts and on every replica.
+VISITOR_SECRET_ENV = "GELATO_VISITOR_SECRET"
+VISITOR_SECRET_FILE = "visitor_secret"
 _VISITOR_RANDOM_HEX = 32
 _VISITOR_SIGNATURE_HEX = 16
+_visitor_key: bytes | None = None
+
+
+def install_visitor_key(data_dir: Path, environ: Mapping[str, str] | None = None) -> None:
+    """Sign visitor ids with $GELATO_VISITOR_SECRET, else <data_dir>/visitor_secret (created when missing)."""
+    global _visitor_key
+    _visitor_key = keys.load_secret(data_dir, VISITOR_SECRET_ENV, VISITOR_SECRET_FILE, environ)
+
+
+def _current_visitor_key() -> bytes:
+    global _visitor_key
+    if _visitor_key is None:  # no server installed one (a script, a test): the environment, else this process's own
+        _visitor_key = os.environ.get(VISITOR_SECRET_ENV, "").encode() or secrets.token_bytes(32)
+    return _visitor_key
 
 
 def _visitor_signature(random_part: str) -> str:
-    return hmac.new(_VISITOR_KEY, random_part.encode(), hashlib.sha256).hexdigest()[:_VISITOR_SIGNATURE_HEX]
+    digest = hmac.new(_current_visitor_key(), random_part.encode(), hashlib.sha256).hexdigest()
+    return digest[:_VISITOR_SIGNATURE_HEX]
 
 
 def new_visitor_id() -> str:
@@ -435,8 +454,6 @@ def answer_index_of(bank: Any, puzzle_id: str | None) -> int | None:
 
 def save_png(directory: Any, image: np.ndarray) -> str:
     """Write an image once under `directory`, named by its content hash; returns the path."""
-    from pathlib import Path
-
     data = png_bytes(image)
     path = Path(directory) / f"{hashlib.sha256(data).hexdigest()}.png"
     if not path.exists():
@@ -447,8 +464,6 @@ def save_png(directory: Any, image: np.ndarray) -> str:
 
 def save_run(temp_dir: Any, prompt: Sequence[np.ndarray], result: SolveResult, puzzle_id: str | None) -> dict[str, Any]:
     """What a later rating needs about a solve, as file paths and plain values (kept in gr.State)."""
-    from pathlib import Path
-
     directory = Path(temp_dir) / "runs"
     return {
         "prompt": [save_png(directory, image) for image in prompt],
@@ -475,7 +490,7 @@ def rate_sample(
                          f"(0 to {len(samples) - 1})")
     from app import limits
 
-    limits.ratings.check(visitor_id)
+    limits.ratings.check(bank, visitor_id)
     output = as_image(samples[sample])
     puzzle_id = run.get("puzzle_id") or None
     prompt = None if puzzle_id else [as_image(path) for path in run["prompt"]]
@@ -638,7 +653,7 @@ def record_attempt(bank: Any, visitor_id: str, puzzle_id: str, choice: int | Non
     from app import limits
     from puzzles.bank import repository
 
-    limits.attempts.check(visitor_id)
+    limits.attempts.check(bank, visitor_id)
     try:
         with bank_write("your answer"):
             return repository.add_attempt(bank, puzzle_id, visitor_id, choice, seconds=seconds)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,8 @@ DELETE_CACHE = (3600, 86400)  # every hour, delete cached files older than a day
 QUEUE_MAX_SIZE = 64  # waiting requests before new ones are refused
 DEFAULT_CONCURRENCY = 4  # non-model events (bank reads, ratings) that may run at once
 VISITOR_KEY = "gelato_visitor"
+SEED_ATTEMPTS = 3  # the first try and two re-checks after a race with another replica
+SEED_RETRY_DELAY_S = 1.0
 
 
 def prepare_environment(settings: AppSettings) -> None:
@@ -65,8 +68,10 @@ def open_services(
     bundle_note: str | None = None,
 ) -> Services:
     """Open (or take) the bank, start seeding it from the starter pack, and make it the app's services."""
+    from app.logic import install_visitor_key
     from puzzles.bank import connect
 
+    install_visitor_key(settings.data_dir)
     if bank is None:
         bank = connect(settings.database_url, settings.data_dir)
     if seed:
@@ -76,13 +81,27 @@ def open_services(
     return install(Services(settings, bank, bundle, bundle_note))
 
 
-def seed_starter_pack(bank: Any) -> None:
-    from puzzles.bank.seed import seed_bank
+def seed_starter_pack(bank: Any, pack_path: Path | None = None) -> None:
+    """Import the starter pack (idempotent). Replicas starting together race to seed one bank: the loser's
+    insert collides with the winner's rows (PostgreSQL), or waits on the winner's write lock past the busy
+    timeout (SQLite). Once the winner's transaction is over, a second try finds every puzzle there."""
+    from sqlalchemy.exc import IntegrityError, OperationalError
 
-    try:
-        seed_bank(bank)
-    except (FileNotFoundError, ValueError) as error:
-        log.warning("bank not seeded: %s", error)
+    from puzzles.bank.seed import DEFAULT_STARTER, seed_bank
+
+    for attempt in range(1, SEED_ATTEMPTS + 1):
+        try:
+            seed_bank(bank, pack_path or DEFAULT_STARTER)
+            return
+        except (FileNotFoundError, ValueError) as error:
+            log.warning("bank not seeded: %s", error)
+            return
+        except (IntegrityError, OperationalError) as error:
+            if attempt == SEED_ATTEMPTS:
+                log.error("bank not seeded: %s", error)
+                return
+            log.info("seeding raced with another process (%s); checking again", type(error).__name__)
+            time.sleep(SEED_RETRY_DELAY_S)
 
 
 def head_html() -> str:

@@ -144,14 +144,14 @@ def _framed(image: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
 
 
 def write_card(bundle: Path, report: dict[str, Any], spec: str, n: int, lvm_log: Path, tokenizer_log: Path | None,
-               recipe: str, eval_command: str, notes: str = "") -> Path:
+               recipe: str, eval_command: str, notes: str = "", curve: Path | None = None) -> Path:
     manifest_path = bundle / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     metrics = headline_metrics(report)
     manifest["metrics"] = metrics
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     records = read_log(lvm_log)
-    points = plot_learning_curve(records, bundle / "learning_curve.png")
+    points = plot_learning_curve(read_log(curve) if curve else records, bundle / "learning_curve.png")
     _copy_curve(lvm_log.parent / "loss_curve.png", bundle / "training_curve.png")
     strips = {family: failure_strip(report, spec, n, manifest["image_size"], family, bundle / f"failures_{family}.png")
               for family in metrics["families"]}
@@ -245,13 +245,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tokenizer-log", type=Path)
     parser.add_argument("--recipe", type=Path, required=True, help="script holding the commands that made the bundle")
     parser.add_argument("--notes", type=Path, help="markdown inserted under the title")
+    parser.add_argument("--curve", type=Path, help="learning-curve records from engine.learning_curve "
+                        "(default: the evaluation records of the LVM log)")
     args = parser.parse_args(argv)
     report = json.loads(args.eval.read_text())
     command = (f"python -m engine.evaluate --bundle {args.bundle} --puzzles {args.puzzles} --n {args.n} "
                f"--json {args.eval.name}")
     notes = args.notes.read_text() if args.notes else ""
     path = write_card(args.bundle, report, args.puzzles, args.n, args.lvm_log, args.tokenizer_log,
-                      args.recipe.read_text(), command, notes)
+                      args.recipe.read_text(), command, notes, args.curve)
     logger.info("wrote %s", path)
 
 

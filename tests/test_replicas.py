@@ -12,11 +12,6 @@ without one gets a fresh one back), as they do for a browser.
 """
 from __future__ import annotations
 
-import os
-import re
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -28,84 +23,28 @@ from typing import Any
 
 import httpx
 import pytest
-from gradio_client import Client, handle_file
+from gradio_client import Client
 from sqlalchemy import select
 
-from app import logic
 from app.curate import auth
 from puzzles.bank import accounts, connect, repository
 from puzzles.bank.db import read_session
 from puzzles.bank.models import PuzzleRow
-from puzzles.generators import generate
-from puzzles.images import png_bytes
-from tests.conftest import _free_port
+from tests.apps import (
+    START_TIMEOUT_S,
+    analogy_files,
+    rate,
+    solve,
+    start_app,
+    stop_apps,
+    submit,
+    wait_until_healthy,
+)
 
-REPO = Path(__file__).resolve().parents[1]
 CURATOR, PASSWORD = "replica-curator", "a long enough password"
-START_TIMEOUT_S = 120
 CLIENTS_PER_REPLICA = 2
 RATINGS_PER_CLIENT = 4  # each by a fresh visitor: one new row each
 SUBMITS_PER_CLIENT = 2  # each a different prompt: one new pending puzzle each
-SOLVE_SEED = 5
-
-
-@dataclass
-class Replica:
-    name: str
-    url: str
-    process: subprocess.Popen
-    log_path: Path
-
-    def log_tail(self) -> str:
-        return self.log_path.read_text(errors="replace")[-3000:]
-
-
-def start_replica(name: str, database_url: str, data_dir: Path, bundle: Path) -> Replica:
-    port = _free_port()
-    env = {key: value for key, value in os.environ.items() if key != "DATABASE_URL" and not key.startswith("GELATO_")}
-    # one key for each kind of signed id on every replica, so what one issues the others accept
-    env.update(GELATO_CURATOR_SECRET="c" * 64, GELATO_VISITOR_SECRET="v" * 64, OMP_NUM_THREADS="1",
-               GRADIO_ANALYTICS_ENABLED="False")
-    log_path = data_dir.parent / f"{name}.log"
-    command = [sys.executable, "-m", "app", "--port", str(port), "--database-url", database_url,
-               "--data-dir", str(data_dir), "--bundle", str(bundle)]
-    with log_path.open("w") as log_file:
-        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-    return Replica(name, f"http://127.0.0.1:{port}", process, log_path)
-
-
-def wait_until_healthy(replica: Replica, deadline: float) -> dict[str, Any]:
-    """Poll /healthz until it says 200; its body. Fails with the replica's log when it exits or never gets there."""
-    last = "no answer"
-    while time.monotonic() < deadline:
-        if replica.process.poll() is not None:
-            raise AssertionError(f"replica {replica.name} exited with {replica.process.returncode}:\n"
-                                 f"{replica.log_tail()}")
-        try:
-            response = httpx.get(f"{replica.url}/healthz", timeout=10)
-            if response.status_code == 200:
-                return response.json()
-            last = f"{response.status_code} {response.text[:300]}"
-        except httpx.HTTPError as error:
-            last = repr(error)
-        time.sleep(0.5)
-    raise AssertionError(f"replica {replica.name} not healthy in {START_TIMEOUT_S} s ({last}):\n{replica.log_tail()}")
-
-
-def stop_replicas(replicas: list[Replica], grace_s: float = 5.0) -> None:
-    """SIGTERM to all, then SIGKILL to the process group of any still running after `grace_s`
-    (uvicorn's graceful shutdown waits for open client connections)."""
-    for replica in replicas:
-        if replica.process.poll() is None:
-            replica.process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    for replica in replicas:
-        try:
-            replica.process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            os.killpg(replica.process.pid, signal.SIGKILL)
-            replica.process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -117,60 +56,18 @@ def replicas(postgres_databases: Any, tiny_bundle_dir: Path,
     bank = connect(database_url)
     accounts.add_curator(bank, CURATOR, PASSWORD)
     began = time.monotonic()
-    started = [start_replica(name, database_url, root / name, tiny_bundle_dir) for name in ("a", "b")]
+    started = [start_app(name, root / name, tiny_bundle_dir, database_url) for name in ("a", "b")]
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
         health = {replica.name: wait_until_healthy(replica, deadline) for replica in started}
         yield {"a": started[0], "b": started[1], "bank": bank, "health": health,
                "started_s": time.monotonic() - began}
     finally:
-        stop_replicas(started)
+        stop_apps(started)
         bank.close()
 
 
-# --- driving the playground API -----------------------------------------------------------------------------
-
-def write_png(image: Any, path: Path) -> str:
-    path.write_bytes(png_bytes(image))
-    return str(path)
-
-
-def analogy_files(seed: int, folder: Path) -> list[str]:
-    """A one-pair analogy prompt (A1, A1', B) as PNG files, small enough for the tiny bundle."""
-    puzzle = generate("analogy", seed, size=32)
-    folder.mkdir(parents=True, exist_ok=True)
-    return [write_png(image, folder / f"{seed}-{index}.png") for index, image in enumerate(puzzle.panels[-3:])]
-
-
-def slot_args(panels: list[str]) -> list[Any]:
-    values: list[Any] = [None] * len(logic.ALL_SLOTS)
-    for name, path in zip(("slot-a1", "slot-a1p", "slot-b"), panels, strict=True):
-        values[logic.ALL_SLOTS.index(name)] = handle_file(path)
-    return values
-
-
-def solve(client: Client, panels: list[str]) -> list[bytes]:
-    """/solve with two samples; the sample images' bytes (the session keeps the run for /rate)."""
-    samples, *_ = client.predict("analogy", "1", *slot_args(panels), [], 2, 1.0, 0, 1.0, SOLVE_SEED,
-                                 api_name="/solve")
-    return [Path(item["image"]).read_bytes() for item in samples]
-
-
-def rate(client: Client, visitor: str | None, sample: int) -> tuple[int, str]:
-    """(rating id, visitor id): None as the visitor gets a fresh id from the replica."""
-    status, returned = client.predict(visitor, sample, "up", False, api_name="/rate")
-    match = re.search(r"\(rating (\d+)\)", status)
-    assert match, f"no rating id in {status!r}"
-    assert visitor is None or returned == visitor, "the replica replaced a visitor id it should accept"
-    return int(match.group(1)), returned
-
-
-def submit(client: Client, visitor: str | None, panels: list[str], title: str) -> tuple[str, str]:
-    """(puzzle id, visitor id) of a pending submission."""
-    status, returned = client.predict(visitor, "analogy", "1", *slot_args(panels), None, handle_file(panels[0]),
-                                      title, api_name="/submit")
-    return status.split("`")[1], returned
-
+# --- workloads -----------------------------------------------------------------------------------------------
 
 @dataclass
 class Acknowledged:

@@ -16,8 +16,6 @@ import hashlib
 import hmac
 import html
 import logging
-import os
-import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,8 @@ from typing import Any
 
 from fastapi import Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
+
+from app import keys
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ SECRET_ENV = "GELATO_CURATOR_SECRET"
 SECRET_FILE = "curator_secret"
 LOGIN_PATH = "/curate-login"
 LOGOUT_PATH = "/curate-logout"
-MIN_SECRET_LENGTH = 32
+MIN_SECRET_LENGTH = keys.MIN_SECRET_LENGTH
 
 
 class CuratorRequired(PermissionError):
@@ -68,23 +68,7 @@ def context() -> CurateContext:
 
 def load_secret(data_dir: Path, environ: dict[str, str] | None = None) -> bytes:
     """The session key: $GELATO_CURATOR_SECRET, else <data_dir>/curator_secret (created 0600 when missing)."""
-    environ = dict(os.environ) if environ is None else environ
-    if environ.get(SECRET_ENV):
-        secret = environ[SECRET_ENV].encode()
-        if len(secret) < MIN_SECRET_LENGTH:
-            raise ValueError(f"{SECRET_ENV} must be at least {MIN_SECRET_LENGTH} characters")
-        return secret
-    path = Path(data_dir) / SECRET_FILE
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(secrets.token_hex(32))
-        log.info("created the curator session secret at %s", path)
-    secret = path.read_text(encoding="ascii").strip().encode()
-    if len(secret) < MIN_SECRET_LENGTH:
-        raise ValueError(f"{path} holds a secret shorter than {MIN_SECRET_LENGTH} characters; delete it to renew")
-    return secret
+    return keys.load_secret(data_dir, SECRET_ENV, SECRET_FILE, environ)
 
 
 def _sign(secret: bytes, payload: str) -> str:

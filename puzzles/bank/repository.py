@@ -13,7 +13,7 @@ import random
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +94,8 @@ __all__ = [
     "add_rating",
     "list_ratings",
     "add_attempt",
+    "Activity",
+    "recent_activity",
     "record_model_result",
     "puzzle_stats",
     "bank_stats",
@@ -423,6 +425,38 @@ def add_attempt(
             Attempt(puzzle_id=puzzle_id, visitor_id=visitor, choice=choice, correct=bool(correct), seconds=seconds)
         )
     return bool(correct)
+
+
+@dataclass(frozen=True)
+class Activity:
+    """A visitor's writes of one kind in a recent window: how many, and when the earliest of them was."""
+
+    count: int
+    oldest: datetime | None
+
+
+# What a visitor writes, and the time that dates each write: a rating updated later counts from its update.
+_ACTIVITY_TIMES = {
+    "ratings": (Rating.visitor_id, Rating.updated_at),
+    "attempts": (Attempt.visitor_id, Attempt.created_at),
+}
+
+
+def recent_activity(bank: Bank, visitor: str, what: str, seconds: float, now: datetime | None = None) -> Activity:
+    """The visitor's ratings or attempts (`what`) made or updated in the `seconds` before `now` (default: now).
+
+    Counted from the tables themselves, so every process sharing the bank sees the same figure.
+    """
+    if what not in _ACTIVITY_TIMES:
+        raise ValueError(f"unknown activity {what!r}; choose from {', '.join(_ACTIVITY_TIMES)}")
+    if seconds <= 0:
+        raise ValueError(f"the window must be positive, got {seconds} s")
+    visitor_column, time_column = _ACTIVITY_TIMES[what]
+    since = (now or utc_now()) - timedelta(seconds=seconds)
+    query = select(func.count(), func.min(time_column)).where(visitor_column == visitor, time_column > since)
+    with read_session(bank) as session:
+        count, oldest = session.execute(query).one()
+    return Activity(int(count), oldest)
 
 
 def record_model_result(

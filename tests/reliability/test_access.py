@@ -3,6 +3,7 @@ signed visitor ids, the file route serves only what the app made, and /healthz."
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ from app.health import health_report
 from app.services import Services
 from app.settings import resolve
 from puzzles.bank import connect, repository
+from puzzles.bank.models import utc_now
+from puzzles.generators import generate
 from puzzles.images import png_bytes
 
 # Every named endpoint of the public playground; none of them changes curator-owned data (puzzle status,
@@ -91,15 +94,21 @@ def test_attempts_are_rate_limited_per_visitor(client: Client, playground: dict[
         client.predict(visitor, puzzle_id, logic.GAVE_UP, api_name="/attempt")
 
 
-def test_the_limiter_window_slides() -> None:
-    now = [0.0]
-    limiter = limits.SlidingWindowLimiter("ratings", 2, 60, clock=lambda: now[0])
-    limiter.check("a")
-    limiter.check("a")
+@pytest.mark.parametrize("make_bank", ["sqlite"], indirect=True)
+def test_the_limiter_window_slides(make_bank: Any, tmp_path: Path) -> None:
+    bank = make_bank(tmp_path)
+    puzzle_id = repository.add_puzzle(bank, generate("matrix", 0, size=32), status="published")
+    now = [utc_now()]
+    limiter = limits.BankLimiter("attempts", 2, 60, clock=lambda: now[0])
+    for _ in range(2):
+        limiter.check(bank, "a")
+        repository.add_attempt(bank, puzzle_id, "a", None)
+    now[0] = utc_now()
     with pytest.raises(limits.RateLimited, match="try again in 60 s"):
-        limiter.check("a")
-    now[0] = 60.5
-    limiter.check("a")
+        limiter.check(bank, "a")
+    limiter.check(bank, "b")  # another visitor is not held back
+    now[0] += timedelta(seconds=60.5)
+    limiter.check(bank, "a")
 
 
 def test_a_visitor_cannot_rate_under_an_id_the_server_did_not_issue(client: Client, playground: dict[str, Any],

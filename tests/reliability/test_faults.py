@@ -1,4 +1,5 @@
-"""Faults: kill -9 during writes, a corrupt or missing bundle file, a read-only database."""
+"""Faults: kill -9 of the app during writes and of a bulk import, a corrupt or missing bundle file, a read-only
+database."""
 from __future__ import annotations
 
 import os
@@ -7,45 +8,23 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from gradio_client import Client
 
 from app import logic
 from app.health import StartupError, choose_bundle
 from puzzles.bank import connect, repository
+from tests.apps import START_TIMEOUT_S, analogy_files, rate, solve, start_app, stop_apps, wait_until_healthy
 from tests.reliability import figures
 
 ROOT = Path(__file__).resolve().parents[2]
-
-# A child that writes ratings one by one and prints each id once it is committed (its acknowledgement).
-RATING_WRITER = """
-import sys, numpy as np
-from puzzles.bank import connect, repository
-bank = connect(sys.argv[1])
-for n in range(100000):
-    output = np.full((4, 4, 3), n % 256, np.uint8); output[0, 0] = (n // 256) % 256
-    rating = repository.add_rating(bank, visitor="v" * 8, output=output, score=1, prompt=[output])
-    print(rating, flush=True)
-"""
-
-# A child that imports a large pack again and again into fresh banks is not needed: one import is the
-# transaction under test; the parent kills it while it runs.
-PACK_IMPORTER = """
-import sys
-from puzzles.bank import connect, repository
-bank = connect(sys.argv[1])
-print("start", flush=True)
-report = repository.import_pack(bank, sys.argv[2])
-print("done", report.imported, len(report.new), flush=True)
-"""
-
-
-def _child(code: str, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=ROOT, stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+KILL_AFTER_RATINGS = 12  # acknowledged ratings before the app is killed (more are in flight when it dies)
+IMPORT_SIZE = 120  # puzzles in the bulk import: a write transaction of about a second here
 
 
 def _integrity(path: Path) -> str:
@@ -53,53 +32,135 @@ def _integrity(path: Path) -> str:
         return connection.execute("PRAGMA integrity_check").fetchone()[0]
 
 
-def test_kill_9_during_a_stream_of_ratings_loses_no_acknowledged_one(tmp_path: Path) -> None:
-    database = tmp_path / "gelato.db"
-    connect(f"sqlite:///{database}").close()  # migrated before the child starts
-    child = _child(RATING_WRITER, f"sqlite:///{database}")
-    acknowledged = []
-    assert child.stdout is not None
-    while len(acknowledged) < 150:
-        line = child.stdout.readline()
-        assert line, "the writer stopped early"
-        acknowledged.append(int(line))
-    os.kill(child.pid, signal.SIGKILL)
-    child.wait()
-    acknowledged += [int(line) for line in child.stdout.read().split()]  # printed before the kill landed
-    assert _integrity(database) == "ok"
+def _wait_for_seeding(database: Path, deadline: float) -> None:
+    """The app seeds the starter pack in one transaction at start; rate once it is in, not against its lock."""
     bank = connect(f"sqlite:///{database}")
     try:
-        stored = {row["id"] for row in repository.list_ratings(bank, limit=10**6)}
+        while not repository.bank_stats(bank)["puzzles"]["published"]:
+            assert time.monotonic() < deadline, "the starter pack was never seeded"
+            time.sleep(0.5)
     finally:
         bank.close()
-    lost = set(acknowledged) - stored
-    figures.add(acknowledged_writes=len(acknowledged), lost_writes=len(lost))
-    assert not lost
+
+
+class RatingStream(threading.Thread):
+    """Rates the last solve's samples, one fresh visitor after another, until the app stops answering."""
+
+    def __init__(self, client: Client) -> None:
+        super().__init__(daemon=True)
+        self.client = client
+        self.acknowledged: dict[int, str] = {}  # rating id -> visitor
+        self.stopped_by: Exception | None = None
+
+    def run(self) -> None:
+        try:
+            while True:
+                rating_id, visitor = rate(self.client, None, len(self.acknowledged) % 2)
+                self.acknowledged[rating_id] = visitor
+        except Exception as error:  # noqa: BLE001 - the kill ends the stream
+            self.stopped_by = error
+
+
+def test_kill_9_of_the_app_during_a_stream_of_ratings_loses_no_acknowledged_one(tiny_bundle_dir: Path,
+                                                                               tmp_path: Path) -> None:
+    data_dir, database = tmp_path / "data", tmp_path / "data" / "gelato.db"
+    apps = [start_app("first", data_dir, tiny_bundle_dir, shared_secrets=False)]  # keys: files in the data dir
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        wait_until_healthy(apps[0], deadline)
+        _wait_for_seeding(database, deadline)
+        client = Client(apps[0].url, verbose=False)
+        prompt = analogy_files(0, tmp_path / "prompt")
+        solve(client, prompt)
+        stream = RatingStream(client)
+        stream.start()
+        while len(stream.acknowledged) < KILL_AFTER_RATINGS:
+            assert stream.is_alive() and time.monotonic() < deadline, f"the stream stopped: {stream.stopped_by!r}"
+            time.sleep(0.02)
+        os.kill(apps[0].process.pid, signal.SIGKILL)
+        apps[0].process.wait()
+        stream.join(timeout=30)
+        assert not stream.is_alive(), "the stream did not notice the app was gone"
+        acknowledged = dict(stream.acknowledged)
+
+        apps.append(start_app("restarted", data_dir, tiny_bundle_dir, shared_secrets=False))
+        wait_until_healthy(apps[1], time.monotonic() + START_TIMEOUT_S)
+        assert _integrity(database) == "ok"
+        bank = connect(f"sqlite:///{database}")
+        try:
+            stored = {row["id"]: row["visitor_id"] for row in repository.list_ratings(bank, limit=10**6)}
+        finally:
+            bank.close()
+        lost = {rating: visitor for rating, visitor in acknowledged.items() if stored.get(rating) != visitor}
+        figures.add(acknowledged_writes=len(acknowledged), lost_writes=len(lost))
+        assert not lost
+        # ids issued before the kill are still good: the key lives in the data dir, not in the process
+        restarted = Client(apps[1].url, verbose=False)
+        solve(restarted, prompt)
+        visitor = next(iter(acknowledged.values()))
+        assert rate(restarted, visitor, 0)[1] == visitor
+    finally:
+        stop_apps(apps)
+
+
+def _write_locked(database: Path) -> bool:
+    """Whether another connection holds the database's write lock right now."""
+    connection = sqlite3.connect(database, timeout=0, isolation_level=None)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute("ROLLBACK")
+        return False
+    except sqlite3.OperationalError:
+        return True
+    finally:
+        connection.close()
+
+
+def _import_command(database: Path, pack: Path) -> list[str]:
+    return [sys.executable, "-m", "puzzles", "import", "--database-url", f"sqlite:///{database}", str(pack)]
+
+
+def _kill_when_writing(process: subprocess.Popen[bytes], database: Path, delay: float) -> bool:
+    """SIGKILL `delay` s after the import is seen holding the write lock (twice in a row, so the moment
+    the start-up migration check takes it does not count); whether that happened before it exited."""
+    seen = 0
+    while process.poll() is None and seen < 2:
+        seen = seen + 1 if _write_locked(database) else 0
+        time.sleep(0.03)
+    time.sleep(delay)
+    caught = seen == 2 and process.poll() is None
+    process.kill()
+    process.wait()
+    return caught
+
+
+def _puzzle_count(database: Path) -> int:
+    bank = connect(f"sqlite:///{database}")
+    try:
+        return sum(repository.bank_stats(bank)["puzzles"].values())
+    finally:
+        bank.close()
 
 
 def test_kill_9_during_a_bulk_import_leaves_all_or_nothing(tmp_path: Path) -> None:
     from puzzles.generators import generate
     from puzzles.pack import write_pack
 
-    pack = write_pack([generate("matrix", seed, size=32) for seed in range(60)], tmp_path / "big.zip")
-    outcomes = set()
-    for delay in (0.3, 0.8, 1.6):
+    pack = write_pack([generate("matrix", seed, size=32) for seed in range(IMPORT_SIZE)], tmp_path / "big.zip")
+    outcomes, caught = set(), 0
+    for delay in (0.0, 0.2):
         database = tmp_path / f"bank-{delay}.db"
         connect(f"sqlite:///{database}").close()
-        child = _child(PACK_IMPORTER, f"sqlite:///{database}", str(pack))
-        assert child.stdout is not None and child.stdout.readline().startswith("start")
-        time.sleep(delay)
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait()
+        process = subprocess.Popen(_import_command(database, pack), cwd=ROOT, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        caught += _kill_when_writing(process, database, delay)
         assert _integrity(database) == "ok"
-        bank = connect(f"sqlite:///{database}")
-        try:
-            count = sum(repository.bank_stats(bank)["puzzles"].values())
-        finally:
-            bank.close()
-        assert count in (0, 60), f"a killed import left {count} of 60 puzzles"
+        count = _puzzle_count(database)
+        assert count in (0, IMPORT_SIZE), f"a killed import left {count} of {IMPORT_SIZE} puzzles"
         outcomes.add(count)
-    assert 0 in outcomes, "the import was never caught mid-way; nothing was tested"
+    assert caught and 0 in outcomes, "the import was never caught mid-way; nothing was tested"
+    subprocess.run(_import_command(database, pack), cwd=ROOT, check=True, capture_output=True, timeout=120)
+    assert _puzzle_count(database) == IMPORT_SIZE  # the bank a killed import left takes the whole pack
 
 
 def _copy_bundle(source: Path, target: Path) -> Path:
