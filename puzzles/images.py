@@ -15,7 +15,8 @@ from PIL import Image, ImageOps
 def png_bytes(image: np.ndarray) -> bytes:
     """Canonical PNG encoding (fixed settings so equal pixels give equal bytes and hashes)."""
     buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(buffer, format="PNG", optimize=False, compress_level=6)
+    pixels = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))
+    pixels.save(buffer, format="PNG", optimize=False, compress_level=6)
     return buffer.getvalue()
 
 
@@ -46,4 +47,6 @@ def to_square(image: np.ndarray, size: int) -> np.ndarray:
         image = canvas
     if image.shape[0] == size:
         return image
-    return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BICUBIC if image.shape[0] < size else Image.Resampling.BOX))
+    # enlarging: bicubic; shrinking: box filter (an area average, no ringing on hard shape edges)
+    resample = Image.Resampling.BICUBIC if image.shape[0] < size else Image.Resampling.BOX
+    return np.asarray(Image.fromarray(image).resize((size, size), resample))
