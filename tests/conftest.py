@@ -122,11 +122,6 @@ def playground(tmp_path_factory: pytest.TempPathFactory, tiny_bundle_dir: Path) 
 
     Yields {"url", "bank", "puzzle_ids", "data_dir"}; the bank holds three one-pair analogies and three matrices.
     """
-    import threading
-    import time
-
-    import uvicorn
-
     from app.server import create_app
     from app.settings import resolve
 
@@ -136,18 +131,29 @@ def playground(tmp_path_factory: pytest.TempPathFactory, tiny_bundle_dir: Path) 
     bank = connect(f"sqlite:///{data_dir / 'gelato.db'}")
     puzzle_ids = _fill_playground_bank(bank)
     app = create_app(settings, bank=bank, seed=False)
+    server = serve_in_thread(app, port)
+    yield {"url": f"http://127.0.0.1:{port}/", "bank": bank, "puzzle_ids": puzzle_ids, "data_dir": data_dir}
+    server.should_exit = True
+    bank.close()
+
+
+def serve_in_thread(app: Any, port: int, timeout_s: float = 30) -> Any:
+    """Serve an ASGI app on loopback from a daemon thread; returns the uvicorn server once it accepts requests
+    (set `should_exit` to stop it)."""
+    import threading
+    import time
+
+    import uvicorn
+
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + timeout_s
     while not server.started:
         if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the playground did not start within 30 s")
+            raise RuntimeError(f"the server on port {port} did not start within {timeout_s:.0f} s")
         time.sleep(0.05)
-    yield {"url": f"http://127.0.0.1:{port}/", "bank": bank, "puzzle_ids": puzzle_ids, "data_dir": data_dir}
-    server.should_exit = True
-    thread.join(timeout=10)
-    bank.close()
+    return server
 
 
 @pytest.fixture(autouse=True)
@@ -156,3 +162,31 @@ def _keep_gradio_temp_dir(monkeypatch: pytest.MonkeyPatch) -> None:
     move the shared playground's upload folder away from under it."""
     if "GRADIO_TEMP_DIR" in os.environ:  # absent: the first app is being made now and its setting must stay
         monkeypatch.setenv("GRADIO_TEMP_DIR", os.environ["GRADIO_TEMP_DIR"])
+
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's package (tests/run.sh installs it); Playwright cannot download browsers here
+CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+BROWSER_TIMEOUT_MS = 30_000  # a loaded 2-core CI machine is slower than Playwright's 5 s default
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    from playwright.sync_api import expect
+
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(BROWSER_TIMEOUT_MS)
+    expect.set_options(timeout=BROWSER_TIMEOUT_MS)
+    yield page
+    context.close()

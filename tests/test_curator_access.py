@@ -3,8 +3,6 @@ handler itself (the curator Blocks served with no outer check at all). Nothing c
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,29 +20,11 @@ from puzzles.bank import accounts, connect, repository
 from puzzles.bank.db import read_session
 from puzzles.bank.models import AuditEntry, Image, PuzzleRow, Rating
 from puzzles.generators import generate
+from tests.conftest import _free_port as free_port
+from tests.conftest import serve_in_thread
 
 CURATOR, PASSWORD = "ada", "correct horse battery"
 DISABLED, DISABLED_PASSWORD = "bob", "another password"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def run_server(app: Any, port: int) -> Any:
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the server did not start within 30 s")
-        time.sleep(0.05)
-    return server
 
 
 def fill_bank(bank: Any) -> dict[str, str]:
@@ -70,7 +50,7 @@ def serve_full_app(data_dir: Path) -> Iterator[dict[str, Any]]:
     port = free_port()
     settings = resolve({"data_dir": str(data_dir), "port": str(port)}, environ={})
     app = create_app(settings, bank=bank, seed=False)
-    server = run_server(app, port)
+    server = serve_in_thread(app, port)
     yield {"url": f"http://127.0.0.1:{port}", "bank": bank, "ids": ids, "app": app}
     server.should_exit = True
     bank.close()

@@ -62,16 +62,12 @@ def test_a_solve_past_its_time_limit_is_stopped_with_a_message(monkeypatch: pyte
 
 def test_past_the_queue_size_a_visitor_is_told_to_try_again(tmp_path: Path, tiny_bundle_dir: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    import threading
-
-    import uvicorn
-
     from app import server as server_module
     from app import services
     from app.loadtest import fill_bank
     from app.settings import resolve
     from puzzles.bank import connect
-    from tests.conftest import _free_port
+    from tests.conftest import _free_port, serve_in_thread
 
     monkeypatch.setattr(server_module, "QUEUE_MAX_SIZE", 2)
     monkeypatch.setattr(services, "_current", services._current)  # the playground's services come back after
@@ -80,11 +76,8 @@ def test_past_the_queue_size_a_visitor_is_told_to_try_again(tmp_path: Path, tiny
     bank = connect(f"sqlite:///{tmp_path / 'gelato.db'}")
     _, panels = fill_bank(bank)
     app = server_module.create_app(settings, bank=bank, bundle=_SlowBundle(), seed=False)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
+    server = serve_in_thread(app, port)
     try:
-        while not server.started:
-            time.sleep(0.05)
         files = write_prompt_files(panels, tmp_path)
         slots: list[Any] = [None] * len(logic.ALL_SLOTS)
         for name, path in zip(("slot-a1", "slot-a1p", "slot-b"), files, strict=True):
