@@ -171,6 +171,9 @@ def _card_text(manifest: dict[str, Any], metrics: dict[str, Any], report: dict[s
                eval_command: str, notes: str) -> str:
     lvm, tok = manifest["lvm_config"], manifest["tokenizer_config"]
     provenance = manifest.get("provenance", {})
+    lvm_hardware = provenance.get("lvm", {}).get("hardware") or "hardware not recorded"
+    tokenizer_hardware = provenance.get("tokenizer", {}).get("hardware") or "not recorded in its checkpoint"
+
     train = [r for r in records if r.get("kind") == "train"]
     last = train[-1] if train else {}
     families = ("analogy", "sequence", "matrix")
@@ -200,7 +203,7 @@ A puzzle is a visual sentence (BOS, the codes of each panel in order); the answe
 Puzzles streamed fresh from the generators on training seeds (below {1_000_000_000:,}; evaluation uses the
 held-out range from there on). LVM mixture: `{provenance.get('lvm', {}).get('data', '?')}`.
 LVM tokens seen: {last.get('tokens', 0) / 1e6:.1f}M in {last.get('elapsed', 0) / 60:.0f} minutes
-({provenance.get('lvm', {}).get('hardware', '?')}). Tokenizer: {provenance.get('tokenizer', {}).get('hardware', '?')};
+({lvm_hardware}). Tokenizer hardware: {tokenizer_hardware};
 reconstruction PSNR on held-out panels: {tokenizer_psnr or 'see the log'}.
 
 Reproduce:

@@ -22,8 +22,8 @@ python -m engine.train_lvm --tokenizer $RUN/tokenizer_fp16.pt --out $RUN/lvm --m
 python -m engine.export --tokenizer $RUN/tokenizer_fp16.pt --lvm $RUN/lvm/ckpt.pt --out engine/bundles/default \
   --name default --fp16-storage
 python -m engine.evaluate --bundle engine/bundles/default --puzzles matrix:all,analogy,sequence --n 350 --json eval.json
-python -m engine.learning_curve --tokenizer $RUN/tokenizer_fp16.pt --checkpoints $RUN/points/*.pt $RUN/lvm/ckpt.pt \
-  --n 48 --out $RUN/learning_curve.jsonl
+python -m engine.learning_curve --tokenizer $RUN/tokenizer_fp16.pt --checkpoints $(ls $RUN/points/*.pt | sed -n '1p;3p;5p;7p') \
+  $RUN/lvm/ckpt.pt --n 32 --out $RUN/learning_curve.jsonl
 python -m engine.model_card --bundle engine/bundles/default --eval eval.json --n 350 --curve $RUN/learning_curve.jsonl \
   --lvm-log $RUN/lvm/log.jsonl --tokenizer-log $RUN/tokenizer_log.jsonl --recipe engine/recipes/default.sh \
   --notes engine/recipes/default_notes.md

@@ -1,0 +1,50 @@
+"""The shipped bundle: it loads, its card carries the manifest's numbers, and it still solves puzzles it solved
+when it was evaluated (one per family, held-out seeds; a regression check, not a measure of accuracy)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.evaluate import context_panels, load_puzzles
+from engine.model_card import metrics_table
+from engine.runtime import Bundle, default_bundle_dir
+from puzzles.images import to_square
+
+BUNDLE = Path(__file__).resolve().parent.parent / "engine" / "bundles" / "default"
+# (evaluation spec, index in it): puzzles the shipped bundle chose right in its evaluation (runs/default/eval.json)
+SOLVED = {"analogy": ("analogy", 38), "sequence": ("sequence", 13), "matrix": ("matrix:all", 3)}
+
+
+@pytest.fixture(scope="module")
+def bundle() -> Bundle:
+    return Bundle.load(BUNDLE)
+
+
+def test_bundle_is_small_enough_to_ship() -> None:
+    assert sum(path.stat().st_size for path in BUNDLE.iterdir()) <= 30 * 1024 * 1024
+
+
+def test_card_carries_the_manifest_metrics(bundle: Bundle) -> None:
+    card = (BUNDLE / "MODEL_CARD.md").read_text()
+    manifest = json.loads((BUNDLE / "manifest.json").read_text())
+    assert manifest["metrics"]["families"], "the manifest has no evaluation metrics"
+    assert metrics_table(manifest["metrics"]) in card
+    for picture in ("training_curve.png", "learning_curve.png"):
+        assert (BUNDLE / picture).is_file() and picture in card
+
+
+@pytest.mark.parametrize("family", sorted(SOLVED))
+def test_solves_a_puzzle_it_solved_at_evaluation(bundle: Bundle, family: str) -> None:
+    spec, index = SOLVED[family]
+    puzzle = load_puzzles(spec, index + 1, bundle.image_size)[index]
+    candidates = [to_square(candidate, bundle.image_size) for candidate in puzzle.candidates]
+    scores = bundle.score(context_panels(bundle, puzzle), candidates)
+    assert int(np.argmax(scores)) == puzzle.answer_index
+
+
+def test_default_bundle_dir_is_the_shipped_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GELATO_BUNDLE", raising=False)
+    assert default_bundle_dir().resolve() == BUNDLE.resolve()
