@@ -122,8 +122,12 @@ class PuzzleStream(IterableDataset):
             yield from self.samples(puzzle, seed)
 
     def samples(self, puzzle: Puzzle, seed: int) -> Iterator[Any]:
-        yield {"images": sentence_images(puzzle, self.config.max_images, self.config.image_size),
-               "family": puzzle.family, "config": puzzle_config(puzzle), "seed": seed}
+        sample = {"images": sentence_images(puzzle, self.config.max_images, self.config.image_size),
+                  "family": puzzle.family, "config": puzzle_config(puzzle), "seed": seed}
+        if puzzle.candidates and puzzle.answer_index is not None:  # for the multiple-choice loss
+            sample["candidates"] = np.stack([to_square(image, self.config.image_size) for image in puzzle.candidates])
+            sample["answer_index"] = puzzle.answer_index
+        yield sample
 
 
 class ImageStream(PuzzleStream):

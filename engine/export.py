@@ -212,14 +212,22 @@ def export_bundle(
     cfg: TokenizerConfig = tokenizer.tokenizer_config
     check_compatible(cfg, model)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer, model = tokenizer.float().eval(), model.float().eval()
-    export_encoder(tokenizer, out / "encoder.onnx")
-    export_decoder(tokenizer, out / "decoder.onnx")
+    model = model.float().eval()
+    graphs = ["lvm.onnx"]
+    if isinstance(tokenizer, vq.BundleTokenizer):  # the tokenizer graphs of an existing bundle, as they are
+        for graph in ("encoder.onnx", "decoder.onnx"):
+            if (tokenizer.directory / graph).resolve() != (out / graph).resolve():
+                shutil.copyfile(tokenizer.directory / graph, out / graph)
+    else:
+        tokenizer = tokenizer.float().eval()
+        export_encoder(tokenizer, out / "encoder.onnx")
+        export_decoder(tokenizer, out / "decoder.onnx")
+        graphs += ["encoder.onnx", "decoder.onnx"]
     export_lvm(model, out / "lvm.onnx")
     if int8:
         quantize_int8(out / "lvm.onnx")
     if fp16_storage:
-        for graph in ("encoder.onnx", "decoder.onnx", "lvm.onnx"):
+        for graph in graphs:
             before, after = store_weights_fp16(out / graph, lossless_only=graph != "lvm.onnx" or int8)
             log.info("%s: %.1f MB -> %.1f MB with fp16 storage", graph, before / 1e6, after / 1e6)
     manifest = build_manifest(name or out.name, cfg, model, out, int8, tokenizer_provenance or {}, lvm_provenance or {})
@@ -251,17 +259,24 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 def export_from_checkpoints(tokenizer_path: str | Path, lvm_path: str | Path, out: str | Path,
                             name: str | None = None, int8: bool = False, static: bool = False,
                             fp16_storage: bool = False) -> Path:
-    tokenizer_ckpt, lvm_ckpt = load_checkpoint(tokenizer_path), load_checkpoint(lvm_path)
+    if Path(tokenizer_path).is_dir():  # a bundle: reuse its exported tokenizer
+        tokenizer = vq.BundleTokenizer(tokenizer_path)
+        source = tokenizer.bundle.manifest
+        tokenizer_facts = {**source.get("provenance", {}).get("tokenizer", {}), "from_bundle": source["name"]}
+    else:
+        tokenizer_ckpt = load_checkpoint(tokenizer_path)
+        tokenizer, tokenizer_facts = vq.tokenizer_from_checkpoint(tokenizer_ckpt), provenance(tokenizer_ckpt)
+    lvm_ckpt = load_checkpoint(lvm_path)
     return export_bundle(
-        vq.tokenizer_from_checkpoint(tokenizer_ckpt), model_from_checkpoint(lvm_ckpt), out, name=name, int8=int8,
-        tokenizer_provenance=provenance(tokenizer_ckpt), lvm_provenance=provenance(lvm_ckpt), static=static,
-        fp16_storage=fp16_storage,
+        tokenizer, model_from_checkpoint(lvm_ckpt), out, name=name, int8=int8, tokenizer_provenance=tokenizer_facts,
+        lvm_provenance=provenance(lvm_ckpt), static=static, fp16_storage=fp16_storage,
     )
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m engine.export", description=__doc__.splitlines()[0])
-    parser.add_argument("--tokenizer", required=True, help="tokenizer checkpoint (ckpt.pt from engine.train_tokenizer)")
+    parser.add_argument("--tokenizer", required=True,
+                        help="tokenizer checkpoint (ckpt.pt from engine.train_tokenizer), or a bundle to take it from")
     parser.add_argument("--lvm", required=True, help="LVM checkpoint (ckpt.pt from engine.train_lvm)")
     parser.add_argument("--out", required=True, help="bundle directory to write, e.g. engine/bundles/NAME")
     parser.add_argument("--name", default=None, help="bundle name in the manifest (default: the directory name)")

@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from engine.model import model_from_checkpoint
-from engine.tokenizer import load_tokenizer
+from engine.tokenizer import load_frozen_tokenizer
 from engine.train_lvm import evaluate, held_out_items, tokenizer_vocabulary
 
 logger = logging.getLogger("engine.learning_curve")
@@ -24,7 +24,7 @@ logger = logging.getLogger("engine.learning_curve")
 
 def curve(tokenizer_path: Path, checkpoints: list[Path], families: list[str], n: int) -> list[dict]:
     device = torch.device("cpu")
-    tokenizer = load_tokenizer(tokenizer_path)
+    tokenizer = load_frozen_tokenizer(tokenizer_path, device)
     vocab = tokenizer_vocabulary(tokenizer)
     states = sorted((torch.load(path, map_location="cpu", weights_only=False) for path in checkpoints),
                     key=lambda state: state["tokens_seen"])
@@ -43,7 +43,7 @@ def curve(tokenizer_path: Path, checkpoints: list[Path], families: list[str], n:
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tokenizer", type=Path, required=True)
+    parser.add_argument("--tokenizer", type=Path, required=True, help="tokenizer checkpoint or bundle directory")
     parser.add_argument("--checkpoints", type=Path, nargs="+", required=True)
     parser.add_argument("--families", default="analogy,sequence,matrix")
     parser.add_argument("--n", type=int, default=64, help="held-out puzzles per family")

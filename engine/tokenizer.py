@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import VQModel
@@ -175,3 +176,27 @@ def load_tokenizer(path: str | Path, map_location: str | torch.device = "cpu") -
     if not path.is_file():
         raise FileNotFoundError(f"tokenizer checkpoint not found: {path}")
     return tokenizer_from_checkpoint(torch.load(path, map_location=map_location, weights_only=True))
+
+
+class BundleTokenizer:
+    """A model bundle's exported tokenizer (ONNX Runtime), frozen: train a new LVM on the codes of a shipped
+    bundle without its PyTorch checkpoint. It encodes exactly as serving does, because it is the served graph.
+    """
+
+    def __init__(self, directory: str | Path) -> None:
+        from engine.runtime import Bundle  # ONNX Runtime; imported here so plain tokenizer use does not need it
+
+        self.bundle = Bundle.load(directory, providers=["CPUExecutionProvider"])
+        self.directory = self.bundle.directory
+        self.tokenizer_config = TokenizerConfig.from_dict(self.bundle.manifest["tokenizer_config"])
+
+    def encode_uint8(self, images: np.ndarray) -> np.ndarray:
+        """uint8 (N, H, W, 3) at the tokenizer's size -> int64 codes (N, h*w)."""
+        return self.bundle.encode(list(images)) if len(images) else np.zeros((0, 0), dtype=np.int64)
+
+
+def load_frozen_tokenizer(path: str | Path, device: torch.device | str = "cpu") -> VQModel | BundleTokenizer:
+    """A tokenizer to encode training data with: a checkpoint file (PyTorch, on `device`) or a bundle directory."""
+    if Path(path).is_dir():
+        return BundleTokenizer(path)
+    return load_tokenizer(path, map_location="cpu").to(device).eval().requires_grad_(False)

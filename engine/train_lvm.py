@@ -4,11 +4,18 @@
     torchrun --nproc-per-node 8 -m engine.train_lvm --tokenizer TOK --out runs/lvm --minutes 30 --batch-size 64
 
 Loss: next-token cross-entropy, weighted: the answer image (and EOS) by --answer-weight, the context panels
-by --context-weight (random context panels would dominate the loss otherwise). Held-out multiple-choice
-accuracy per family and configuration is logged every --eval-every-tokens, which gives the learning curve.
+by --context-weight (random context panels would dominate the loss otherwise). With --choice-weight > 0 a
+multiple-choice term is added: cross-entropy over each puzzle's candidates of their summed log-likelihoods
+given the context (the rule the runtime ranks with), so a distractor that merely copies a prompt panel is
+pushed down. Held-out multiple-choice accuracy per family and configuration is logged every
+--eval-every-tokens, which gives the learning curve.
+
+--tokenizer takes a tokenizer checkpoint or a model bundle directory (its exported encoder, run on ONNX
+Runtime); --init-bundle starts from a bundle's LVM weights (read back from its ONNX graph).
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import defaultdict
@@ -25,7 +32,7 @@ from engine import training
 from engine.data import DEFAULT_MIX, PuzzleStream, StreamConfig, make_loader, parse_mix, puzzle_config
 from engine.model import LVM, LVMConfig, model_checkpoint
 from engine.sentences import Vocabulary, build_sentence, max_images, select_panels
-from engine.tokenizer import encode, load_tokenizer
+from engine.tokenizer import BundleTokenizer, encode, load_frozen_tokenizer
 from puzzles.generators import generate
 from puzzles.images import to_square
 from puzzles.seeds import eval_seed
@@ -35,7 +42,8 @@ logger = logging.getLogger("engine.train_lvm")
 
 @dataclass
 class TrainLVMConfig:
-    tokenizer: str = field(default="", metadata={"help": "tokenizer checkpoint (required)"})
+    tokenizer: str = field(default="", metadata={"help": "tokenizer checkpoint or bundle directory (required)"})
+    init_bundle: str | None = field(default=None, metadata={"help": "start from this bundle's LVM weights and size"})
     out: str = field(default="runs/lvm", metadata={"help": "output directory (ckpt.pt, log.jsonl, loss_curve.png)"})
     steps: int | None = field(default=None, metadata={"type": int, "help": "optimizer steps"})
     minutes: float | None = field(default=None, metadata={"type": float, "help": "wall-clock budget"})
@@ -46,6 +54,7 @@ class TrainLVMConfig:
     grad_clip: float = field(default=1.0, metadata={"help": "gradient norm clip"})
     answer_weight: float = field(default=1.0, metadata={"help": "loss weight of the answer image's tokens and EOS"})
     context_weight: float = field(default=0.3, metadata={"help": "loss weight of the context panels' tokens"})
+    choice_weight: float = field(default=0.0, metadata={"help": "weight of the multiple-choice loss (0: off)"})
     mix: str = field(default=DEFAULT_MIX, metadata={"help": "family weights"})
     context_length: int = field(default=640, metadata={"help": "longest sentence"})
     n_layer: int = field(default=8, metadata={"help": "transformer blocks"})
@@ -71,14 +80,19 @@ class TrainLVMConfig:
                          ffn_hidden=self.ffn_hidden)
 
 
-def tokenizer_vocabulary(tokenizer: torch.nn.Module) -> Vocabulary:
+Tokenizer = torch.nn.Module | BundleTokenizer
+
+
+def tokenizer_vocabulary(tokenizer: Tokenizer) -> Vocabulary:
     cfg = tokenizer.tokenizer_config
     return Vocabulary(codebook_size=cfg.codebook_size, tokens_per_image=cfg.tokens_per_image)
 
 
 @torch.no_grad()
-def encode_uint8(tokenizer: torch.nn.Module, images: np.ndarray, device: torch.device, chunk: int = 256) -> np.ndarray:
+def encode_uint8(tokenizer: Tokenizer, images: np.ndarray, device: torch.device, chunk: int = 256) -> np.ndarray:
     """uint8 (N, H, W, 3) -> int64 codes (N, h*w), batched on the device, fp32 (as the exported encoder)."""
+    if isinstance(tokenizer, BundleTokenizer):
+        return tokenizer.encode_uint8(images)
     pieces = []
     for start in range(0, len(images), chunk):
         batch = torch.from_numpy(np.ascontiguousarray(images[start : start + chunk])).to(device)
@@ -87,14 +101,34 @@ def encode_uint8(tokenizer: torch.nn.Module, images: np.ndarray, device: torch.d
     return np.concatenate(pieces) if pieces else np.zeros((0, 0), dtype=np.int64)
 
 
+@dataclass
+class ChoiceGroup:
+    """Puzzles of one batch whose contexts have the same length, with their candidates' codes."""
+    rows: torch.Tensor  # (n,) batch rows
+    context_length: int  # tokens before the answer (BOS included)
+    candidates: torch.Tensor  # (n, C, tokens_per_image)
+    answer_index: torch.Tensor  # (n,)
+
+
+@dataclass
+class Batch:
+    inputs: torch.Tensor  # (B, L-1)
+    targets: torch.Tensor  # (B, L-1)
+    weights: torch.Tensor  # (B, L-1) loss weight of each target
+    tokens: int  # real (unpadded) tokens
+    choices: list[ChoiceGroup] = field(default_factory=list)
+
+
 def make_batch(
-    samples: list[dict[str, Any]], tokenizer: torch.nn.Module, vocab: Vocabulary, config: TrainLVMConfig,
+    samples: list[dict[str, Any]], tokenizer: Tokenizer, vocab: Vocabulary, config: TrainLVMConfig,
     device: torch.device,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-    """Samples -> (inputs (B, L-1), targets (B, L-1), weights (B, L-1), real tokens); one tokenizer call."""
-    counts = [len(sample["images"]) for sample in samples]
-    codes = encode_uint8(tokenizer, np.concatenate([sample["images"] for sample in samples]), device)
-    rows = np.split(codes, np.cumsum(counts)[:-1])
+) -> Batch:
+    """Samples -> padded sentences, loss weights and (with --choice-weight) candidate groups; one tokenizer call."""
+    with_choices = [sample for sample in samples if config.choice_weight > 0 and "candidates" in sample]
+    stacks = [sample["images"] for sample in samples] + [sample["candidates"] for sample in with_choices]
+    codes = encode_uint8(tokenizer, np.concatenate(stacks), device)
+    pieces = np.split(codes, np.cumsum([len(stack) for stack in stacks])[:-1])
+    rows, candidate_codes = pieces[: len(samples)], pieces[len(samples) :]
     sentences = [build_sentence(list(image_codes), vocab, complete=True) for image_codes in rows]
     length = max(len(sentence) for sentence in sentences)
     tokens = np.full((len(sentences), length), vocab.eos, dtype=np.int64)
@@ -105,7 +139,47 @@ def make_batch(
         weights[row, : answer_start - 1] = config.context_weight  # targets 1 .. answer_start-1 (context)
         weights[row, answer_start - 1 : len(sentence) - 1] = config.answer_weight  # answer tokens and EOS
     tokens_t = torch.from_numpy(tokens).to(device)
-    return tokens_t[:, :-1], tokens_t[:, 1:], torch.from_numpy(weights).to(device), sum(map(len, sentences))
+    chosen = [row for row, sample in enumerate(samples) if config.choice_weight > 0 and "candidates" in sample]
+    choices = choice_groups(chosen, [len(sentences[row]) - 1 - vocab.tokens_per_image for row in chosen],
+                            candidate_codes, [samples[row]["answer_index"] for row in chosen], device)
+    return Batch(tokens_t[:, :-1], tokens_t[:, 1:], torch.from_numpy(weights).to(device), sum(map(len, sentences)),
+                 choices)
+
+
+def choice_groups(rows: list[int], context_lengths: list[int], candidates: list[np.ndarray], answers: list[int],
+                  device: torch.device) -> list[ChoiceGroup]:
+    """Group the puzzles with candidates by context length (and candidate count): one forward per group."""
+    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for index, (length, codes) in enumerate(zip(context_lengths, candidates, strict=True)):
+        groups[(length, len(codes))].append(index)
+    return [ChoiceGroup(torch.tensor([rows[i] for i in members], device=device), length,
+                        torch.from_numpy(np.stack([candidates[i] for i in members])).to(device),
+                        torch.tensor([answers[i] for i in members], device=device))
+            for (length, _), members in groups.items()]
+
+
+def choice_loss(model: torch.nn.Module, logits: torch.Tensor, cache: list[tuple[torch.Tensor, torch.Tensor]],
+                groups: list[ChoiceGroup], codebook_size: int) -> torch.Tensor:
+    """Cross-entropy over candidates of log p(candidate | context), summed over its tokens.
+
+    The context's keys/values come from the sentence forward (causal, so the answer after them does not change
+    them): each candidate costs one pass over its own tokens. Its first token is predicted by the context's last
+    position, which that forward already computed.
+    """
+    total, count = logits.new_zeros((), dtype=torch.float32), 0
+    for group in groups:
+        n, choices, length = group.candidates.shape[0], group.candidates.shape[1], group.context_length
+        past = [(k[group.rows, :, :length].repeat_interleave(choices, 0),
+                 v[group.rows, :, :length].repeat_interleave(choices, 0)) for k, v in cache]
+        flat = group.candidates.flatten(0, 1)  # (n*C, t)
+        later, _ = model(flat[:, :-1], past)  # predictions of tokens 1..t-1
+        first = logits[group.rows, length - 1, :codebook_size].float().log_softmax(-1)  # (n, K)
+        first = first.gather(1, group.candidates[:, :, 0])  # (n, C)
+        rest = later[..., :codebook_size].float().log_softmax(-1).gather(-1, flat[:, 1:, None])[..., 0]
+        scores = first + rest.sum(-1).view(n, choices)
+        total = total + F.cross_entropy(scores, group.answer_index, reduction="sum")
+        count += n
+    return total / max(count, 1)
 
 
 def weighted_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -125,7 +199,7 @@ class EvalItem:
 
 
 def held_out_items(
-    families: list[str], count: int, tokenizer: torch.nn.Module, vocab: Vocabulary, limit: int, size: int,
+    families: list[str], count: int, tokenizer: Tokenizer, vocab: Vocabulary, limit: int, size: int,
     device: torch.device,
 ) -> list[EvalItem]:
     """Tokenize `count` held-out puzzles per family (those with candidates), once per run."""
@@ -182,6 +256,8 @@ def evaluate(model: LVM, items: list[EvalItem], vocab: Vocabulary, device: torch
 # --- the loop ----------------------------------------------------------------------------------------------
 
 def build_model(config: TrainLVMConfig, vocab: Vocabulary, checkpoint: dict[str, Any] | None) -> LVM:
+    if checkpoint is None and config.init_bundle:
+        return model_from_bundle(config.init_bundle, vocab)
     if checkpoint is None:
         return LVM(config.lvm_config(vocab))
     lvm_config = LVMConfig.from_dict(checkpoint["lvm_config"])
@@ -190,6 +266,19 @@ def build_model(config: TrainLVMConfig, vocab: Vocabulary, checkpoint: dict[str,
                          f"{vocab.vocab_size}")
     model = LVM(lvm_config)
     model.load_state_dict(checkpoint["model"])
+    return model
+
+
+def model_from_bundle(directory: str | Path, vocab: Vocabulary) -> LVM:
+    """The LVM of an exported bundle, back in PyTorch (fp32) to train on."""
+    from engine.export_static import bundle_weights
+
+    manifest = json.loads((Path(directory) / "manifest.json").read_text())
+    model = LVM(LVMConfig.from_dict(manifest["lvm_config"]))
+    if model.config.vocab_size != vocab.vocab_size:
+        raise ValueError(f"bundle {directory} has vocabulary {model.config.vocab_size}, the tokenizer "
+                         f"{vocab.vocab_size}")
+    model.load_state_dict({name: torch.tensor(array) for name, array in bundle_weights(directory).items()})
     return model
 
 
@@ -203,19 +292,20 @@ def make_stream(config: TrainLVMConfig, runtime: training.Runtime, image_size: i
 
 
 def train_step(
-    trained: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-    config: TrainLVMConfig, lr: float, device: torch.device,
+    trained: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, config: TrainLVMConfig, lr: float,
+    device: torch.device, codebook_size: int,
 ) -> torch.Tensor:
-    """One optimizer step on (inputs, targets, weights); returns this rank's loss, detached.
+    """One optimizer step on a batch; returns this rank's loss, detached.
 
     `trained` is the model or its DistributedDataParallel wrapper, whose backward averages the gradients over
     ranks: with equal loss-weight sums per rank, that is the gradient of the global batch.
     """
-    inputs, targets, weights = batch
     training.set_lr(optimizer, lr)
     with training.autocast(device, config.bf16):
-        logits, _ = trained(inputs)
-    loss = weighted_loss(logits, targets, weights)
+        logits, cache = trained(batch.inputs)
+        loss = weighted_loss(logits, batch.targets, batch.weights)
+        if batch.choices:
+            loss = loss + config.choice_weight * choice_loss(trained, logits, cache, batch.choices, codebook_size)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(trained.parameters(), config.grad_clip)
@@ -225,15 +315,17 @@ def train_step(
 
 def train(config: TrainLVMConfig) -> Path:
     if not config.tokenizer:
-        raise ValueError("--tokenizer CKPT is required (train one with python -m engine.train_tokenizer)")
+        raise ValueError("--tokenizer is required: a checkpoint (python -m engine.train_tokenizer) or a bundle")
     runtime = training.setup_runtime(config.device)
     out_dir = Path(config.out)
-    tokenizer = load_tokenizer(config.tokenizer, map_location="cpu").to(runtime.device).eval().requires_grad_(False)
+    if config.choice_weight > 0 and runtime.world_size > 1:
+        raise ValueError("--choice-weight needs a second forward per step, which DDP does not allow: one process")
+    tokenizer = load_frozen_tokenizer(config.tokenizer, runtime.device)
     vocab = tokenizer_vocabulary(tokenizer)
-    limit = max_images(config.context_length, vocab)
     state = training.load_checkpoint(out_dir / "ckpt.pt", runtime.device) if config.resume else None
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     model = build_model(config, vocab, state).to(runtime.device)
+    limit = max_images(model.config.context_length, vocab)  # the model's own (a resumed or bundle model's)
     optimizer = training.make_optimizer(model, config.lr, config.weight_decay, runtime.device)
     step, tokens_seen, sentences_seen, elapsed_before = 0, 0, 0, 0.0
     if state is not None:
@@ -275,13 +367,13 @@ def train(config: TrainLVMConfig) -> Path:
                     ", ".join(f"{k} {v:.3f}" for k, v in results.items() if k.count("/") == 1 and k[:3] == "acc"))
 
     while (fraction := budget.synced_fraction(step, runtime)) < 1.0:
-        inputs, targets, weights, real_tokens = make_batch(next(batches), tokenizer, vocab, config, runtime.device)
+        batch = make_batch(next(batches), tokenizer, vocab, config, runtime.device)
         lr = training.learning_rate(step, fraction, config.lr, config.warmup_steps)
-        loss = train_step(trained, optimizer, (inputs, targets, weights), config, lr, runtime.device)
+        loss = train_step(trained, optimizer, batch, config, lr, runtime.device, vocab.codebook_size)
         step += 1
-        tokens_seen += real_tokens * runtime.world_size
-        sentences_seen += inputs.shape[0] * runtime.world_size
-        window_tokens += real_tokens * runtime.world_size
+        tokens_seen += batch.tokens * runtime.world_size
+        sentences_seen += batch.inputs.shape[0] * runtime.world_size
+        window_tokens += batch.tokens * runtime.world_size
         progress.update(1)
         if step % config.log_every == 0:
             global_loss = training.mean_over_ranks(float(loss), runtime)  # every rank joins the reduction

@@ -28,7 +28,7 @@ from engine import train_lvm, train_tokenizer, training
 from engine.data import sentence_images
 from engine.model import LVM
 from engine.sentences import max_images
-from engine.tokenizer import build_tokenizer
+from engine.tokenizer import build_tokenizer, load_frozen_tokenizer
 from puzzles.generators import generate
 from puzzles.images import to_square
 
@@ -117,7 +117,7 @@ def flat_parameters(model: torch.nn.Module) -> torch.Tensor:
 def fixed_lvm_run(tokenizer_path: str, runtime: training.Runtime) -> dict[str, Any]:
     """FIXED_STEPS LVM steps on the same GLOBAL_BATCH matrix sentences, split over the ranks."""
     config = lvm_config(tokenizer_path)
-    tokenizer = train_lvm.load_tokenizer(tokenizer_path).eval().requires_grad_(False)
+    tokenizer = load_frozen_tokenizer(tokenizer_path)
     vocab = train_lvm.tokenizer_vocabulary(tokenizer)
     limit = max_images(config.context_length, vocab)
     torch.manual_seed(0)
@@ -127,11 +127,10 @@ def fixed_lvm_run(tokenizer_path: str, runtime: training.Runtime) -> dict[str, A
     # matrix sentences all have 9 images: equal loss-weight sums per rank, so DDP's mean gradient is the global one
     samples = [{"images": sentence_images(generate("matrix", seed, size=IMAGE_SIZE), limit, IMAGE_SIZE)}
                for seed in range(GLOBAL_BATCH)]
-    inputs, targets, weights, _ = train_lvm.make_batch(rank_share(samples, runtime), tokenizer, vocab, config,
-                                                       runtime.device)
+    batch = train_lvm.make_batch(rank_share(samples, runtime), tokenizer, vocab, config, runtime.device)
     losses = []
     for _ in range(FIXED_STEPS):
-        loss = train_lvm.train_step(trained, optimizer, (inputs, targets, weights), config, config.lr, runtime.device)
+        loss = train_lvm.train_step(trained, optimizer, batch, config, config.lr, runtime.device, vocab.codebook_size)
         losses.append(training.mean_over_ranks(float(loss), runtime))
     stream_seeds = [sample["seed"] for _, sample in zip(range(3), train_lvm.make_stream(config, runtime, IMAGE_SIZE,
                                                                                          limit), strict=False)]

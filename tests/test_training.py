@@ -12,7 +12,7 @@ from engine import train_lvm, train_tokenizer, training
 from engine.data import ImageStream, PuzzleStream, StreamConfig, parse_mix
 from engine.model import LVM, LVMConfig, load_model
 from engine.sentences import Vocabulary
-from engine.tokenizer import TokenizerConfig, build_tokenizer, save_tokenizer
+from engine.tokenizer import TokenizerConfig, build_tokenizer, load_tokenizer, save_tokenizer
 from puzzles.seeds import HELD_OUT_START
 
 TINY_TOKENIZER = TokenizerConfig(image_size=16, block_out_channels=(32, 32, 32), latent_channels=32,
@@ -82,11 +82,12 @@ def test_learning_rate_schedule_and_budget() -> None:
 
 
 def test_batch_weights_answer_tokens(tiny_tokenizer_path: Path) -> None:
-    tokenizer = train_lvm.load_tokenizer(tiny_tokenizer_path)
+    tokenizer = load_tokenizer(tiny_tokenizer_path)
     vocab = train_lvm.tokenizer_vocabulary(tokenizer)
     config = train_lvm.TrainLVMConfig(answer_weight=1.0, context_weight=0.3)
     samples = [{"images": np.zeros((3, 16, 16, 3), np.uint8)}, {"images": np.zeros((2, 16, 16, 3), np.uint8)}]
-    inputs, targets, weights, tokens = train_lvm.make_batch(samples, tokenizer, vocab, config, torch.device("cpu"))
+    batch = train_lvm.make_batch(samples, tokenizer, vocab, config, torch.device("cpu"))
+    inputs, targets, weights, tokens = batch.inputs, batch.targets, batch.weights, batch.tokens
     assert inputs.shape == targets.shape == weights.shape == (2, 49) and tokens == 50 + 34
     assert torch.all(inputs[:, 0] == vocab.bos) and targets[0, -1] == vocab.eos
     np.testing.assert_allclose(weights[0].numpy(), [0.3] * 32 + [1.0] * 17)
@@ -145,3 +146,67 @@ def test_cli_help(module, capsys) -> None:
 def test_train_lvm_needs_a_tokenizer(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="--tokenizer"):
         train_lvm.main(["--out", str(tmp_path), "--steps", "1"])
+
+
+def test_choice_loss_is_cross_entropy_of_candidate_likelihoods() -> None:
+    """The cached candidate pass scores each candidate as scoring the whole sentence would."""
+    torch.manual_seed(0)
+    model = LVM(LVMConfig(vocab_size=24, n_layer=2, d_model=32, n_head=2, n_kv_head=1, ffn_hidden=32)).eval()
+    sentences = torch.randint(0, 16, (3, 12))  # rows 0 and 2: a context of 7 tokens; row 1 is not a choice row
+    candidates = torch.randint(0, 16, (2, 4, 5))
+    answers = torch.tensor([3, 1])
+    group = train_lvm.ChoiceGroup(torch.tensor([0, 2]), 7, candidates, answers)
+    logits, cache = model(sentences)
+    loss = train_lvm.choice_loss(model, logits, cache, [group], codebook_size=16)
+    scores = train_lvm.score_candidates(model, sentences[[0, 2], :7], candidates, codebook_size=16)
+    assert loss.item() == pytest.approx(torch.nn.functional.cross_entropy(scores, answers).item(), abs=1e-4)
+    loss.backward()
+    assert model.model.embed_tokens.weight.grad.abs().sum() > 0
+
+
+def test_make_batch_groups_candidates_by_context_length(tiny_tokenizer_path: Path) -> None:
+    tokenizer = load_tokenizer(tiny_tokenizer_path)
+    vocab = train_lvm.tokenizer_vocabulary(tokenizer)
+    config = train_lvm.TrainLVMConfig(choice_weight=0.5)
+    blank = np.zeros((16, 16, 3), np.uint8)
+    samples = [{"images": np.stack([blank] * 3), "candidates": np.stack([blank] * 4), "answer_index": 2},
+               {"images": np.stack([blank] * 2)},
+               {"images": np.stack([blank] * 2), "candidates": np.stack([blank] * 4), "answer_index": 0},
+               {"images": np.stack([blank] * 3), "candidates": np.stack([blank] * 4), "answer_index": 1}]
+    batch = train_lvm.make_batch(samples, tokenizer, vocab, config, torch.device("cpu"))
+    groups = {group.context_length: group for group in batch.choices}
+    assert set(groups) == {33, 17}  # BOS + 2 images, BOS + 1 image
+    assert groups[33].rows.tolist() == [0, 3] and groups[33].answer_index.tolist() == [2, 1]
+    assert groups[17].rows.tolist() == [2] and groups[17].candidates.shape == (1, 4, 16)
+    without = train_lvm.make_batch(samples, tokenizer, vocab, train_lvm.TrainLVMConfig(), torch.device("cpu"))
+    assert without.choices == []
+
+
+def test_train_lvm_continues_a_bundle_and_exports_on_its_tokenizer(tiny_bundle_dir: Path, tmp_path: Path) -> None:
+    """Tokenizer and starting weights come from an exported bundle; the export reuses its tokenizer graphs."""
+    from engine import export
+    from engine.runtime import Bundle
+    from engine.tokenizer import BundleTokenizer
+    from tests.test_export import build_tiny_bundle
+
+    _, tokenizer_path, lvm_path = build_tiny_bundle()
+    start = train_lvm.model_from_bundle(tiny_bundle_dir, Vocabulary(32, 16))
+    for name, tensor in load_model(lvm_path).state_dict().items():
+        torch.testing.assert_close(start.state_dict()[name], tensor, atol=1e-6, rtol=0)
+    images = np.random.default_rng(0).integers(0, 256, (5, 16, 16, 3), dtype=np.uint8)
+    torch_tokenizer = load_tokenizer(tokenizer_path)
+    np.testing.assert_array_equal(BundleTokenizer(tiny_bundle_dir).encode_uint8(images),
+                                  train_lvm.encode_uint8(torch_tokenizer, images, torch.device("cpu")))
+
+    out = tmp_path / "lvm"
+    train_lvm.main(["--tokenizer", str(tiny_bundle_dir), "--init-bundle", str(tiny_bundle_dir), "--out", str(out),
+                    "--steps", "2", "--choice-weight", "0.1", "--batch-size", "3", "--workers", "0",
+                    "--log-every", "1", "--eval-n", "1", "--device", "cpu", "--mix", "sequence=1"])
+    trained = torch.load(out / "ckpt.pt", weights_only=False)
+    assert trained["step"] == 2 and trained["lvm_config"] == load_model(lvm_path).config.to_dict()
+    export.main(["--tokenizer", str(tiny_bundle_dir), "--lvm", str(out / "ckpt.pt"), "--out", str(tmp_path / "b")])
+    for graph in ("encoder.onnx", "decoder.onnx"):
+        assert (tmp_path / "b" / graph).read_bytes() == (tiny_bundle_dir / graph).read_bytes()
+    bundle = Bundle.load(tmp_path / "b")
+    assert bundle.manifest["provenance"]["tokenizer"]["from_bundle"] == "tiny-test"
+    assert bundle.encode(list(images)).shape == (5, 16)
