@@ -192,14 +192,18 @@ class TorchRunner:
         return None
 
 
+def lvm_session(path: Path) -> ort.InferenceSession:
+    """An LVM graph on the CPU with the served settings."""
+    options = session_options(spinning=True)
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
 def static_runner(path: Path, layout: decode.CacheLayout) -> decode.StaticLvmRunner:
-    session = ort.InferenceSession(str(path), sess_options=session_options(), providers=["CPUExecutionProvider"])
-    return decode.StaticLvmRunner(session, layout)
+    return decode.StaticLvmRunner(lvm_session(path), layout)
 
 
 def growing_runner(path: Path) -> decode.LvmRunner:
-    session = ort.InferenceSession(str(path), sess_options=session_options(), providers=["CPUExecutionProvider"])
-    return decode.make_runner(session)
+    return decode.make_runner(lvm_session(path))
 
 
 def compare_engines(bundle: Bundle, scratch: Path, settings: dict[str, Any]) -> dict[str, Any]:
@@ -242,8 +246,7 @@ def compare_engines(bundle: Bundle, scratch: Path, settings: dict[str, Any]) -> 
     result["torch"] = "missing: the PyTorch baseline was skipped" if model is None else _torch_version()
     result["static_graph_error"] = static_error
     result["graphs"] = {name: str(path) for name, path in graphs.items()}
-    precision = "int8" if (manifest.get("static_kv") or manifest).get("weights") == "int8" else "fp32"
-    served = f"onnxruntime_static_{precision}" if bundle.static else "onnxruntime_growing_cache"
+    served = f"onnxruntime_static_{served_precision(bundle)}" if bundle.static else "onnxruntime_growing_cache"
     result["served_engine"] = served
     if model is not None:
         best_torch = min(result["pytorch_eager"], result["pytorch_eager_1_thread"])
@@ -300,15 +303,25 @@ def int8_accuracy(bundle: Bundle, graphs: dict[str, str], scratch: Path, setting
     if set(graphs) != {"fp32", "int8"}:
         return {"skipped": "no fixed-cache graphs to compare"}
     puzzles = load_puzzles(spec, settings["eval_n"], bundle.image_size)
-    reports = {}
-    for precision, graph in graphs.items():
+    reports, families = {}, {}
+    for precision, graph in tqdm(graphs.items(), desc="int8 vs fp32 accuracy", leave=False):
         variant = Bundle.load(variant_bundle(bundle, Path(graph), precision, scratch))
-        reports[precision] = evaluate(variant, puzzles)["overall"]
+        report = evaluate(variant, puzzles)
+        reports[precision] = report["overall"]
+        families[precision] = {family: metrics["multiple_choice_accuracy"]
+                               for family, metrics in report["families"].items()}
     keys = ("multiple_choice_accuracy", "generative_accuracy", "psnr_generated")
     delta = {key: None if reports["fp32"][key] is None or reports["int8"][key] is None
              else reports["int8"][key] - reports["fp32"][key] for key in keys}
     return {"puzzles": spec, "n": len(puzzles), "fp32": {key: reports["fp32"][key] for key in keys},
-            "int8": {key: reports["int8"][key] for key in keys}, "delta_int8_minus_fp32": delta}
+            "int8": {key: reports["int8"][key] for key in keys}, "delta_int8_minus_fp32": delta,
+            "multiple_choice_by_family": families}
+
+
+def served_precision(bundle: Bundle) -> str:
+    """The weights the served LVM graph holds: the fixed-cache graph's when it is served, else lvm.onnx's."""
+    entry = bundle.manifest.get("static_kv") if bundle.static else None
+    return (entry or bundle.manifest).get("weights", "fp32")
 
 
 def int8_report(bundle: Bundle, engines: dict[str, Any], scratch: Path, settings: dict[str, Any],
@@ -529,6 +542,11 @@ def markdown(report: dict[str, Any]) -> str:
     if "delta_int8_minus_fp32" in accuracy:
         lines.append(f"int8 vs fp32 on {accuracy['n']} puzzles ({accuracy['puzzles']}): " + ", ".join(
             f"{key} {_fmt(value, 3)}" for key, value in accuracy["delta_int8_minus_fp32"].items()) + " (int8 - fp32).")
+        by_family = accuracy.get("multiple_choice_by_family", {})
+        if by_family:
+            lines += ["", "| multiple choice | fp32 | int8 |", "|---|---|---|"]
+            lines += [f"| {family} | {_fmt(100 * value, 1)}% | {_fmt(100 * by_family['int8'].get(family, 0), 1)}% |"
+                      for family, value in by_family["fp32"].items()]
     app = report.get("app")
     if app and "visitors" in app:
         lines += ["", "| concurrent visitors (4 samples each) | p50 s | p95 s | solves/min | errors |",
@@ -545,13 +563,13 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def run(bundle_dir: Path, quick: bool = False, skip_app: bool = False, eval_spec: str = "matrix,analogy",
-        command: str = "") -> dict[str, Any]:
-    settings = QUICK if quick else FULL
+        command: str = "", eval_n: int | None = None) -> dict[str, Any]:
+    settings = {**(QUICK if quick else FULL), **({"eval_n": eval_n} if eval_n else {})}
     load_before = load_average()
     bundle = Bundle.load(bundle_dir)
     meta = {"date": datetime.datetime.now().isoformat(timespec="minutes"), "machine": f"{cpu_name()}, "
             f"{physical_cores()} physical cores, {os.cpu_count()} logical", "load_before": load_before,
-            "bundle": bundle.name, "weights": bundle.manifest.get("weights", "fp32"), "provider": bundle.provider,
+            "bundle": bundle.name, "weights": served_precision(bundle), "provider": bundle.provider,
             "graph": "fixed-size KV cache" if bundle.static else "growing KV cache", "onnxruntime": ort.__version__,
             "python": platform.python_version(), "quick": quick, "command": command, "settings": dict(settings)}
     report: dict[str, Any] = {"meta": meta}
@@ -582,11 +600,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="few repeats and small loads (CI)")
     parser.add_argument("--skip-app", action="store_true", help="do not start the app (no end-to-end numbers)")
     parser.add_argument("--eval-puzzles", default="matrix,analogy", help="engine.evaluate spec for int8 accuracy")
+    parser.add_argument("--eval-n", type=int, default=None, help="puzzles per spec entry for int8 accuracy")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     command = "python -m engine.bench " + " ".join(argv if argv is not None else sys.argv[1:])
     report = run(Path(args.bundle), quick=args.quick, skip_app=args.skip_app, eval_spec=args.eval_puzzles,
-                 command=command)
+                 command=command, eval_n=args.eval_n)
     Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     table = markdown(report)
     if args.markdown:
