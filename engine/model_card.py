@@ -204,7 +204,7 @@ Puzzles streamed fresh from the generators on training seeds (below {1_000_000_0
 held-out range from there on). LVM mixture: `{provenance.get('lvm', {}).get('data', '?')}`.
 LVM tokens seen: {last.get('tokens', 0) / 1e6:.1f}M in {last.get('elapsed', 0) / 60:.0f} minutes
 ({lvm_hardware}). Tokenizer hardware: {tokenizer_hardware};
-reconstruction PSNR on held-out panels: {tokenizer_psnr or 'see the log'}.
+reconstruction PSNR on held-out panels: {tokenizer_psnr or 'the round trip column of the PSNR table below'}.
 
 Reproduce:
 ```bash

@@ -282,6 +282,12 @@ def model_from_bundle(directory: str | Path, vocab: Vocabulary) -> LVM:
     return model
 
 
+def bundle_tokens_seen(directory: str | Path) -> int:
+    """Training tokens behind a bundle's LVM, as its manifest records them (0 when it does not)."""
+    manifest = json.loads((Path(directory) / "manifest.json").read_text())
+    return int(manifest.get("provenance", {}).get("lvm", {}).get("tokens") or 0)
+
+
 def make_stream(config: TrainLVMConfig, runtime: training.Runtime, image_size: int, limit: int,
                 sentences_seen: int = 0) -> PuzzleStream:
     """This rank's share of the training puzzles (DDP ranks and loader workers never share a seed)."""
@@ -328,6 +334,8 @@ def train(config: TrainLVMConfig) -> Path:
     limit = max_images(model.config.context_length, vocab)  # the model's own (a resumed or bundle model's)
     optimizer = training.make_optimizer(model, config.lr, config.weight_decay, runtime.device)
     step, tokens_seen, sentences_seen, elapsed_before = 0, 0, 0, 0.0
+    if state is None and config.init_bundle:  # count on from the tokens the bundle's weights have seen
+        tokens_seen = bundle_tokens_seen(config.init_bundle)
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         step, tokens_seen = state["step"], state["tokens_seen"]

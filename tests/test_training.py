@@ -204,6 +204,7 @@ def test_train_lvm_continues_a_bundle_and_exports_on_its_tokenizer(tiny_bundle_d
                     "--log-every", "1", "--eval-n", "1", "--device", "cpu", "--mix", "sequence=1"])
     trained = torch.load(out / "ckpt.pt", weights_only=False)
     assert trained["step"] == 2 and trained["lvm_config"] == load_model(lvm_path).config.to_dict()
+    assert trained["tokens_seen"] > 1234  # counted on from the bundle's provenance (tests/test_export.py)
     export.main(["--tokenizer", str(tiny_bundle_dir), "--lvm", str(out / "ckpt.pt"), "--out", str(tmp_path / "b")])
     for graph in ("encoder.onnx", "decoder.onnx"):
         assert (tmp_path / "b" / graph).read_bytes() == (tiny_bundle_dir / graph).read_bytes()

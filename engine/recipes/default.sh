@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The commands that made engine/bundles/default. Run from the repository root.
-# Tokenizer: two stages on one NVIDIA H100 (about 6 minutes); LVM: this 2-core CPU (bf16 autocast).
+# Tokenizer: two stages on one NVIDIA H100 (about 6 minutes). LVM: two stages on this 2-core CPU (bf16 autocast):
+# next-token prediction, then the same plus a multiple-choice loss over each puzzle's candidates.
 set -euo pipefail
 RUN=${RUN:-runs/default}
 
@@ -11,19 +12,26 @@ python -m engine.train_tokenizer --out $RUN/tok_stage2 --init $RUN/tok_stage1_fp
   --lr 6e-4 --warmup-steps 50 --workers 14 --eval-every 1000 --eval-n 32 --log-every 50 --save-every-min 1 \
   --half-weights-out $RUN/tokenizer_fp16.pt
 
-# 2. LVM (CPU, background). The shipped run was started with --minutes 80 and resumed twice (--resume) with
-#    budgets of 100 and then 88 minutes, which moved the cosine schedule; one uninterrupted run is:
+# 2. LVM stage 1: next-token prediction (CPU, background). It was started with --minutes 80 and resumed twice
+#    (--resume) with budgets of 100 and then 88 minutes, which moved the cosine schedule; one uninterrupted run is:
 python -m engine.train_lvm --tokenizer $RUN/tokenizer_fp16.pt --out $RUN/lvm --minutes 88 --batch-size 8 --lr 2e-3 \
   --warmup-steps 100 --mix matrix=3,analogy=2,sequence=2 --n-layer 6 --d-model 256 --n-head 4 --n-kv-head 4 \
   --ffn-hidden 704 --workers 1 --eval-every-tokens 4000000 --eval-n 24 --log-every 20 --save-every-min 4
-# copies of $RUN/lvm/ckpt.pt taken as it was rewritten every 4 minutes went to $RUN/points/ for the learning curve
+python -m engine.export --tokenizer $RUN/tokenizer_fp16.pt --lvm $RUN/lvm/ckpt.pt --out $RUN/stage1 --name stage1 \
+  --fp16-storage
 
-# 3. Export, evaluate, write the model card.
-python -m engine.export --tokenizer $RUN/tokenizer_fp16.pt --lvm $RUN/lvm/ckpt.pt --out engine/bundles/default \
-  --name default --fp16-storage
+# 3. LVM stage 2: from the stage-1 bundle (its tokenizer graph encodes the data, its weights start the model), with
+#    the multiple-choice loss. Copies of $RUN/lvm2/ckpt.pt taken every 15 minutes went to $RUN/points/.
+python -m engine.train_lvm --tokenizer $RUN/stage1 --init-bundle $RUN/stage1 --out $RUN/lvm2 --minutes 95 \
+  --batch-size 8 --lr 1e-3 --warmup-steps 50 --mix matrix=2,analogy=2,sequence=2 --choice-weight 0.05 --workers 1 \
+  --eval-every-tokens 2000000 --eval-n 32 --log-every 20 --save-every-min 5
+
+# 4. Export (fp16-stored weights, plus the fused fixed-cache graph in int8 that serving runs), evaluate, card.
+python -m engine.export --tokenizer $RUN/stage1 --lvm $RUN/lvm2/ckpt.pt --out engine/bundles/default --name default \
+  --fp16-storage
+python -m engine.export_static --bundle engine/bundles/default --int8
 python -m engine.evaluate --bundle engine/bundles/default --puzzles matrix:all,analogy,sequence --n 350 --json eval.json
-python -m engine.learning_curve --tokenizer $RUN/tokenizer_fp16.pt --checkpoints $(ls $RUN/points/*.pt | sed -n '1p;3p;5p;7p') \
-  $RUN/lvm/ckpt.pt --n 32 --out $RUN/learning_curve.jsonl
+python -m engine.learning_curve --tokenizer $RUN/stage1 --checkpoints $RUN/points/*.pt $RUN/lvm2/ckpt.pt --n 32 \
+  --out $RUN/learning_curve.jsonl
 python -m engine.model_card --bundle engine/bundles/default --eval eval.json --n 350 --curve $RUN/learning_curve.jsonl \
-  --lvm-log $RUN/lvm/log.jsonl --tokenizer-log $RUN/tokenizer_log.jsonl --recipe engine/recipes/default.sh \
-  --notes engine/recipes/default_notes.md
+  --lvm-log $RUN/lvm2/log.jsonl --recipe engine/recipes/default.sh --notes engine/recipes/default_notes.md
