@@ -60,6 +60,8 @@ def test_engines_int8_and_floor(quick_report: tuple[dict[str, Any], Path]) -> No
     assert positive(floor["bandwidth_gb_s"]) and positive(floor["floor_ms_per_token"])
     assert floor["weights_graph"] == "lvm_static.onnx"
     assert floor["ratio"] == pytest.approx(floor["measured_ms_per_token"] / floor["floor_ms_per_token"])
+    assert floor["measured_ms_per_token"] == report["served"]["decode_ms_per_token"]["batch_1"]
+    assert floor["interleaved_ms_per_token"] == report["engines"][report["engines"]["served_engine"]]
 
 
 def test_app_end_to_end_numbers(quick_report: tuple[dict[str, Any], Path]) -> None:
