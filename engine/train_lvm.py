@@ -124,8 +124,8 @@ def make_batch(
     device: torch.device,
 ) -> Batch:
     """Samples -> padded sentences, loss weights and (with --choice-weight) candidate groups; one tokenizer call."""
-    with_choices = [sample for sample in samples if config.choice_weight > 0 and "candidates" in sample]
-    stacks = [sample["images"] for sample in samples] + [sample["candidates"] for sample in with_choices]
+    chosen = [row for row, sample in enumerate(samples) if config.choice_weight > 0 and "candidates" in sample]
+    stacks = [sample["images"] for sample in samples] + [samples[row]["candidates"] for row in chosen]
     codes = encode_uint8(tokenizer, np.concatenate(stacks), device)
     pieces = np.split(codes, np.cumsum([len(stack) for stack in stacks])[:-1])
     rows, candidate_codes = pieces[: len(samples)], pieces[len(samples) :]
@@ -139,7 +139,6 @@ def make_batch(
         weights[row, : answer_start - 1] = config.context_weight  # targets 1 .. answer_start-1 (context)
         weights[row, answer_start - 1 : len(sentence) - 1] = config.answer_weight  # answer tokens and EOS
     tokens_t = torch.from_numpy(tokens).to(device)
-    chosen = [row for row, sample in enumerate(samples) if config.choice_weight > 0 and "candidates" in sample]
     choices = choice_groups(chosen, [len(sentences[row]) - 1 - vocab.tokens_per_image for row in chosen],
                             candidate_codes, [samples[row]["answer_index"] for row in chosen], device)
     return Batch(tokens_t[:, :-1], tokens_t[:, 1:], torch.from_numpy(weights).to(device), sum(map(len, sentences)),
