@@ -86,6 +86,7 @@ class StreamConfig:
     base_seed: int = 0  # first training seed
     rank: int = 0  # DDP rank of this process
     world_size: int = 1  # DDP world size
+    candidates: bool = False  # also yield each puzzle's candidates and answer index (multiple-choice loss)
 
 
 class PuzzleStream(IterableDataset):
@@ -124,7 +125,7 @@ class PuzzleStream(IterableDataset):
     def samples(self, puzzle: Puzzle, seed: int) -> Iterator[Any]:
         sample = {"images": sentence_images(puzzle, self.config.max_images, self.config.image_size),
                   "family": puzzle.family, "config": puzzle_config(puzzle), "seed": seed}
-        if puzzle.candidates and puzzle.answer_index is not None:  # for the multiple-choice loss
+        if self.config.candidates and puzzle.candidates and puzzle.answer_index is not None:
             sample["candidates"] = np.stack([to_square(image, self.config.image_size) for image in puzzle.candidates])
             sample["answer_index"] = puzzle.answer_index
         yield sample

@@ -195,7 +195,10 @@ class BundleTokenizer:
         return self.bundle.encode(list(images)) if len(images) else np.zeros((0, 0), dtype=np.int64)
 
 
-def load_frozen_tokenizer(path: str | Path, device: torch.device | str = "cpu") -> VQModel | BundleTokenizer:
+FrozenTokenizer = VQModel | BundleTokenizer
+
+
+def load_frozen_tokenizer(path: str | Path, device: torch.device | str = "cpu") -> FrozenTokenizer:
     """A tokenizer to encode training data with: a checkpoint file (PyTorch, on `device`) or a bundle directory."""
     if Path(path).is_dir():
         return BundleTokenizer(path)

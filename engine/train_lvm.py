@@ -15,7 +15,6 @@ Runtime); --init-bundle starts from a bundle's LVM weights (read back from its O
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import defaultdict
@@ -31,8 +30,9 @@ from tqdm import tqdm
 from engine import training
 from engine.data import DEFAULT_MIX, PuzzleStream, StreamConfig, make_loader, parse_mix, puzzle_config
 from engine.model import LVM, LVMConfig, model_checkpoint
+from engine.runtime import read_manifest
 from engine.sentences import Vocabulary, build_sentence, max_images, select_panels
-from engine.tokenizer import BundleTokenizer, encode, load_frozen_tokenizer
+from engine.tokenizer import BundleTokenizer, FrozenTokenizer, encode, load_frozen_tokenizer
 from puzzles.generators import generate
 from puzzles.images import to_square
 from puzzles.seeds import eval_seed
@@ -80,16 +80,13 @@ class TrainLVMConfig:
                          ffn_hidden=self.ffn_hidden)
 
 
-Tokenizer = torch.nn.Module | BundleTokenizer
-
-
-def tokenizer_vocabulary(tokenizer: Tokenizer) -> Vocabulary:
+def tokenizer_vocabulary(tokenizer: FrozenTokenizer) -> Vocabulary:
     cfg = tokenizer.tokenizer_config
     return Vocabulary(codebook_size=cfg.codebook_size, tokens_per_image=cfg.tokens_per_image)
 
 
 @torch.no_grad()
-def encode_uint8(tokenizer: Tokenizer, images: np.ndarray, device: torch.device, chunk: int = 256) -> np.ndarray:
+def encode_uint8(tokenizer: FrozenTokenizer, images: np.ndarray, device: torch.device, chunk: int = 256) -> np.ndarray:
     """uint8 (N, H, W, 3) -> int64 codes (N, h*w), batched on the device, fp32 (as the exported encoder)."""
     if isinstance(tokenizer, BundleTokenizer):
         return tokenizer.encode_uint8(images)
@@ -120,7 +117,7 @@ class Batch:
 
 
 def make_batch(
-    samples: list[dict[str, Any]], tokenizer: Tokenizer, vocab: Vocabulary, config: TrainLVMConfig,
+    samples: list[dict[str, Any]], tokenizer: FrozenTokenizer, vocab: Vocabulary, config: TrainLVMConfig,
     device: torch.device,
 ) -> Batch:
     """Samples -> padded sentences, loss weights and (with --choice-weight) candidate groups; one tokenizer call."""
@@ -198,7 +195,7 @@ class EvalItem:
 
 
 def held_out_items(
-    families: list[str], count: int, tokenizer: Tokenizer, vocab: Vocabulary, limit: int, size: int,
+    families: list[str], count: int, tokenizer: FrozenTokenizer, vocab: Vocabulary, limit: int, size: int,
     device: torch.device,
 ) -> list[EvalItem]:
     """Tokenize `count` held-out puzzles per family (those with candidates), once per run."""
@@ -272,7 +269,7 @@ def model_from_bundle(directory: str | Path, vocab: Vocabulary) -> LVM:
     """The LVM of an exported bundle, back in PyTorch (fp32) to train on."""
     from engine.export_static import bundle_weights
 
-    manifest = json.loads((Path(directory) / "manifest.json").read_text())
+    manifest = read_manifest(Path(directory))
     model = LVM(LVMConfig.from_dict(manifest["lvm_config"]))
     if model.config.vocab_size != vocab.vocab_size:
         raise ValueError(f"bundle {directory} has vocabulary {model.config.vocab_size}, the tokenizer "
@@ -283,7 +280,7 @@ def model_from_bundle(directory: str | Path, vocab: Vocabulary) -> LVM:
 
 def bundle_tokens_seen(directory: str | Path) -> int:
     """Training tokens behind a bundle's LVM, as its manifest records them (0 when it does not)."""
-    manifest = json.loads((Path(directory) / "manifest.json").read_text())
+    manifest = read_manifest(Path(directory))
     return int(manifest.get("provenance", {}).get("lvm", {}).get("tokens") or 0)
 
 
@@ -293,6 +290,7 @@ def make_stream(config: TrainLVMConfig, runtime: training.Runtime, image_size: i
     # a resumed run starts past every seed the earlier run can have drawn (sentences seen, plus prefetch margin)
     base_seed = config.seed + (sentences_seen + 100_000 if sentences_seen else 0)
     return PuzzleStream(StreamConfig(mix=parse_mix(config.mix), image_size=image_size, max_images=limit,
+                                     candidates=config.choice_weight > 0,
                                      base_seed=base_seed, rank=runtime.rank, world_size=runtime.world_size))
 
 

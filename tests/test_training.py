@@ -64,6 +64,12 @@ def test_puzzle_stream_yields_sentence_images() -> None:
     assert sample["family"] == "matrix" and sample["config"]
 
 
+def test_puzzle_stream_yields_candidates_only_when_asked() -> None:
+    sample = next(iter(PuzzleStream(StreamConfig(mix={"matrix": 1.0}, image_size=16, candidates=True))))
+    assert sample["candidates"].shape == (8, 16, 16, 3) and 0 <= sample["answer_index"] < 8
+    assert "candidates" not in next(iter(PuzzleStream(StreamConfig(mix={"matrix": 1.0}, image_size=16))))
+
+
 def test_image_stream_yields_float_images() -> None:
     image = next(iter(ImageStream(StreamConfig(mix={"sequence": 1.0}, image_size=16))))
     assert image.shape == (3, 16, 16) and 0.0 <= image.min() and image.max() <= 1.0
