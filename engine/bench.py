@@ -104,10 +104,10 @@ def context_for(bundle: Bundle, n_images: int) -> np.ndarray:
 # --- the served stages ----------------------------------------------------------------------------------------
 
 
-def decode_ms_per_token(runner: Any, start_cache: Callable[[], Any], context: np.ndarray, batch: int,
+def decode_ms_per_token(runner: Any, start_cache: Callable[[int], Any], context: np.ndarray, batch: int,
                         n_tokens: int) -> float:
     """Prefill once, then time n_tokens one-token steps of a batch (greedy feed); ms per step."""
-    logits, cache = decode.prefill(runner, context[None, :], start_cache())
+    logits, cache = decode.prefill(runner, context[None, :], start_cache(batch))
     cache = decode.expand_cache(cache, batch)
     tokens = np.repeat(logits.argmax(axis=-1), batch)
     started = time.perf_counter()
@@ -117,8 +117,8 @@ def decode_ms_per_token(runner: Any, start_cache: Callable[[], Any], context: np
     return (time.perf_counter() - started) / n_tokens * 1e3
 
 
-def bundle_start_cache(bundle: Bundle, context: np.ndarray) -> Callable[[], Any]:
-    return lambda: bundle._cache_for(context)
+def bundle_start_cache(bundle: Bundle, context: np.ndarray) -> Callable[[int], Any]:
+    return lambda rows: bundle._cache_for(context, rows)
 
 
 def measure_stages(bundle: Bundle, settings: dict[str, Any]) -> dict[str, Any]:
@@ -143,7 +143,8 @@ def measure_stages(bundle: Bundle, settings: dict[str, Any]) -> dict[str, Any]:
         "decoder_1_image": lambda: bundle.decode(codes[:1]),
         "decoder_4_images": lambda: bundle.decode(codes),
         "score_8_candidates_tokens_only": lambda: decode.score(
-            bundle.runner, matrix_context, bundle._cache_for(matrix_context), candidate_codes, code_range),
+            bundle.runner, matrix_context, bundle._cache_for(matrix_context, len(candidate_codes)), candidate_codes,
+            code_range),
         "analogy_solve_1_sample": lambda: bundle.complete(analogy, n_samples=1, seed=0),
         "analogy_solve_4_samples": lambda: bundle.complete(analogy, n_samples=4, seed=0),
         "matrix_score_8_candidates": lambda: bundle.score(cells, candidates),
@@ -213,18 +214,20 @@ def compare_engines(bundle: Bundle, scratch: Path, settings: dict[str, Any]) -> 
     weights = export_static.bundle_weights(bundle.directory)
     context = context_for(bundle, ANALOGY_IMAGES)
     capacity = len(context) + bundle.tokens_per_image
-    engines: dict[str, tuple[Any, Callable[[], Any]]] = {
+    positions = export_static.buffer_positions(manifest)
+    engines: dict[str, tuple[Any, Callable[[int], Any]]] = {
         "onnxruntime_growing_cache": (growing_runner(bundle.directory / "lvm.onnx"),
-                                      lambda: bundle._empty_cache()),
+                                      lambda rows: bundle._empty_cache()),
     }
     graphs: dict[str, Path] = {}
     static_error = None
     try:
         for precision in ("fp32", "int8"):
             graphs[precision] = export_static.write_static_graph(
-                weights, manifest["lvm_config"], scratch / f"lvm_static_{precision}.onnx", int8=precision == "int8")
+                weights, manifest["lvm_config"], scratch / f"lvm_static_{precision}.onnx", int8=precision == "int8",
+                max_positions=positions)
             runner = static_runner(graphs[precision], layout)
-            engines[f"onnxruntime_static_{precision}"] = (runner, lambda r=runner: r.new_cache(1, capacity))
+            engines[f"onnxruntime_static_{precision}"] = (runner, lambda rows, r=runner: r.new_cache(capacity))
     except ValueError as error:  # e.g. a head size GroupQueryAttention cannot take
         static_error = str(error)
         log.warning("no fixed-cache graph for this bundle: %s", error)
@@ -262,7 +265,7 @@ def _torch_version() -> str:
     return torch.__version__
 
 
-def _engine_round(runner: Any, start: Callable[[], Any], context: np.ndarray, steps: int) -> float:
+def _engine_round(runner: Any, start: Callable[[int], Any], context: np.ndarray, steps: int) -> float:
     if isinstance(runner, TorchRunner):
         runner.torch.set_num_threads(runner.threads)
         logits, cache = runner.forward(context[None, :], None)
@@ -289,7 +292,8 @@ def variant_bundle(bundle: Bundle, graph: Path, precision: str, scratch: Path) -
             os.symlink((bundle.directory / name).resolve(), link)
     shutil.copy(graph, target / export_static.STATIC_FILE)
     manifest["files"][export_static.STATIC_FILE] = {"sha256": sha256_file(graph), "bytes": graph.stat().st_size}
-    manifest["static_kv"] = {"file": export_static.STATIC_FILE, "max_positions": bundle.context_length,
+    positions = export_static.buffer_positions(manifest)
+    manifest["static_kv"] = {"file": export_static.STATIC_FILE, "max_positions": positions,
                              "weights": precision}
     (target / "manifest.json").write_text(json.dumps(manifest))
     return target

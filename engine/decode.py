@@ -5,10 +5,10 @@ for every layer and returns `logits` [B, T, V] plus `present_key_<i>` / `present
 head_dim]. Positions are implied by P, so a batch always shares one length: that is what lets the context be
 prefilled once and its cache be repeated for n samples or n candidates.
 
-lvm_static.onnx (engine.export_static) takes a fixed-size cache instead, written in place: `StaticLvmRunner`
-drives it with the same `forward(ids, cache)` signature, so every loop below runs on either graph. On a GPU
-both keep the cache on the device (IO binding); the fixed shapes and addresses of the static cache are also
-what ONNX Runtime's CUDA graphs need.
+lvm_static.onnx (engine.export_static) takes a fixed-size cache instead, written in place, in which n samples
+or candidates share the prompt's positions: `StaticLvmRunner` drives it with the same `forward(ids, cache)`
+signature, so every loop below runs on either graph. On a GPU both keep the cache on the device (IO binding);
+the fixed shapes and addresses of the static cache are also what ONNX Runtime's CUDA graphs need.
 """
 from __future__ import annotations
 
@@ -106,7 +106,8 @@ def to_numpy(tensor: np.ndarray | ort.OrtValue) -> np.ndarray:
 
 
 def expand_cache(cache: KVCache | StaticCache, batch: int) -> KVCache | StaticCache:
-    """Repeat a batch-1 cache `batch` times along the batch axis (the context is shared); done once per call."""
+    """A batch-1 cache for `batch` rows that continue the same context; done once per call (a growing cache is
+    repeated along the batch axis, a fixed-size cache shares its filled positions)."""
     if isinstance(cache, StaticCache):
         return cache.expand(batch)
     arrays = [to_numpy(tensor) for tensor in cache]
@@ -176,85 +177,107 @@ class CacheLayout:
 
 
 class StaticCache:
-    """KV buffers [B, kv_heads, capacity, head_dim] for one generation or scoring call, allocated once.
+    """KV buffers [1, kv_heads, capacity, head_dim] for one generation or scoring call, allocated once.
 
-    The graph's GroupQueryAttention writes each step's keys/values into them in place (they are bound as both
-    the past input and the present output), so a step moves no cache memory. Each call owns its cache, which
-    keeps concurrent calls on one session apart.
+    The buffers hold one shared prefix (the prompt) and then the rows that branch off it (samples or candidates),
+    each call's new tokens appended row after row. Every row attends to the prefix and to its own tokens only:
+    an attention bias hides the other rows, and position ids give each row's tokens the positions that follow the
+    prefix. So n rows never copy the prefix, and each step runs the rows' queries as one batch-1 sequence, which
+    GroupQueryAttention does with one product per head instead of one per row (measured on the 2-core CPU, int8,
+    ms per step for 1 / 4 / 8 rows: 0.24 / 0.34 / 0.70 shared, against 0.20 / 0.82 / 1.72 as a batch).
+    The graph writes each step's keys/values in place (the buffers are bound as both past input and present
+    output). Each call owns its cache, which keeps concurrent calls on one session apart.
     """
 
-    def __init__(self, layout: CacheLayout, batch: int, capacity: int, device: str = "cpu") -> None:
-        if batch < 1 or capacity < 1:
-            raise ValueError(f"a cache needs batch >= 1 and capacity >= 1, got {batch} and {capacity}")
-        self.layout, self.batch, self.capacity, self.device = layout, batch, capacity, device
-        shape = (batch, layout.n_kv_heads, capacity, layout.head_dim)
+    def __init__(self, layout: CacheLayout, capacity: int, device: str = "cpu") -> None:
+        if capacity < 1:
+            raise ValueError(f"a cache needs capacity >= 1, got {capacity}")
+        self.layout, self.capacity, self.device = layout, capacity, device
+        shape = (1, layout.n_kv_heads, capacity, layout.head_dim)
         self.arrays = [np.zeros(shape, dtype=np.float32) for _ in range(2 * layout.n_layers)]
-        self.values = [self._on_device(array) for array in self.arrays]
-        self.length = 0  # positions filled so far (the same for every row)
+        # on the CPU the OrtValue shares the numpy memory; elsewhere it is a device copy the graph writes into
+        self.values = [ort.OrtValue.ortvalue_from_numpy(array, device, 0) for array in self.arrays]
+        self.length = 0  # buffer positions filled so far
+        self.rows = 1
+        self.row_length = 0  # tokens each row holds, prefix included: the next token's position
+        self.visible: np.ndarray | None = None  # (rows, capacity): the positions each row attends to
         self._step: _DecodeStep | None = None
 
-    def _on_device(self, array: np.ndarray) -> ort.OrtValue:
-        # on the CPU the OrtValue shares the numpy memory; elsewhere it is a device copy the graph writes into
-        return ort.OrtValue.ortvalue_from_numpy(array, self.device, 0)
+    def expand(self, rows: int) -> StaticCache:
+        """Branch `rows` rows off the filled positions, which become their shared prefix (nothing is copied)."""
+        if self.rows != 1:
+            raise ValueError(f"only a one-row cache can be expanded, this one has {self.rows} rows")
+        if rows > 1:
+            self.rows, self.visible = rows, np.zeros((rows, self.capacity), dtype=bool)
+            self.visible[:, : self.length] = True
+        return self
 
-    def host_arrays(self) -> list[np.ndarray]:
-        if self.device == "cpu":
-            return self.arrays
-        return [value.numpy() for value in self.values]
+    def append_bias(self, new_per_row: int) -> np.ndarray:
+        """Attention bias [1, 1, rows * new, total] for appending `new_per_row` tokens to every row (0 where a
+        query may look, -inf elsewhere); marks the new positions as their rows' own."""
+        start, rows = self.length, self.rows
+        total = start + rows * new_per_row
+        if rows == 1:  # one sequence: the graph's causal mask is all it needs
+            return np.zeros((1, 1, new_per_row, total), dtype=np.float32)
+        allowed = np.zeros((rows, new_per_row, total), dtype=bool)
+        allowed[:, :, :start] = self.visible[:, None, :start]
+        own = np.zeros((rows, new_per_row, rows, new_per_row), dtype=bool)  # row r's queries see row r's keys
+        index = np.arange(rows)
+        own[index, :, index, :] = np.tril(np.ones((new_per_row, new_per_row), dtype=bool))
+        allowed[:, :, start:] = own.reshape(rows, new_per_row, rows * new_per_row)
+        self.visible[:, start:total] = np.repeat(np.eye(rows, dtype=bool), new_per_row, axis=1)
+        bias = np.where(allowed, np.float32(0), np.float32(-np.inf))
+        return bias.reshape(1, 1, rows * new_per_row, total)
 
-    def row_values(self, row: int) -> list[ort.OrtValue]:
-        """OrtValues over one row of every buffer (a row of a C-contiguous array is contiguous)."""
-        if self.device != "cpu":
-            raise NotImplementedError("row-wise calls need the CPU cache")
-        return [ort.OrtValue.ortvalue_from_numpy(array[row : row + 1]) for array in self.arrays]
-
-    def expand(self, batch: int) -> StaticCache:
-        """A batch-`batch` cache holding this batch-1 cache's filled positions in every row."""
-        if self.batch != 1:
-            raise ValueError(f"only a batch-1 cache can be expanded, got batch {self.batch}")
-        expanded = StaticCache(self.layout, batch, self.capacity, self.device)
-        for target, source in zip(expanded.arrays, self.host_arrays(), strict=True):
-            target[:, :, : self.length] = source[:, :, : self.length]
-        if self.device != "cpu":
-            expanded.values = [expanded._on_device(array) for array in expanded.arrays]
-        expanded.length = self.length
-        return expanded
+    def positions(self, new_per_row: int) -> np.ndarray:
+        """Position ids [1, rows * new] of the appended tokens: each row continues from its own length."""
+        row = self.row_length + np.arange(new_per_row, dtype=np.int64)
+        return np.tile(row, self.rows)[None, :]
 
 
 class _DecodeStep:
-    """An IO binding for one-token steps, made once per cache: every step only rewrites the ids and lengths
-    in place (the bound numpy arrays) and reads the logits from a bound output array."""
+    """An IO binding for one-token steps, made once per cache: every step rewrites the ids, positions and lengths
+    in place (the bound numpy arrays), binds the step's attention bias and reads the logits from a bound array."""
 
     def __init__(self, runner: StaticLvmRunner, cache: StaticCache) -> None:
-        self.ids = np.zeros((cache.batch, 1), dtype=np.int64)
-        self.seqlens = np.zeros(cache.batch, dtype=np.int32)
+        self.ids = np.zeros((1, cache.rows), dtype=np.int64)
+        self.position_ids = np.zeros((1, cache.rows), dtype=np.int64)
+        self.seqlens = np.zeros(1, dtype=np.int32)
         self.total = np.zeros((), dtype=np.int32)
-        self.logits = np.zeros((cache.batch, 1, runner.vocab_size), dtype=np.float32)
-        self.binding = runner.bind(cache.values, self.ids, self.seqlens, self.total, self.logits)
+        self.logits = np.zeros((1, cache.rows, runner.vocab_size), dtype=np.float32)
+        self.binding = runner.bind(cache.values, self.ids, self.position_ids, self.seqlens, self.total, self.logits)
 
 
 class StaticLvmRunner:
     """Runs lvm_static.onnx: ids in, logits out, the cache written in place through IO binding.
 
-    `forward(ids, cache)` has LvmRunner's signature, so prefill/decode_one/decode_n/generate/score take either.
+    `forward(ids, cache)` has LvmRunner's signature (row b of ids extends row b of the cache), so
+    prefill/decode_one/decode_n/generate/score take either.
     """
 
-    def __init__(self, session, layout: CacheLayout, device: str = "cpu") -> None:
+    def __init__(self, session, layout: CacheLayout, device: str = "cpu", max_positions: int | None = None) -> None:
         self.session, self.layout, self.device = session, layout, device
         names = {i.name for i in session.get_inputs()}
-        if not {"input_ids", "seqlens_k", "total_sequence_length"} <= names:
-            raise ValueError("lvm_static.onnx must take input_ids, seqlens_k and total_sequence_length")
+        wanted = {"input_ids", "position_ids", "attention_bias", "seqlens_k", "total_sequence_length"}
+        if not wanted <= names:
+            raise ValueError(f"lvm_static.onnx must take {', '.join(sorted(wanted))}; it lacks "
+                             f"{', '.join(sorted(wanted - names))} (rewrite it: python -m engine.export_static)")
+        self.max_positions = max_positions  # the graph's rotary table: no cache may hold more
         self.past_names = [f"past_{kind}_{layer}" for layer in range(layout.n_layers) for kind in ("key", "value")]
         self.present_names = [name.replace("past_", "present_", 1) for name in self.past_names]
         self.vocab_size = int(session.get_outputs()[0].shape[-1])
 
-    def new_cache(self, batch: int, capacity: int) -> StaticCache:
-        return StaticCache(self.layout, batch, capacity, self.device)
+    def new_cache(self, capacity: int) -> StaticCache:
+        if self.max_positions is not None and capacity > self.max_positions:
+            raise ValueError(f"a cache of {capacity} positions exceeds the graph's {self.max_positions}; "
+                             "ask for fewer samples or candidates at once")
+        return StaticCache(self.layout, capacity, self.device)
 
-    def bind(self, values: list[ort.OrtValue], ids: np.ndarray, seqlens: np.ndarray, total: np.ndarray,
-             logits: np.ndarray):
+    def bind(self, values: list[ort.OrtValue], ids: np.ndarray, position_ids: np.ndarray, seqlens: np.ndarray,
+             total: np.ndarray, logits: np.ndarray):
         binding = self.session.io_binding()
-        for name, array in (("input_ids", ids), ("seqlens_k", seqlens), ("total_sequence_length", total)):
+        for name, array in (("input_ids", ids), ("position_ids", position_ids), ("seqlens_k", seqlens),
+                            ("total_sequence_length", total)):
             binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(array))
         for past, present, value in zip(self.past_names, self.present_names, values, strict=True):
             binding.bind_ortvalue_input(past, value)
@@ -263,40 +286,36 @@ class StaticLvmRunner:
         return binding
 
     def forward(self, input_ids: np.ndarray, cache: StaticCache) -> tuple[np.ndarray, StaticCache]:
-        """input_ids (B, T) appended after the cache's filled positions -> logits (B, T, V), the same cache."""
+        """input_ids (rows, T), one row per cache row, appended -> logits (rows, T, V), the same cache."""
         input_ids = np.ascontiguousarray(input_ids, dtype=np.int64)
-        batch, new_len = input_ids.shape
-        if not isinstance(cache, StaticCache) or batch != cache.batch:
-            raise ValueError(f"ids of batch {batch} need a StaticCache of that batch")
-        total = cache.length + new_len
+        rows, new_len = input_ids.shape
+        if not isinstance(cache, StaticCache) or rows != cache.rows:
+            raise ValueError(f"ids of {rows} rows need a StaticCache with that many rows")
+        total = cache.length + rows * new_len
         if total > cache.capacity:
             raise ValueError(f"{total} positions exceed the cache capacity of {cache.capacity}")
+        positions, bias = cache.positions(new_len), cache.append_bias(new_len)
         if new_len == 1:
-            logits = self._step(input_ids, cache, total)
-        elif batch > 1 and cache.length > 0:
-            # GroupQueryAttention takes several new tokens after a past only at batch 1: run row by row
-            logits = np.concatenate([self._run(input_ids[row : row + 1], cache.row_values(row), total)
-                                     for row in range(batch)])
+            logits = self._step(input_ids, positions, bias, cache, total)
         else:
-            logits = self._run(input_ids, cache.values, total)
-        cache.length = total
-        return logits, cache
+            logits = np.zeros((1, rows * new_len, self.vocab_size), dtype=np.float32)
+            binding = self.bind(cache.values, input_ids.reshape(1, -1), positions, np.array([total - 1], np.int32),
+                                np.array(total, dtype=np.int32), logits)
+            binding.bind_ortvalue_input("attention_bias", ort.OrtValue.ortvalue_from_numpy(bias))
+            self.session.run_with_iobinding(binding)
+        cache.length, cache.row_length = total, cache.row_length + new_len
+        return logits.reshape(rows, new_len, self.vocab_size), cache
 
-    def _run(self, input_ids: np.ndarray, values: list[ort.OrtValue], total: int) -> np.ndarray:
-        batch, new_len = input_ids.shape
-        logits = np.zeros((batch, new_len, self.vocab_size), dtype=np.float32)
-        seqlens = np.full(batch, total - 1, dtype=np.int32)
-        binding = self.bind(values, input_ids, seqlens, np.array(total, dtype=np.int32), logits)
-        self.session.run_with_iobinding(binding)
-        return logits
-
-    def _step(self, input_ids: np.ndarray, cache: StaticCache, total: int) -> np.ndarray:
+    def _step(self, input_ids: np.ndarray, positions: np.ndarray, bias: np.ndarray, cache: StaticCache,
+              total: int) -> np.ndarray:
         if cache._step is None:
             cache._step = _DecodeStep(self, cache)
         step = cache._step
-        step.ids[...] = input_ids
+        step.ids[0] = input_ids[:, 0]
+        step.position_ids[...] = positions
         step.seqlens[...] = total - 1
         step.total[...] = total
+        step.binding.bind_ortvalue_input("attention_bias", ort.OrtValue.ortvalue_from_numpy(bias))
         self.session.run_with_iobinding(step.binding)
         return step.logits.copy()
 

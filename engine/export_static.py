@@ -8,15 +8,18 @@ is needed) and lists it in manifest.json under `files` and `static_kv`.
 The graph is written node by node with ONNX Runtime's fused operators rather than traced, because the tracer
 cannot express an attention that writes into a caller-owned buffer:
 - `GroupQueryAttention` (com.microsoft) with the rotary embedding inside and the KV cache as a preallocated
-  buffer `[B, kv_heads, M, head_dim]`: when the caller binds the same buffer as `past_*` input and `present_*`
+  buffer `[1, kv_heads, M, head_dim]`: when the caller binds the same buffer as `past_*` input and `present_*`
   output, the new keys/values are written in place at positions `seqlens_k + 1 - T ..`, and no step copies the
-  cache. Positions come from `seqlens_k` (total length - 1 per row) and `total_sequence_length`.
+  cache. Rotary positions come from `position_ids` and an `attention_bias` hides keys from queries, so several
+  samples (or candidates) can extend one shared prompt inside a single sequence (engine.decode.StaticCache).
 - `SimplifiedLayerNormalization` / `SkipSimplifiedLayerNormalization` for RMSNorm plus the residual add.
 - one packed q|k|v MatMul and one packed gate|up MatMul per layer.
 
-Inputs: input_ids int64 [B, T], seqlens_k int32 [B], total_sequence_length int32 [], past_key_<i> /
-past_value_<i> float [B, kv_heads, M, head_dim]. Outputs: logits [B, T, V], present_key_<i> / present_value_<i>
-(same shape as past). Weight names follow Hugging Face `LlamaForCausalLM` (transposed to [in, out]).
+Inputs: input_ids int64 [1, T], position_ids int64 [1, T], attention_bias float [1, 1, T, total],
+seqlens_k int32 [1] (total - 1), total_sequence_length int32 [], past_key_<i> / past_value_<i> float
+[1, kv_heads, M, head_dim]. Outputs: logits [1, T, V], present_key_<i> / present_value_<i> (same shape as past).
+M, the buffer length, may reach `max_positions` (the rotary table's length): the context plus MAX_ROWS images.
+Weight names follow Hugging Face `LlamaForCausalLM` (transposed to [in, out]).
 
 Only numpy, onnx and onnxruntime are needed here: the weights come in as a name -> array mapping.
 """
@@ -38,6 +41,7 @@ from onnx import TensorProto, helper, numpy_helper
 log = logging.getLogger(__name__)
 
 STATIC_FILE = "lvm_static.onnx"
+MAX_ROWS = 16  # samples or candidates that may share one prompt in a cache (the app asks for at most 16 samples)
 OPSET = 18  # Split with num_outputs; SimplifiedLayerNormalization is ONNX Runtime's, registered in the default domain
 MS_DOMAIN = "com.microsoft"
 LAYER_WEIGHTS = (
@@ -114,7 +118,8 @@ def _layer(builder: _GraphBuilder, weights: Mapping[str, np.ndarray], config: Ma
                        [f"l{layer}_qkv"])[0]
     attended = builder.node(
         "GroupQueryAttention",
-        [qkv, "", "", f"past_key_{layer}", f"past_value_{layer}", "seqlens_k", "total_sequence_length", *rotary],
+        [qkv, "", "", f"past_key_{layer}", f"past_value_{layer}", "seqlens_k", "total_sequence_length", *rotary,
+         "position_ids", "attention_bias"],
         [f"l{layer}_attn", f"present_key_{layer}", f"present_value_{layer}"], domain=MS_DOMAIN,
         num_heads=n_head, kv_num_heads=n_kv_head, do_rotary=1, rotary_interleaved=0, local_window_size=-1,
     )[0]
@@ -143,7 +148,6 @@ def build_static_graph(weights: Mapping[str, np.ndarray], config: Mapping[str, A
         raise ValueError(f"head_dim {head_dim} is not a multiple of 16, which GroupQueryAttention needs")
     check_weights(weights, config)
     n_layer, n_kv_head = int(config["n_layer"]), int(config["n_kv_head"])
-    head_dim = int(config["d_model"]) // int(config["n_head"])
     max_positions = max_positions or int(config["context_length"])
     builder = _GraphBuilder()
     cos, sin = rotary_tables(config, max_positions)
@@ -161,6 +165,9 @@ def build_static_graph(weights: Mapping[str, np.ndarray], config: Mapping[str, A
 
     cache_shape = ["batch", n_kv_head, "max_length", head_dim]
     inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "new_length"]),
+              helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch", "new_length"]),
+              helper.make_tensor_value_info("attention_bias", TensorProto.FLOAT,
+                                            ["batch", 1, "new_length", "total_length"]),
               helper.make_tensor_value_info("seqlens_k", TensorProto.INT32, ["batch"]),
               helper.make_tensor_value_info("total_sequence_length", TensorProto.INT32, [])]
     outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "new_length",
@@ -176,11 +183,16 @@ def build_static_graph(weights: Mapping[str, np.ndarray], config: Mapping[str, A
     return model
 
 
+def buffer_positions(manifest: Mapping[str, Any]) -> int:
+    """The longest cache a bundle's static graph takes: a full context, then MAX_ROWS - 1 more images."""
+    return int(manifest["context_length"]) + (MAX_ROWS - 1) * int(manifest["tokens_per_image"])
+
+
 def write_static_graph(weights: Mapping[str, np.ndarray], config: Mapping[str, Any], path: str | Path,
-                       int8: bool = False) -> Path:
+                       int8: bool = False, max_positions: int | None = None) -> Path:
     """Write lvm_static.onnx (int8: weights quantized dynamically, as engine.export.quantize_int8 does)."""
     path = Path(path)
-    onnx.save(build_static_graph(weights, config), str(path))
+    onnx.save(build_static_graph(weights, config, max_positions), str(path))
     if int8:
         quantize_int8(path)
     log.info("wrote %s (%.1f MB)", path, path.stat().st_size / 1e6)
@@ -341,9 +353,10 @@ def add_to_bundle(bundle_dir: str | Path, int8: bool | None = None) -> Path:
     config = manifest["lvm_config"]
     int8 = manifest.get("weights") == "int8" if int8 is None else int8
     weights = weights_from_traced_graph(bundle_dir / "lvm.onnx", config)
-    path = write_static_graph(weights, config, bundle_dir / STATIC_FILE, int8=int8)
+    positions = buffer_positions(manifest)
+    path = write_static_graph(weights, config, bundle_dir / STATIC_FILE, int8=int8, max_positions=positions)
     manifest["files"][STATIC_FILE] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
-    manifest["static_kv"] = {"file": STATIC_FILE, "max_positions": int(config["context_length"]),
+    manifest["static_kv"] = {"file": STATIC_FILE, "max_positions": positions,
                              "weights": "int8" if int8 else "fp32"}
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     return path

@@ -10,6 +10,7 @@ import io
 import json
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -246,7 +247,11 @@ class Bundle:
         if self.static:
             kv = manifest["kv_cache"]
             layout = decode.CacheLayout(int(kv["n_layers"]), int(kv["n_kv_heads"]), int(kv["head_dim"]))
-            self.runner: decode.LvmRunner | decode.StaticLvmRunner = decode.StaticLvmRunner(self.lvm, layout, device)
+            try:
+                self.runner: decode.LvmRunner | decode.StaticLvmRunner = decode.StaticLvmRunner(
+                    self.lvm, layout, device, max_positions=int(manifest["static_kv"]["max_positions"]))
+            except ValueError as error:
+                raise BundleError(f"{self.directory}: {error}") from error
         else:
             self.runner = decode.make_runner(self.lvm)  # IO binding: the KV cache stays on the session's device
         log.info("bundle %s loaded from %s on %s (%s)", self.name, self.directory, self.provider,
@@ -334,12 +339,18 @@ class Bundle:
         kv = self.manifest["kv_cache"]
         return decode.empty_cache(kv["n_layers"], kv["n_kv_heads"], kv["head_dim"])
 
-    def _cache_for(self, context: np.ndarray) -> list[np.ndarray] | decode.StaticCache:
-        """The starting cache of a call on this context: a fixed-size buffer for the context plus one image, or
-        a zero-length growing cache."""
+    def _cache_for(self, context: np.ndarray, rows: int = 1) -> list[np.ndarray] | decode.StaticCache:
+        """The starting cache of a call on this context: a fixed-size buffer for the context plus one image per
+        row (sample or candidate), or a zero-length growing cache."""
         if isinstance(self.runner, decode.StaticLvmRunner):
-            return self.runner.new_cache(1, len(context) + self.tokens_per_image)
+            return self.runner.new_cache(len(context) + rows * self.tokens_per_image)
         return self._empty_cache()
+
+    def max_rows(self, context: np.ndarray) -> int:
+        """How many samples or candidates one call can run on this context (the fixed-size graph has a limit)."""
+        if not isinstance(self.runner, decode.StaticLvmRunner) or self.runner.max_positions is None:
+            return sys.maxsize
+        return max(1, (self.runner.max_positions - len(context)) // self.tokens_per_image)
 
     # answering
     def complete(
@@ -364,9 +375,11 @@ class Bundle:
         def decoding(fraction: float, message: str) -> None:
             report(0.05 + 0.85 * fraction, f"generating: {message}")
 
+        if n_samples > self.max_rows(context):
+            raise ValueError(f"at most {self.max_rows(context)} samples at once for this prompt, got {n_samples}")
         tokens = decode.generate(
-            self.runner, context, self._cache_for(context), n_samples, self.tokens_per_image, (start, end), options,
-            seed, decoding,
+            self.runner, context, self._cache_for(context, n_samples), n_samples, self.tokens_per_image,
+            (start, end), options, seed, decoding,
         )
         report(0.9, "decoding images")
         result = self.decode(tokens)
@@ -395,14 +408,19 @@ class Bundle:
         context = self.context_tokens(codes[: len(images)])
         candidate_tokens = codes[len(images) :]
         report(0.3, f"scoring {len(candidates)} candidates")
-        code_range = tuple(self.manifest["code_range"])
-        scores = decode.score(self.runner, context, self._cache_for(context), candidate_tokens, code_range)
+        scores = self._likelihoods(context, candidate_tokens)
         if scoring == "pmi_last_panel":
-            baseline = self.context_tokens(codes[len(images) - 1 : len(images)])
-            scores = scores - decode.score(self.runner, baseline, self._cache_for(baseline), candidate_tokens,
-                                           code_range)
+            scores = scores - self._likelihoods(self.context_tokens(codes[len(images) - 1 : len(images)]),
+                                                candidate_tokens)
         report(1.0, "done")
         return scores
+
+    def _likelihoods(self, context: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        """decode.score over as many candidates at once as the cache takes."""
+        code_range, group = tuple(self.manifest["code_range"]), self.max_rows(context)
+        return np.concatenate([
+            decode.score(self.runner, context, self._cache_for(context, len(part)), part, code_range)
+            for part in (candidates[i : i + group] for i in range(0, len(candidates), group))])
 
     @property
     def scoring(self) -> str:

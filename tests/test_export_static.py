@@ -64,8 +64,9 @@ def test_weights_come_back_from_both_graphs(static_bundle: Path) -> None:
 
 def test_manifest_lists_the_static_graph(static_bundle: Path) -> None:
     manifest = json.loads((static_bundle / "manifest.json").read_text())
-    assert manifest["static_kv"] == {"file": "lvm_static.onnx", "max_positions": LVM_CONFIG.context_length,
-                                     "weights": "fp32"}
+    # room for a full context and then 15 more images: 16 samples or candidates share one prompt
+    max_positions = LVM_CONFIG.context_length + 15 * manifest["tokens_per_image"]
+    assert manifest["static_kv"] == {"file": "lvm_static.onnx", "max_positions": max_positions, "weights": "fp32"}
     assert "lvm_static.onnx" in manifest["files"]
     bundle = Bundle.load(static_bundle)
     assert bundle.static and isinstance(bundle.runner, decode.StaticLvmRunner)
@@ -79,14 +80,14 @@ def test_prefill_and_steps_match_pytorch(static_bundle: Path) -> None:
     steps = torch.randint(0, VOCAB.codebook_size, (3, 4))  # 3 rows, 4 one-token steps
     with torch.no_grad():
         expected, _ = model(torch.cat([context.repeat(3, 1), steps], dim=1))
-    cache = runner.new_cache(1, 24)
+    cache = runner.new_cache(32)  # the context, then 3 rows of 4 tokens
     logits, cache = runner.forward(context.numpy(), cache)
     assert np.abs(logits - expected[:1, :20].numpy()).max() < 1e-4
     cache = decode.expand_cache(cache, 3)
     for step in range(4):
         logits, cache = runner.forward(steps[:, step : step + 1].numpy(), cache)
         assert np.abs(logits[:, 0] - expected[:, 20 + step].numpy()).max() < 1e-4
-    with pytest.raises(ValueError, match="exceed the cache capacity of 24"):
+    with pytest.raises(ValueError, match="exceed the cache capacity of 32"):
         runner.forward(steps[:, :1].numpy(), cache)
 
 
@@ -97,6 +98,38 @@ def test_complete_and_score_equal_the_growing_cache(static_bundle: Path) -> None
         first, second = static.complete(images, **bundle_args), growing.complete(images, **bundle_args)
         assert [a.tobytes() for a in first] == [b.tobytes() for b in second]
     np.testing.assert_allclose(static.score(images, candidates), growing.score(images, candidates), atol=1e-3)
+
+
+def test_more_rows_than_the_graph_takes(static_bundle: Path) -> None:
+    static, growing = Bundle.load(static_bundle), Bundle.load(static_bundle, static=False)
+    images, candidates = pictures(3, seed=3), pictures(20, seed=4)
+    context = static.context_tokens(static.encode(images))
+    assert static.max_rows(context) < len(candidates)  # so scoring runs them in groups
+    np.testing.assert_allclose(static.score(images, candidates), growing.score(images, candidates), atol=1e-3)
+    with pytest.raises(ValueError, match=f"at most {static.max_rows(context)} samples at once"):
+        static.complete(images, n_samples=static.max_rows(context) + 1)
+
+
+def test_a_static_graph_without_shared_rows_is_refused(static_bundle: Path, tmp_path: Path) -> None:
+    import onnx
+
+    from engine.runtime import sha256_file
+
+    old = Path(shutil.copytree(static_bundle, tmp_path / "old"))
+    graph = onnx.load(str(old / export_static.STATIC_FILE))
+    for node in graph.graph.node:
+        if node.op_type == "GroupQueryAttention":
+            del node.input[-2:]  # the graph as written before position ids and the attention bias
+    kept = [value for value in graph.graph.input if value.name not in ("position_ids", "attention_bias")]
+    del graph.graph.input[:]
+    graph.graph.input.extend(kept)
+    onnx.save(graph, str(old / export_static.STATIC_FILE))
+    manifest = json.loads((old / "manifest.json").read_text())
+    manifest["files"][export_static.STATIC_FILE]["sha256"] = sha256_file(old / export_static.STATIC_FILE)
+    manifest["files"][export_static.STATIC_FILE]["bytes"] = (old / export_static.STATIC_FILE).stat().st_size
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="lacks attention_bias, position_ids .*python -m engine.export_static"):
+        Bundle.load(old)
 
 
 def test_int8_static_graph_is_smaller_and_close(static_bundle: Path, tmp_path: Path) -> None:
