@@ -213,7 +213,6 @@ def compare_engines(bundle: Bundle, scratch: Path, settings: dict[str, Any]) -> 
     layout = decode.CacheLayout(int(kv["n_layers"]), int(kv["n_kv_heads"]), int(kv["head_dim"]))
     weights = export_static.bundle_weights(bundle.directory)
     context = context_for(bundle, ANALOGY_IMAGES)
-    capacity = len(context) + bundle.tokens_per_image
     positions = export_static.buffer_positions(manifest)
     engines: dict[str, tuple[Any, Callable[[int], Any]]] = {
         "onnxruntime_growing_cache": (growing_runner(bundle.directory / "lvm.onnx"),
@@ -227,7 +226,8 @@ def compare_engines(bundle: Bundle, scratch: Path, settings: dict[str, Any]) -> 
                 weights, manifest["lvm_config"], scratch / f"lvm_static_{precision}.onnx", int8=precision == "int8",
                 max_positions=positions)
             runner = static_runner(graphs[precision], layout)
-            engines[f"onnxruntime_static_{precision}"] = (runner, lambda rows, r=runner: r.new_cache(capacity))
+            engines[f"onnxruntime_static_{precision}"] = (
+                runner, lambda rows, r=runner: r.new_cache(len(context) + rows * bundle.tokens_per_image))
     except ValueError as error:  # e.g. a head size GroupQueryAttention cannot take
         static_error = str(error)
         log.warning("no fixed-cache graph for this bundle: %s", error)

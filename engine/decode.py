@@ -183,8 +183,8 @@ class StaticCache:
     each call's new tokens appended row after row. Every row attends to the prefix and to its own tokens only:
     an attention bias hides the other rows, and position ids give each row's tokens the positions that follow the
     prefix. So n rows never copy the prefix, and each step runs the rows' queries as one batch-1 sequence, which
-    GroupQueryAttention does with one product per head instead of one per row (measured on the 2-core CPU, int8,
-    ms per step for 1 / 4 / 8 rows: 0.24 / 0.34 / 0.70 shared, against 0.20 / 0.82 / 1.72 as a batch).
+    GroupQueryAttention does with one product per head instead of one per row (int8 on the 2-core CPU, ms per
+    step at 1 / 4 / 8 rows: about 0.24 / 0.34 / 0.70 shared, 0.2 / 0.8-1.1 / 1.7-2.1 as a batch of rows).
     The graph writes each step's keys/values in place (the buffers are bound as both past input and present
     output). Each call owns its cache, which keeps concurrent calls on one session apart.
     """
