@@ -210,6 +210,7 @@ class StaticCache:
         if rows > 1:
             self.rows, self.visible = rows, np.zeros((rows, self.capacity), dtype=bool)
             self.visible[:, : self.length] = True
+            self._step = None  # a step binding is shaped for one row
         return self
 
     def append_bias(self, new_per_row: int) -> np.ndarray:

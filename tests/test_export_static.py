@@ -91,6 +91,21 @@ def test_prefill_and_steps_match_pytorch(static_bundle: Path) -> None:
         runner.forward(steps[:, :1].numpy(), cache)
 
 
+def test_rows_branch_off_a_prompt_fed_one_token_at_a_time(static_bundle: Path) -> None:
+    model = load_model(build_tiny_bundle()[2]).eval()
+    runner = Bundle.load(static_bundle).runner
+    prompt, steps = torch.randint(0, VOCAB.codebook_size, (1, 2)), torch.randint(0, VOCAB.codebook_size, (2, 3))
+    with torch.no_grad():
+        expected, _ = model(torch.cat([prompt.repeat(2, 1), steps], dim=1))
+    cache = runner.new_cache(2 + 2 * 3)
+    for token in range(2):  # one-token calls before the rows branch off
+        logits, cache = runner.forward(prompt[:, token : token + 1].numpy(), cache)
+    cache = decode.expand_cache(cache, 2)
+    for step in range(3):
+        logits, cache = runner.forward(steps[:, step : step + 1].numpy(), cache)
+        assert np.abs(logits[:, 0] - expected[:, 2 + step].numpy()).max() < 1e-4
+
+
 def test_complete_and_score_equal_the_growing_cache(static_bundle: Path) -> None:
     static, growing = Bundle.load(static_bundle), Bundle.load(static_bundle, static=False)
     images, candidates = pictures(3, seed=1), pictures(4, seed=2)
