@@ -62,6 +62,16 @@ def test_weights_come_back_from_both_graphs(static_bundle: Path) -> None:
             np.testing.assert_allclose(array, state[name], rtol=0, atol=1e-6, err_msg=name)
 
 
+def test_bundle_weights_are_the_exported_ones_not_the_int8_graphs(static_bundle: Path, tmp_path: Path) -> None:
+    bundle = Path(shutil.copytree(static_bundle, tmp_path / "int8"))
+    export_static.add_to_bundle(bundle, int8=True)
+    exported = export_static.weights_from_traced_graph(bundle / "lvm.onnx", LVM_CONFIG.to_dict())
+    weights = export_static.bundle_weights(bundle)
+    assert set(weights) == set(exported)
+    for name, array in weights.items():
+        np.testing.assert_array_equal(array, exported[name], err_msg=name)
+
+
 def test_manifest_lists_the_static_graph(static_bundle: Path) -> None:
     manifest = json.loads((static_bundle / "manifest.json").read_text())
     # room for a full context and then 15 more images: 16 samples or candidates share one prompt
