@@ -227,7 +227,7 @@ def _dequantized(initializers: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return result
 
 
-def _stored_weights(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+def stored_weights(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     """Float initializers by name, with fp16-stored ones (engine.compact: X__fp16 -> Cast -> X) back as fp32."""
     stored = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     for node in model.graph.node:
@@ -239,7 +239,7 @@ def _stored_weights(model: onnx.ModelProto) -> dict[str, np.ndarray]:
 def weights_from_static_graph(path: str | Path) -> dict[str, np.ndarray]:
     """The LlamaForCausalLM state (float, [out, in] Linear layout) stored in an lvm_static.onnx."""
     model = onnx.load(str(path))
-    stored = _stored_weights(model)
+    stored = stored_weights(model)
     weights: dict[str, np.ndarray] = {}
     for name, array in stored.items():
         if name.startswith("rotary."):
@@ -267,7 +267,7 @@ def weights_from_traced_graph(path: str | Path, config: Mapping[str, Any]) -> di
     but renames the (transposed) Linear weights, so those are taken in graph order: per layer q, k, v, o, gate,
     up, down, then lm_head, each checked against its expected shape."""
     model = onnx.load(str(path))
-    stored = _stored_weights(model)
+    stored = stored_weights(model)
     embedding = [name for name in stored if name.endswith("embed_tokens.weight")]
     if not embedding:
         raise ValueError(f"{path}: no embed_tokens initializer; re-export the bundle")

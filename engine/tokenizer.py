@@ -178,6 +178,78 @@ def load_tokenizer(path: str | Path, map_location: str | torch.device = "cpu") -
     return tokenizer_from_checkpoint(torch.load(path, map_location=map_location, weights_only=True))
 
 
+def tokenizer_from_bundle(directory: str | Path) -> VQModel:
+    """The PyTorch tokenizer behind a bundle's encoder.onnx and decoder.onnx (fp32), to fine-tune.
+
+    The exporter keeps the names of convolutions, the codebook and biases, but folds each GroupNorm's scale
+    and shift into unnamed (C, 1, 1) constants and renames the attention matrices (stored transposed): those
+    are matched in the order the graph uses them, which is the order the modules run in.
+    """
+    from engine.runtime import read_manifest
+
+    directory = Path(directory)
+    model = build_tokenizer(TokenizerConfig.from_dict(read_manifest(directory)["tokenizer_config"]))
+    state: dict[str, torch.Tensor] = {}
+    for graph, part in (("encoder.onnx", "encoder"), ("decoder.onnx", "decoder")):
+        state.update(_graph_state(model, directory / graph, part))
+    missing = set(model.state_dict()) - set(state)
+    if missing:
+        raise ValueError(f"{directory}: no weights found for {len(missing)} tokenizer tensors, e.g. {min(missing)}")
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def _graph_state(model: VQModel, path: Path, part: str) -> dict[str, torch.Tensor]:
+    import onnx
+
+    from engine.export_static import stored_weights
+
+    graph = onnx.load(str(path))
+    stored = stored_weights(graph)
+    state = {name.removeprefix("tokenizer."): torch.from_numpy(array.copy()) for name, array in stored.items()
+             if name.startswith("tokenizer.")}
+    scales, shifts, matrices = [], [], []
+    for node in graph.graph.node:
+        for name in node.input:
+            if name.startswith("tokenizer.") or name not in stored or stored[name].dtype != np.float32:
+                continue
+            array = stored.pop(name)  # first use only
+            if node.op_type == "Mul" and array.ndim >= 2:
+                scales.append(array.reshape(-1))
+            elif node.op_type == "Add" and array.ndim >= 2:
+                shifts.append(array.reshape(-1))
+            elif node.op_type == "MatMul" and array.ndim == 2 and array.shape[0] == array.shape[1]:
+                matrices.append(array.T)
+    module = getattr(model, part)
+    norms = _call_order(module, torch.nn.GroupNorm, model.tokenizer_config, part)
+    attentions = [m for m in module.modules() if hasattr(m, "to_q")]
+    linear = [layer for a in attentions for layer in (a.to_q, a.to_k, a.to_v, a.to_out[0])]
+    if (len(scales), len(shifts), len(matrices)) != (len(norms), len(norms), len(linear)):
+        raise ValueError(f"{path}: found {len(scales)} norm scales, {len(shifts)} shifts and {len(matrices)} "
+                         f"attention matrices; the {part} has {len(norms)} norms and {len(linear)} matrices")
+    names = {id(m): f"{part}.{name}" for name, m in module.named_modules()}
+    for norm, scale, shift in zip(norms, scales, shifts, strict=True):
+        state[f"{names[id(norm)]}.weight"] = torch.from_numpy(scale.copy())
+        state[f"{names[id(norm)]}.bias"] = torch.from_numpy(shift.copy())
+    for layer, matrix in zip(linear, matrices, strict=True):
+        state[f"{names[id(layer)]}.weight"] = torch.from_numpy(np.ascontiguousarray(matrix))
+    return state
+
+
+def _call_order(module: torch.nn.Module, kind: type, cfg: TokenizerConfig, part: str) -> list[torch.nn.Module]:
+    """The submodules of `kind` in the order one forward pass calls them."""
+    called: list[torch.nn.Module] = []
+    hooks = [m.register_forward_hook(lambda m, *_: called.append(m)) for m in module.modules() if isinstance(m, kind)]
+    with torch.no_grad():
+        if part == "encoder":
+            module(torch.zeros(1, 3, cfg.image_size, cfg.image_size))
+        else:
+            module(torch.zeros(1, cfg.latent_channels, cfg.grid, cfg.grid))
+    for hook in hooks:
+        hook.remove()
+    return list(dict.fromkeys(called))
+
+
 class BundleTokenizer:
     """A model bundle's exported tokenizer (ONNX Runtime), frozen: train a new LVM on the codes of a shipped
     bundle without its PyTorch checkpoint. It encodes exactly as serving does, because it is the served graph.

@@ -7,6 +7,9 @@ Loss: L1 + MSE reconstruction plus the VQ codebook/commitment loss. Codes unused
 restarted on random encoder outputs of the current batch, so the whole codebook stays in use. Images of
 every family (panels, answers, candidates) with random flips/rotations, so codes are consistent under
 geometry. Reconstruction PSNR on held-out matrix and sequence panels is logged as training goes.
+
+--decoder-only fine-tunes the decoder of a trained tokenizer (--init: a checkpoint or a bundle directory) with
+the encoder and codebook frozen: every image keeps its codes, so an LVM trained on them stays valid.
 """
 from __future__ import annotations
 
@@ -27,9 +30,13 @@ from engine.tokenizer import (
     TokenizerConfig,
     build_tokenizer,
     decode,
+    decode_latents,
+    embed_codes,
     encode,
     load_tokenizer,
     tokenizer_checkpoint,
+    tokenizer_from_bundle,
+    tokenizer_from_checkpoint,
     vq_forward,
 )
 from puzzles.generators import generate
@@ -65,7 +72,9 @@ class TrainTokenizerConfig:
     eval_n: int = field(default=32, metadata={"help": "held-out puzzles per family for PSNR"})
     save_every_min: float = field(default=10.0, metadata={"help": "minutes between checkpoints"})
     resume: bool = field(default=False, metadata={"help": "continue from OUT/ckpt.pt"})
-    init: str | None = field(default=None, metadata={"help": "start from these tokenizer weights (new optimizer)"})
+    init: str | None = field(default=None, metadata={"help": "start from these tokenizer weights and architecture "
+                                                                 "(new optimizer): a checkpoint or a bundle directory"})
+    decoder_only: bool = field(default=False, metadata={"help": "train the decoder alone (needs --init)"})
     half_weights_out: str | None = field(default=None, metadata={"help": "also write fp16 weights here"})
 
     def tokenizer_config(self) -> TokenizerConfig:
@@ -130,8 +139,14 @@ def train_step(
     Returns this rank's losses (loss, loss_rec, loss_vq; detached) and the codes the batch used.
     """
     training.set_lr(optimizer, lr)
+    if config.decoder_only:  # the frozen encoder in fp32, outside autocast: the codes the exported encoder gives
+        codes = encode(model, images)
     with training.autocast(runtime.device, config.bf16):
-        reconstruction, vq_loss, codes = vq_forward(model, images)
+        if config.decoder_only:
+            reconstruction = decode_latents(model, embed_codes(model, codes))
+            vq_loss = torch.zeros((), device=images.device)
+        else:
+            reconstruction, vq_loss, codes = vq_forward(model, images)
         loss_rec = reconstruction_loss(reconstruction, images)
         loss = loss_rec + vq_loss
     optimizer.zero_grad(set_to_none=True)
@@ -147,29 +162,30 @@ def train(config: TrainTokenizerConfig) -> Path:
     runtime = training.setup_runtime(config.device)
     out_dir = Path(config.out)
     torch.manual_seed(config.seed)  # the same initial weights on every rank
-    model = build_tokenizer(config.tokenizer_config()).to(runtime.device)
+    if config.decoder_only and not config.init:
+        raise ValueError("--decoder-only fine-tunes a trained tokenizer: give it with --init")
+    state = training.load_checkpoint(out_dir / "ckpt.pt", runtime.device) if config.resume else None
+    model = initial_tokenizer(config, state).to(runtime.device)
+    if config.decoder_only:
+        model.requires_grad_(False)
+        for part in (model.post_quant_conv, model.decoder):
+            part.requires_grad_(True)
     optimizer = training.make_optimizer(model, config.lr, config.weight_decay, runtime.device)
     step, images_seen, elapsed_before = 0, 0, 0.0
-    if config.init and not config.resume:
-        initial = load_tokenizer(config.init)
-        if initial.tokenizer_config != model.tokenizer_config:
-            raise ValueError(f"--init {config.init} has {initial.tokenizer_config}, not {model.tokenizer_config}")
-        model.load_state_dict(initial.state_dict())
-    if config.resume:
-        state = training.load_checkpoint(out_dir / "ckpt.pt", runtime.device)
-        model.load_state_dict(state["tokenizer"])
+    if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         step, images_seen, elapsed_before = state["step"], state["images_seen"], state["elapsed"]
     # a resumed run starts past every seed the earlier run can have drawn (images seen, plus prefetch margin)
     base_seed = config.seed + (images_seen + 100_000 if step else 0)
-    stream = ImageStream(StreamConfig(mix=parse_mix(config.mix), image_size=config.image_size, base_seed=base_seed,
+    shape: TokenizerConfig = model.tokenizer_config
+    stream = ImageStream(StreamConfig(mix=parse_mix(config.mix), image_size=shape.image_size, base_seed=base_seed,
                                       rank=runtime.rank, world_size=runtime.world_size))
     batches = training.infinite(make_loader(stream, config.batch_size, config.workers))
     budget = training.Budget(config.steps, config.minutes, step, elapsed_before)
     log = training.RunLog(out_dir, enabled=runtime.is_main, resume=config.resume)
     eval_families = ("matrix", "sequence") if runtime.is_main else ()
-    eval_panels = {family: held_out_panels(family, config.eval_n, config.image_size) for family in eval_families}
-    usage = torch.zeros(config.codebook_size, device=runtime.device)
+    eval_panels = {family: held_out_panels(family, config.eval_n, shape.image_size) for family in eval_families}
+    usage = torch.zeros(shape.codebook_size, device=runtime.device)
     last_save, window_start, window_images = time.monotonic(), time.monotonic(), 0
     progress = tqdm(total=config.steps, initial=step, disable=not runtime.is_main, desc="tokenizer")
 
@@ -188,12 +204,12 @@ def train(config: TrainTokenizerConfig) -> Path:
         images = next(batches).to(runtime.device, non_blocking=True)
         lr = training.learning_rate(step, fraction, config.lr, config.warmup_steps)
         losses, codes = train_step(model, optimizer, images, config, lr, runtime)
-        usage += torch.bincount(codes.flatten(), minlength=config.codebook_size)
+        usage += torch.bincount(codes.flatten(), minlength=shape.codebook_size)
         step += 1
         images_seen += images.shape[0] * runtime.world_size
         window_images += images.shape[0] * runtime.world_size
         progress.update(1)
-        if config.restart_every and step % config.restart_every == 0:
+        if config.restart_every and not config.decoder_only and step % config.restart_every == 0:
             if runtime.distributed:  # a code is alive when any rank used it
                 torch.distributed.all_reduce(usage)
             used = int((usage > 0).sum())
@@ -228,6 +244,18 @@ def train(config: TrainTokenizerConfig) -> Path:
     save()
     training.shutdown_runtime(runtime)
     return out_dir / "ckpt.pt"
+
+
+def initial_tokenizer(config: TrainTokenizerConfig, resumed: dict | None = None) -> torch.nn.Module:
+    """The resumed run's tokenizer, the --init one (a checkpoint, or a bundle's graphs read back), or a new one."""
+    if resumed is not None:
+        return tokenizer_from_checkpoint(resumed).train()
+    if not config.init:
+        return build_tokenizer(config.tokenizer_config())
+    initial = tokenizer_from_bundle(config.init) if Path(config.init).is_dir() else load_tokenizer(config.init)
+    if initial.tokenizer_config != config.tokenizer_config():
+        logger.info("--init %s sets the architecture: %s", config.init, initial.tokenizer_config)
+    return initial.train()
 
 
 def _average_gradients(model: torch.nn.Module, world_size: int) -> None:

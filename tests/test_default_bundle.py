@@ -54,3 +54,15 @@ def test_default_bundle_dir_is_the_shipped_one(monkeypatch: pytest.MonkeyPatch) 
 def test_serves_the_int8_fixed_cache_graph() -> None:
     manifest = json.loads((BUNDLE / "manifest.json").read_text())
     assert manifest["static_kv"]["weights"] == "int8" and Bundle.load(BUNDLE).static
+
+
+def test_its_tokenizer_reads_back_into_pytorch() -> None:
+    """engine.train_tokenizer --init BUNDLE fine-tunes these weights: they must decode as the shipped graph does."""
+    import torch
+
+    from engine.tokenizer import decode, tokenizer_from_bundle
+
+    shipped = Bundle.load(BUNDLE)
+    codes = np.random.default_rng(0).integers(0, shipped.manifest["codebook_size"], (4, shipped.tokens_per_image))
+    images = decode(tokenizer_from_bundle(BUNDLE), torch.from_numpy(codes)).permute(0, 2, 3, 1).numpy()
+    assert np.abs(images * 255 - np.stack(shipped.decode(codes)).astype(np.float32)).max() <= 1.0

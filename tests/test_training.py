@@ -217,3 +217,42 @@ def test_train_lvm_continues_a_bundle_and_exports_on_its_tokenizer(tiny_bundle_d
     bundle = Bundle.load(tmp_path / "b")
     assert bundle.manifest["provenance"]["tokenizer"]["from_bundle"] == "tiny-test"
     assert bundle.encode(list(images)).shape == (5, 16)
+
+
+def _randomized_tokenizer_bundle(directory: Path) -> torch.nn.Module:
+    """The tiny test tokenizer with every weight random (norms too) and fp16-exact, exported with fp16 storage."""
+    from engine import export
+    from tests.test_export import LVM_CONFIG, TOKENIZER_CONFIG
+
+    torch.manual_seed(1)
+    tokenizer = build_tokenizer(TOKENIZER_CONFIG)
+    with torch.no_grad():
+        for parameter in tokenizer.parameters():
+            parameter.copy_((parameter + 0.1 * torch.randn_like(parameter)).half().float())
+    export.export_bundle(tokenizer, LVM(LVM_CONFIG), directory, fp16_storage=True)
+    return tokenizer
+
+
+def test_tokenizer_from_bundle_reads_back_the_exported_weights(tmp_path: Path) -> None:
+    """Named, folded (GroupNorm scale and shift) and renamed (attention, transposed) weights all come back."""
+    from engine.tokenizer import tokenizer_from_bundle
+
+    original = _randomized_tokenizer_bundle(tmp_path).state_dict()
+    restored = tokenizer_from_bundle(tmp_path).state_dict()
+    assert restored.keys() == original.keys()
+    for name, tensor in original.items():
+        torch.testing.assert_close(restored[name], tensor, atol=0, rtol=0, msg=name)
+
+
+def test_decoder_only_fine_tune_keeps_the_codes(tmp_path: Path) -> None:
+    original = _randomized_tokenizer_bundle(tmp_path / "bundle").state_dict()
+    out = tmp_path / "decoder"
+    train_tokenizer.main(["--init", str(tmp_path / "bundle"), "--decoder-only", "--out", str(out), "--steps", "2",
+                          "--batch-size", "4", "--lr", "1e-2", "--warmup-steps", "0", "--workers", "0",
+                          "--eval-n", "1", "--log-every", "1", "--device", "cpu", "--mix", "sequence=1"])
+    tuned = load_tokenizer(out / "ckpt.pt").state_dict()
+    changed = {name for name, tensor in tuned.items() if not torch.equal(tensor, original[name])}
+    assert changed and all(name.startswith(("decoder.", "post_quant_conv.")) for name in changed)
+    assert "decoder.conv_out.weight" in changed
+    with pytest.raises(ValueError, match="--init"):
+        train_tokenizer.main(["--decoder-only", "--out", str(tmp_path / "none"), "--steps", "1"])
