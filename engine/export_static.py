@@ -190,7 +190,7 @@ def buffer_positions(manifest: Mapping[str, Any]) -> int:
 
 def write_static_graph(weights: Mapping[str, np.ndarray], config: Mapping[str, Any], path: str | Path,
                        int8: bool = False, max_positions: int | None = None) -> Path:
-    """Write lvm_static.onnx (int8: weights quantized dynamically, as engine.export.quantize_int8 does)."""
+    """Write lvm_static.onnx (int8: MatMul weights quantized per output column, see quantize_int8)."""
     path = Path(path)
     onnx.save(build_static_graph(weights, config, max_positions), str(path))
     if int8:

@@ -152,7 +152,7 @@ def write_card(bundle: Path, report: dict[str, Any], spec: str, n: int, lvm_log:
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     records = read_log(lvm_log)
     points = plot_learning_curve(read_log(curve) if curve else records, bundle / "learning_curve.png")
-    _copy_curve(lvm_log.parent / "loss_curve.png", bundle / "training_curve.png")
+    plot_training_curve(records, bundle / "training_curve.png")
     strips = {family: failure_strip(report, spec, n, manifest["image_size"], family, bundle / f"failures_{family}.png")
               for family in metrics["families"]}
     card = _card_text(manifest, metrics, report, points, strips, records, tokenizer_log, recipe, eval_command, notes)
@@ -161,9 +161,12 @@ def write_card(bundle: Path, report: dict[str, Any], spec: str, n: int, lvm_log:
     return path
 
 
-def _copy_curve(source: Path, target: Path) -> None:
-    if source.exists():
-        target.write_bytes(source.read_bytes())
+def plot_training_curve(records: list[dict[str, Any]], out: Path) -> None:
+    """The loss (and held-out accuracy) of the log the card is given, which may join several runs' logs."""
+    from engine.training import plot_curves
+
+    if any(r.get("kind", "train") == "train" for r in records):
+        plot_curves(records, out, ("loss",), "tokens")
 
 
 def _card_text(manifest: dict[str, Any], metrics: dict[str, Any], report: dict[str, Any], points: list[dict[str, Any]],

@@ -154,3 +154,14 @@ def test_cli_help() -> None:
     result = subprocess.run([sys.executable, "-m", "engine.evaluate", "--help"], capture_output=True, text=True,
                             check=True, cwd=ROOT)
     assert "--puzzles" in result.stdout and "--json" in result.stdout
+
+
+def test_training_curve_is_drawn_from_the_log_the_card_is_given(tmp_path: Path) -> None:
+    """Several runs' logs joined into one file give one curve; a log without training records gives none."""
+    from engine.model_card import plot_training_curve
+
+    records = [{"kind": "train", "tokens": 1000 * step, "loss": 5.0 - step / 10} for step in range(1, 9)]
+    plot_training_curve(records + [{"kind": "eval", "tokens": 8000, "acc/analogy": 0.3}], tmp_path / "curve.png")
+    assert (tmp_path / "curve.png").stat().st_size > 1000
+    plot_training_curve([{"kind": "eval", "tokens": 8000, "acc/analogy": 0.3}], tmp_path / "none.png")
+    assert not (tmp_path / "none.png").exists()
