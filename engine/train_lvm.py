@@ -345,7 +345,7 @@ def train(config: TrainLVMConfig) -> Path:
     stream = make_stream(config, runtime, tokenizer.tokenizer_config.image_size, limit, sentences_seen)
     batches = training.infinite(make_loader(stream, config.batch_size, config.workers, collate=False))
     budget = training.Budget(config.steps, config.minutes, step, elapsed_before)
-    log = training.RunLog(out_dir, enabled=runtime.is_main, resume=config.resume)
+    log = training.RunLog(out_dir, enabled=runtime.is_main, resume_step=step if state is not None else None)
     items = (held_out_items([f for f in parse_mix(config.mix) if f != "grid"], config.eval_n, tokenizer, vocab,
                             limit, tokenizer.tokenizer_config.image_size, runtime.device) if runtime.is_main else [])
     next_eval = tokens_seen + config.eval_every_tokens if config.eval_every_tokens else None

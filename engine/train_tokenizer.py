@@ -182,7 +182,7 @@ def train(config: TrainTokenizerConfig) -> Path:
                                       rank=runtime.rank, world_size=runtime.world_size))
     batches = training.infinite(make_loader(stream, config.batch_size, config.workers))
     budget = training.Budget(config.steps, config.minutes, step, elapsed_before)
-    log = training.RunLog(out_dir, enabled=runtime.is_main, resume=config.resume)
+    log = training.RunLog(out_dir, enabled=runtime.is_main, resume_step=step if state is not None else None)
     eval_families = ("matrix", "sequence") if runtime.is_main else ()
     eval_panels = {family: held_out_panels(family, config.eval_n, shape.image_size) for family in eval_families}
     usage = torch.zeros(shape.codebook_size, device=runtime.device)

@@ -190,15 +190,19 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str,
 class RunLog:
     """JSON Lines log (one record per line) plus a loss-curve PNG, both rewritten as training goes."""
 
-    def __init__(self, out_dir: Path, enabled: bool = True, resume: bool = False) -> None:
+    def __init__(self, out_dir: Path, enabled: bool = True, resume_step: int | None = None) -> None:
+        """resume_step: the step of the checkpoint a resumed run starts from; records past it are dropped, as the
+        earlier run wrote them after its last save and this run does those steps again."""
         self.path = out_dir / "log.jsonl"
         self.plot_path = out_dir / "loss_curve.png"
         self.enabled = enabled
         self.records: list[dict[str, Any]] = []
         if enabled:
             out_dir.mkdir(parents=True, exist_ok=True)
-            if resume and self.path.is_file():
-                self.records = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+            if resume_step is not None and self.path.is_file():
+                records = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+                self.records = [r for r in records if r.get("step", 0) <= resume_step]
+                self.path.write_text("".join(json.dumps(r) + "\n" for r in self.records))
             elif self.path.exists():
                 self.path.unlink()
 

@@ -256,3 +256,16 @@ def test_decoder_only_fine_tune_keeps_the_codes(tmp_path: Path) -> None:
     assert "decoder.conv_out.weight" in changed
     with pytest.raises(ValueError, match="--init"):
         train_tokenizer.main(["--decoder-only", "--out", str(tmp_path / "none"), "--steps", "1"])
+
+
+def test_resumed_log_drops_records_written_after_the_last_checkpoint(tmp_path: Path) -> None:
+    first = training.RunLog(tmp_path)
+    for step in (20, 40, 60):
+        first.write({"kind": "train", "step": step, "loss": 1.0})
+    first.write({"kind": "eval", "step": 60, "acc/matrix": 0.5})
+    resumed = training.RunLog(tmp_path, resume_step=40)  # the checkpoint was saved at step 40
+    resumed.write({"kind": "train", "step": 60, "loss": 0.9})
+    on_disk = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert on_disk == resumed.records
+    assert [(r["step"], r["loss"]) for r in on_disk] == [(20, 1.0), (40, 1.0), (60, 0.9)]
+    assert training.RunLog(tmp_path).records == [] and not (tmp_path / "log.jsonl").exists()  # a fresh run starts over
