@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
@@ -161,6 +162,8 @@ def test_int8_static_graph_is_smaller_and_close(static_bundle: Path, tmp_path: P
     weights = export_static.weights_from_static_graph(static_bundle / export_static.STATIC_FILE)
     path = export_static.write_static_graph(weights, LVM_CONFIG.to_dict(), tmp_path / "int8.onnx", int8=True)
     assert path.stat().st_size < (static_bundle / export_static.STATIC_FILE).stat().st_size
+    operators = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert "DequantizeLinear" in operators and "DynamicQuantizeLinear" not in operators  # weights only
     dequantized = export_static.weights_from_static_graph(path)
     for name in ("lm_head.weight", "model.layers.0.self_attn.q_proj.weight"):
         assert np.abs(dequantized[name] - weights[name]).max() < 0.02 * np.abs(weights[name]).max()
