@@ -5,8 +5,8 @@
 
 The LVM graph carries its KV cache explicitly (`past_key_<i>`/`past_value_<i>` in, `present_key_<i>`/
 `present_value_<i>` out) with dynamic batch, new length and past length, exported through torch.export
-(dynamo) with example sizes >= 2 so that no dimension is specialised. `--int8` quantizes lvm.onnx's weights
-with ONNX Runtime's dynamic quantization.
+(dynamo) with example sizes >= 2 so that no dimension is specialised. `--int8` stores lvm.onnx's MatMul weights
+as int8 (weights only, one scale per output column: engine.compact), as the served int8 graph does.
 """
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ import datetime
 import json
 import logging
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from engine import tokenizer as vq
-from engine.compact import store_weights_fp16
+from engine.compact import store_matmul_weights_int8, store_weights_fp16
 from engine.export_static import STATIC_FILE, write_static_graph
 from engine.model import LVM, model_from_checkpoint
 from engine.runtime import FORMAT_VERSION, sha256_file
@@ -115,17 +114,6 @@ def export_lvm(model: LVM, path: Path) -> None:
     dynamic = {"input_ids": {0: batch, 1: new_len}, "flat_cache": tuple({0: batch, 2: past_len} for _ in cache)}
     _export(LvmGraph(model), (input_ids, *cache), path, ["input_ids", *cache_names("past", cfg.n_layer)],
             ["logits", *cache_names("present", cfg.n_layer)], dynamic)
-
-
-def quantize_int8(path: Path) -> None:
-    """Replace an ONNX file by its dynamic-int8 version (int8 weights, activations quantized on the fly)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    with tempfile.TemporaryDirectory() as scratch:
-        quantized = Path(scratch) / path.name
-        quantize_dynamic(path, quantized, weight_type=QuantType.QInt8)
-        shutil.move(quantized, path)
-    log.info("quantized %s to int8 (%.1f MB)", path, path.stat().st_size / 1e6)
 
 
 # --- the manifest ---------------------------------------------------------------------------------------------
@@ -225,7 +213,7 @@ def export_bundle(
         graphs += ["encoder.onnx", "decoder.onnx"]
     export_lvm(model, out / "lvm.onnx")
     if int8:
-        quantize_int8(out / "lvm.onnx")
+        store_matmul_weights_int8(out / "lvm.onnx")
     if fp16_storage:
         for graph in graphs:
             before, after = store_weights_fp16(out / graph, lossless_only=graph != "lvm.onnx" or int8)
@@ -280,7 +268,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lvm", required=True, help="LVM checkpoint (ckpt.pt from engine.train_lvm)")
     parser.add_argument("--out", required=True, help="bundle directory to write, e.g. engine/bundles/NAME")
     parser.add_argument("--name", default=None, help="bundle name in the manifest (default: the directory name)")
-    parser.add_argument("--int8", action="store_true", help="quantize lvm.onnx weights to int8")
+    parser.add_argument("--int8", action="store_true", help="store lvm.onnx's MatMul weights as int8 (weights only)")
     parser.add_argument("--fp16-storage", action="store_true",
                         help="store weights as fp16 (half the size; computed in fp32)")
     parser.add_argument("--static", action="store_true",

@@ -203,8 +203,7 @@ def write_static_graph(weights: Mapping[str, np.ndarray], config: Mapping[str, A
 
 
 def _dequantized(initializers: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Replace (X_quantized, X_scale, X_zero_point) triples (engine.compact, or quantize_dynamic in engine.export)
-    by float X."""
+    """Replace (X_quantized, X_scale, X_zero_point) triples (engine.compact's int8 storage) by float X."""
     result = {name: array for name, array in initializers.items()
               if not name.endswith(("_quantized", "_scale", "_zero_point"))}
     for name, array in initializers.items():

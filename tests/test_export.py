@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -141,12 +142,14 @@ def test_greedy_generation_identical_to_pytorch(tiny: tuple[Path, Path, Path]) -
     assert tokens.tolist() == [expected, expected]
 
 
-def test_int8_quantizes_weights_and_stays_close(tiny: tuple[Path, Path, Path], tmp_path: Path) -> None:
-    bundle_dir, _, lvm_path = tiny
+def test_int8_stores_weights_only_and_stays_close(tiny: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    bundle_dir, tokenizer_path, lvm_path = tiny
+    export.main(["--tokenizer", str(tokenizer_path), "--lvm", str(lvm_path), "--out", str(tmp_path), "--int8"])
     quantized = tmp_path / "lvm.onnx"
-    quantized.write_bytes((bundle_dir / "lvm.onnx").read_bytes())
-    export.quantize_int8(quantized)
+    assert json.loads((tmp_path / "manifest.json").read_text())["weights"] == "int8"
     assert quantized.stat().st_size < (bundle_dir / "lvm.onnx").stat().st_size
+    operators = {node.op_type for node in onnx.load(str(quantized)).graph.node}
+    assert "DequantizeLinear" in operators and "DynamicQuantizeLinear" not in operators
     ids = np.random.default_rng(0).integers(0, VOCAB.vocab_size, (2, 9))
     empty = decode.empty_cache(LVM_CONFIG.n_layer, LVM_CONFIG.n_kv_head, LVM_CONFIG.head_dim, batch=2)
     fp32_logits, _ = decode.LvmRunner(session(bundle_dir / "lvm.onnx")).forward(ids, empty)
