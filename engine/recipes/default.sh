@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The commands that made engine/bundles/default. Run from the repository root.
-# Tokenizer: two stages on one NVIDIA H100 (about 6 minutes). LVM: five stages on this 2-core CPU (bf16 autocast):
+# Tokenizer: two stages on one NVIDIA H100 (about 6 minutes). LVM: six stages on this 2-core CPU (bf16 autocast):
 # next-token prediction, then the same plus a multiple-choice loss over each puzzle's candidates, then a heavier
-# multiple-choice loss with more matrices, then heavier still on fresh puzzles (twice).
+# multiple-choice loss with more matrices, then heavier still on fresh puzzles (three times).
 set -euo pipefail
 RUN=${RUN:-runs/default}
 
@@ -52,15 +52,23 @@ python -m engine.train_lvm --tokenizer $RUN/stage4 --init-bundle $RUN/stage4 --o
   --batch-size 8 --lr 4e-4 --warmup-steps 30 --mix matrix=2,analogy=2,sequence=2 --choice-weight 1.0 --seed 6000000 \
   --workers 1 --eval-every-tokens 3000000 --eval-n 32 --log-every 20 --save-every-min 5
 
-# 7. Export (fp16-stored weights, plus the fused fixed-cache graph in int8 that serving runs), evaluate, card.
-python -m engine.export --tokenizer $RUN/stage4 --lvm $RUN/lvm5/ckpt.pt --out engine/bundles/default --name default \
+python -m engine.export --tokenizer $RUN/stage4 --lvm $RUN/lvm5/ckpt.pt --out $RUN/stage5 --name default --fp16-storage
+
+# 7. LVM stage 6: from the stage-5 bundle, multiple-choice weight 2.0, more matrices again (3:2:2), lr 3e-4 and fresh
+#    seeds; copies of $RUN/lvm6/ckpt.pt taken every 20 minutes went to $RUN/points6/.
+python -m engine.train_lvm --tokenizer $RUN/stage5 --init-bundle $RUN/stage5 --out $RUN/lvm6 --minutes 90 \
+  --batch-size 8 --lr 3e-4 --warmup-steps 30 --mix matrix=3,analogy=2,sequence=2 --choice-weight 2.0 --seed 9000000 \
+  --workers 1 --eval-every-tokens 3000000 --eval-n 32 --log-every 20 --save-every-min 5
+
+# 8. Export (fp16-stored weights, plus the fused fixed-cache graph in int8 that serving runs), evaluate, card.
+python -m engine.export --tokenizer $RUN/stage5 --lvm $RUN/lvm6/ckpt.pt --out engine/bundles/default --name default \
   --fp16-storage
 python -m engine.export_static --bundle engine/bundles/default --int8
 python -m engine.evaluate --bundle engine/bundles/default --puzzles matrix:all,analogy,sequence --n 350 --json eval.json
 python -m engine.learning_curve --tokenizer $RUN/stage1 --checkpoints $RUN/points/*.pt $RUN/lvm2/ckpt.pt \
   $RUN/points3/*.pt $RUN/lvm3/ckpt.pt $RUN/points4/*.pt $RUN/lvm4/ckpt.pt \
-  $RUN/points5/*.pt $RUN/lvm5/ckpt.pt --n 32 --out $RUN/learning_curve.jsonl
-cat $RUN/lvm2/log.jsonl $RUN/lvm3/log.jsonl $RUN/lvm4/log.jsonl $RUN/lvm5/log.jsonl \
-  > $RUN/lvm_log.jsonl  # stages 2-5, tokens counted on
+  $RUN/points5/*.pt $RUN/lvm5/ckpt.pt $RUN/points6/*.pt $RUN/lvm6/ckpt.pt --n 32 --out $RUN/learning_curve.jsonl
+cat $RUN/lvm2/log.jsonl $RUN/lvm3/log.jsonl $RUN/lvm4/log.jsonl $RUN/lvm5/log.jsonl $RUN/lvm6/log.jsonl \
+  > $RUN/lvm_log.jsonl  # stages 2-6, tokens counted on
 python -m engine.model_card --bundle engine/bundles/default --eval eval.json --n 350 --curve $RUN/learning_curve.jsonl \
   --lvm-log $RUN/lvm_log.jsonl --recipe engine/recipes/default.sh --notes engine/recipes/default_notes.md
