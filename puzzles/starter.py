@@ -1,5 +1,8 @@
 """The starter pack the bank seeds from: every family, every matrix layout, every analogy transform and
-sequence kind, and 40 ARC-AGI-1 training tasks; 96 px images; the same bytes on every build.
+sequence kind, and 40 ARC-AGI-1 training tasks; 96 px images; the same bytes on every build with the same
+library versions. The pack is shipped built, not built at start-up: a rebuild elsewhere can differ in a few
+images (a rebuild from the shipped one's generators differed in one distractor of 4 of its 318 puzzles, so
+those puzzles got new ids), and the ratings in a bank point at the ids it was seeded with.
 
 `python -m puzzles build-starter --out puzzles/starter_pack.zip`
 """
