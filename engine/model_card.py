@@ -205,8 +205,8 @@ A puzzle is a visual sentence (BOS, the codes of each panel in order); the answe
 ## Data
 Puzzles streamed fresh from the generators on training seeds (below {1_000_000_000:,}; evaluation uses the
 held-out range from there on). LVM mixture: `{provenance.get('lvm', {}).get('data', '?')}`.
-LVM tokens seen: {last.get('tokens', 0) / 1e6:.1f}M in {last.get('elapsed', 0) / 60:.0f} minutes
-({lvm_hardware}). Tokenizer hardware: {tokenizer_hardware};
+LVM tokens seen: {last.get('tokens', 0) / 1e6:.1f}M in all; its last training run took
+{last.get('elapsed', 0) / 60:.0f} minutes ({lvm_hardware}). Tokenizer hardware: {tokenizer_hardware};
 reconstruction PSNR on held-out panels: {tokenizer_psnr or 'the round trip column of the PSNR table below'}.
 
 Reproduce:
