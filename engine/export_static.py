@@ -49,14 +49,21 @@ LAYER_WEIGHTS = (
     "self_attn.o_proj.weight", "post_attention_layernorm.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight",
     "mlp.down_proj.weight",
 )
+PANEL_EMBEDDINGS = ("model.panel_cell_embed.weight", "model.panel_index_embed.weight")
+EMBEDDINGS = ("model.embed_tokens.weight", *PANEL_EMBEDDINGS)  # (rows, width) tables, not transposed products
 
 
 # --- weights --------------------------------------------------------------------------------------------------
 
 
+def panel_weights(config: Mapping[str, Any]) -> list[str]:
+    """The panel-position embeddings (engine.model.LVMConfig.panel_tokens) the config asks for, if any."""
+    return list(PANEL_EMBEDDINGS) if int(config.get("panel_tokens", 0)) else []
+
+
 def required_weights(config: Mapping[str, Any]) -> list[str]:
-    """Every weight the graph needs, by its LlamaForCausalLM name."""
-    names = ["model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"]
+    """Every weight the graph needs, by its LlamaForCausalLM name (plus the panel embeddings when used)."""
+    names = ["model.embed_tokens.weight", "model.norm.weight", "lm_head.weight", *panel_weights(config)]
     for layer in range(int(config["n_layer"])):
         names += [f"model.layers.{layer}.{suffix}" for suffix in LAYER_WEIGHTS]
     return names
@@ -89,6 +96,10 @@ class _GraphBuilder:
 
     def weight(self, name: str, array: np.ndarray) -> str:
         self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array, dtype=np.float32), name))
+        return name
+
+    def integer(self, name: str, value: int) -> str:
+        self.initializers.append(numpy_helper.from_array(np.array(value, dtype=np.int64), name))
         return name
 
     def node(self, op: str, inputs: list[str], outputs: list[str], domain: str = "", **attributes: Any) -> list[str]:
@@ -140,6 +151,24 @@ def _layer(builder: _GraphBuilder, weights: Mapping[str, np.ndarray], config: Ma
     return builder.node("MatMul", [activated, down], [f"l{layer}_mlp"])[0], residual
 
 
+def _add_panel_positions(builder: _GraphBuilder, weights: Mapping[str, np.ndarray], config: Mapping[str, Any],
+                         hidden: str) -> str:
+    """hidden + the cell and panel-index embeddings of each position id (as engine.model.panel_cells)."""
+    panel_tokens = int(config["panel_tokens"])
+    last_panel = weights["model.panel_index_embed.weight"].shape[0] - 1
+    one, zero = builder.integer("panel.one", 1), builder.integer("panel.zero", 0)
+    size, last = builder.integer("panel.tokens", panel_tokens), builder.integer("panel.last", last_panel)
+    shifted = builder.node("Sub", ["position_ids", one], ["panel_shifted"])[0]
+    offset = builder.node("Max", [shifted, zero], ["panel_offset"])[0]
+    cell = builder.node("Mod", [offset, size], ["panel_cell"])[0]
+    index = builder.node("Min", [builder.node("Div", [offset, size], ["panel_quotient"])[0], last], ["panel_index"])[0]
+    for name, ids in zip(PANEL_EMBEDDINGS, (cell, index), strict=True):
+        table = builder.weight(name, weights[name])
+        looked_up = builder.node("Gather", [table, ids], [f"{name}_rows"], axis=0)[0]
+        hidden = builder.node("Add", [hidden, looked_up], [f"{name}_added"])[0]
+    return hidden
+
+
 def build_static_graph(weights: Mapping[str, np.ndarray], config: Mapping[str, Any],
                        max_positions: int | None = None) -> onnx.ModelProto:
     """The fused graph for `config` (engine.model.LVMConfig as a dict) with these weights."""
@@ -154,6 +183,8 @@ def build_static_graph(weights: Mapping[str, np.ndarray], config: Mapping[str, A
     rotary = (builder.weight("rotary.cos_cache", cos), builder.weight("rotary.sin_cache", sin))
     embed = builder.weight("model.embed_tokens.weight", weights["model.embed_tokens.weight"])
     hidden = builder.node("Gather", [embed, "input_ids"], ["embedded"], axis=0)[0]
+    if panel_weights(config):
+        hidden = _add_panel_positions(builder, weights, config, hidden)
     residual = None
     for layer in range(n_layer):
         hidden, residual = _layer(builder, weights, config, layer, hidden, residual, rotary)
@@ -229,7 +260,7 @@ def weights_from_static_graph(path: str | Path) -> dict[str, np.ndarray]:
     stored = stored_weights(model)
     weights: dict[str, np.ndarray] = {}
     for name, array in stored.items():
-        if name.startswith("rotary."):
+        if name.startswith(("rotary.", "panel.")):
             continue
         if name.endswith("qkv_proj.weight"):
             prefix = name[: -len("qkv_proj.weight")]
@@ -242,7 +273,7 @@ def weights_from_static_graph(path: str | Path) -> dict[str, np.ndarray]:
             prefix = name[: -len("gate_up_proj.weight")]
             gate, up = np.split(array, 2, axis=1)
             weights.update({f"{prefix}gate_proj.weight": gate.T, f"{prefix}up_proj.weight": up.T})
-        elif array.ndim == 2 and name != "model.embed_tokens.weight":
+        elif array.ndim == 2 and name not in EMBEDDINGS:
             weights[name] = array.T
         else:
             weights[name] = array
@@ -259,6 +290,11 @@ def weights_from_traced_graph(path: str | Path, config: Mapping[str, Any]) -> di
     if not embedding:
         raise ValueError(f"{path}: no embed_tokens initializer; re-export the bundle")
     weights: dict[str, np.ndarray] = {"model.embed_tokens.weight": stored[embedding[0]]}
+    for name in panel_weights(config):
+        found = [stored_name for stored_name in stored if stored_name.endswith(name)]
+        if len(found) != 1:
+            raise ValueError(f"{path}: expected one {name} initializer, found {len(found)}; re-export the bundle")
+        weights[name] = stored[found[0]]
     norm_names = [name for name in required_weights(config) if name.endswith("norm.weight")]
     norm_names.append(norm_names.pop(0))  # model.norm comes last in the graph
     norms = _norm_weights(model, stored, int(config["d_model"]))

@@ -35,6 +35,10 @@ class LVMConfig:
     norm_eps: float = 1e-5  # RMSNorm epsilon
     tie_embeddings: bool = False  # untied by default, as in LLaMA and the public LVM checkpoints
     init_std: float = 0.02  # std of the normal weight init
+    # Tokens per panel for learned absolute panel positions: an embedding per cell of the panel's code grid and
+    # one per panel index, added to the token embedding. Rotary positions alone tell a token how far back another
+    # lies, not where in its own panel it sits, which a flip or a shift needs. 0: rotary only (LLaMA layout).
+    panel_tokens: int = 0
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_head:
@@ -46,6 +50,13 @@ class LVMConfig:
         for name in ("vocab_size", "context_length", "n_layer", "ffn_hidden"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.panel_tokens < 0:
+            raise ValueError(f"panel_tokens must be 0 (off) or positive, got {self.panel_tokens}")
+
+    @property
+    def max_panels(self) -> int:
+        """Panel indices with their own embedding (the context's panels; later ones share the last)."""
+        return max(1, -(-(self.context_length - 1) // self.panel_tokens)) if self.panel_tokens else 0
 
     @property
     def head_dim(self) -> int:
@@ -88,6 +99,16 @@ class RotaryEmbedding(nn.Module):
         angles = positions.float()[:, None] * self.inv_freq[None, :]  # (T, head_dim/2)
         angles = torch.cat((angles, angles), dim=-1)  # (T, head_dim), HF "rotate_half" layout
         return angles.cos(), angles.sin()
+
+
+def panel_cells(positions: torch.Tensor, config: LVMConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cell within the panel, panel index) of sentence positions; BOS (position 0) counts as the first cell.
+
+    Images start at position 1 and each takes panel_tokens positions (engine.sentences), so both follow from
+    the position alone; the exported graphs compute them the same way from their position ids.
+    """
+    offset = (positions - 1).clamp(min=0)
+    return offset % config.panel_tokens, (offset // config.panel_tokens).clamp(max=config.max_panels - 1)
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -187,6 +208,9 @@ class Backbone(nn.Module):
         self.layers = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.norm = RMSNorm(config.d_model, config.norm_eps)
         self.rotary = RotaryEmbedding(config)
+        if config.panel_tokens:
+            self.panel_cell_embed = nn.Embedding(config.panel_tokens, config.d_model)
+            self.panel_index_embed = nn.Embedding(config.max_panels, config.d_model)
 
 
 class LVM(nn.Module):
@@ -202,6 +226,9 @@ class LVM(nn.Module):
                 nn.init.normal_(parameter, mean=0.0, std=config.init_std / math.sqrt(2 * config.n_layer))
         if config.tie_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
+        if config.panel_tokens:  # start as the rotary-only model would; training grows them
+            nn.init.zeros_(self.model.panel_cell_embed.weight)
+            nn.init.zeros_(self.model.panel_index_embed.weight)
 
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, (nn.Linear, nn.Embedding)):
@@ -224,6 +251,9 @@ class LVM(nn.Module):
         positions = torch.arange(new_len, device=input_ids.device) + past_len  # (T,)
         cos, sin = self.model.rotary(positions)
         x = self.model.embed_tokens(input_ids)  # (B, T, C)
+        if self.config.panel_tokens:
+            cell, panel = panel_cells(positions, self.config)
+            x = x + self.model.panel_cell_embed(cell) + self.model.panel_index_embed(panel)
         presents = []
         for index, layer in enumerate(self.model.layers):
             past = None if past_key_values is None else past_key_values[index]

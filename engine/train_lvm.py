@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,9 @@ class TrainLVMConfig:
     n_head: int = field(default=6, metadata={"help": "query heads"})
     n_kv_head: int = field(default=6, metadata={"help": "key/value heads"})
     ffn_hidden: int = field(default=1024, metadata={"help": "SwiGLU hidden width"})
+    panel_positions: bool = field(default=False, metadata={
+        "help": "learned cell and panel-index embeddings (engine.model.LVMConfig.panel_tokens); with --init-bundle "
+                "they are added at zero to a bundle without them"})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
     bf16: bool = field(default=True, metadata={"help": "bf16 autocast"})
     compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
@@ -77,7 +80,8 @@ class TrainLVMConfig:
     def lvm_config(self, vocab: Vocabulary) -> LVMConfig:
         return LVMConfig(vocab_size=vocab.vocab_size, context_length=self.context_length, n_layer=self.n_layer,
                          d_model=self.d_model, n_head=self.n_head, n_kv_head=self.n_kv_head,
-                         ffn_hidden=self.ffn_hidden)
+                         ffn_hidden=self.ffn_hidden,
+                         panel_tokens=vocab.tokens_per_image if self.panel_positions else 0)
 
 
 def tokenizer_vocabulary(tokenizer: FrozenTokenizer) -> Vocabulary:
@@ -253,7 +257,7 @@ def evaluate(model: LVM, items: list[EvalItem], vocab: Vocabulary, device: torch
 
 def build_model(config: TrainLVMConfig, vocab: Vocabulary, checkpoint: dict[str, Any] | None) -> LVM:
     if checkpoint is None and config.init_bundle:
-        return model_from_bundle(config.init_bundle, vocab)
+        return model_from_bundle(config.init_bundle, vocab, config.panel_positions)
     if checkpoint is None:
         return LVM(config.lvm_config(vocab))
     lvm_config = LVMConfig.from_dict(checkpoint["lvm_config"])
@@ -265,16 +269,24 @@ def build_model(config: TrainLVMConfig, vocab: Vocabulary, checkpoint: dict[str,
     return model
 
 
-def model_from_bundle(directory: str | Path, vocab: Vocabulary) -> LVM:
-    """The LVM of an exported bundle, back in PyTorch (fp32) to train on."""
-    from engine.export_static import bundle_weights
+def model_from_bundle(directory: str | Path, vocab: Vocabulary, panel_positions: bool = False) -> LVM:
+    """The LVM of an exported bundle, back in PyTorch (fp32) to train on; `panel_positions` adds the panel
+    embeddings at zero when the bundle has none (the model then computes exactly what the bundle does)."""
+    from engine.export_static import PANEL_EMBEDDINGS, bundle_weights
 
     manifest = read_manifest(Path(directory))
-    model = LVM(LVMConfig.from_dict(manifest["lvm_config"]))
-    if model.config.vocab_size != vocab.vocab_size:
-        raise ValueError(f"bundle {directory} has vocabulary {model.config.vocab_size}, the tokenizer "
+    lvm_config = LVMConfig.from_dict(manifest["lvm_config"])
+    if lvm_config.vocab_size != vocab.vocab_size:
+        raise ValueError(f"bundle {directory} has vocabulary {lvm_config.vocab_size}, the tokenizer "
                          f"{vocab.vocab_size}")
-    model.load_state_dict({name: torch.tensor(array) for name, array in bundle_weights(directory).items()})
+    if panel_positions and not lvm_config.panel_tokens:
+        lvm_config = replace(lvm_config, panel_tokens=vocab.tokens_per_image)
+    model = LVM(lvm_config)
+    weights = {name: torch.tensor(array) for name, array in bundle_weights(directory).items()}
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if unexpected or set(missing) - set(PANEL_EMBEDDINGS):
+        raise ValueError(f"bundle {directory} weights do not fit its lvm_config: missing {missing}, "
+                         f"unexpected {unexpected}")
     return model
 
 

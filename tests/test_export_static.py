@@ -19,9 +19,10 @@ from engine.model import LVM, LVMConfig, load_model
 from engine.runtime import Bundle, BundleError
 from tests.test_export import TOKENIZER_CONFIG, VOCAB
 
-# GroupQueryAttention wants head_dim % 16 == 0: 2 heads of 16, grouped-query (1 kv head)
+# GroupQueryAttention wants head_dim % 16 == 0: 2 heads of 16, grouped-query (1 kv head); panel positions on
+# (engine.test_export's bundle has them off), so both graphs compute the cell and panel of each position
 LVM_CONFIG = LVMConfig(vocab_size=VOCAB.vocab_size, context_length=1 + 6 * 16 + 1, n_layer=2, d_model=32, n_head=2,
-                       n_kv_head=1, ffn_hidden=64)
+                       n_kv_head=1, ffn_hidden=64, panel_tokens=VOCAB.tokens_per_image)
 
 
 @functools.cache
@@ -31,6 +32,8 @@ def build_tiny_static_bundle() -> tuple[Path, Path]:
     atexit.register(shutil.rmtree, root, ignore_errors=True)
     torch.manual_seed(1)
     model = LVM(LVM_CONFIG)
+    for table in (model.model.panel_cell_embed, model.model.panel_index_embed):  # they start at zero: make them count
+        torch.nn.init.normal_(table.weight, std=1.0)
     torch.save({"lvm_config": LVM_CONFIG.to_dict(), "model": model.state_dict()}, root / "lvm.pt")
     export.export_bundle(vq.build_tokenizer(TOKENIZER_CONFIG), model, root / "tiny", name="tiny-static")
     return root / "tiny", root / "lvm.pt"
@@ -142,6 +145,10 @@ def test_a_static_graph_without_shared_rows_is_refused(static_bundle: Path, tmp_
     from engine.runtime import sha256_file
 
     old = Path(shutil.copytree(static_bundle, tmp_path / "old"))
+    # graphs written before position ids came in had no panel positions either, so build one without them
+    rotary_only = {**LVM_CONFIG.to_dict(), "panel_tokens": 0}
+    weights = export_static.weights_from_static_graph(old / export_static.STATIC_FILE)
+    export_static.write_static_graph(weights, rotary_only, old / export_static.STATIC_FILE)
     graph = onnx.load(str(old / export_static.STATIC_FILE))
     for node in graph.graph.node:
         if node.op_type == "GroupQueryAttention":

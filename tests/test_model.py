@@ -1,11 +1,13 @@
 """The LVM, the visual sentences and the tokenizer: shapes, cache equivalence, checkpoints, round trips."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
-from engine.model import LVM, LVMConfig, load_model, save_model
+from engine.model import LVM, LVMConfig, load_model, panel_cells, save_model
 from engine.sentences import (
     Vocabulary,
     build_sentence,
@@ -95,6 +97,34 @@ def test_save_load_gives_identical_outputs(tiny_model: LVM, tmp_path) -> None:
     ids = torch.randint(0, TINY.vocab_size, (2, 9))
     with torch.no_grad():
         assert torch.equal(loaded(ids)[0], tiny_model(ids)[0])
+
+
+def test_panel_cells_follow_the_sentence_layout() -> None:
+    """BOS and each image's first code share cell 0; panels count from the first image and stop at the last."""
+    config = replace(TINY, panel_tokens=4)  # context 64: (64 - 1) / 4 -> 16 panels
+    assert config.max_panels == 16 and TINY.max_panels == 0
+    cell, panel = panel_cells(torch.tensor([0, 1, 2, 4, 5, 8, 9, 63, 200]), config)
+    assert cell.tolist() == [0, 0, 1, 3, 0, 3, 0, 2, 3]
+    assert panel.tolist() == [0, 0, 0, 0, 1, 1, 2, 15, 15]
+    with pytest.raises(ValueError, match="panel_tokens"):
+        replace(TINY, panel_tokens=-1)
+
+
+def test_panel_positions_start_at_zero_and_then_tell_cells_apart(tiny_model: LVM) -> None:
+    """A fresh model with panel positions computes what the rotary-only one does; trained tables make the same
+    token sequence read differently when it sits elsewhere in its panel, and the cache path agrees."""
+    torch.manual_seed(0)
+    with_panels = LVM(replace(TINY, panel_tokens=4)).eval()
+    with_panels.load_state_dict(tiny_model.state_dict(), strict=False)
+    ids = torch.randint(0, TINY.vocab_size, (2, 13))
+    with torch.no_grad():
+        torch.testing.assert_close(with_panels(ids)[0], tiny_model(ids)[0], atol=0, rtol=0)
+        torch.nn.init.normal_(with_panels.model.panel_cell_embed.weight)
+        full, _ = with_panels(ids)
+        assert not torch.allclose(full, tiny_model(ids)[0], atol=1e-3)
+        head, cache = with_panels(ids[:, :6])
+        tail, _ = with_panels(ids[:, 6:], cache)
+    torch.testing.assert_close(torch.cat([head, tail], dim=1), full, atol=1e-5, rtol=1e-5)
 
 
 def test_config_rejects_bad_heads() -> None:

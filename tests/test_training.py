@@ -219,6 +219,24 @@ def test_train_lvm_continues_a_bundle_and_exports_on_its_tokenizer(tiny_bundle_d
     assert bundle.encode(list(images)).shape == (5, 16)
 
 
+def test_panel_positions_are_added_to_a_bundle_at_zero_and_trained(tiny_bundle_dir: Path, tmp_path: Path) -> None:
+    """--panel-positions on a bundle without them: the start computes what the bundle does, training moves them."""
+    plain = train_lvm.model_from_bundle(tiny_bundle_dir, Vocabulary(32, 16)).eval()
+    extended = train_lvm.model_from_bundle(tiny_bundle_dir, Vocabulary(32, 16), panel_positions=True).eval()
+    assert extended.config.panel_tokens == 16 and not plain.config.panel_tokens
+    ids = torch.randint(0, 32, (2, 40))
+    with torch.no_grad():
+        torch.testing.assert_close(extended(ids)[0], plain(ids)[0], atol=0, rtol=0)
+
+    out = tmp_path / "lvm"
+    train_lvm.main(["--tokenizer", str(tiny_bundle_dir), "--init-bundle", str(tiny_bundle_dir), "--panel-positions",
+                    "--out", str(out), "--steps", "2", "--lr", "1e-2", "--batch-size", "3", "--workers", "0",
+                    "--log-every", "1", "--eval-n", "1", "--device", "cpu", "--mix", "sequence=1"])
+    trained = load_model(out / "ckpt.pt")
+    assert trained.config.panel_tokens == 16
+    assert trained.model.panel_cell_embed.weight.abs().max() > 0
+
+
 def _randomized_tokenizer_bundle(directory: Path) -> torch.nn.Module:
     """The tiny test tokenizer with every weight random (norms too) and fp16-exact, exported with fp16 storage."""
     from engine import export
