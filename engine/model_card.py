@@ -190,13 +190,16 @@ def _card_text(manifest: dict[str, Any], metrics: dict[str, Any], report: dict[s
                                        if k.startswith("psnr/"))
     failures = "\n".join(f"![{family}: typical wrong answers](failures_{family}.png)\n" for family, count
                          in strips.items() if count)
+    parameters = manifest.get("parameters", {}).get("lvm", "?")
+    panel_positions = (", rotary positions plus learned embeddings of each code's cell in its panel and of the "
+                       "panel's index" if lvm.get("panel_tokens") else "")
     return f"""# Model card: {manifest['name']}
 
 {notes}
 
 ## What it is
 A LLaMA-style decoder ({lvm['n_layer']} layers, width {lvm['d_model']}, {lvm['n_head']} heads, SwiGLU
-{lvm['ffn_hidden']}, context {lvm['context_length']}; {manifest.get('parameters', {}).get('lvm', '?')} parameters)
+{lvm['ffn_hidden']}, context {lvm['context_length']}{panel_positions}; {parameters} parameters)
 over the codes of a VQ tokenizer (diffusers `VQModel`, {tok['image_size']} px images -> an
 {manifest['token_grid'][0]}x{manifest['token_grid'][1]} grid of codes from a codebook of {manifest['codebook_size']}).
 Weights: {manifest.get('weights', 'fp32')}.
