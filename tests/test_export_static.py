@@ -20,7 +20,7 @@ from engine.runtime import Bundle, BundleError
 from tests.test_export import TOKENIZER_CONFIG, VOCAB
 
 # GroupQueryAttention wants head_dim % 16 == 0: 2 heads of 16, grouped-query (1 kv head); panel positions on
-# (engine.test_export's bundle has them off), so both graphs compute the cell and panel of each position
+# (tests/test_export.py's bundle has them off), so both graphs compute the cell and panel of each position
 LVM_CONFIG = LVMConfig(vocab_size=VOCAB.vocab_size, context_length=1 + 6 * 16 + 1, n_layer=2, d_model=32, n_head=2,
                        n_kv_head=1, ffn_hidden=64, panel_tokens=VOCAB.tokens_per_image)
 

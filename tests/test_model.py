@@ -111,8 +111,8 @@ def test_panel_cells_follow_the_sentence_layout() -> None:
 
 
 def test_panel_positions_start_at_zero_and_then_tell_cells_apart(tiny_model: LVM) -> None:
-    """A fresh model with panel positions computes what the rotary-only one does; trained tables make the same
-    token sequence read differently when it sits elsewhere in its panel, and the cache path agrees."""
+    """A fresh model with panel positions computes what the rotary-only one does; non-zero tables change the
+    logits, and the cached path still agrees with one full pass."""
     torch.manual_seed(0)
     with_panels = LVM(replace(TINY, panel_tokens=4)).eval()
     with_panels.load_state_dict(tiny_model.state_dict(), strict=False)
