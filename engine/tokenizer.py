@@ -271,7 +271,12 @@ FrozenTokenizer = VQModel | BundleTokenizer
 
 
 def load_frozen_tokenizer(path: str | Path, device: torch.device | str = "cpu") -> FrozenTokenizer:
-    """A tokenizer to encode training data with: a checkpoint file (PyTorch, on `device`) or a bundle directory."""
-    if Path(path).is_dir():
+    """A tokenizer to encode training data with: a checkpoint file (PyTorch, on `device`) or a bundle directory.
+
+    A bundle's graphs run on the CPU: on a GPU that would starve training, so there the bundle's weights are read
+    back into PyTorch and encode on the device (the same codes but for near ties, see tests/test_default_bundle.py).
+    """
+    if Path(path).is_dir() and torch.device(device).type == "cpu":
         return BundleTokenizer(path)
-    return load_tokenizer(path, map_location="cpu").to(device).eval().requires_grad_(False)
+    model = tokenizer_from_bundle(path) if Path(path).is_dir() else load_tokenizer(path, map_location="cpu")
+    return model.to(device).eval().requires_grad_(False)

@@ -84,6 +84,16 @@ class TrainLVMConfig:
                          panel_tokens=vocab.tokens_per_image if self.panel_positions else 0)
 
 
+MODEL_SIZE_KEYS = ("context_length", "n_layer", "d_model", "n_head", "n_kv_head", "ffn_hidden")
+
+
+def recorded_config(config: TrainLVMConfig, model: LVMConfig) -> dict[str, Any]:
+    """The run's options as its checkpoint records them, with the sizes of the model it really trained (a bundle
+    or a resumed checkpoint fixes those, whatever the size flags say)."""
+    return {**vars(config), **{key: getattr(model, key) for key in MODEL_SIZE_KEYS},
+            "panel_positions": bool(model.panel_tokens)}
+
+
 def tokenizer_vocabulary(tokenizer: FrozenTokenizer) -> Vocabulary:
     cfg = tokenizer.tokenizer_config
     return Vocabulary(codebook_size=cfg.codebook_size, tokens_per_image=cfg.tokens_per_image)
@@ -98,7 +108,8 @@ def encode_uint8(tokenizer: FrozenTokenizer, images: np.ndarray, device: torch.d
     for start in range(0, len(images), chunk):
         batch = torch.from_numpy(np.ascontiguousarray(images[start : start + chunk])).to(device)
         batch = batch.permute(0, 3, 1, 2).float() / 255.0
-        pieces.append(encode(tokenizer, batch).cpu().numpy())
+        with training.exact_fp32():
+            pieces.append(encode(tokenizer, batch).cpu().numpy())
     return np.concatenate(pieces) if pieces else np.zeros((0, 0), dtype=np.int64)
 
 
@@ -369,7 +380,8 @@ def train(config: TrainLVMConfig) -> Path:
             return
         payload = {**model_checkpoint(model), "optimizer": optimizer.state_dict(), "step": step,
                    "tokens_seen": tokens_seen, "sentences_seen": sentences_seen, "elapsed": budget.elapsed(),
-                   "vocab": vocab.to_dict(), "tokenizer_path": config.tokenizer, "train_config": vars(config),
+                   "vocab": vocab.to_dict(), "tokenizer_path": config.tokenizer,
+                   "train_config": recorded_config(config, model.config),
                    "hardware": training.describe_hardware(runtime)}
         training.save_checkpoint(payload, out_dir / "ckpt.pt")
         if config.half_weights_out:

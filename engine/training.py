@@ -109,6 +109,18 @@ def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractC
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
+@contextlib.contextmanager
+def exact_fp32() -> Iterator[None]:
+    """TF32 off for a while (setup_runtime turns it on for training speed): frozen encoders then pick the codes
+    the exported fp32 graph picks."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 def default_workers() -> int:
     return max(0, min(8, (os.cpu_count() or 1) - 1))
 

@@ -66,3 +66,19 @@ def test_its_tokenizer_reads_back_into_pytorch() -> None:
     codes = np.random.default_rng(0).integers(0, shipped.manifest["codebook_size"], (4, shipped.tokens_per_image))
     images = decode(tokenizer_from_bundle(BUNDLE), torch.from_numpy(codes)).permute(0, 2, 3, 1).numpy()
     assert np.abs(images * 255 - np.stack(shipped.decode(codes)).astype(np.float32)).max() <= 1.0
+
+
+def test_its_tokenizer_encodes_in_pytorch_as_the_shipped_graph_does() -> None:
+    """On a GPU, engine.train_lvm encodes training data with these weights in PyTorch instead of encoder.onnx."""
+    import torch
+
+    from engine.tokenizer import tokenizer_from_bundle
+    from engine.train_lvm import encode_uint8
+    from puzzles.generators import generate
+    from puzzles.images import to_square
+
+    shipped = Bundle.load(BUNDLE)
+    images = np.stack([to_square(panel, shipped.image_size) for family in ("matrix", "analogy", "sequence")
+                       for seed in range(4) for panel in generate(family, 90_000_000 + seed).panels])
+    codes = encode_uint8(tokenizer_from_bundle(BUNDLE), images, torch.device("cpu"))
+    assert (codes == shipped.encode(list(images))).mean() >= 0.995

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# One GPU run for the default model, sized to fit one 10-minute command on a lent GPU machine: a larger LVM
+# (8 layers, width 320, learned panel positions, 8.4M parameters: about the most that keeps the bundle under 30 MB
+# with int8 weights) trained from scratch on the default bundle's tokenizer, with the multiple-choice loss from
+# the first step. What must come back is left in $OUT: the fp16 weights in parts under 16 MiB, the log with its
+# held-out evaluations (a learning curve), the loss curve and the run's output.
+#
+# That machine has PyTorch, onnx, onnxruntime (CPU), matplotlib and tqdm, and no package index. Here, once:
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux2014_x86_64 -d .whl diffusers==0.42.1 importlib_metadata
+# There, in the repository root, with .whl carried:   OUT=<folder that comes back> bash engine/recipes/gpu.sh
+# Back here:
+#   cat <files>/lvm_fp16.pt.part* > runs/gpu/lvm_fp16.pt
+#   python -m engine.export --tokenizer engine/bundles/default --lvm runs/gpu/lvm_fp16.pt --out runs/gpu/fp32
+#   python -m engine.export --tokenizer engine/bundles/default --lvm runs/gpu/lvm_fp16.pt --out runs/gpu/bundle \
+#     --name default --int8 --static
+#   python -m engine.evaluate --bundle runs/gpu/bundle --puzzles matrix:all,analogy,sequence --n 350 \
+#     --json runs/gpu/eval.json   # and the same for runs/gpu/fp32 (int8 must stay within 1 point of it)
+#
+# A dry run on a CPU goes through every step at toy length (tests/test_recipes.py does):
+#   DEVICE=cpu MINUTES=0.05 BATCH=2 WORKERS=0 EVAL_N=1 EVAL_EVERY=0 RUN=/tmp/gpu OUT=/tmp/out bash engine/recipes/gpu.sh
+set -euo pipefail
+OUT=${OUT:?set OUT to the folder whose files come back}
+RUN=${RUN:-runs/gpu}
+DEVICE=${DEVICE:-cuda}
+MINUTES=${MINUTES:-7.5}  # training; export of the weights, the final evaluation and start-up fit in the rest
+BATCH=${BATCH:-64}
+WORKERS=${WORKERS:-12}
+EVAL_N=${EVAL_N:-64}
+EVAL_EVERY=${EVAL_EVERY:-25000000}
+PYTHON=${PYTHON:-python3}
+WHEELS=${WHEELS:-.whl}  # packages to install first, where the folder exists
+export PYTHONUNBUFFERED=1
+mkdir -p "$OUT" "$RUN"
+
+if [ -d "$WHEELS" ]; then
+  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$RUN/site" \
+    "$WHEELS"/*.whl
+  export PYTHONPATH="$PWD/$RUN/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+# fail in seconds, not minutes into the run, when a package or the device is missing
+"$PYTHON" - "$DEVICE" <<'EOF' 2>&1 | tee "$OUT/environment.txt"
+import sys
+import diffusers, matplotlib, onnx, onnxruntime, torch, tqdm
+device = sys.argv[1]
+name = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
+print(f"python {sys.version.split()[0]}, torch {torch.__version__}, diffusers {diffusers.__version__}, "
+      f"onnxruntime {onnxruntime.__version__}, device {name}")
+EOF
+
+# the budget stops training after MINUTES and then saves and evaluates; the timeout only guards against a hang,
+# so that the files below still come back
+status=0
+timeout "$("$PYTHON" -c "print(int(60 * $MINUTES) + 150)")" "$PYTHON" -m engine.train_lvm --device "$DEVICE" \
+  --tokenizer engine/bundles/default --out "$RUN/lvm" --minutes "$MINUTES" --batch-size "$BATCH" --lr 1.5e-3 \
+  --warmup-steps 150 --mix matrix=3,analogy=2,sequence=2 --choice-weight 1.0 --n-layer 8 --d-model 320 \
+  --n-head 5 --n-kv-head 5 --ffn-hidden 576 --panel-positions --seed 20000000 --workers "$WORKERS" \
+  --eval-every-tokens "$EVAL_EVERY" --eval-n "$EVAL_N" --log-every 50 --save-every-min 2 \
+  --half-weights-out "$RUN/lvm_fp16.pt" > "$OUT/train.log" 2>&1 || status=$?
+
+if [ -f "$RUN/lvm_fp16.pt" ]; then  # written at every save: a run cut short still brings its last weights back
+  split -b 15M -d "$RUN/lvm_fp16.pt" "$OUT/lvm_fp16.pt.part"
+fi
+cp "$RUN/lvm/log.jsonl" "$RUN/lvm/loss_curve.png" "$OUT/" 2>/dev/null || true
+tr '\r' '\n' < "$OUT/train.log" | grep -a -E "engine\.|Error" | tail -n 15 || true
+exit $status
