@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
-# One GPU run for the default model, sized to fit one 10-minute command on a lent GPU machine: a larger LVM
-# (8 layers, width 320, learned panel positions, 8.4M parameters: about the most that keeps the bundle under 30 MB
-# with int8 weights) trained from scratch on the default bundle's tokenizer, with the multiple-choice loss from
-# the first step. What must come back is left in $OUT: the fp16 weights in parts under 16 MiB, the log with its
-# held-out evaluations (a learning curve), the loss curve and the run's output.
+# The next default model in one run on one GPU, sized to fit a 10-minute job: a larger LVM (8 layers, width 320,
+# learned panel positions, 8.4M parameters: about the most that keeps the bundle under 30 MB with int8 weights)
+# trained from scratch on the default bundle's tokenizer, with the multiple-choice loss from the first step.
+# Everything worth keeping is left in $OUT: the fp16 weights in parts under 16 MiB (for machines that hand back
+# only small files), the log with its held-out evaluations (the learning curve), the loss curve, the output.
 #
-# That machine has PyTorch, onnx, onnxruntime (CPU), matplotlib and tqdm, and no package index. Here, once:
+# For a GPU machine with PyTorch, onnx, onnxruntime, matplotlib and tqdm but no package index, first download
+# what it lacks into .whl/ (installed from there when the folder exists):
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux2014_x86_64 -d .whl diffusers==0.42.1 importlib_metadata
-# There, in the repository root, with .whl carried:   OUT=<folder that comes back> bash engine/recipes/gpu.sh
-# Back here:
-#   cat <files>/lvm_fp16.pt.part* > runs/gpu/lvm_fp16.pt
+# On the GPU machine, in the repository root:   OUT=<folder to keep> bash engine/recipes/gpu.sh
+# Then, on any machine:
+#   cat <kept folder>/lvm_fp16.pt.part* > runs/gpu/lvm_fp16.pt
 #   python -m engine.export --tokenizer engine/bundles/default --lvm runs/gpu/lvm_fp16.pt --out runs/gpu/fp32
 #   python -m engine.export --tokenizer engine/bundles/default --lvm runs/gpu/lvm_fp16.pt --out runs/gpu/bundle \
 #     --name default --int8 --static
@@ -25,7 +26,7 @@ RUN=${RUN:-runs/gpu}
 DEVICE=${DEVICE:-cuda}
 MINUTES=${MINUTES:-7.5}  # training; export of the weights, the final evaluation and start-up fit in the rest
 BATCH=${BATCH:-64}
-WORKERS=${WORKERS:-12}
+WORKERS=${WORKERS:-14}  # of 16 cores: puzzle generation must keep up with the GPU
 EVAL_N=${EVAL_N:-64}
 EVAL_EVERY=${EVAL_EVERY:-25000000}
 PYTHON=${PYTHON:-python3}
@@ -48,14 +49,15 @@ print(f"python {sys.version.split()[0]}, torch {torch.__version__}, diffusers {d
       f"onnxruntime {onnxruntime.__version__}, device {name}")
 EOF
 
-# the budget stops training after MINUTES and then saves and evaluates; the timeout only guards against a hang,
+# the budget stops training after MINUTES and then saves and evaluates; the timeout only guards against a hang
+# (with the default 7.5 minutes it ends the run by 9.5 minutes into the 10-minute command),
 # so that the files below still come back
 status=0
-timeout "$("$PYTHON" -c "print(int(60 * $MINUTES) + 150)")" "$PYTHON" -m engine.train_lvm --device "$DEVICE" \
+timeout "$("$PYTHON" -c "print(int(60 * $MINUTES) + 90)")" "$PYTHON" -m engine.train_lvm --device "$DEVICE" \
   --tokenizer engine/bundles/default --out "$RUN/lvm" --minutes "$MINUTES" --batch-size "$BATCH" --lr 1.5e-3 \
   --warmup-steps 150 --mix matrix=3,analogy=2,sequence=2 --choice-weight 1.0 --n-layer 8 --d-model 320 \
   --n-head 5 --n-kv-head 5 --ffn-hidden 576 --panel-positions --seed 20000000 --workers "$WORKERS" \
-  --eval-every-tokens "$EVAL_EVERY" --eval-n "$EVAL_N" --log-every 50 --save-every-min 2 \
+  --eval-every-tokens "$EVAL_EVERY" --eval-n "$EVAL_N" --log-every 100 --save-every-min 2 \
   --half-weights-out "$RUN/lvm_fp16.pt" > "$OUT/train.log" 2>&1 || status=$?
 
 if [ -f "$RUN/lvm_fp16.pt" ]; then  # written at every save: a run cut short still brings its last weights back
