@@ -35,9 +35,10 @@ export PYTHONUNBUFFERED=1
 mkdir -p "$OUT" "$RUN"
 
 if [ -d "$WHEELS" ]; then
-  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$RUN/site" \
+  site="$(cd "$RUN" && pwd)/site"
+  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" \
     "$WHEELS"/*.whl
-  export PYTHONPATH="$PWD/$RUN/site${PYTHONPATH:+:$PYTHONPATH}"
+  export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 # fail in seconds, not minutes into the run, when a package or the device is missing
 "$PYTHON" - "$DEVICE" <<'EOF' 2>&1 | tee "$OUT/environment.txt"
