@@ -50,9 +50,8 @@ print(f"python {sys.version.split()[0]}, torch {torch.__version__}, diffusers {d
       f"onnxruntime {onnxruntime.__version__}, device {name}")
 EOF
 
-# the budget stops training after MINUTES and then saves and evaluates; the timeout only guards against a hang
-# (with the default 7.5 minutes it ends the run by 9.5 minutes into the 10-minute command),
-# so that the files below still come back
+# The budget stops training after MINUTES, then it saves and evaluates. The timeout only guards against a hang
+# (7.5 + 1.5 minutes with the defaults, inside a 10-minute job), so that the files below still come back.
 status=0
 timeout "$("$PYTHON" -c "print(int(60 * $MINUTES) + 90)")" "$PYTHON" -m engine.train_lvm --device "$DEVICE" \
   --tokenizer engine/bundles/default --out "$RUN/lvm" --minutes "$MINUTES" --batch-size "$BATCH" --lr 1.5e-3 \
