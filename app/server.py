@@ -17,6 +17,7 @@ import gradio as gr
 
 from app.services import Services, install
 from app.settings import AppSettings
+from app.uploads import mark_launched
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +35,12 @@ SEED_RETRY_DELAY_S = 1.0
 
 def prepare_environment(settings: AppSettings) -> None:
     """Gradio's temp files go under the data dir; must run before any Blocks is built."""
+    from app.uploads import guard_file_inputs
+
     settings.temp_dir.mkdir(parents=True, exist_ok=True)
     os.environ["GRADIO_TEMP_DIR"] = str(settings.temp_dir.resolve())
     make_gradio_cache_writes_atomic()
+    guard_file_inputs()
 
 
 def make_gradio_cache_writes_atomic() -> None:
@@ -221,6 +225,7 @@ def create_app(
     add_health_route(app, services)
     mount_curator_pages(app, services)
     app = gr.mount_gradio_app(app, demo, "/", **launch_options())
+    mark_launched(demo)
     app.state.gelato_blocks = demo
     app.state.gelato_services = services
     return app

@@ -5,6 +5,11 @@ Every image a visitor gives the app (a prompt slot, the answer, a candidate) pas
 header before decoding (decompression bombs), and the result follows the rule of `puzzles.images`
 (EXIF rotation, 16-bit, palette, CMYK, transparency on white, first frame of an animation), scaled down so
 its longer side is at most MAX_SIDE. `SlotImage` is a `gr.Image` whose upload handling goes through it.
+
+A file value in a request names a path on the server. `guard_file_inputs` makes every event of every Blocks in
+this process (the playground and the curator pages) accept only paths inside Gradio's upload folder, before
+Gradio copies or reads anything: a path elsewhere, a symlink leading out, a URL or a device gets one message
+that names no path and says nothing of whether the file exists (`is_uploaded_here`).
 """
 from __future__ import annotations
 
@@ -28,6 +33,8 @@ ACCEPTED_FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP")
 MAX_UPLOAD_PIXELS = 4096 * 4096  # checked from the header, before any pixel is decoded
 MAX_DATA_URL_CHARS = 14 * 1024**2  # a pasted image arrives inline; about the 10 MB upload limit
 MAX_SIDE = 1024  # the model works on small squares; larger uploads are scaled down on arrival
+MAX_UPLOAD_BYTES = 10 * 1024**2  # the upload route's own limit (app.server.MAX_FILE_SIZE); checked before reading
+NOT_UPLOADED = "this file was not uploaded to this page: upload it again"
 
 
 class UploadError(ValueError):
@@ -75,12 +82,76 @@ def read_upload(data: bytes, name: str | None = None) -> np.ndarray:
 
 
 def read_upload_file(path: str | os.PathLike[str], name: str | None = None) -> np.ndarray:
-    """`read_upload` of a file on disk (an upload Gradio saved)."""
+    """`read_upload` of a file Gradio saved in its upload folder; any other path is refused unread."""
+    label = display_name(name or path)
+    if not is_uploaded_here(path):
+        raise UploadError(f"{label}: {NOT_UPLOADED}")
     try:
-        data = Path(path).read_bytes()
+        with open(path, "rb") as file:
+            data = file.read(MAX_UPLOAD_BYTES + 1)
     except OSError as error:
-        raise UploadError(f"{display_name(name or path)}: cannot read the upload ({error.strerror})") from error
-    return read_upload(data, name or str(path))
+        raise UploadError(f"{label}: cannot read the upload") from error
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise UploadError(f"{label}: over the upload limit of {MAX_UPLOAD_BYTES // 1024**2} MB")
+    return read_upload(data, label)
+
+
+def upload_folder() -> Path:
+    """Gradio's upload folder (GRADIO_TEMP_DIR), resolved."""
+    from gradio.utils import get_upload_folder
+
+    return Path(os.path.realpath(get_upload_folder()))
+
+
+def is_uploaded_here(path: str | os.PathLike[str] | None) -> bool:
+    """True for a regular file inside the upload folder once every symlink is followed. Only names and
+    links are looked at (never the content), and a missing file answers like a forbidden one."""
+    if not path or "://" in str(path) or str(path).startswith("data:"):
+        return False
+    real = Path(os.path.realpath(os.path.abspath(os.fspath(path))))
+    return real.is_relative_to(upload_folder()) and real.is_file()
+
+
+def check_file_values(data: Any) -> None:
+    """gr.Error for any file value in an event's input that is not an upload of this server."""
+    from gradio_client.utils import is_file_obj, traverse
+
+    def check(value: dict[str, Any]) -> dict[str, Any]:
+        if not is_uploaded_here(value.get("path")):
+            log.warning("refused a file value that was not uploaded here")
+            raise gr.Error(NOT_UPLOADED)
+        return value
+
+    traverse(data, check, is_file_obj)
+
+
+def guard_file_inputs() -> None:
+    """Check every event input's files with `check_file_values` before Gradio moves them to its cache.
+
+    Gradio runs its own check ("uploaded by a user") only for Blocks that were launched; mounted Blocks skip
+    it, and its message shows the path. This wraps the one function every event input goes through
+    (idempotent; `mark_launched` turns Gradio's own check back on as a second line)."""
+    from gradio import processing_utils
+
+    original = processing_utils.async_move_files_to_cache
+    if getattr(original, "gelato_guarded", False):
+        return
+
+    async def guarded(data: Any, block: Any, postprocess: bool = False, check_in_upload_folder: bool = False,
+                      keep_in_cache: bool = False) -> Any:
+        if check_in_upload_folder and not postprocess:
+            check_file_values(data.model_dump() if hasattr(data, "model_dump") else data)
+        return await original(data, block, postprocess=postprocess, check_in_upload_folder=check_in_upload_folder,
+                              keep_in_cache=keep_in_cache)
+
+    guarded.gelato_guarded = True  # type: ignore[attr-defined]
+    processing_utils.async_move_files_to_cache = guarded
+
+
+def mark_launched(blocks: Any) -> None:
+    """Mounted Blocks are never launched, which turns off Gradio's check that an input file was uploaded;
+    a mounted app serving requests is launched in every sense that check means."""
+    blocks.has_launched = True
 
 
 def data_url_bytes(url: str) -> bytes:

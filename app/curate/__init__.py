@@ -20,10 +20,13 @@ def mount(app: Any, bank: Any, data_dir: Path, path: str = CURATE_PATH, launch_o
 
     from app.curate import auth
     from app.curate.pages import build_blocks
+    from app.uploads import guard_file_inputs, mark_launched
 
+    guard_file_inputs()
     auth.install(bank, secret if secret is not None else auth.load_secret(Path(data_dir)))
     auth.add_routes(app, path)
     blocks = build_blocks()
     app = gr.mount_gradio_app(app, blocks, path, auth_dependency=auth.auth_dependency, **(launch_options or {}))
+    mark_launched(blocks)
     app.state.gelato_curate_blocks = blocks
     return app
