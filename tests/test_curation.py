@@ -5,7 +5,6 @@ backup, statistics, and the audit log behind each of them."""
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from gradio_client import Client, handle_file
 
 from app.curate import actions, auth
 from puzzles import generate_drafts, stats
-from puzzles.bank import accounts, repository
+from puzzles.bank import accounts, backup, repository
 from puzzles.bank.repository import ImportReport
 from puzzles.generators import generate
 from puzzles.pack import read_pack, write_pack
@@ -195,15 +194,9 @@ def test_export_of_a_filtered_selection_and_a_full_backup(bank, tmp_path):
     filters = actions.export_filters("sequence", "any", "", "any", 1, 5, False)
     assert repository.export_pack(bank, tmp_path / "seq.zip", **filters) == 2
     assert {p.family for p in read_pack(tmp_path / "seq.zip")} == {"sequence"}
-    if bank.dialect != "sqlite":
-        with pytest.raises(ValueError, match="SQLite banks only"):
-            repository.backup_sqlite(bank, tmp_path / "backup.db")
-        return
-    repository.backup_sqlite(bank, tmp_path / "backup.db")
-    with sqlite3.connect(tmp_path / "backup.db") as copy:
-        assert copy.execute("SELECT count(*) FROM puzzles").fetchone()[0] == 4
+    assert backup.backup(bank, tmp_path / "backup.zip")["puzzles"] == 4  # either database, one archive
     with pytest.raises(ValueError, match="exists already"):
-        repository.backup_sqlite(bank, tmp_path / "backup.db")
+        backup.backup(bank, tmp_path / "backup.zip")
 
 
 # ---------------------------------------------------------------- statistics
@@ -272,6 +265,19 @@ def test_review_actions_through_the_app(curator_client):
     assert {row[1] for row in audit["data"] if row[2].startswith("status")} == {CURATOR}
 
 
+def _fetch_download(served: dict[str, Any], link: str, out: Path) -> Path:
+    """The file behind a curator download link, fetched with the curator's session."""
+    import re
+
+    import httpx
+
+    target = re.search(r"\((/curate-download/[^)]+)\)", link).group(1)
+    response = httpx.get(served["url"] + target, cookies={auth.COOKIE: login_cookie(served["url"])}, timeout=60)
+    assert response.status_code == 200, response.text
+    out.write_bytes(response.content)
+    return out
+
+
 def test_generate_import_export_and_statistics_through_the_app(curator_client, tmp_path):
     client, served = curator_client
     bank = served["bank"]
@@ -290,11 +296,13 @@ def test_generate_import_export_and_statistics_through_the_app(curator_client, t
     assert "Imported**: 3 new" in client.predict(*import_args, api_name="/import")
     assert repository.bank_stats(bank)["puzzles"]["pending"] >= 3
 
-    download, note = client.predict("any", "any", "", "pending", 1, 5, False, api_name="/export")
-    assert len(read_pack(download)) == repository.bank_stats(bank)["puzzles"]["pending"] and "exported" in note
-    backup, _ = client.predict(api_name="/backup")
-    with sqlite3.connect(backup) as copy:
-        assert copy.execute("SELECT count(*) FROM puzzles").fetchone()[0] == snapshot(bank)["counts"]["puzzles"]
+    link, note = client.predict("any", "any", "", "pending", 1, 5, False, api_name="/export")
+    pack_file = _fetch_download(served, link, tmp_path / "export.zip")
+    assert len(read_pack(pack_file)) == repository.bank_stats(bank)["puzzles"]["pending"] and "exported" in note
+    link, _ = client.predict(api_name="/backup")
+    archive = _fetch_download(served, link, tmp_path / "backup.zip")
+    restored = backup.restore(f"sqlite:///{tmp_path / 'restored.db'}", archive)
+    assert restored["puzzles"] == snapshot(bank)["counts"]["puzzles"]
     *plots, suggestions = client.predict(api_name="/statistics")
     assert len(plots) == 4 and all(plots) and suggestions["headers"][0] == "id"
 

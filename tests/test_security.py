@@ -57,6 +57,15 @@ def run_event(http: httpx.Client, prefix: str, fn_index: int, data: list[Any]) -
     return last
 
 
+def wait_until(condition: Any, timeout_s: float = 10) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
 def file_value(path: str) -> dict[str, Any]:
     return {"path": path, "meta": {"_type": "gradio.FileData"}, "orig_name": "a.png"}
 
@@ -186,3 +195,141 @@ def test_the_refusal_reads_nothing_and_answers_alike_for_missing_files(tmp_path,
     os.chmod(real, 0)  # even an unreadable file outside is judged by its name alone
     with pytest.raises(UploadError, match="not uploaded"):
         read_upload_file(real, "x.png")
+
+
+# ---------------------------------------------------------------- defect 4: curator files stay private
+
+
+def curator_request(cookie: dict[str, str]) -> Any:
+    from types import SimpleNamespace
+
+    return SimpleNamespace(cookies=cookie)
+
+
+def download_target(markdown: str) -> str:
+    import re
+
+    from app.curate.downloads import DOWNLOAD_PATH
+
+    match = re.search(rf"\(({DOWNLOAD_PATH}/[A-Za-z0-9_-]+)\)", markdown)
+    assert match, markdown
+    return match.group(1)
+
+
+@pytest.mark.parametrize("event", ["backup", "export"])
+def test_curator_files_are_served_once_and_only_to_a_curator(served, curator, event):
+    from app.curate import downloads
+    from puzzles.bank import backup as bank_backup
+
+    blocks = served["app"].state.gelato_curate_blocks
+    fn_index = [fn.api_name for fn in blocks.fns.values()].index(event)
+    data = [neutral_value(block) for block in blocks.fns[fn_index].inputs]
+    with httpx.Client(base_url=served["url"], cookies=curator, timeout=EVENT_TIMEOUT_S) as http:
+        answer = run_event(http, "/curate", fn_index, data)
+    assert answer.get("success") is True, answer
+    link = download_target(answer["output"]["data"][0])
+    made = downloads.files().find(link.rsplit("/", 1)[1])
+    assert made is not None and not made.resolve().is_relative_to(upload_folder())
+    assert str(made) not in json.dumps(answer), "the handler showed a server path"
+    refused = 0
+    with httpx.Client(base_url=served["url"], timeout=EVENT_TIMEOUT_S) as anonymous:
+        attempts = [anonymous.get(link), anonymous.get(link, cookies={"gelato_curator": "forged.1.2.3"}),
+                    anonymous.get(f"/gradio_api/file={made}"), anonymous.get(f"/curate/gradio_api/file={made}"),
+                    anonymous.get(f"/gradio_api/file={made.parent}/../{made.parent.name}/{made.name}")]
+        refused = sum(response.status_code in (401, 403, 404) for response in attempts)
+        add(curator_fetches_tried=len(attempts), curator_fetches_refused=refused)
+        assert refused == len(attempts), [r.status_code for r in attempts]
+        assert made.exists(), "a refused fetch must not use up the download"
+        with httpx.Client(base_url=served["url"], cookies=curator, timeout=EVENT_TIMEOUT_S) as http:
+            fetched = http.get(link)
+            assert fetched.status_code == 200 and fetched.headers["cache-control"] == "no-store"
+            assert not made.exists() and not made.parent.exists(), "a fetched curator file must be deleted"
+            wait_until(lambda: not any(downloads.files().root.glob(".sending-*")))
+            assert http.get(link).status_code == 404
+    copy = Path(str(made.parent) + "-check.zip")
+    copy.write_bytes(fetched.content)
+    if event == "backup":  # the whole bank, restorable: the archive the backup module writes
+        restored = bank_backup.restore(f"sqlite:///{copy.parent / (copy.stem + '.db')}", copy)
+        assert restored["puzzles"] == snapshot(served["bank"])["counts"]["puzzles"]
+    else:
+        import zipfile
+
+        assert "pack.json" in zipfile.ZipFile(copy).namelist()
+    copy.unlink()
+
+
+def test_unfetched_curator_files_expire(tmp_path):
+    from app.curate.downloads import KEEP_SECONDS, CuratorFiles
+
+    files = CuratorFiles(tmp_path / "curator-files")
+    token, path = files.new("gelato-backup.zip")
+    path.write_bytes(b"PK")
+    assert files.find(token) == path and files.find("../" + token) is None and files.find("x") is None
+    files.sweep(now=path.parent.stat().st_mtime + KEEP_SECONDS + 1)
+    assert files.find(token) is None and not path.parent.exists()
+
+
+@pytest.mark.parametrize("make_bank", ["sqlite", "postgresql"], indirect=True)
+def test_the_backup_button_backs_up_either_database(make_bank, tmp_path, monkeypatch):
+    from app.curate import actions, auth, downloads
+    from puzzles.bank import accounts, repository
+    from puzzles.bank import backup as bank_backup
+    from puzzles.generators import generate
+
+    bank = make_bank(tmp_path)
+    accounts.add_curator(bank, "ada", "correct horse battery")
+    repository.add_puzzle(bank, generate("matrix", 4, size=32), status="published")
+    secret = b"s" * 64
+    monkeypatch.setattr(auth, "_context", auth.CurateContext(bank, secret))
+    monkeypatch.setattr(downloads, "_files", downloads.CuratorFiles(tmp_path / "private"))
+    cookie = auth.make_session("ada", repository.curator_fingerprint(bank, "ada"), secret)
+    link, note = actions.backup(curator_request({auth.COOKIE: cookie}))
+    archive = downloads.files().find(download_target(link).rsplit("/", 1)[1])
+    assert archive is not None and archive.suffix == ".zip" and "1 puzzles" in note
+    restored = bank_backup.restore(f"sqlite:///{tmp_path / 'restored.db'}", archive)
+    assert restored == bank_backup.row_counts(bank)
+
+
+# ---------------------------------------------------------------- curator image uploads: the visitor rules
+
+
+@pytest.fixture
+def no_candidates(served: dict[str, Any]) -> str:
+    from puzzles.bank import repository
+    from puzzles.generators import generate
+
+    puzzle = generate("sequence", 40, size=32)
+    puzzle.candidates, puzzle.answer_index = [], None
+    puzzle.id = puzzle.content_id()
+    return repository.add_puzzle(served["bank"], puzzle, status="draft")
+
+
+def test_a_transparent_answer_is_stored_on_white(served, curator, no_candidates):
+    import numpy as np
+
+    from app.curate import actions
+    from puzzles.bank import repository
+
+    rgba = np.zeros((16, 16, 4), dtype=np.uint8)
+    rgba[..., 0] = 255  # red, fully transparent: white by the one rule, red if channels were sliced
+    rgba[:8, :, 3] = 255  # the top half opaque red
+    actions.save_answer(no_candidates, None, None, rgba, curator_request(curator))
+    answer = repository.get_puzzle(served["bank"], no_candidates).puzzle.answer
+    assert answer[12, 4].tolist() == [255, 255, 255] and answer[2, 4].tolist() == [255, 0, 0]
+
+
+def test_curator_candidate_uploads_pass_the_upload_checks(served, curator, tmp_path):
+    from app.curate import actions
+
+    pending = served["ids"]["pending"]
+    before = snapshot(served["bank"])
+    outside = tmp_path / "c.png"
+    outside.write_bytes(b"\x89PNG")
+    inside = upload_folder() / "curator-test" / "bad.png"
+    inside.parent.mkdir(exist_ok=True)
+    inside.write_bytes(b"<svg xmlns='http://www.w3.org/2000/svg'/>")
+    with pytest.raises(gr.Error, match="not uploaded"):
+        actions.save_answer(pending, 1, [str(outside)], None, curator_request(curator))
+    with pytest.raises(gr.Error, match="bad.png: not a readable image"):
+        actions.save_answer(pending, 1, [str(inside)], None, curator_request(curator))
+    assert snapshot(served["bank"]) == before

@@ -18,13 +18,15 @@ def mount(app: Any, bank: Any, data_dir: Path, path: str = CURATE_PATH, launch_o
     """Mount the curator pages on a FastAPI app at `path` and return the app."""
     import gradio as gr
 
-    from app.curate import auth
+    from app.curate import auth, downloads
     from app.curate.pages import build_blocks
     from app.uploads import guard_file_inputs, mark_launched
 
     guard_file_inputs()
     auth.install(bank, secret if secret is not None else auth.load_secret(Path(data_dir)))
     auth.add_routes(app, path)
+    downloads.install(Path(data_dir))
+    downloads.add_route(app, auth.auth_dependency)
     blocks = build_blocks()
     app = gr.mount_gradio_app(app, blocks, path, auth_dependency=auth.auth_dependency, **(launch_options or {}))
     mark_launched(blocks)

@@ -2,13 +2,13 @@
 
 Each one first asks `auth.require_curator(request)` who is calling, whatever the mount already checked,
 then calls the bank's verb-named functions; errors come back as `gr.Error` with the bank's message.
-Return values are plain (tables as lists of rows, images as arrays, files as paths).
+Return values are plain (tables as lists of rows, images as arrays); files to download are private links
+(app.curate.downloads), never paths that Gradio would copy into the cache the public app serves.
 """
 
 from __future__ import annotations
 
 import logging
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +17,7 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
-from app.curate import auth
+from app.curate import auth, downloads
 
 log = logging.getLogger(__name__)
 
@@ -197,18 +197,18 @@ def save_edit(puzzle_id: str | None, title: str, tags: str, difficulty: Any, lic
     return f"edit: `{puzzle_id}` saved"
 
 
-def _upload_image(path: Any) -> np.ndarray:
-    from PIL import Image
+def _upload_image(file: Any) -> np.ndarray:
+    """A curator's image upload, read with the same checks as a visitor's (app.uploads)."""
+    from app.uploads import read_upload_file
 
-    from puzzles.images import to_rgb_array
-
-    with Image.open(_path(path)) as image:
-        return to_rgb_array(image)
+    path = _path(file)
+    return read_upload_file(path, path.name)
 
 
 def save_answer(puzzle_id: str | None, answer_number: Any, candidate_files: Sequence[Any] | None,
                 answer_image: np.ndarray | None, request: gr.Request) -> str:
     """Change the answer: its number among the candidates, new candidate images, or a new answer image."""
+    from app.logic import as_image
     from puzzles.bank import repository
 
     curator = _caller(request)
@@ -217,7 +217,7 @@ def save_answer(puzzle_id: str | None, answer_number: Any, candidate_files: Sequ
     with _errors():
         candidates = [_upload_image(f) for f in candidate_files] if candidate_files else None
         index = int(answer_number) - 1 if answer_number not in (None, "") else None
-        answer = np.asarray(answer_image, dtype=np.uint8)[..., :3] if answer_image is not None else None
+        answer = as_image(answer_image)  # transparency on white, by the one rule
         repository.set_answer(_bank(), puzzle_id, curator, answer_index=index, candidates=candidates, answer=answer)
     return f"answer: `{puzzle_id}` saved"
 
@@ -421,31 +421,35 @@ def export(family: str, layout: str, tag: str, status: str, low: Any, high: Any,
     from puzzles.bank import repository
 
     curator = _caller(request)
-    with _errors():
+    with _errors(), _private_file("gelato-pack.zip") as (token, out):
         filters = export_filters(family, layout, tag, status, low, high, model_wrong)
-        out = Path(tempfile.mkdtemp(prefix="gelato-export-")) / "gelato-pack.zip"
         count = repository.export_pack(_bank(), out, **filters)
     log.info("curator %s exported %d puzzles", curator, count)
-    return [str(out), f"exported {count} puzzles"]
+    return [downloads.link(token, out), f"exported {count} puzzles"]
 
 
 def backup(request: gr.Request) -> list[Any]:
-    """A full backup: the SQLite file itself, or (other databases) every puzzle as a pack."""
-    from puzzles.bank import repository
+    """A full backup of any bank (SQLite or PostgreSQL) as one archive that restores into either."""
+    from puzzles.bank import backup as bank_backup
 
     curator = _caller(request)
-    folder = Path(tempfile.mkdtemp(prefix="gelato-backup-"))
-    with _errors():
-        if _bank().dialect == "sqlite":
-            out = folder / "gelato-backup.db"
-            repository.backup_sqlite(_bank(), out)
-            note = "SQLite backup of the whole bank (restore with `python -m puzzles restore`)"
-        else:
-            out = folder / "gelato-all-puzzles.zip"
-            count = repository.export_pack(_bank(), out, status=None)
-            note = f"all {count} puzzles as a pack (use pg_dump for ratings and attempts)"
-    log.info("curator %s made a backup: %s", curator, note)
-    return [str(out), note]
+    with _errors(), _private_file("gelato-backup.zip") as (token, out):
+        counts = bank_backup.backup(_bank(), out)
+    note = (f"backup of the whole bank ({counts.get('puzzles', 0)} puzzles, every table); restore with "
+            "`python -m puzzles restore`")
+    log.info("curator %s made a backup", curator)
+    return [downloads.link(token, out), note]
+
+
+@contextmanager
+def _private_file(filename: str) -> Iterator[tuple[str, Path]]:
+    """A path in the private download folder (app.curate.downloads), removed again if writing it fails."""
+    token, out = downloads.files().new(filename)
+    try:
+        yield token, out
+    except BaseException:
+        downloads.files().remove(token)
+        raise
 
 
 # ---------------------------------------------------------------- statistics and audit

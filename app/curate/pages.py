@@ -10,6 +10,7 @@ from typing import Any
 import gradio as gr
 
 from app.curate import actions
+from app.uploads import SlotImage
 
 FAMILIES = ["any", "matrix", "analogy", "sequence", "grid", "free"]
 GENERATOR_FAMILIES = ["matrix", "analogy", "sequence", "grid"]
@@ -68,7 +69,7 @@ def _review_tab() -> tuple[Any, list[Any]]:
             answer_number = gr.Number(label="Answer is candidate #", precision=0)
             new_candidates = gr.File(label="Replace candidates (images, in order)", file_count="multiple",
                                      file_types=["image"])
-            new_answer = gr.Image(label="Replace answer image (no candidates)", format="png")
+            new_answer = SlotImage(label="Replace answer image (no candidates)", type="numpy", format="png")
         save_answer = gr.Button("Save answer")
     with gr.Accordion("Duplicates", open=False):
         find = gr.Button("Find duplicates")
@@ -152,7 +153,7 @@ def _export_tab() -> None:
     with gr.Row():
         export = gr.Button("Export pack", variant="primary")
         backup = gr.Button("Full backup")
-    download = gr.File(label="Download", interactive=False)
+    download = gr.Markdown(elem_id="download")  # a private link (app.curate.downloads), not a cached file
     note = gr.Markdown()
     export.click(actions.export, [family, layout, tag, status, low, high, model_wrong], [download, note],
                  api_name="export")

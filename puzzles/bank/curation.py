@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import sqlite3
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -428,19 +426,3 @@ def curator_fingerprint(bank: Bank, name: str) -> str | None:
         return None
     return hashlib.sha256(row.password_hash.encode()).hexdigest()[:16]
 
-
-def backup_sqlite(bank: Bank, out: Path | str) -> None:
-    """A consistent copy of a SQLite bank to the new file `out` (online: writers may keep writing)."""
-    out = Path(out)
-    if bank.dialect != "sqlite":
-        raise ValueError("a file backup works on SQLite banks only; use pg_dump for PostgreSQL")
-    if out.exists():
-        raise ValueError(f"{out} exists already; choose a new file for the backup")
-    raw = bank.engine.raw_connection()
-    try:
-        target = sqlite3.connect(out)
-        with target:
-            raw.driver_connection.backup(target)
-        target.close()
-    finally:
-        raw.close()

@@ -26,7 +26,6 @@ from puzzles.bank.curation import (
     EDITABLE_FIELDS,
     TRANSITIONS,
     approve,
-    backup_sqlite,
     bulk_action,
     create_puzzles,
     curator_fingerprint,
@@ -116,7 +115,6 @@ __all__ = [
     "bulk_action",
     "flagged_puzzles",
     "curator_fingerprint",
-    "backup_sqlite",
 ]
 
 log = logging.getLogger(__name__)
