@@ -254,16 +254,29 @@ def rank(
     return [float(score) for score in np.asarray(scores, dtype=np.float64).reshape(-1)]
 
 
+RANKING_ROLES = ("answer", "pick", "other")  # one colour each in the chart, whatever the puzzle
+
+
+def candidate_probabilities(scores: Sequence[float]) -> list[float]:
+    """Each candidate's probability among the candidates (softmax of the log-likelihoods), summing to 1.
+
+    Raw log-likelihoods are large negative numbers that differ by a few units, so they read as equal bars.
+    """
+    values = np.asarray(scores, dtype=np.float64)
+    weights = np.exp(values - values.max())
+    return [float(weight) for weight in weights / weights.sum()]
+
+
 def ranking_rows(scores: Sequence[float], pick: int | None, answer_index: int | None = None) -> list[dict[str, Any]]:
-    """Rows for the ranking bar chart: candidate label, score, and whether it is the pick / the answer."""
+    """Rows for the ranking chart: candidate number, probability, raw score, role and whether the model picked it.
+
+    The role decides the colour: the right answer, else the model's (wrong) pick, else another candidate.
+    """
     rows = []
-    for index, score in enumerate(scores):
-        marks = []
-        if index == pick:
-            marks.append("model's pick")
-        if answer_index is not None and index == answer_index:
-            marks.append("answer")
-        rows.append({"candidate": f"#{index + 1}", "score": float(score), "mark": ", ".join(marks) or "other"})
+    for index, (score, probability) in enumerate(zip(scores, candidate_probabilities(scores), strict=True)):
+        role = "answer" if index == answer_index else "pick" if index == pick else "other"
+        rows.append({"candidate": index + 1, "probability": probability, "score": float(score), "role": role,
+                     "picked": index == pick})
     return rows
 
 

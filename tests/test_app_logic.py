@@ -67,7 +67,18 @@ def test_sample_settings_check_ranges_and_pick_a_seed() -> None:
 
 def test_ranking_rows_mark_pick_and_answer() -> None:
     rows = logic.ranking_rows([-3.0, -1.0, -2.0], pick=1, answer_index=2)
-    assert [row["mark"] for row in rows] == ["other", "model's pick", "answer"]
+    assert [row["role"] for row in rows] == ["other", "pick", "answer"]
+    assert [row["picked"] for row in rows] == [False, True, False]
+    right = logic.ranking_rows([-3.0, -1.0], pick=1, answer_index=1)
+    assert [row["role"] for row in right] == ["other", "answer"] and right[1]["picked"]
+
+
+def test_ranking_shows_probabilities_among_candidates() -> None:
+    """Log-likelihoods near -440 that differ by a few units become clearly different shares of 100%."""
+    probabilities = logic.candidate_probabilities([-431.1, -433.4, -440.0])
+    assert sum(probabilities) == pytest.approx(1.0)
+    assert probabilities[0] > 0.85 and probabilities[2] < 0.001
+    assert logic.candidate_probabilities([-5.0, -5.0]) == [0.5, 0.5]
 
 
 def test_challenge_rises_in_difficulty() -> None:

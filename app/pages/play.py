@@ -9,6 +9,7 @@ import gradio as gr
 import numpy as np
 
 from app import logic
+from app.pages import ranking
 from app.services import current
 from app.uploads import SlotImage
 
@@ -81,20 +82,18 @@ def solve(layout: str, pairs: str, *rest: Any, progress: gr.Progress = gr.Progre
         log.error("cannot keep the samples of a solve: %s", error)
         raise gr.Error(f"the server cannot store the samples right now ({error.strerror}); try again later") from error
     gallery = [(image, f"sample {index + 1}") for index, image in enumerate(result.samples)]
-    ranking, pick_text = _ranking_outputs(result.scores, result.pick, logic.answer_index_of(services.bank, puzzle_id))
-    return [gallery, result.settings_markdown(), ranking, pick_text, run, 0]
+    chart, pick_text = _ranking_outputs(result.scores, result.pick, logic.answer_index_of(services.bank, puzzle_id))
+    return [gallery, result.settings_markdown(), chart, pick_text, run, 0]
 
 
 def _ranking_outputs(scores: list[float], pick: int | None, answer_index: int | None) -> tuple[Any, str]:
     if not scores:
         return gr.update(value=None, visible=False), ""
-    import pandas as pd
-
-    frame = pd.DataFrame(logic.ranking_rows(scores, pick, answer_index))
+    chart = ranking.chart_html(logic.ranking_rows(scores, pick, answer_index))
     text = f"**Model's pick: candidate #{pick + 1}**" if pick is not None else ""
     if answer_index is not None:
         text += f" — the answer is #{answer_index + 1}" + (" ✔" if pick == answer_index else " ✘")
-    return gr.update(value=frame, visible=True), text
+    return gr.update(value=chart, visible=True), text
 
 
 def score(layout: str, pairs: str, *rest: Any, progress: gr.Progress = gr.Progress()) -> list[Any]:  # noqa: B008
@@ -107,8 +106,8 @@ def score(layout: str, pairs: str, *rest: Any, progress: gr.Progress = gr.Progre
     except (ValueError, RuntimeError) as error:
         raise gr.Error(str(error)) from error
     pick = int(np.argmax(scores))
-    ranking, text = _ranking_outputs(scores, pick, logic.answer_index_of(current().bank, puzzle_id))
-    return [ranking, text]
+    chart, text = _ranking_outputs(scores, pick, logic.answer_index_of(current().bank, puzzle_id))
+    return [chart, text]
 
 
 def model_view(layout: str, pairs: str, *slot_values: Any) -> list[tuple[np.ndarray, str]]:
@@ -242,8 +241,7 @@ def build(visitor: gr.BrowserState) -> PlayComponents:
         sees_button = gr.Button("What the model sees", elem_id="model-sees")
     samples = gr.Gallery(label="Samples", elem_id="samples", columns=4, height=220, format="png", interactive=False)
     settings_used = gr.Markdown(elem_id="settings-used")
-    ranking = gr.BarPlot(x="candidate", y="score", color="mark", label="Ranking (log-likelihood)", elem_id="ranking",
-                         visible=False, sort=None, height=220)
+    ranking_chart = gr.HTML(elem_id="ranking", visible=False)
     pick_text = gr.Markdown(elem_id="pick")
     sees = gr.Gallery(label="What the model sees", elem_id="sees", columns=8, height=170, format="png")
     with gr.Row():
@@ -271,10 +269,10 @@ def build(visitor: gr.BrowserState) -> PlayComponents:
     model_inputs = [layout, pairs, *slot_list, candidates]
     solve_button.click(
         solve, [*model_inputs, n_samples, temperature, top_k, top_p, seed, puzzle_id],
-        [samples, settings_used, ranking, pick_text, run, sample_index], api_name="solve",
+        [samples, settings_used, ranking_chart, pick_text, run, sample_index], api_name="solve",
         concurrency_id=MODEL_CONCURRENCY, concurrency_limit=MODEL_CONCURRENCY_LIMIT,
     )
-    score_button.click(score, [*model_inputs, puzzle_id], [ranking, pick_text], api_name="score",
+    score_button.click(score, [*model_inputs, puzzle_id], [ranking_chart, pick_text], api_name="score",
                        concurrency_id=MODEL_CONCURRENCY, concurrency_limit=MODEL_CONCURRENCY_LIMIT)
     sees_button.click(model_view, [layout, pairs, *slot_list], sees, api_name="model_sees",
                       concurrency_id=MODEL_CONCURRENCY, concurrency_limit=MODEL_CONCURRENCY_LIMIT)
