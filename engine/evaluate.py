@@ -7,10 +7,11 @@ SPEC is a comma-separated list of `family[:variant]` entries generated on held-o
 for `analogy:all` over transforms and `sequence:all` over kinds), `arc:arcagi1-eval` (ARC tasks in order).
 PACK is a puzzle pack (directory with pack.json, or .zip); DIR a tree of RAVEN/I-RAVEN .npz files.
 
-Per puzzle: multiple-choice accuracy ranks the candidates by log-likelihood; generative accuracy takes the
-greedy completion and checks that its nearest candidate in pixel space is the answer (ARC: the grid read back
-from the image equals the answer, pass@1 greedy and pass@2 with one extra sample); PSNR of the generated
-answer against the true one, and of the tokenizer's reconstruction of the true answer (the ceiling).
+Per puzzle: multiple-choice accuracy ranks the candidates by log-likelihood; generative accuracy takes one
+sample at the bundle's sampling defaults (what the app uses; --temperature/--top-k/--top-p override them, seed 0)
+and checks that its nearest candidate in pixel space is the answer (ARC: the grid read back from the image equals
+the answer, pass@1 greedy and pass@2 with one extra sample); PSNR of the generated answer against the true one,
+and of the tokenizer's reconstruction of the true answer (the ceiling).
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.decode import SamplingOptions
 from engine.runtime import SCORING_RULES, Bundle
 from engine.sentences import select_panels
 from puzzles.images import to_square
@@ -184,8 +186,9 @@ def context_panels(bundle: Bundle, puzzle: Puzzle) -> list[np.ndarray]:
     return [puzzle.panels[index] for index in keep]
 
 
-def evaluate_puzzle(bundle: Bundle, puzzle: Puzzle) -> PuzzleResult:
+def evaluate_puzzle(bundle: Bundle, puzzle: Puzzle, sampling: SamplingOptions | None = None) -> PuzzleResult:
     started = time.perf_counter()
+    sampling = sampling or bundle.sampling
     size = bundle.image_size
     panels = context_panels(bundle, puzzle)
     candidates = [to_square(c, size) for c in puzzle.candidates]
@@ -194,9 +197,12 @@ def evaluate_puzzle(bundle: Bundle, puzzle: Puzzle) -> PuzzleResult:
                if has_choices else None)
     chosen = by_rule[bundle.scoring] if by_rule else None
     is_grid = puzzle.family == "grid"
-    samples = bundle.complete(panels, n_samples=1, temperature=0.0)
     if is_grid:
-        samples += bundle.complete(panels, n_samples=1, temperature=1.0, seed=0)
+        samples = [*bundle.complete(panels, n_samples=1, temperature=0.0),
+                   *bundle.complete(panels, n_samples=1, temperature=1.0, seed=0)]
+    else:
+        samples = bundle.complete(panels, n_samples=1, temperature=sampling.temperature, top_k=sampling.top_k,
+                                  top_p=sampling.top_p, seed=0)
     answer = to_square(puzzle.answer, size) if puzzle.answer is not None else None
     generative, pass2 = None, None
     if is_grid and answer is not None:
@@ -257,14 +263,17 @@ def build_report(results: list[PuzzleResult]) -> dict[str, Any]:
 
 
 def evaluate(
-    bundle: Bundle, puzzles: list[Puzzle], progress: Callable[[float, str], None] | None = None
+    bundle: Bundle, puzzles: list[Puzzle], progress: Callable[[float, str], None] | None = None,
+    sampling: SamplingOptions | None = None,
 ) -> dict[str, Any]:
-    """Evaluate every puzzle; return the report (see `validate_report` for its structure)."""
+    """Evaluate every puzzle; return the report (see `validate_report` for its structure). Generation samples
+    at `sampling`, the bundle's defaults when None."""
     if not puzzles:
         raise ValueError("no puzzles to evaluate")
+    sampling = sampling or bundle.sampling
     results = []
     for index, puzzle in enumerate(puzzles):
-        results.append(evaluate_puzzle(bundle, puzzle))
+        results.append(evaluate_puzzle(bundle, puzzle, sampling))
         if progress is not None:
             progress((index + 1) / len(puzzles), f"{puzzle.family} {index + 1}/{len(puzzles)}")
     report = {
@@ -272,6 +281,7 @@ def evaluate(
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "bundle": {"name": bundle.name, "directory": str(bundle.directory), "provider": bundle.provider,
                    "weights": bundle.manifest.get("weights", "fp32")},
+        "sampling": asdict(sampling),
         **build_report(results),
     }
     validate_report(report)
@@ -359,6 +369,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--n", type=int, default=None, help=f"puzzles per spec entry (default {DEFAULT_N}; "
                                                             "packs and directories: all)")
     parser.add_argument("--json", required=True, help="where to write the JSON report")
+    parser.add_argument("--temperature", type=float, default=None, help="sampling temperature for generative "
+                                                                         "accuracy (default: the bundle's; 0 greedy)")
+    parser.add_argument("--top-k", type=int, default=None, help="top-k cut (default: the bundle's; 0 off)")
+    parser.add_argument("--top-p", type=float, default=None, help="nucleus mass (default: the bundle's)")
     args = parser.parse_args(argv)
     if args.n is not None and args.n < 1:
         parser.error("--n must be at least 1")
@@ -366,9 +380,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from tqdm import tqdm
 
     bundle = Bundle.load(args.bundle)
+    defaults = bundle.sampling
+    try:
+        sampling = SamplingOptions(
+            temperature=defaults.temperature if args.temperature is None else args.temperature,
+            top_k=defaults.top_k if args.top_k is None else args.top_k,
+            top_p=defaults.top_p if args.top_p is None else args.top_p)
+    except ValueError as error:
+        parser.error(str(error))
     puzzles = load_puzzles(args.puzzles, args.n, bundle.image_size)
     with tqdm(total=len(puzzles), desc="evaluating", file=sys.stderr) as bar:
-        report = evaluate(bundle, puzzles, progress=lambda fraction, message: bar.update(1))
+        report = evaluate(bundle, puzzles, progress=lambda fraction, message: bar.update(1), sampling=sampling)
     report["puzzle_source"] = args.puzzles
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2) + "\n")

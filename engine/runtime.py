@@ -164,6 +164,13 @@ def cuda_device_present() -> bool:
     return any(device.ep_name == "CUDAExecutionProvider" for device in ort.get_ep_devices())
 
 
+def sampling_defaults(manifest: dict[str, Any]) -> SamplingOptions:
+    """The manifest's `"sampling"` settings (chosen by evaluation, engine/recipes); plain sampling without them."""
+    values = manifest.get("sampling") or {}
+    return SamplingOptions(temperature=float(values.get("temperature", 1.0)), top_k=int(values.get("top_k", 0)),
+                           top_p=float(values.get("top_p", 1.0)))
+
+
 def wanted_providers() -> list[str]:
     """CUDA first where a device is there, CPU always as the fallback."""
     if cuda_device_present():
@@ -287,6 +294,11 @@ class Bundle:
     @property
     def context_length(self) -> int:
         return int(self.manifest["context_length"])
+
+    @property
+    def sampling(self) -> SamplingOptions:
+        """The sampling settings measured best for this bundle: the app's defaults (see `sampling_defaults`)."""
+        return sampling_defaults(self.manifest)
 
     @property
     def providers(self) -> dict[str, str]:

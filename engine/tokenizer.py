@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from diffusers import VQModel
 
+from engine import training
+
 
 @dataclass
 class TokenizerConfig:
@@ -280,3 +282,17 @@ def load_frozen_tokenizer(path: str | Path, device: torch.device | str = "cpu") 
         return BundleTokenizer(path)
     model = tokenizer_from_bundle(path) if Path(path).is_dir() else load_tokenizer(path, map_location="cpu")
     return model.to(device).eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def encode_uint8(tokenizer: FrozenTokenizer, images: np.ndarray, device: torch.device, chunk: int = 256) -> np.ndarray:
+    """uint8 (N, H, W, 3) -> int64 codes (N, h*w), batched on the device, fp32 (as the exported encoder)."""
+    if isinstance(tokenizer, BundleTokenizer):
+        return tokenizer.encode_uint8(images)
+    pieces = []
+    for start in range(0, len(images), chunk):
+        batch = torch.from_numpy(np.ascontiguousarray(images[start : start + chunk])).to(device)
+        batch = batch.permute(0, 3, 1, 2).float() / 255.0
+        with training.exact_fp32():
+            pieces.append(encode(tokenizer, batch).cpu().numpy())
+    return np.concatenate(pieces) if pieces else np.zeros((0, 0), dtype=np.int64)

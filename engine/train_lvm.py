@@ -11,13 +11,20 @@ pushed down. Held-out multiple-choice accuracy per family and configuration is l
 --eval-every-tokens, which gives the learning curve.
 
 --tokenizer takes a tokenizer checkpoint or a model bundle directory (its exported encoder, run on ONNX
-Runtime); --init-bundle starts from a bundle's LVM weights (read back from its ONNX graph).
+Runtime); --init-bundle starts from a bundle's LVM weights (read back from its ONNX graph). --shards trains on
+pre-tokenized puzzles (engine.shards) instead of generating and encoding them every step.
+
+Every log record carries where the window's time went (seconds per step): `time/data` (waiting for puzzles:
+generation not hidden by the loader, or reading shards), `time/encode` (the tokenizer), `time/forward` (the
+sentences), `time/choice` (the candidates' forward), `time/backward` (backward and optimizer step).
 """
 from __future__ import annotations
 
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -32,7 +39,8 @@ from engine.data import DEFAULT_MIX, PuzzleStream, StreamConfig, make_loader, pa
 from engine.model import LVM, LVMConfig, model_checkpoint
 from engine.runtime import read_manifest
 from engine.sentences import Vocabulary, build_sentence, max_images, select_panels
-from engine.tokenizer import BundleTokenizer, FrozenTokenizer, encode, load_frozen_tokenizer
+from engine.shards import Shard, shard_order
+from engine.tokenizer import FrozenTokenizer, encode_uint8, load_frozen_tokenizer
 from puzzles.generators import generate
 from puzzles.images import to_square
 from puzzles.seeds import eval_seed
@@ -56,6 +64,8 @@ class TrainLVMConfig:
     context_weight: float = field(default=0.3, metadata={"help": "loss weight of the context panels' tokens"})
     choice_weight: float = field(default=0.0, metadata={"help": "weight of the multiple-choice loss (0: off)"})
     mix: str = field(default=DEFAULT_MIX, metadata={"help": "family weights"})
+    shards: str | None = field(default=None, metadata={"help": "train on this pre-tokenized shard directory "
+                                                                "(python -m engine.shards) instead of streaming"})
     context_length: int = field(default=640, metadata={"help": "longest sentence"})
     n_layer: int = field(default=8, metadata={"help": "transformer blocks"})
     d_model: int = field(default=384, metadata={"help": "width"})
@@ -99,18 +109,30 @@ def tokenizer_vocabulary(tokenizer: FrozenTokenizer) -> Vocabulary:
     return Vocabulary(codebook_size=cfg.codebook_size, tokens_per_image=cfg.tokens_per_image)
 
 
-@torch.no_grad()
-def encode_uint8(tokenizer: FrozenTokenizer, images: np.ndarray, device: torch.device, chunk: int = 256) -> np.ndarray:
-    """uint8 (N, H, W, 3) -> int64 codes (N, h*w), batched on the device, fp32 (as the exported encoder)."""
-    if isinstance(tokenizer, BundleTokenizer):
-        return tokenizer.encode_uint8(images)
-    pieces = []
-    for start in range(0, len(images), chunk):
-        batch = torch.from_numpy(np.ascontiguousarray(images[start : start + chunk])).to(device)
-        batch = batch.permute(0, 3, 1, 2).float() / 255.0
-        with training.exact_fp32():
-            pieces.append(encode(tokenizer, batch).cpu().numpy())
-    return np.concatenate(pieces) if pieces else np.zeros((0, 0), dtype=np.int64)
+class StepTimer:
+    """Seconds spent per phase of the training step, summed over a log window."""
+
+    PHASES = ("data", "encode", "forward", "choice", "backward")
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - started
+
+    def per_step(self, steps: int) -> dict[str, float]:
+        """`time/<phase>` in seconds per step, then cleared for the next window."""
+        record = {f"time/{name}": self.seconds[name] / max(steps, 1) for name in self.PHASES}
+        self.seconds.clear()
+        return record
+
+
+NO_TIMER = StepTimer()  # for callers that do not read the split
 
 
 @dataclass
@@ -131,16 +153,28 @@ class Batch:
     choices: list[ChoiceGroup] = field(default_factory=list)
 
 
-def make_batch(
-    samples: list[dict[str, Any]], tokenizer: FrozenTokenizer, vocab: Vocabulary, config: TrainLVMConfig,
-    device: torch.device,
-) -> Batch:
-    """Samples -> padded sentences, loss weights and (with --choice-weight) candidate groups; one tokenizer call."""
-    chosen = [row for row, sample in enumerate(samples) if config.choice_weight > 0 and "candidates" in sample]
+def sample_codes(
+    samples: list[dict[str, Any]], chosen: list[int], tokenizer: FrozenTokenizer, device: torch.device,
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Each sample's sentence codes and the chosen samples' candidate codes: read from shard samples as they
+    are, or encoded from streamed images in one tokenizer call."""
+    if all("codes" in sample for sample in samples):
+        return [s["codes"] for s in samples], [samples[row]["candidate_codes"] for row in chosen]
     stacks = [sample["images"] for sample in samples] + [samples[row]["candidates"] for row in chosen]
     codes = encode_uint8(tokenizer, np.concatenate(stacks), device)
     pieces = np.split(codes, np.cumsum([len(stack) for stack in stacks])[:-1])
-    rows, candidate_codes = pieces[: len(samples)], pieces[len(samples) :]
+    return pieces[: len(samples)], pieces[len(samples) :]
+
+
+def make_batch(
+    samples: list[dict[str, Any]], tokenizer: FrozenTokenizer, vocab: Vocabulary, config: TrainLVMConfig,
+    device: torch.device, timer: StepTimer = NO_TIMER,
+) -> Batch:
+    """Samples -> padded sentences, loss weights and (with --choice-weight) candidate groups."""
+    chosen = [row for row, sample in enumerate(samples)
+              if config.choice_weight > 0 and ("candidates" in sample or "candidate_codes" in sample)]
+    with timer.phase("encode"):
+        rows, candidate_codes = sample_codes(samples, chosen, tokenizer, device)
     sentences = [build_sentence(list(image_codes), vocab, complete=True) for image_codes in rows]
     length = max(len(sentence) for sentence in sentences)
     tokens = np.full((len(sentences), length), vocab.eos, dtype=np.int64)
@@ -317,9 +351,17 @@ def make_stream(config: TrainLVMConfig, runtime: training.Runtime, image_size: i
                                      base_seed=base_seed, rank=runtime.rank, world_size=runtime.world_size))
 
 
+def shard_batches(shard: Shard, config: TrainLVMConfig, runtime: training.Runtime, sentences_seen: int
+                  ) -> Iterator[list[dict[str, Any]]]:
+    """Batches of shard samples, reshuffled every epoch (a resumed run draws a new order)."""
+    order = shard_order(len(shard), config.seed + sentences_seen, runtime.rank, runtime.world_size)
+    while True:
+        yield [shard.sample(next(order)) for _ in range(config.batch_size)]
+
+
 def train_step(
     trained: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, config: TrainLVMConfig, lr: float,
-    device: torch.device, codebook_size: int,
+    device: torch.device, codebook_size: int, timer: StepTimer = NO_TIMER,
 ) -> torch.Tensor:
     """One optimizer step on a batch; returns this rank's loss, detached.
 
@@ -328,14 +370,17 @@ def train_step(
     """
     training.set_lr(optimizer, lr)
     with training.autocast(device, config.bf16):
-        logits, cache = trained(batch.inputs)
-        loss = weighted_loss(logits, batch.targets, batch.weights)
+        with timer.phase("forward"):
+            logits, cache = trained(batch.inputs)
+            loss = weighted_loss(logits, batch.targets, batch.weights)
         if batch.choices:
-            loss = loss + config.choice_weight * choice_loss(trained, logits, cache, batch.choices, codebook_size)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(trained.parameters(), config.grad_clip)
-    optimizer.step()
+            with timer.phase("choice"):
+                loss = loss + config.choice_weight * choice_loss(trained, logits, cache, batch.choices, codebook_size)
+    with timer.phase("backward"):
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trained.parameters(), config.grad_clip)
+        optimizer.step()
     return loss.detach()
 
 
@@ -365,8 +410,13 @@ def train(config: TrainLVMConfig) -> Path:
     trained = training.distribute(model, runtime)
     if config.compile:
         trained = torch.compile(trained, dynamic=True)
-    stream = make_stream(config, runtime, tokenizer.tokenizer_config.image_size, limit, sentences_seen)
-    batches = training.infinite(make_loader(stream, config.batch_size, config.workers, collate=False))
+    if config.shards:
+        shard = Shard(config.shards)
+        shard.check_fits(tokenizer.tokenizer_config.to_dict(), limit)
+        batches = shard_batches(shard, config, runtime, sentences_seen)
+    else:
+        stream = make_stream(config, runtime, tokenizer.tokenizer_config.image_size, limit, sentences_seen)
+        batches = training.infinite(make_loader(stream, config.batch_size, config.workers, collate=False))
     budget = training.Budget(config.steps, config.minutes, step, elapsed_before)
     log = training.RunLog(out_dir, enabled=runtime.is_main, resume_step=step if state is not None else None)
     items = (held_out_items([f for f in parse_mix(config.mix) if f != "grid"], config.eval_n, tokenizer, vocab,
@@ -395,10 +445,13 @@ def train(config: TrainLVMConfig) -> Path:
         logger.info("eval at %d tokens: %s", tokens_seen,
                     ", ".join(f"{k} {v:.3f}" for k, v in results.items() if k.count("/") == 1 and k[:3] == "acc"))
 
+    timer = StepTimer()
     while (fraction := budget.synced_fraction(step, runtime)) < 1.0:
-        batch = make_batch(next(batches), tokenizer, vocab, config, runtime.device)
+        with timer.phase("data"):
+            samples = next(batches)
+        batch = make_batch(samples, tokenizer, vocab, config, runtime.device, timer)
         lr = training.learning_rate(step, fraction, config.lr, config.warmup_steps)
-        loss = train_step(trained, optimizer, batch, config, lr, runtime.device, vocab.codebook_size)
+        loss = train_step(trained, optimizer, batch, config, lr, runtime.device, vocab.codebook_size, timer)
         step += 1
         tokens_seen += batch.tokens * runtime.world_size
         sentences_seen += batch.inputs.shape[0] * runtime.world_size
@@ -409,10 +462,13 @@ def train(config: TrainLVMConfig) -> Path:
             if runtime.is_main:
                 now = time.monotonic()
                 record = {"kind": "train", "step": step, "tokens": tokens_seen, "loss": global_loss, "lr": lr,
-                          "tok/s": window_tokens / max(1e-9, now - window_start), "elapsed": budget.elapsed()}
+                          "tok/s": window_tokens / max(1e-9, now - window_start), "elapsed": budget.elapsed(),
+                          **timer.per_step(config.log_every)}
                 log.write(record)
                 log.plot()
-                progress.set_postfix(loss=f"{global_loss:.3f}", tok_s=f"{record['tok/s']:.0f}")
+                split = "/".join(f"{record[f'time/{name}'] * 1000:.0f}" for name in StepTimer.PHASES)
+                progress.set_postfix(loss=f"{global_loss:.3f}", tok_s=f"{record['tok/s']:.0f}",
+                                     ms_data_enc_fwd_choice_bwd=split)
                 window_start, window_tokens = now, 0
         if next_eval is not None and tokens_seen >= next_eval:
             if runtime.is_main:

@@ -11,8 +11,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from engine import evaluate
-from engine.runtime import Bundle
+from engine import evaluate, sampling_sweep
+from engine.decode import SamplingOptions
+from engine.runtime import Bundle, sampling_defaults
 from puzzles.generators import generate
 from puzzles.generators.grid import puzzle_from_pairs
 from puzzles.pack import write_pack
@@ -28,14 +29,17 @@ class OracleBundle:
 
     name, directory, provider, manifest, image_size, max_images = "oracle", Path("."), "none", {}, 64, 10
     scoring = "sum"
+    sampling = SamplingOptions(temperature=0.7, top_k=10)
 
     def __init__(self, answer: np.ndarray, answer_index: int | None) -> None:
         self.answer, self.answer_index = answer, answer_index
+        self.sampled_with: list[dict[str, Any]] = []
 
     def score(self, images: list[np.ndarray], candidates: list[np.ndarray], scoring: str | None = None) -> np.ndarray:
         return np.array([0.0 if i == self.answer_index else -1.0 for i in range(len(candidates))])
 
     def complete(self, images: list[np.ndarray], n_samples: int = 4, **options: Any) -> list[np.ndarray]:
+        self.sampled_with.append(options)
         return [self.answer.copy() for _ in range(n_samples)]
 
     def roundtrip(self, images: list[np.ndarray]) -> list[np.ndarray]:
@@ -92,6 +96,39 @@ def test_oracle_gets_every_metric_right() -> None:
     assert result.chosen_candidate == puzzle.answer_index and result.configuration == "center"
     assert result.psnr_generated == 100.0 and 45.0 < result.psnr_ceiling < 100.0
     assert result.pass_at_2 is None
+
+
+def test_generation_samples_at_the_bundle_defaults_unless_told_otherwise() -> None:
+    puzzle = generate("matrix", 1_000_000_000, size=64, layout="center")
+    oracle = OracleBundle(puzzle.answer, puzzle.answer_index)
+    evaluate.evaluate_puzzle(oracle, puzzle)
+    evaluate.evaluate_puzzle(oracle, puzzle, SamplingOptions(temperature=0.0))
+    assert oracle.sampled_with[0] == {"temperature": 0.7, "top_k": 10, "top_p": 1.0, "seed": 0}
+    assert oracle.sampled_with[1]["temperature"] == 0.0 and oracle.sampled_with[1]["top_k"] == 0
+
+
+def test_sampling_defaults_come_from_the_manifest() -> None:
+    assert sampling_defaults({}) == SamplingOptions(temperature=1.0, top_k=0, top_p=1.0)
+    chosen = sampling_defaults({"sampling": {"temperature": 0.5, "top_k": 4, "top_p": 0.9, "chosen_by": "x"}})
+    assert chosen == SamplingOptions(temperature=0.5, top_k=4, top_p=0.9)
+
+
+def test_sampling_sweep_picks_the_best_setting_and_writes_it(bundle: Bundle, tmp_path: Path) -> None:
+    assert sampling_sweep.parse_settings("t=0; t=0.7,k=10,p=0.9") == [
+        SamplingOptions(temperature=0.0), SamplingOptions(temperature=0.7, top_k=10, top_p=0.9)]
+    with pytest.raises(ValueError, match="not t=, k= or p="):
+        sampling_sweep.parse_settings("temperature=1")
+    puzzles = evaluate.load_puzzles("matrix:center,sequence", 2, 16)
+    report = sampling_sweep.sweep(bundle, puzzles, sampling_sweep.parse_settings("t=0;t=1"), samples=2)
+    means = [result["mean"] for result in report["settings"]]
+    assert report["best"] == report["settings"][int(np.argmax(means))]["sampling"]
+    assert set(report["settings"][0]["families"]) == {"matrix", "sequence"}
+    copy_dir = tmp_path / "bundle"
+    copy_dir.mkdir()
+    for path in bundle.directory.iterdir():
+        (copy_dir / path.name).write_bytes(path.read_bytes())
+    sampling_sweep.write_sampling(copy_dir, {"temperature": 0.5, "top_k": 3, "top_p": 1.0}, "test")
+    assert Bundle.load(copy_dir).sampling == SamplingOptions(temperature=0.5, top_k=3)
 
 
 def test_grid_answers_are_read_back_as_grids() -> None:

@@ -1,0 +1,135 @@
+"""Choose a bundle's sampling defaults (what the app's Solve uses) by generative accuracy on held-out puzzles.
+
+    python -m engine.sampling_sweep --bundle engine/bundles/default --puzzles matrix:all,analogy:all,sequence:all \\
+        --n 48 --settings "t=0;t=1;t=0.5;t=0.7,k=10;t=1,p=0.7" --json sweep.json [--write]
+
+For every puzzle and setting, --samples samples are drawn in one batch (seeds fixed); a sample is right when its
+nearest candidate in pixel space is the answer (engine.evaluate's generative accuracy, counted per sample to cut
+the noise). The table gives each family's accuracy per setting; the best setting is the one with the highest mean
+over families. --write stores it in the bundle's manifest under "sampling" (no weight file changes, so the
+files' checksums stay valid); the app and engine.evaluate read it from there.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.decode import SamplingOptions
+from engine.evaluate import context_panels, load_puzzles, nearest_candidate
+from engine.runtime import Bundle
+from puzzles.images import to_square
+from puzzles.puzzle import Puzzle
+
+SHORT_NAMES = {"t": "temperature", "k": "top_k", "p": "top_p"}
+
+
+def parse_settings(text: str) -> list[SamplingOptions]:
+    """'t=0;t=0.7,k=10' -> [SamplingOptions(0.0, 0, 1.0), SamplingOptions(0.7, 10, 1.0)]."""
+    settings = []
+    for entry in filter(None, (part.strip() for part in text.split(";"))):
+        values: dict[str, Any] = {}
+        for item in entry.split(","):
+            key, sep, value = item.strip().partition("=")
+            if not sep or key not in SHORT_NAMES:
+                raise ValueError(f"setting {entry!r}: {item!r} is not t=, k= or p=")
+            try:
+                values[SHORT_NAMES[key]] = int(value) if key == "k" else float(value)
+            except ValueError:
+                raise ValueError(f"setting {entry!r}: {value!r} is not a number") from None
+        settings.append(SamplingOptions(**values))
+    if not settings:
+        raise ValueError("no sampling settings given")
+    return settings
+
+
+def label(options: SamplingOptions) -> str:
+    return f"t={options.temperature:g},k={options.top_k},p={options.top_p:g}"
+
+
+def sample_hits(bundle: Bundle, puzzle: Puzzle, options: SamplingOptions, samples: int) -> list[bool]:
+    """For each of `samples` samples at `options`: is its nearest candidate the answer?"""
+    size = bundle.image_size
+    candidates = [to_square(c, size) for c in puzzle.candidates]
+    drawn = bundle.complete(context_panels(bundle, puzzle), n_samples=samples, temperature=options.temperature,
+                            top_k=options.top_k, top_p=options.top_p, seed=0)
+    return [nearest_candidate(image, candidates) == puzzle.answer_index for image in drawn]
+
+
+def sweep(bundle: Bundle, puzzles: list[Puzzle], settings: list[SamplingOptions], samples: int = 4,
+          progress: Any = None) -> dict[str, Any]:
+    """Per setting: generative accuracy per family and their mean; the best setting."""
+    usable = [p for p in puzzles if p.candidates and p.answer_index is not None]
+    if not usable:
+        raise ValueError("no puzzles with candidates to measure generation on")
+    results = []
+    for options in settings:
+        hits: dict[str, list[bool]] = defaultdict(list)
+        for puzzle in usable:
+            greedy = options.temperature == 0  # greedy samples are all alike: one is enough
+            hits[puzzle.family] += sample_hits(bundle, puzzle, options, 1 if greedy else samples)
+            if progress is not None:
+                progress()
+        families = {family: float(np.mean(values)) for family, values in hits.items()}
+        results.append({"sampling": asdict(options), "label": label(options), "families": families,
+                        "mean": float(np.mean(list(families.values())))})
+    best = max(results, key=lambda result: result["mean"])
+    return {"bundle": bundle.name, "puzzles": len(usable), "samples_per_puzzle": samples, "settings": results,
+            "best": best["sampling"]}
+
+
+def write_sampling(directory: str | Path, options: dict[str, Any], source: str) -> None:
+    """Store the chosen sampling defaults in a bundle's manifest (the weights and their checksums are untouched)."""
+    path = Path(directory) / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["sampling"] = {**options, "chosen_by": source}
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def format_table(report: dict[str, Any]) -> str:
+    families = list(report["settings"][0]["families"])
+    lines = [" | ".join(["setting", *families, "mean"]), " | ".join(["---"] * (len(families) + 2))]
+    for result in report["settings"]:
+        cells = [f"{result['families'][f] * 100:.1f}%" for f in families]
+        lines.append(" | ".join([result["label"], *cells, f"{result['mean'] * 100:.1f}%"]))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(prog="python -m engine.sampling_sweep", description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", required=True, help="model bundle directory")
+    parser.add_argument("--puzzles", default="matrix:all,analogy:all,sequence:all", help="spec, pack or directory")
+    parser.add_argument("--n", type=int, default=48, help="puzzles per spec entry")
+    parser.add_argument("--settings", default="t=0;t=1;t=0.7;t=0.5;t=1,k=5;t=0.7,k=10;t=1,p=0.7",
+                        help="';'-separated settings of t= (temperature, 0 greedy), k= (top-k), p= (top-p)")
+    parser.add_argument("--samples", type=int, default=4, help="samples per puzzle and setting")
+    parser.add_argument("--json", required=True, help="where to write the report")
+    parser.add_argument("--write", action="store_true", help="store the best setting in the bundle's manifest")
+    args = parser.parse_args(argv)
+    try:
+        settings = parse_settings(args.settings)
+    except ValueError as error:
+        parser.error(str(error))
+    from tqdm import tqdm
+
+    bundle = Bundle.load(args.bundle)
+    puzzles = load_puzzles(args.puzzles, args.n, bundle.image_size)
+    with tqdm(total=len(puzzles) * len(settings), desc="sweep", file=sys.stderr) as bar:
+        report = sweep(bundle, puzzles, settings, args.samples, progress=lambda: bar.update(1))
+    report["command"] = "python -m engine.sampling_sweep " + " ".join(argv if argv is not None else sys.argv[1:])
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    sys.stdout.write(format_table(report) + f"\nbest: {label(SamplingOptions(**report['best']))}\n")
+    if args.write:
+        write_sampling(args.bundle, report["best"], report["command"])
+    return report
+
+
+if __name__ == "__main__":
+    main()

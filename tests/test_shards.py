@@ -1,0 +1,102 @@
+"""Pre-tokenized training shards: the round trip, the held-out seed refusal, damaged shards, training from them."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from engine import shards, train_lvm
+from engine.data import PuzzleStream, StreamConfig, parse_mix
+from engine.tokenizer import build_tokenizer, encode_uint8, load_tokenizer, save_tokenizer
+from puzzles.seeds import HELD_OUT_START
+from tests.test_training import TINY_LVM_FLAGS, TINY_TOKENIZER
+
+MIX = "matrix=1,sequence=1"
+
+
+@pytest.fixture(scope="module")
+def tokenizer_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tokenizer") / "tokenizer.pt"
+    save_tokenizer(build_tokenizer(TINY_TOKENIZER), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def shard_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer_path: Path) -> Path:
+    out = tmp_path_factory.mktemp("shards") / "small"
+    shards.main(["--tokenizer", str(tokenizer_path), "--mix", MIX, "--n", "6", "--seed", "500",
+                 "--max-images", "9", "--out", str(out)])
+    return out
+
+
+def test_shard_holds_the_codes_the_tokenizer_gives_each_puzzle(shard_dir: Path, tokenizer_path: Path) -> None:
+    shard = shards.Shard(shard_dir)
+    assert len(shard) == 6 and shard.manifest["seed_range"] == [500, 505]
+    tokenizer = load_tokenizer(tokenizer_path).eval()
+    stream = PuzzleStream(StreamConfig(mix=parse_mix(MIX), image_size=16, max_images=9, base_seed=500,
+                                       candidates=True))
+    for index, sample in zip(range(len(shard)), stream, strict=False):
+        stored = shard.sample(index)
+        assert stored["seed"] == sample["seed"] and stored["family"] == sample["family"]
+        expected = encode_uint8(tokenizer, sample["images"], torch.device("cpu"))
+        np.testing.assert_array_equal(stored["codes"], expected)
+        np.testing.assert_array_equal(stored["candidate_codes"],
+                                      encode_uint8(tokenizer, sample["candidates"], torch.device("cpu")))
+        assert stored["answer_index"] == sample["answer_index"]
+
+
+def test_shards_refuse_held_out_seeds(tokenizer_path: Path, tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="held-out"):
+        shards.main(["--tokenizer", str(tokenizer_path), "--mix", MIX, "--n", "10", "--seed",
+                     str(HELD_OUT_START - 5), "--out", str(tmp_path / "bad")])
+    assert not (tmp_path / "bad").exists()
+
+
+def test_reading_refuses_a_manifest_whose_seeds_are_held_out(shard_dir: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for path in shard_dir.iterdir():
+        (copy / path.name).write_bytes(path.read_bytes())
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["seed_range"] = [HELD_OUT_START, HELD_OUT_START + 5]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(shards.ShardError, match="held-out"):
+        shards.Shard(copy)
+
+
+def test_a_damaged_shard_gives_a_clear_error(shard_dir: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "damaged"
+    copy.mkdir()
+    for path in shard_dir.iterdir():
+        (copy / path.name).write_bytes(path.read_bytes())
+    data = bytearray((copy / "codes.npy").read_bytes())
+    data[-1] ^= 0xFF
+    (copy / "codes.npy").write_bytes(bytes(data))
+    with pytest.raises(shards.ShardError, match=r"codes\.npy: checksum does not match"):
+        shards.Shard(copy)
+    (copy / "seeds.npy").unlink()
+    with pytest.raises(shards.ShardError, match=r"seeds\.npy: missing"):
+        shards.Shard(copy, verify=False)
+    with pytest.raises(shards.ShardError, match="no shard manifest"):
+        shards.Shard(tmp_path / "nowhere")
+
+
+def test_a_shard_of_another_tokenizer_is_refused(shard_dir: Path) -> None:
+    other = {**shards.Shard(shard_dir).manifest["tokenizer_config"], "codebook_size": 64}
+    with pytest.raises(shards.ShardError, match="another tokenizer"):
+        shards.Shard(shard_dir).check_fits(other, 9)
+
+
+def test_train_lvm_trains_from_shards(shard_dir: Path, tokenizer_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "lvm"
+    train_lvm.main(["--tokenizer", str(tokenizer_path), "--shards", str(shard_dir), "--out", str(out),
+                    *TINY_LVM_FLAGS, "--context-length", "200", "--choice-weight", "0.5", "--steps", "2"])
+    checkpoint = torch.load(out / "ckpt.pt", weights_only=False)
+    assert checkpoint["step"] == 2 and checkpoint["tokens_seen"] > 0
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    train = [r for r in records if r["kind"] == "train"]
+    assert all(r["time/forward"] > 0 and r["time/backward"] > 0 and r["time/choice"] > 0 for r in train)
