@@ -132,13 +132,13 @@ def on_load(visitor_id: str | None, request: gr.Request) -> list[Any]:
     visitor_id = logic.ensure_visitor_id(visitor_id)
     examples, thumbnails = play.load_examples()
     browse = bank.browse("any", "any", "", 1, 5, False, 1)
-    card, evaluation = about.load_about()
+    overview, card, evaluation = about.load_about()
     puzzle_id = (request.query_params.get("puzzle") if request is not None else None) or ""
     if puzzle_id:
         opened = bank.open_try(puzzle_id.strip())
     else:
         opened = [gr.skip()] * 11
-    return [visitor_id, examples, thumbnails, *browse, card, evaluation, *opened]
+    return [visitor_id, examples, thumbnails, *browse, overview, card, evaluation, *opened]
 
 
 def build_blocks() -> Any:
@@ -158,7 +158,7 @@ def build_blocks() -> Any:
             with gr.Tab("Challenge", id="challenge", elem_id="tab-challenge"):
                 challenge.build(visitor)
             with gr.Tab("About", id="about", elem_id="tab-about"):
-                card, evaluation = about.build()
+                overview, card, evaluation = about.build()
 
         def open_in_play(puzzle_id: str | None) -> list[Any]:
             if not puzzle_id:
@@ -171,7 +171,7 @@ def build_blocks() -> Any:
                                        api_name="open_try")
         demo.load(
             on_load, visitor,
-            [visitor, *play_parts.load_examples_outputs, *bank_parts["gallery_outputs"], card, evaluation,
+            [visitor, *play_parts.load_examples_outputs, *bank_parts["gallery_outputs"], overview, card, evaluation,
              *try_parts["open_outputs"], tabs],
             api_visibility="private",
         )
@@ -213,6 +213,7 @@ def create_app(
     from fastapi import FastAPI
 
     from app.health import choose_bundle
+    from app.pages import about
 
     bundle_note = None
     if check_bundle and bundle is None:
@@ -224,7 +225,9 @@ def create_app(
     app = FastAPI(title="Gelato")
     add_health_route(app, services)
     mount_curator_pages(app, services)
-    app = gr.mount_gradio_app(app, demo, "/", **launch_options())
+    options = launch_options()
+    options["allowed_paths"] += [str(path) for path in about.card_images(services.bundle_dir)]  # its pictures
+    app = gr.mount_gradio_app(app, demo, "/", **options)
     mark_launched(demo)
     app.state.gelato_blocks = demo
     app.state.gelato_services = services

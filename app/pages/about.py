@@ -1,8 +1,10 @@
-"""About: the model card, the evaluation table, and how a visual sentence is built."""
+"""About: what the model can and cannot do first, then the details (model card, every measure) folded below."""
 from __future__ import annotations
 
 import json
 import logging
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,56 +16,134 @@ log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent.parent.parent / "static"
 SENTENCE_PICTURE = STATIC / "visual-sentence.svg"
+FILE_ROUTE = "/gradio_api/file="  # Gradio serves files listed in `allowed_paths` here
+CARD_IMAGE = re.compile(r"!\[([^\]]*)\]\(([\w.-]+\.png)\)")  # pictures the card names beside itself
+SAMPLE_PICTURE = "failures_matrix.png"  # the summary's example of what the model gets wrong
+MEASURES = (  # (manifest key, column heading, as a percentage)
+    ("n", "puzzles", False),
+    ("multiple_choice_accuracy", "picks the right candidate", True),
+    ("generative_accuracy", "draws an answer nearest the right candidate", True),
+    ("psnr_generated", "drawn answer vs truth (PSNR, dB)", False),
+    ("psnr_ceiling", "tokenizer round trip (PSNR, dB)", False),
+)
+CHANCE = "Chance is 12.5% (one of 8 candidates)."
+
+
+def card_images(bundle_dir: Path) -> list[Path]:
+    """The pictures MODEL_CARD.md shows that exist in the bundle (they must be listed as servable files)."""
+    path = Path(bundle_dir) / "MODEL_CARD.md"
+    if not path.is_file():
+        return []
+    names = {name for _, name in CARD_IMAGE.findall(path.read_text(encoding="utf-8"))}
+    return [image.resolve() for image in sorted(Path(bundle_dir) / name for name in names) if image.is_file()]
+
+
+def _served(text: str, bundle_dir: Path) -> str:
+    """Card text with its relative picture links turned into the URLs the server answers."""
+    def link(match: re.Match[str]) -> str:
+        image = (Path(bundle_dir) / match.group(2)).resolve()
+        return f"![{match.group(1)}]({FILE_ROUTE}{image})" if image.is_file() else f"_({match.group(1)}: missing)_"
+
+    return CARD_IMAGE.sub(link, text)
+
+
+def _card_text(bundle_dir: Path) -> str | None:
+    path = Path(bundle_dir) / "MODEL_CARD.md"
+    return path.read_text(encoding="utf-8") if path.is_file() else None
 
 
 def model_card(bundle_dir: Path) -> str:
-    """MODEL_CARD.md of the bundle (read as text: the model itself is not loaded)."""
-    path = Path(bundle_dir) / "MODEL_CARD.md"
-    if not path.is_file():
-        return f"_No model card: {path} does not exist yet._"
-    return path.read_text(encoding="utf-8")
+    """MODEL_CARD.md of the bundle without its title (the page names it), pictures served by the app."""
+    text = _card_text(bundle_dir)
+    if text is None:
+        return f"_No model card: {Path(bundle_dir) / 'MODEL_CARD.md'} does not exist yet._"
+    lines = text.splitlines()
+    if lines and lines[0].startswith("# "):
+        lines = lines[1:]
+    return _served("\n".join(lines).strip(), bundle_dir)
 
 
-def _rows(metrics: Any, prefix: str = "") -> list[tuple[str, str]]:
-    if isinstance(metrics, dict):
-        rows: list[tuple[str, str]] = []
-        for key, value in metrics.items():
-            rows += _rows(value, f"{prefix}{key} / " if isinstance(value, dict) else f"{prefix}{key}")
-        return rows
-    value = f"{metrics:.3f}" if isinstance(metrics, float) else str(metrics)
-    return [(prefix.rstrip(" /"), value)]
+def card_summary(bundle_dir: Path) -> str:
+    """The card's opening paragraph (its status in a few lines), or nothing when the card has none."""
+    text = _card_text(bundle_dir) or ""
+    paragraphs = [part.strip() for part in text.split("\n\n") if part.strip() and not part.lstrip().startswith("#")]
+    return paragraphs[0] if paragraphs else ""
 
 
-def evaluation_table(bundle_dir: Path) -> str:
-    """The evaluation metrics stored in the bundle manifest, as a Markdown table."""
+def _metrics(bundle_dir: Path) -> Mapping[str, Any]:
     path = Path(bundle_dir) / "manifest.json"
     if not path.is_file():
-        return "_No evaluation: the bundle has no manifest yet._"
+        return {}
     manifest = json.loads(path.read_text(encoding="utf-8"))
-    metrics = manifest.get("evaluation") or manifest.get("metrics") or {}
-    if not metrics:
-        return "_The bundle manifest carries no evaluation yet._"
-    lines = ["| Measure | Value |", "|---|---|"] + [f"| {name} | {value} |" for name, value in _rows(metrics)]
+    return manifest.get("evaluation") or manifest.get("metrics") or {}
+
+
+def _cell(value: Any, percent: bool) -> str:
+    if value is None:
+        return "—"
+    if percent:
+        return f"{100 * float(value):.1f}%"
+    return f"{value:.1f}" if isinstance(value, float) else str(value)
+
+
+def _table(rows: Mapping[str, Mapping[str, Any]], measures: tuple[tuple[str, str, bool], ...]) -> str:
+    shown = [m for m in measures if any(row.get(m[0]) is not None for row in rows.values())]
+    lines = ["| | " + " | ".join(heading for _, heading, _ in shown) + " |", "|---" * (len(shown) + 1) + "|"]
+    for name, row in rows.items():
+        lines.append(f"| {name} | " + " | ".join(_cell(row.get(key), percent) for key, _, percent in shown) + " |")
     return "\n".join(lines)
 
 
-def load_about() -> tuple[str, str]:
+def family_table(bundle_dir: Path) -> str:
+    """Per family: how often the model picks the right candidate and draws the right answer."""
+    families = _metrics(bundle_dir).get("families") or {}
+    if not families:
+        return "_The bundle carries no evaluation yet._"
+    return _table(families, MEASURES[:3]) + f"\n\n{CHANCE}"
+
+
+def evaluation_table(bundle_dir: Path) -> str:
+    """Every measure the bundle manifest carries: one row per family and per matrix layout."""
+    metrics = _metrics(bundle_dir)
+    rows: dict[str, Mapping[str, Any]] = dict(metrics.get("families") or {})
+    rows.update({f"matrix: {name}": row for name, row in (metrics.get("matrix_layouts") or {}).items()})
+    if not rows:
+        return "_The bundle manifest carries no evaluation yet._"
+    return _table(rows, MEASURES)
+
+
+def summary(bundle_dir: Path) -> str:
+    """What the model can and cannot do, in a few lines with the per-family numbers and a sample picture."""
+    parts = [card_summary(bundle_dir), "### How often it is right, per family", family_table(bundle_dir)]
+    sample = Path(bundle_dir) / SAMPLE_PICTURE
+    if sample.is_file():
+        parts += ["### A typical wrong answer",
+                  "Each row: the prompt, the model's pick (red frame), the right answer (green frame).",
+                  f"![matrix: typical wrong answers]({FILE_ROUTE}{sample.resolve()})"]
+    return "\n\n".join(part for part in parts if part)
+
+
+def load_about() -> tuple[str, str, str]:
     bundle_dir = current().bundle_dir
-    return model_card(bundle_dir), evaluation_table(bundle_dir)
+    return summary(bundle_dir), model_card(bundle_dir), evaluation_table(bundle_dir)
 
 
-def build() -> tuple[gr.Markdown, gr.Markdown]:
-    gr.Markdown("## How a visual sentence is built")
-    picture = SENTENCE_PICTURE.read_text(encoding="utf-8") if SENTENCE_PICTURE.is_file() else ""
-    gr.HTML(picture, elem_id="sentence-picture")
-    gr.Markdown(
-        "Every image of the prompt is resized and turned into a grid of discrete codes by the tokenizer. "
-        "The codes of all images, in order, after a start token, form one *visual sentence*; the transformer "
-        "continues it one code at a time, and the tokenizer's decoder turns the new codes back into pixels. "
-        "To rank candidates, the model scores how likely each candidate's codes are after the prompt."
-    )
-    gr.Markdown("## Evaluation")
-    evaluation = gr.Markdown(elem_id="about-evaluation")
-    gr.Markdown("## Model card")
-    card = gr.Markdown(elem_id="about-card")
-    return card, evaluation
+def build() -> tuple[gr.Markdown, gr.Markdown, gr.Markdown]:
+    gr.Markdown("## What the model can and cannot do")
+    overview = gr.Markdown(elem_id="about-summary")
+    with gr.Accordion("How a visual sentence is built", open=False, elem_id="about-sentence"):
+        picture = SENTENCE_PICTURE.read_text(encoding="utf-8") if SENTENCE_PICTURE.is_file() else ""
+        gr.HTML(picture, elem_id="sentence-picture")
+        gr.Markdown(
+            "Every image of the prompt is resized and turned into a grid of discrete codes by the tokenizer. "
+            "The codes of all images, in order, after a start token, form one *visual sentence*; the transformer "
+            "continues it one code at a time, and the tokenizer's decoder turns the new codes back into pixels. "
+            "To rank candidates, the model scores how likely each candidate's codes are after the prompt "
+            "(its log-likelihood); the Play page shows each candidate's share of that likelihood."
+        )
+    with gr.Accordion("Every evaluation measure", open=False, elem_id="about-evaluation-accordion"):
+        evaluation = gr.Markdown(elem_id="about-evaluation")
+    with gr.Accordion("Model card: training, curves, failures, how to reproduce", open=False,
+                      elem_id="about-card-accordion"):
+        card = gr.Markdown(elem_id="about-card")
+    return overview, card, evaluation
