@@ -397,4 +397,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from puzzles.commands import main_exit
+
+    main_exit(main, "python -m engine.export_static")

@@ -3,6 +3,7 @@
 Subcommands come from the modules in COMMAND_MODULES: each has `register(subparsers)`, which adds its
 commands and sets `func` (parsed arguments -> exit status) on each. Modules in OPTIONAL_COMMAND_MODULES
 are skipped when they are not installed; any error while importing an existing module is raised.
+Errors and exit statuses follow puzzles/commands.py.
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
+
+from puzzles import commands
 
 COMMAND_MODULES = ("puzzles.cli", "puzzles.starter", "puzzles.bank.cli")
 OPTIONAL_COMMAND_MODULES = frozenset({"puzzles.bank.cli"})
@@ -50,11 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
-    try:
-        return int(args.func(args) or 0)
-    except (ValueError, OSError) as error:  # bad input: one clear line, not a traceback
-        logger.error("%s", error)
-        return 1
+    return commands.run(lambda: args.func(args), f"python -m puzzles {args.command}")
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -121,8 +121,9 @@ def solve(client: Client, panels: list[str]) -> list[bytes]:
 
 
 def rate(client: Client, visitor: str | None, sample: int) -> tuple[int, str]:
-    """(rating id, visitor id): None as the visitor gets a fresh id from the app."""
-    status, returned = client.predict(visitor, sample, "up", False, api_name="/rate")
+    """(rating id, visitor id) for sample `sample` (0-based; /rate numbers samples from 1, as the page shows them):
+    None as the visitor gets a fresh id from the app."""
+    status, returned = client.predict(visitor, sample + 1, "up", False, api_name="/rate")
     match = re.search(r"\(rating (\d+)\)", status)
     assert match, f"no rating id in {status!r}"
     assert visitor is None or returned == visitor, "the app replaced a visitor id it should accept"

@@ -548,8 +548,8 @@ def test_cli_import_curators_backup_restore(tmp_path, monkeypatch, capsys, make_
     assert run_cli(monkeypatch, capsys, url, "export", str(tmp_path / "out.zip"), "--family", "matrix")[0] == 0
     not_a_bank = tmp_path / "junk.db"
     sqlite3.connect(not_a_bank).close()
-    assert run_cli(monkeypatch, capsys, url, "restore", str(not_a_bank))[0] == 2
-    assert run_cli(monkeypatch, capsys, url, "backup", str(backup_file))[0] == 2  # never overwrites a backup
+    assert run_cli(monkeypatch, capsys, url, "restore", str(not_a_bank))[0] == 1
+    assert run_cli(monkeypatch, capsys, url, "backup", str(backup_file))[0] == 1  # never overwrites a backup
 
 
 # ---------------------------------------------------------------- backups across back ends

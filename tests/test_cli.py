@@ -1,16 +1,20 @@
 """`python -m puzzles`: every command's --help, and the commands end to end on small packs."""
 from __future__ import annotations
 
+import importlib
 import itertools
 import json
+import os
+import runpy
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from puzzles import cli, starter
+from puzzles import cli, commands, starter
 from puzzles.pack import read_pack, validate_pack
 
 COMMANDS = ("generate", "validate", "stats", "convert", "export-as", "build-starter")
@@ -95,10 +99,10 @@ def test_convert_npz_tree_and_arc_json_then_export(tmp_path: Path) -> None:
     assert json.loads(written.read_text()) == task
 
 
-def test_convert_reports_bad_input(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_convert_reports_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "bad.json").write_text(json.dumps({"train": [{"input": [[11]], "output": [[1]]}], "test": []}))
     assert cli.main(["convert", str(tmp_path / "bad.json"), "--out", str(tmp_path / "x.zip")]) == 1
-    assert "outside the ARC palette" in caplog.text
+    assert "outside the ARC palette" in capsys.readouterr().err
 
 
 def test_starter_plan_covers_everything() -> None:
@@ -125,3 +129,93 @@ def test_shipped_starter_pack_is_valid() -> None:
     assert starter.DEFAULT_OUT.exists(), "build it with: python -m puzzles build-starter"
     assert starter.DEFAULT_OUT.stat().st_size < 8_500_000
     assert validate_pack(starter.DEFAULT_OUT) == []
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The error policy (puzzles/commands.py): a bad argument gives exit 1 and one line on stderr, no traceback
+
+MISSING = "/nonexistent/gelato"
+PUZZLES_BAD_ARGUMENTS = {
+    "generate": ["--family", "matrix", "--n", "1", "--option", "bogus=1", "--out", "{tmp}/g.zip"],
+    "validate": [MISSING],
+    "stats": [MISSING],
+    "convert": [MISSING, "--out", "{tmp}/c.zip"],
+    "export-as": [MISSING, "--format", "pack", "--out", "{tmp}/e"],
+    "build-starter": ["--size", "0", "--out", "{tmp}/s.zip"],
+    "import": [MISSING + ".zip", "--data-dir", "{tmp}"],
+    "export": ["{tmp}/gelato.db/out.zip", "--data-dir", "{tmp}"],  # under the bank file itself
+    "curators": ["disable", "nobody", "--data-dir", "{tmp}"],
+    "backup": ["{tmp}", "--data-dir", "{tmp}"],  # an existing path: a backup never overwrites
+    "restore": [MISSING + ".zip", "--data-dir", "{tmp}"],
+    "seed": ["--pack", MISSING + ".zip", "--data-dir", "{tmp}"],
+}
+ENGINE_BAD_ARGUMENTS = {
+    "bench": ["--bundle", MISSING, "--json", "{tmp}/b.json", "--quick", "--skip-app"],
+    "evaluate": ["--bundle", MISSING, "--puzzles", "matrix", "--json", "{tmp}/e.json"],
+    "export": ["--tokenizer", MISSING, "--lvm", MISSING, "--out", "{tmp}/bundle"],
+    "export_static": ["--bundle", MISSING],
+    "learning_curve": ["--tokenizer", MISSING, "--checkpoints", MISSING, "--out", "{tmp}/c.jsonl"],
+    "model_card": ["--bundle", MISSING, "--eval", MISSING, "--lvm-log", MISSING, "--recipe", MISSING],
+    "train_lvm": ["--tokenizer", MISSING, "--out", "{tmp}/lvm", "--steps", "1"],
+    "train_tokenizer": ["--init", MISSING, "--out", "{tmp}/tok", "--steps", "1"],
+}
+
+
+def _fill(argv: list[str], tmp: Path) -> list[str]:
+    return [part.format(tmp=tmp) for part in argv]
+
+
+def _assert_one_error_line(err: str, prog: str) -> None:
+    lines = [line for line in err.splitlines() if f"{prog}: error: " in line]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+
+
+def test_every_puzzles_command_has_a_bad_argument_case() -> None:
+    assert set(PUZZLES_BAD_ARGUMENTS) == set(cli.build_parser()._subparsers._group_actions[0].choices)
+
+
+@pytest.mark.parametrize("command", sorted(PUZZLES_BAD_ARGUMENTS))
+def test_puzzles_command_bad_argument(command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    assert cli.main([command, *_fill(PUZZLES_BAD_ARGUMENTS[command], tmp_path)]) == commands.EXIT_FAILURE
+    out, err = capsys.readouterr()
+    if command in ("validate", "import"):  # they report what they found on stdout (import as JSON)
+        assert MISSING in out and "Traceback" not in err
+    else:
+        _assert_one_error_line(err, f"python -m puzzles {command}")
+
+
+@pytest.mark.parametrize("tool", sorted(ENGINE_BAD_ARGUMENTS))
+def test_engine_command_bad_argument(tool: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Runs the module's own `__main__` block, as `python -m engine.TOOL` does."""
+    monkeypatch.setattr(sys, "argv", [tool, *_fill(ENGINE_BAD_ARGUMENTS[tool], tmp_path)])
+    with warnings.catch_warnings(), pytest.raises(SystemExit) as done:
+        warnings.simplefilter("ignore", RuntimeWarning)  # the module is already imported by other tests
+        runpy.run_module(f"engine.{tool}", run_name="__main__")
+    assert done.value.code == commands.EXIT_FAILURE
+    _assert_one_error_line(capsys.readouterr().err, f"python -m engine.{tool}")
+
+
+@pytest.mark.parametrize("tool", sorted(ENGINE_BAD_ARGUMENTS))
+def test_engine_command_usage_error_exits_2(tool: str, capsys: pytest.CaptureFixture[str]) -> None:
+    module = importlib.import_module(f"engine.{tool}")
+    with pytest.raises(SystemExit) as done:
+        module.main(["--no-such-flag"])
+    assert done.value.code == commands.EXIT_USAGE and "error:" in capsys.readouterr().err
+
+
+def test_unknown_curator_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    """The whole process, as a user runs it."""
+    argv = [sys.executable, "-m", "puzzles", "curators", "disable", "nobody", "--data-dir", str(tmp_path)]
+    result = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "DATABASE_URL": ""})
+    assert result.returncode == commands.EXIT_FAILURE
+    _assert_one_error_line(result.stderr, "python -m puzzles curators")
+    assert "no curator named 'nobody'" in result.stderr
+
+
+def test_run_passes_bugs_through() -> None:
+    with pytest.raises(TypeError):
+        commands.run(lambda: len(None), "prog")  # type: ignore[arg-type]

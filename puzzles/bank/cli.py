@@ -1,7 +1,8 @@
 """`python -m puzzles` subcommands for the bank: import, export, curators, backup, restore, seed.
 
 `register(subparsers)` adds them to the puzzles CLI; each sets `func`, which takes the parsed arguments
-and returns the exit status. `python -m puzzles.bank.cli` runs them on their own.
+and returns the exit status. `python -m puzzles.bank.cli` runs them on their own. Errors and exit
+statuses follow puzzles/commands.py.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from puzzles import commands
 from puzzles.bank import accounts, backup, repository
 from puzzles.bank.db import SETTINGS, Bank, connect, resolve_url
 from puzzles.bank.seed import DEFAULT_STARTER, seed_bank
@@ -168,11 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return args.func(args)
-    except (ValueError, LookupError, OSError, PermissionError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return commands.run(lambda: args.func(args), f"python -m puzzles.bank.cli {args.command}")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ Each family module exposes `generate(seed: int, size: int = 64, **options) -> Pu
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Any
 
 from puzzles.puzzle import Puzzle
@@ -17,4 +18,16 @@ def generate(family: str, seed: int, size: int = 64, **options: Any) -> Puzzle:
     if family not in GENERATOR_FAMILIES:
         raise ValueError(f"no generator for family {family!r}; choose from {', '.join(GENERATOR_FAMILIES)}")
     module = importlib.import_module(f"puzzles.generators.{family}")
+    _check_option_names(family, module.generate, options)
     return module.generate(seed, size=size, **options)
+
+
+def _check_option_names(family: str, function: Any, options: dict[str, Any]) -> None:
+    """An unknown option is bad input (ValueError), not a TypeError from deep inside the call."""
+    parameters = inspect.signature(function).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return  # the family checks its own options
+    known = [name for name in parameters if name not in ("seed", "size")]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ValueError(f"{family} has no option {', '.join(unknown)}; choose from {', '.join(known)}")

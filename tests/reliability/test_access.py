@@ -77,11 +77,11 @@ def test_ratings_are_rate_limited_per_visitor(client: Client, playground: dict[s
     monkeypatch.setattr(limits.ratings, "limit", 2)
     _solve_once(client, playground, tmp_path)
     visitor, other = logic.new_visitor_id(), logic.new_visitor_id()
-    for sample in (0, 1):
+    for sample in (1, 2):  # samples are numbered from 1, as the page shows them
         client.predict(visitor, sample, "up", False, api_name="/rate")
     with pytest.raises(Exception, match="too many ratings: at most 2 per 60 s for one visitor; try again in"):
-        client.predict(visitor, 2, "up", False, api_name="/rate")
-    client.predict(other, 2, "up", False, api_name="/rate")  # another visitor is not held back
+        client.predict(visitor, 3, "up", False, api_name="/rate")
+    client.predict(other, 3, "up", False, api_name="/rate")  # another visitor is not held back
     assert len(repository.list_ratings(playground["bank"], visitor=visitor)) == 2
 
 
@@ -117,7 +117,7 @@ def test_a_visitor_cannot_rate_under_an_id_the_server_did_not_issue(client: Clie
     real = logic.new_visitor_id()
     forged = real[:32] + "0" * 16  # someone's random part with a made-up signature
     for claimed in ("alice", "0" * 48, forged):
-        _, used = client.predict(claimed, 0, "down", False, api_name="/rate")
+        _, used = client.predict(claimed, 1, "down", False, api_name="/rate")
         assert used != claimed and logic.is_visitor_id(used)
         assert repository.list_ratings(playground["bank"], visitor=claimed) == []
 

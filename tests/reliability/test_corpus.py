@@ -94,7 +94,7 @@ def test_upload_case_through_the_play_page(case: dict[str, Any], client: Client,
         samples = client.predict("analogy", "1", *slots, None, 1, 1.0, 0, 1.0, 0, api_name="/solve")[0]
         assert len(samples) == 1
         visitor = logic.new_visitor_id()
-        status, _ = client.predict(visitor, 0, "up", False, api_name="/rate")
+        status, _ = client.predict(visitor, 1, "up", False, api_name="/rate")
         assert "rated up" in status
         assert len(repository.list_ratings(bank, visitor=visitor)) == 1
     figures.add(cases_passed=1)
