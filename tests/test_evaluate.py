@@ -202,3 +202,34 @@ def test_training_curve_is_drawn_from_the_log_the_card_is_given(tmp_path: Path) 
     assert (tmp_path / "curve.png").stat().st_size > 1000
     plot_training_curve([{"kind": "eval", "tokens": 8000, "acc/analogy": 0.3}], tmp_path / "none.png")
     assert not (tmp_path / "none.png").exists()
+
+
+def test_sample_sheet_shows_prompt_answer_and_framed_samples(bundle: Bundle, tmp_path: Path) -> None:
+    from engine import sample_sheet
+
+    out = sample_sheet.main(["--bundle", str(bundle.directory), "--per-family", "1", "--samples", "2",
+                             "--out", str(tmp_path / "sheet.png")])
+    from PIL import Image
+
+    sheet = np.asarray(Image.open(out))
+    cell = bundle.image_size + 2 * sample_sheet.GAP
+    assert sheet.shape[0] == 3 * cell  # one row per family
+    # the last cell of the widest row is a sample, framed green (its nearest candidate is the answer) or red
+    widest = max(range(3), key=lambda r: (sheet[r * cell:(r + 1) * cell] != 255).any(axis=(0, 2)).nonzero()[0].max())
+    frame = tuple(int(v) for v in sheet[widest * cell + sample_sheet.GAP, -cell + sample_sheet.GAP + 5])
+    assert frame in (sample_sheet.RIGHT, sample_sheet.WRONG)
+
+
+def test_ceiling_counts_answers_the_tokenizer_keeps_apart(bundle: Bundle) -> None:
+    from engine import ceiling
+
+    puzzles = evaluate.load_puzzles("matrix:center,sequence", 2, 16)
+    report = ceiling.ceiling(bundle, puzzles)
+    assert report["overall"]["n"] == 4 and set(report["families"]) == {"matrix", "sequence"}
+    rows = [ceiling.puzzle_ceiling(bundle, p) for p in puzzles]
+    assert report["overall"]["distinct"] == pytest.approx(np.mean([r["distinct"] for r in rows]))
+    twin = copy.deepcopy(puzzles[0])  # a distractor equal to the answer can never be told apart
+    other = (twin.answer_index + 1) % len(twin.candidates)
+    twin.candidates[other] = twin.candidates[twin.answer_index].copy()
+    assert ceiling.puzzle_ceiling(bundle, twin)["distinct"] is False
+    assert "distinct" in ceiling.format_table(report)
