@@ -56,20 +56,9 @@ def as_image(value: Any) -> np.ndarray | None:
     """Whatever a slot holds (None, numpy array, PIL image, file path) -> uint8 RGB array or None."""
     if value is None:
         return None
-    if isinstance(value, np.ndarray):
-        array = value
-        if array.ndim == 2:
-            array = np.stack([array] * 3, axis=-1)
-        if array.ndim != 3 or array.shape[2] not in (3, 4):
-            raise ValueError(f"an image must be (H, W, 3); got shape {array.shape}")
-        if array.shape[2] == 4:
-            from PIL import Image
-
-            return to_rgb_array(Image.fromarray(array.astype(np.uint8), "RGBA"))
-        return np.ascontiguousarray(array.astype(np.uint8))
     from PIL import Image
 
-    if isinstance(value, Image.Image):
+    if isinstance(value, (np.ndarray, Image.Image)):
         return to_rgb_array(value)
     if isinstance(value, (tuple, list)) and value:  # gallery items come as (path, caption)
         return as_image(value[0])
@@ -133,6 +122,21 @@ def slots_from_puzzle(
     raise ValueError(f"a {family} puzzle with {len(panels)} panels does not fit the play layouts")
 
 
+MIN_TEMPERATURE = 0.1  # the app always samples (several answers); a greedy manifest setting becomes the coolest one
+
+
+def default_sampling() -> SampleSettings:
+    """Solve's defaults: the served bundle's sampling settings (its manifest), plain sampling before services start."""
+    from app.services import current
+
+    try:
+        chosen = current().sampling_defaults()
+    except RuntimeError:  # no services installed (building the pages alone)
+        return SampleSettings()
+    return SampleSettings(temperature=max(chosen.temperature, MIN_TEMPERATURE), top_k=chosen.top_k,
+                          top_p=chosen.top_p)
+
+
 @dataclass(frozen=True)
 class SampleSettings:
     """Everything that decides a generation, shown with the result so it can be reproduced."""
@@ -159,11 +163,12 @@ class SampleSettings:
     def from_inputs(cls, n_samples: Any, temperature: Any, top_k: Any, top_p: Any, seed: Any) -> SampleSettings:
         """From UI values (numbers may come as floats or None); seed -1 or empty picks a random seed."""
         raw_seed = -1 if seed in (None, "") else int(seed)
+        chosen = default_sampling()
         return cls(
             n_samples=int(n_samples if n_samples is not None else 4),
-            temperature=float(temperature if temperature is not None else 1.0),
-            top_k=int(top_k or 0),
-            top_p=float(top_p if top_p is not None else 1.0),
+            temperature=float(temperature if temperature is not None else chosen.temperature),
+            top_k=int(top_k if top_k is not None else chosen.top_k),
+            top_p=float(top_p if top_p is not None else chosen.top_p),
             seed=random.randrange(2**31) if raw_seed < 0 else raw_seed,
         )
 
@@ -490,7 +495,7 @@ def save_run(temp_dir: Any, prompt: Sequence[np.ndarray], result: SolveResult, p
 def rate_sample(
     bank: Any, visitor_id: str, run: Mapping[str, Any] | None, sample: int, vote: str, correct: bool
 ) -> int:
-    """Store this visitor's rating of sample `sample` of the last solve (a second rating updates the first)."""
+    """Store this visitor's rating of sample `sample` (0-based) of the last solve; a second one updates the first."""
     from puzzles.bank import repository
 
     if not run or not run.get("samples"):
@@ -499,8 +504,8 @@ def rate_sample(
         raise ValueError(f"a rating is 'up' or 'down', not {vote!r}")
     samples = run["samples"]
     if not 0 <= sample < len(samples):
-        raise ValueError(f"sample {sample} does not exist; the last solve made {len(samples)} "
-                         f"(0 to {len(samples) - 1})")
+        raise ValueError(f"there is no sample {sample + 1}: the last solve made {len(samples)}, "
+                         f"numbered 1 to {len(samples)}")
     from app import limits
 
     limits.ratings.check(bank, visitor_id)

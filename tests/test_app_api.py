@@ -48,17 +48,18 @@ def _solve(client: Client, panels: list[str], seed: int, n: int = 4, candidates:
 
 def test_solve_returns_n_samples_with_the_settings_used(client: Client, playground: dict, tmp_path: Path) -> None:
     panels, _, _ = _analogy_files(playground, tmp_path)
-    samples, settings_text, _ranking, _pick, _sample_index = _solve(client, panels, seed=7)
+    samples, settings_text, _ranking, _pick, sees, sample_number, _status = _solve(client, panels, seed=7)
     assert len(samples) == 4
     assert all(Image.open(item["image"]).format == "PNG" for item in samples)
     assert "seed 7" in settings_text and "samples 4" in settings_text and "tiny-test" in settings_text
-    again, _, _, _, _ = _solve(client, panels, seed=7)
+    assert not sees and sample_number == 1  # a new solve clears what the model saw of an older prompt
+    again, *_ = _solve(client, panels, seed=7)
     assert [Image.open(a["image"]).tobytes() for a in samples] == [Image.open(b["image"]).tobytes() for b in again]
 
 
 def test_solve_with_candidates_ranks_them_and_names_the_pick(client: Client, playground: dict, tmp_path: Path) -> None:
     panels, candidates, _ = _analogy_files(playground, tmp_path)
-    _, _, ranking, pick_text, _ = _solve(client, panels, seed=1, n=2, candidates=candidates)
+    _, _, ranking, pick_text, *_ = _solve(client, panels, seed=1, n=2, candidates=candidates)
     assert ranking["value"].count("data-candidate=") == len(candidates)
     assert "Model's pick: candidate #" in pick_text
 
@@ -84,9 +85,10 @@ def test_rating_twice_updates_one_row(client: Client, playground: dict, tmp_path
     panels, _, _ = _analogy_files(playground, tmp_path)
     _solve(client, panels, seed=3)
     visitor = logic.new_visitor_id()
-    status, returned_visitor = client.predict(visitor, 1, "up", False, api_name="/rate")
+    status, returned_visitor = client.predict(visitor, 2, "up", False, api_name="/rate")  # numbered from 1
     assert "sample 2 rated" in status and returned_visitor == visitor
-    client.predict(visitor, 1, "down", True, api_name="/rate")
+    assert "rating" not in status.split("<!--")[0], "the visible message names no internal id"
+    client.predict(visitor, 2, "down", True, api_name="/rate")
     rows = repository.list_ratings(playground["bank"], visitor=visitor)
     assert len(rows) == 1
     assert rows[0]["score"] == -1 and rows[0]["is_correct"] is True and rows[0]["sample_index"] == 1

@@ -64,3 +64,70 @@ def test_ranking_chart_keeps_one_colour_per_role_on_a_second_solve(page: Page, p
     assert sum(int(text.split("%")[0]) for text in shares) in range(97, 104)  # rounded shares of 100%
     SHOTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SHOTS / "ranking.png"), full_page=True)
+
+
+def _no_error_badges(page: Page, *selectors: str) -> None:
+    for selector in selectors:
+        expect(page.locator(selector).get_by_text("Error", exact=True)).to_have_count(0)
+
+
+def test_new_prompts_clear_stale_results(page: Page, playground: dict[str, Any]) -> None:
+    _open(page, playground["url"])
+    _solve_example(page, 0)
+    page.locator("#model-sees").click()
+    expect(page.locator("#sees img").first).to_be_visible(timeout=TIMEOUT_MS * 2)
+    expect(page.locator("#pick")).to_contain_text("Model's pick")
+    page.locator("#clear-all").click()
+    expect(page.locator("#samples img")).to_have_count(0)
+    expect(page.locator("#sees img")).to_have_count(0)
+    expect(page.locator("#ranking")).not_to_be_visible()
+    expect(page.locator("#pick")).not_to_contain_text("Model's pick")
+    expect(page.locator("#settings-used")).not_to_contain_text("Settings used")
+    expect(page.locator("#examples input")).to_have_value("")
+    choose_example(page, 1)
+    page.locator("#model-sees").click()
+    expect(page.locator("#sees img").first).to_be_visible(timeout=TIMEOUT_MS * 2)
+    choose_example(page, 2)  # another prompt: what the model saw of the last one goes
+    expect(page.locator("#sees img")).to_have_count(0)
+    page.locator("#random-puzzle").click()
+    expect(page.locator("#examples input")).to_have_value("")
+
+
+def test_failed_events_leave_no_error_badges(page: Page, playground: dict[str, Any]) -> None:
+    _open(page, playground["url"])
+    _solve_example(page, 0)
+    page.locator("#rate").click()
+    expect(page.locator("#rate-status")).to_contain_text("Thanks")
+    page.locator("#rate-sample input").fill("9")
+    page.locator("#rate").click()
+    expect(page.get_by_text("there is no sample 9").first).to_be_visible()
+    expect(page.locator("#rate-status")).not_to_contain_text("Thanks")
+    page.locator("#clear-all").click()
+    page.locator("#solve").click()
+    expect(page.get_by_text("fill every analogy slot first").first).to_be_visible()
+    page.wait_for_timeout(1000)
+    _no_error_badges(page, "#samples", "#sees", "#rate-sample", "#rate-status", "#ranking", "#settings-used")
+    expect(page.locator("#rate-sample")).to_be_visible()
+
+
+def test_examples_closed_without_a_choice_says_nothing(page: Page, playground: dict[str, Any]) -> None:
+    _open(page, playground["url"])
+    page.locator("#examples input").click()
+    expect(page.get_by_role("option").first).to_be_visible()
+    page.locator("h1").first.click()  # close the list by clicking elsewhere
+    page.wait_for_timeout(1500)
+    expect(page.locator(".toast-message-item")).to_have_count(0)
+    expect(page.locator("#slot-a1 img")).to_have_count(0)
+
+
+def test_samples_are_numbered_from_one(page: Page, playground: dict[str, Any]) -> None:
+    _open(page, playground["url"])
+    _solve_example(page, 0)
+    expect(page.locator("#rate-sample input")).to_have_value("1")
+    page.locator("#samples img").nth(2).click()
+    page.keyboard.press("Escape")
+    expect(page.locator("#rate-sample input")).to_have_value("3")
+    expect(page.locator("#rate-sample")).not_to_contain_text("0-based")
+    page.locator("#rate").click()
+    expect(page.locator("#rate-status")).to_contain_text("sample 3 rated")
+    expect(page.locator("#rate-status")).not_to_contain_text("rating")

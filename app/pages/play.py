@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,9 +32,12 @@ class PlayComponents:
     candidates: gr.Gallery
     puzzle_id: gr.State
     groups: list[gr.Group]
+    examples: gr.Dropdown
+    results: list[Any]  # what a solve shows (RESULT_OUTPUTS order); a new prompt clears them
 
     def fill_outputs(self) -> list[Any]:
-        return [self.layout, self.pairs, *self.slots.values(), self.candidates, self.puzzle_id, *self.groups]
+        return [self.layout, self.pairs, *self.slots.values(), self.candidates, self.puzzle_id, *self.groups,
+                self.examples, *self.results]
 
 
 # --- handlers (module level so tests can call them) -----------------------------------------------------------
@@ -51,17 +55,26 @@ def layout_visibility(layout: str, pairs: int | str = 1) -> list[Any]:
     return groups + rows
 
 
-def fill_from_puzzle(puzzle_id: str) -> list[Any]:
-    """Values for PlayComponents.fill_outputs(): layout, pairs, every slot, candidates, puzzle id, groups."""
+def cleared_results() -> list[Any]:
+    """Values for the result outputs once the prompt changed: samples, settings used, chart, pick, what the
+    model sees, the kept run, the sample number, the rating status (all empty)."""
+    return [None, "", gr.update(value="", visible=False), "", None, None, 1, ""]
+
+
+def fill_from_puzzle(puzzle_id: str, example: str | None = None) -> list[Any]:
+    """Values for PlayComponents.fill_outputs(): layout, pairs, every slot, candidates, puzzle id, groups, the
+    examples choice (`example`, else none) and cleared results."""
     puzzle = logic.fetch_puzzle(current().bank, puzzle_id)
     layout, pairs, slots = logic.slots_from_puzzle(puzzle["family"], puzzle["panels"], puzzle.get("layout"))
     candidates = [(image, f"#{index + 1}") for index, image in enumerate(puzzle["candidates"])] or None
     groups = [gr.update(visible=layout == name) for name in logic.LAYOUTS]
-    return [layout, str(pairs), *slots.values(), candidates, puzzle["id"], *groups]
+    return [layout, str(pairs), *slots.values(), candidates, puzzle["id"], *groups, gr.update(value=example),
+            *cleared_results()]
 
 
 def clear_all() -> list[Any]:
-    return [None] * len(logic.ALL_SLOTS) + [None, None]
+    """Every slot, the candidates, the puzzle, the examples choice and every result emptied."""
+    return [None] * len(logic.ALL_SLOTS) + [None, None, gr.update(value=None), *cleared_results()]
 
 
 def solve(layout: str, pairs: str, *rest: Any, progress: gr.Progress = gr.Progress()) -> list[Any]:  # noqa: B008
@@ -83,7 +96,7 @@ def solve(layout: str, pairs: str, *rest: Any, progress: gr.Progress = gr.Progre
         raise gr.Error(f"the server cannot store the samples right now ({error.strerror}); try again later") from error
     gallery = [(image, f"sample {index + 1}") for index, image in enumerate(result.samples)]
     chart, pick_text = _ranking_outputs(result.scores, result.pick, logic.answer_index_of(services.bank, puzzle_id))
-    return [gallery, result.settings_markdown(), chart, pick_text, run, 0]
+    return [gallery, result.settings_markdown(), chart, pick_text, None, run, 1, ""]
 
 
 def _ranking_outputs(scores: list[float], pick: int | None, answer_index: int | None) -> tuple[Any, str]:
@@ -121,19 +134,22 @@ def model_view(layout: str, pairs: str, *slot_values: Any) -> list[tuple[np.ndar
 
 
 def select_sample(event: gr.SelectData) -> int:
-    return int(event.index)
+    """The clicked sample's number as the gallery captions it (1 for the first)."""
+    return int(event.index) + 1
 
 
 def rate(visitor_id: str | None, run: dict | None, sample: Any, vote: str, correct: bool) -> tuple[str, str]:
     """Store (or update) this visitor's rating of one sample; returns a status line and the visitor id."""
     visitor_id = logic.ensure_visitor_id(visitor_id)
+    number = int(sample if sample not in (None, "") else 1)
     try:
-        rating_id = logic.rate_sample(current().bank, visitor_id, run, int(sample or 0), vote, bool(correct))
+        rating_id = logic.rate_sample(current().bank, visitor_id, run, number - 1, vote, bool(correct))
     except ValueError as error:
         raise gr.Error(str(error)) from error
     word = "up" if vote == "up" else "down"
     marked = " and marked correct" if correct else ""
-    return f"Thanks: sample {int(sample or 0) + 1} rated {word}{marked} (rating {rating_id}).", visitor_id
+    # The rating's id stays out of sight (an HTML comment) for programs that check what was stored.
+    return f"Thanks: sample {number} rated {word}{marked}. <!-- (rating {rating_id}) -->", visitor_id
 
 
 def submit(visitor_id: str | None, layout: str, pairs: str, *rest: Any) -> tuple[str, str]:
@@ -151,6 +167,15 @@ def submit(visitor_id: str | None, layout: str, pairs: str, *rest: Any) -> tuple
     return f"Submitted for review as puzzle `{puzzle_id}` (pending).", visitor_id
 
 
+def keeper(count: int) -> Callable[[], Any]:
+    """A handler that leaves its `count` outputs as they are (it settles outputs after a failed event)."""
+    return lambda: gr.skip() if count == 1 else [gr.skip()] * count
+
+
+def clear_status() -> str:
+    return ""
+
+
 def random_fill() -> list[Any]:
     puzzle_id = logic.random_puzzle_id(current().bank)
     if puzzle_id is None:
@@ -159,9 +184,10 @@ def random_fill() -> list[Any]:
 
 
 def example_fill(title_and_id: str | None) -> list[Any]:
+    """Fill the layout from the chosen example; a dropdown closed without a choice changes nothing."""
     if not title_and_id:
-        raise gr.Error("pick an example first")
-    return fill_from_puzzle(logic.id_from_choice(title_and_id))
+        return [gr.skip()] * (len(logic.ALL_SLOTS) + 5 + len(logic.LAYOUTS) + len(cleared_results()))
+    return fill_from_puzzle(logic.id_from_choice(title_and_id), title_and_id)
 
 
 def load_examples() -> tuple[Any, Any]:
@@ -231,9 +257,11 @@ def build(visitor: gr.BrowserState) -> PlayComponents:
     with gr.Accordion("Advanced", open=False, elem_id="advanced"):
         with gr.Row():
             n_samples = gr.Slider(1, 8, value=4, step=1, label="Samples (N)", elem_id="n-samples")
-            temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="Temperature", elem_id="temperature")
-            top_k = gr.Slider(0, 256, value=0, step=1, label="Top-k (0 = off)", elem_id="top-k")
-            top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="Top-p", elem_id="top-p")
+            chosen = logic.default_sampling()  # the bundle's settings measured best (engine.sampling_sweep)
+            temperature = gr.Slider(0.1, 2.0, value=chosen.temperature, step=0.05, label="Temperature",
+                                    elem_id="temperature")
+            top_k = gr.Slider(0, 256, value=chosen.top_k, step=1, label="Top-k (0 = off)", elem_id="top-k")
+            top_p = gr.Slider(0.05, 1.0, value=chosen.top_p, step=0.05, label="Top-p", elem_id="top-p")
             seed = gr.Number(value=0, precision=0, label="Seed (-1 = random)", elem_id="seed")
     with gr.Row():
         solve_button = gr.Button("Solve", variant="primary", elem_id="solve")
@@ -245,8 +273,8 @@ def build(visitor: gr.BrowserState) -> PlayComponents:
     pick_text = gr.Markdown(elem_id="pick")
     sees = gr.Gallery(label="What the model sees", elem_id="sees", columns=8, height=170, format="png")
     with gr.Row():
-        sample_index = gr.Number(value=0, precision=0, label="Sample (0-based; click a sample)", elem_id="rate-sample",
-                                 minimum=0)
+        sample_index = gr.Number(value=1, precision=0, label="Sample (click one above)", elem_id="rate-sample",
+                                 minimum=1)
         vote = gr.Radio(list(VOTES), value="up", label="Rating", elem_id="rate-vote")
         correct = gr.Checkbox(label="This is correct", elem_id="rate-correct")
         rate_button = gr.Button("Send rating", elem_id="rate")
@@ -259,25 +287,35 @@ def build(visitor: gr.BrowserState) -> PlayComponents:
         submit_button = gr.Button("Submit for review", elem_id="submit")
         submit_status = gr.Markdown(elem_id="submit-status")
 
-    components = PlayComponents(layout, pairs, slots, candidates, puzzle_id, groups)
+    results = [samples, settings_used, ranking_chart, pick_text, sees, run, sample_index, rate_status]
+    components = PlayComponents(layout, pairs, slots, candidates, puzzle_id, groups, examples, results)
     slot_list = list(slots.values())
     layout.change(layout_visibility, [layout, pairs], [*groups, *pair_rows[1:]], api_visibility="private")
     pairs.change(layout_visibility, [layout, pairs], [*groups, *pair_rows[1:]], api_visibility="private")
-    clear_button.click(clear_all, None, [*slot_list, candidates, puzzle_id], api_name="clear_all")
+    clear_button.click(clear_all, None, [*slot_list, candidates, puzzle_id, examples, *results], api_name="clear_all")
     random_button.click(random_fill, None, components.fill_outputs(), api_name="random_puzzle")
     examples.input(example_fill, examples, components.fill_outputs(), api_name="example")
     model_inputs = [layout, pairs, *slot_list, candidates]
-    solve_button.click(
-        solve, [*model_inputs, n_samples, temperature, top_k, top_p, seed, puzzle_id],
-        [samples, settings_used, ranking_chart, pick_text, run, sample_index], api_name="solve",
-        concurrency_id=MODEL_CONCURRENCY, concurrency_limit=MODEL_CONCURRENCY_LIMIT,
+    solved = solve_button.click(
+        solve, [*model_inputs, n_samples, temperature, top_k, top_p, seed, puzzle_id], results, api_name="solve",
+        concurrency_id=MODEL_CONCURRENCY, concurrency_limit=MODEL_CONCURRENCY_LIMIT, show_progress_on=[samples],
     )
-    score_button.click(score, [*model_inputs, puzzle_id], [ranking_chart, pick_text], api_name="score",
-                       concurrency_id=MODEL_CONCURRENCY, concurrency_limit=MODEL_CONCURRENCY_LIMIT)
-    sees_button.click(model_view, [layout, pairs, *slot_list], sees, api_name="model_sees",
-                      concurrency_id=MODEL_CONCURRENCY, concurrency_limit=MODEL_CONCURRENCY_LIMIT)
+    scored = score_button.click(score, [*model_inputs, puzzle_id], [ranking_chart, pick_text], api_name="score",
+                                concurrency_id=MODEL_CONCURRENCY, concurrency_limit=MODEL_CONCURRENCY_LIMIT)
+    seen = sees_button.click(model_view, [layout, pairs, *slot_list], sees, api_name="model_sees",
+                             concurrency_id=MODEL_CONCURRENCY, concurrency_limit=MODEL_CONCURRENCY_LIMIT)
     samples.select(select_sample, None, sample_index, api_visibility="private")
-    rate_button.click(rate, [visitor, run, sample_index, vote, correct], [rate_status, visitor], api_name="rate")
-    submit_button.click(submit, [visitor, *model_inputs, answer, title], [submit_status, visitor], api_name="submit")
+    rated = rate_button.click(rate, [visitor, run, sample_index, vote, correct], [rate_status, visitor],
+                              api_name="rate")
+    submitted = submit_button.click(submit, [visitor, *model_inputs, answer, title], [submit_status, visitor],
+                                    api_name="submit")
+    # A failed event leaves an "Error" badge on each of its outputs; the toast has said what went wrong, so the
+    # outputs are settled again (unchanged) and the rating and submission lines drop an outdated message.
+    for event, outputs in ((solved, results), (scored, [ranking_chart, pick_text]), (seen, [sees])):
+        event.failure(keeper(len(outputs)), None, outputs, api_visibility="private", show_progress="hidden",
+                      queue=False)
+    rated.failure(clear_status, None, rate_status, api_visibility="private", show_progress="hidden", queue=False)
+    submitted.failure(clear_status, None, submit_status, api_visibility="private", show_progress="hidden",
+                      queue=False)
     components.load_examples_outputs = [examples, thumbnails]  # type: ignore[attr-defined]
     return components
