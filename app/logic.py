@@ -586,28 +586,12 @@ def bank_thumbnails(bank: Any, limit: int = 16) -> list[tuple[np.ndarray, str]]:
     return [(decode_png(repository.get_image(bank, h)), h[:8]) for h in hashes]
 
 
-def montage(panels: Sequence[np.ndarray], columns: int, cell: int = 64, missing: bool = True) -> np.ndarray:
-    """Panels side by side on a grid (white gaps), with a grey '?' cell at the end when `missing`."""
-    from puzzles.images import to_square
-
-    count = len(panels) + (1 if missing else 0)
-    rows = -(-count // columns)
-    gap = 4
-    canvas = np.full((rows * (cell + gap) + gap, columns * (cell + gap) + gap, 3), 255, dtype=np.uint8)
-    for index in range(count):
-        top, left = gap + (index // columns) * (cell + gap), gap + (index % columns) * (cell + gap)
-        if index < len(panels):
-            canvas[top : top + cell, left : left + cell] = to_square(panels[index], cell)
-        else:
-            canvas[top : top + cell, left : left + cell] = 200
-            canvas[top + cell // 3 : top + 2 * cell // 3, left + cell // 2 - 2 : left + cell // 2 + 2] = 90
-    return canvas
-
-
 def puzzle_picture(puzzle: Mapping[str, Any], cell: int = 64) -> np.ndarray:
     """The prompt of a puzzle as one picture, laid out the way its family reads."""
     family, panels = puzzle["family"], puzzle["panels"]
     columns = 3 if family == "matrix" else 2 if family in ("analogy", "grid") else min(len(panels) + 1, 5)
+    from puzzles.draw import montage
+
     return montage(panels, columns, cell)
 
 

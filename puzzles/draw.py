@@ -136,3 +136,37 @@ def render_many(
 ) -> list[np.ndarray]:
     """Render several pictures of the same size (convenience for a puzzle's panels)."""
     return [render(shapes, size, background) for shapes in pictures]
+
+
+MONTAGE_GAP = 4  # white pixels between cells
+CELL_BORDER = (190, 190, 190)  # a thin frame, so cells with shapes near their edge do not run together
+MISSING_FILL = (225, 225, 225)
+MISSING_MARK = (90, 90, 90)
+
+
+def _missing_cell(cell: int) -> Image.Image:
+    """A grey cell with a centred "?", the mark of the answer the puzzle asks for."""
+    from PIL import ImageFont
+
+    image = Image.new("RGB", (cell, cell), MISSING_FILL)
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=max(10, cell // 2))
+    draw.text((cell / 2, cell / 2), "?", fill=MISSING_MARK, font=font, anchor="mm")
+    return image
+
+
+def montage(panels: Sequence[np.ndarray], columns: int, cell: int = 64, missing: bool = True) -> np.ndarray:
+    """Panels on a grid of framed square cells (white gaps between), a "?" cell at the end when `missing`."""
+    from puzzles.images import to_square
+
+    count = len(panels) + (1 if missing else 0)
+    rows = -(-count // columns)
+    step = cell + MONTAGE_GAP
+    canvas = Image.new("RGB", (columns * step + MONTAGE_GAP, rows * step + MONTAGE_GAP), "white")
+    draw = ImageDraw.Draw(canvas)
+    for index in range(count):
+        left, top = MONTAGE_GAP + (index % columns) * step, MONTAGE_GAP + (index // columns) * step
+        tile = Image.fromarray(to_square(panels[index], cell)) if index < len(panels) else _missing_cell(cell)
+        canvas.paste(tile, (left, top))
+        draw.rectangle((left, top, left + cell - 1, top + cell - 1), outline=CELL_BORDER, width=1)
+    return np.asarray(canvas, dtype=np.uint8).copy()

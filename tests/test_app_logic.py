@@ -149,3 +149,44 @@ def test_cli_help_lists_flags_and_importing_loads_no_model() -> None:
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=True)
     for setting in settings.SETTINGS:
         assert setting.flag in result.stdout and setting.env in result.stdout
+
+
+def test_solve_defaults_are_the_bundle_manifest_sampling(tmp_path: Path, tiny_bundle_dir: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+    from types import SimpleNamespace
+
+    from app import services
+
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    for path in tiny_bundle_dir.iterdir():
+        (bundle / path.name).write_bytes(path.read_bytes())
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["sampling"] = {"temperature": 0.0, "top_k": 5, "top_p": 0.9}
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setattr(services, "_current", services.Services(SimpleNamespace(bundle=bundle), bank=None))
+    chosen = logic.default_sampling()
+    assert (chosen.temperature, chosen.top_k, chosen.top_p) == (logic.MIN_TEMPERATURE, 5, 0.9)  # greedy -> coolest
+    settings = logic.SampleSettings.from_inputs(2, None, None, None, 7)
+    assert (settings.temperature, settings.top_k, settings.top_p, settings.seed) == (0.1, 5, 0.9, 7)
+    assert logic.SampleSettings.from_inputs(2, 1.5, 0, 1.0, 7).top_k == 0  # what a visitor sets wins
+    monkeypatch.setattr(services, "_current", None)
+    assert logic.default_sampling() == logic.SampleSettings()
+
+
+def test_puzzle_pictures_frame_cells_and_mark_the_missing_one_with_a_question_mark() -> None:
+    from puzzles.draw import CELL_BORDER, MISSING_FILL, MONTAGE_GAP
+
+    cell = 48
+    picture = logic.puzzle_picture({"family": "matrix", "panels": generate("matrix", 3, size=cell).panels}, cell=cell)
+    step = cell + MONTAGE_GAP
+    assert picture.shape == (3 * step + MONTAGE_GAP, 3 * step + MONTAGE_GAP, 3)
+    top = left = MONTAGE_GAP + step  # the middle cell: its frame is drawn whatever its shapes
+    assert picture[top, left + cell // 2].tolist() == list(CELL_BORDER)
+    assert picture[top + cell - 1, left + cell // 2].tolist() == list(CELL_BORDER)
+    missing = picture[MONTAGE_GAP + 2 * step :][: cell, MONTAGE_GAP + 2 * step :][:, :cell]
+    middle = missing[cell // 4 : 3 * cell // 4, cell // 4 : 3 * cell // 4, 0]
+    assert (middle < 128).sum() > 20, "a dark '?' in the missing cell"
+    centre_column = missing[cell // 4 : 3 * cell // 4, cell // 2, 0]
+    assert (centre_column >= MISSING_FILL[0] - 5).sum() > 3, "a '?', not a solid vertical bar"
