@@ -6,7 +6,6 @@ A bundle is a directory with manifest.json, encoder.onnx, decoder.onnx and lvm.o
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
@@ -17,12 +16,11 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-from PIL import Image
 
 from engine import decode
 from engine.decode import Progress, SamplingOptions
 from engine.sentences import Vocabulary, build_sentence, max_images
-from puzzles.images import to_rgb_array, to_square
+from puzzles.images import ImageSource, to_rgb_array, to_square
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +31,6 @@ REQUIRED_KEYS = (
     "code_range", "special_tokens", "context_length", "kv_cache", "files",
 )
 BUNDLE_ENV = "GELATO_BUNDLE"
-
-ImageLike = np.ndarray | Image.Image | bytes | str | Path
-
 
 SCORING_RULES = ("sum", "pmi_last_panel")
 
@@ -192,38 +187,11 @@ def create_session(path: Path, providers: Sequence[str], spinning: bool = False)
 # --- images ---------------------------------------------------------------------------------------------------
 
 
-def to_rgb(image: ImageLike) -> np.ndarray:
-    """Any supported image (array, PIL image, encoded bytes, file path) -> uint8 RGB (H, W, 3)."""
-    if isinstance(image, (str, Path)):
-        with Image.open(image) as opened:
-            return to_rgb_array(opened)
-    if isinstance(image, bytes):
-        with Image.open(io.BytesIO(image)) as opened:
-            return to_rgb_array(opened)
-    if isinstance(image, Image.Image):
-        return to_rgb_array(image)
-    if isinstance(image, np.ndarray):
-        return array_to_rgb(image)
-    raise TypeError(f"unsupported image type {type(image).__name__}: pass an array, a PIL image, bytes or a path")
-
-
-def array_to_rgb(array: np.ndarray) -> np.ndarray:
-    """uint8 arrays (H, W), (H, W, 1|3|4) -> RGB; anything else is refused with the reason."""
-    if array.dtype != np.uint8:
-        raise ValueError(f"image arrays must be uint8, got {array.dtype}")
-    if array.ndim == 2:
-        return to_rgb_array(Image.fromarray(array, "L"))
-    if array.ndim == 3 and array.shape[2] in (1, 3, 4):
-        mode = {1: "L", 3: "RGB", 4: "RGBA"}[array.shape[2]]
-        return to_rgb_array(Image.fromarray(array[..., 0] if mode == "L" else array, mode))
-    raise ValueError(f"image array shape {array.shape} is not (H, W) or (H, W, 1|3|4)")
-
-
-def images_to_tensor(images: Sequence[ImageLike], size: int) -> np.ndarray:
+def images_to_tensor(images: Sequence[ImageSource], size: int) -> np.ndarray:
     """Images -> float32 (N, 3, size, size) in [0, 1], the encoder's input."""
     if len(images) == 0:
         raise ValueError("no images given")
-    squares = np.stack([to_square(to_rgb(image), size) for image in images])  # (N, H, W, 3)
+    squares = np.stack([to_square(to_rgb_array(image), size) for image in images])  # (N, H, W, 3)
     return np.ascontiguousarray(squares.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
 
 
@@ -307,7 +275,7 @@ class Bundle:
         return {name: session.get_providers()[0] for name, session in sessions.items()}
 
     # images <-> codes
-    def encode(self, images: Sequence[ImageLike]) -> np.ndarray:
+    def encode(self, images: Sequence[ImageSource]) -> np.ndarray:
         """Images -> int64 codes (N, h*w)."""
         pixels = images_to_tensor(images, self.image_size)
         (codes,) = self.encoder.run(None, {self.encoder.get_inputs()[0].name: pixels})
@@ -323,7 +291,7 @@ class Bundle:
         (pixels,) = self.decoder.run(None, {self.decoder.get_inputs()[0].name: codes})
         return tensor_to_images(pixels)
 
-    def roundtrip(self, images: Sequence[ImageLike]) -> list[np.ndarray]:
+    def roundtrip(self, images: Sequence[ImageSource]) -> list[np.ndarray]:
         """What the model sees: each image through the tokenizer and back."""
         return self.decode(self.encode(images))
 
@@ -367,7 +335,7 @@ class Bundle:
     # answering
     def complete(
         self,
-        images: Sequence[ImageLike],
+        images: Sequence[ImageSource],
         n_samples: int = 4,
         temperature: float = 1.0,
         top_k: int = 0,
@@ -399,7 +367,7 @@ class Bundle:
         return result
 
     def score(
-        self, images: Sequence[ImageLike], candidates: Sequence[ImageLike], progress: Progress | None = None,
+        self, images: Sequence[ImageSource], candidates: Sequence[ImageSource], progress: Progress | None = None,
         scoring: str | None = None,
     ) -> np.ndarray:
         """Score of each candidate following `images` (float64, one per candidate); higher is likelier.

@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from puzzles.draw import polygon_vertices
+from puzzles.images import to_rgb_array
 
 Colour = tuple[int, int, int]
 Spec = dict[str, Any]
@@ -101,8 +102,7 @@ def load_photo(name: str) -> np.ndarray:
     path = PHOTO_DIR / f"{name}.png"
     if not path.is_file():
         raise FileNotFoundError(f"photo {path} is missing")
-    with Image.open(path) as image:
-        array = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    array = to_rgb_array(path)
     array.setflags(write=False)
     return array
 

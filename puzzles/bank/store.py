@@ -6,7 +6,6 @@ The repository module builds its verb-named functions on these; the app never im
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -14,12 +13,11 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from PIL import Image as PILImage
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from puzzles.bank.models import STATUSES, Image, PuzzleCandidate, PuzzlePanel, PuzzleRow, PuzzleTag, utc_now
-from puzzles.images import png_bytes
+from puzzles.images import png_bytes, to_rgb_array
 from puzzles.puzzle import FAMILIES, Puzzle
 
 MAX_TITLE_LENGTH = 1000
@@ -71,8 +69,7 @@ def encode(image: np.ndarray) -> tuple[str, bytes]:
 
 
 def decode(data: bytes) -> np.ndarray:
-    with PILImage.open(io.BytesIO(data)) as image:
-        return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+    return to_rgb_array(data)
 
 
 def store_images(session: Session, images: Iterable[np.ndarray]) -> list[str]:
