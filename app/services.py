@@ -35,6 +35,16 @@ class Services:
 
         return default_bundle_dir()
 
+    def sampling_defaults(self) -> Any:
+        """The bundle's sampling defaults (engine.runtime.SamplingOptions), read from its manifest without loading
+        the model; plain sampling when the manifest cannot be read (loading the model will then say why)."""
+        from engine.runtime import SamplingOptions, read_manifest, sampling_defaults
+
+        try:
+            return sampling_defaults(read_manifest(self.bundle_dir))
+        except (OSError, ValueError):
+            return SamplingOptions()
+
     def bundle(self) -> Any:
         """The model bundle, loaded once on first use; a clear error when it cannot be loaded."""
         with self._lock:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
 import gradio as gr
@@ -13,21 +14,28 @@ from puzzles.generators.matrix import LAYOUTS as MATRIX_LAYOUTS
 
 log = logging.getLogger(__name__)
 
-FAMILY_CHOICES = ["any", "matrix", "analogy", "sequence", "grid", "free"]
+FAMILY_CHOICES = ["any", "matrix", "analogy", "sequence", "grid"]  # the families the bank's sources make
 
 
 # --- handlers -------------------------------------------------------------------------------------------------
 
 
 def browse(family: str, layout: str, tag: str, low: int, high: int, model_wrong: bool, page: int) -> list[Any]:
-    """One page of the gallery with the ids behind it and a 'page x of y' line."""
+    """One page of the gallery with the ids behind it and a 'page x of y' line; a page past either end shows
+    the nearest one and says so."""
+    asked = max(1, int(page or 1))
     try:
         filters = logic.BankFilters.from_inputs(family, layout, tag, low, high, model_wrong)
-        pictures, ids, pages = logic.bank_page(current().bank, filters, int(page or 1) - 1)
+        pictures, ids, pages = logic.bank_page(current().bank, filters, asked - 1)
+        shown = min(asked, pages)
+        if shown != asked:
+            pictures, ids, pages = logic.bank_page(current().bank, filters, shown - 1)
     except ValueError as error:
         raise gr.Error(str(error)) from error
-    note = f"Page {int(page or 1)} of {pages}" + ("" if ids else " — no puzzle matches these filters")
-    return [pictures, ids, note, gr.update(maximum=pages, value=int(page or 1)), None]
+    note = f"Page {shown} of {pages}" + ("" if ids else " — no puzzle matches these filters")
+    if shown != int(page or 1):
+        note += f" (there is no page {int(page or 0)})"
+    return [pictures, ids, note, gr.update(value=shown), None]
 
 
 def first_page(*filters: Any) -> list[Any]:
@@ -82,7 +90,7 @@ def attempt(visitor_id: str | None, puzzle_id: str, choice: str, started: float 
         if pick is not None:
             model_correct = pick == puzzle["answer_index"]
             lines.append(f"The model picked **#{pick + 1}** ({'right' if model_correct else 'wrong'}).")
-        settings = logic.SampleSettings(n_samples=1, temperature=1.0, seed=0)
+        settings = replace(logic.default_sampling(), n_samples=1, seed=0)
         report = lambda f, m: progress(f, desc=m)  # noqa: E731
         generated = logic.solve(bundle, puzzle["panels"], settings, progress=report).samples[0]
     except (RuntimeError, ValueError) as error:
@@ -111,7 +119,7 @@ def build_bank() -> dict[str, Any]:
     gallery = gr.Gallery(elem_id="bank-gallery", columns=4, height=480, format="png", allow_preview=False,
                          interactive=False, label="Published puzzles")
     with gr.Row():
-        page = gr.Number(value=1, precision=0, minimum=1, label="Page", elem_id="bank-page")
+        page = gr.Number(value=1, precision=0, label="Page", elem_id="bank-page")  # out of range: handled in browse
         page_note = gr.Markdown(elem_id="bank-page-note")
         play_button = gr.Button("Open in Play", elem_id="bank-open-play")
         try_button = gr.Button("Try it yourself", variant="primary", elem_id="bank-try")
