@@ -214,6 +214,7 @@ def create_app(
 
     from app.health import choose_bundle
     from app.pages import about
+    from app.pages.plain_html import add_not_found_page
 
     bundle_note = None
     if check_bundle and bundle is None:
@@ -228,6 +229,7 @@ def create_app(
     options = launch_options()
     options["allowed_paths"] += [str(path) for path in about.card_images(services.bundle_dir)]  # its pictures
     app = gr.mount_gradio_app(app, demo, "/", **options)
+    add_not_found_page(app)
     mark_launched(demo)
     app.state.gelato_blocks = demo
     app.state.gelato_services = services

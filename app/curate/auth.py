@@ -157,18 +157,15 @@ def login(name: str, password: str) -> str | None:
 
 def login_page(message: str = "") -> str:
     """The login form (plain HTML: it must work before any curator page loads)."""
+    from app.pages.plain_html import page
+
     note = f'<p role="alert" id="login-error">{html.escape(message)}</p>' if message else ""
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Gelato · curator login</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>body{{font-family:sans-serif;max-width:22rem;margin:4rem auto}}label,input,button{{display:block;
-width:100%;margin:.4rem 0}}#login-error{{color:#b00}}</style></head>
-<body><h1>🍨 Curator login</h1>{note}
-<form method="post" action="{LOGIN_PATH}">
+    form = f"""{note}<form method="post" action="{LOGIN_PATH}">
 <label for="name">Name</label><input id="name" name="name" autocomplete="username" required>
 <label for="password">Password</label>
 <input id="password" name="password" type="password" autocomplete="current-password" required>
-<button type="submit" id="login-submit">Log in</button></form></body></html>"""
+<button type="submit" id="login-submit">Log in</button></form>"""
+    return page("Curator login", form)
 
 
 def add_routes(app: Any, curate_path: str = "/curate") -> None:

@@ -184,7 +184,7 @@ def _audit_tab() -> None:
 def build_blocks() -> gr.Blocks:
     """The curator pages (mounted behind a login; every handler checks the caller again)."""
     with gr.Blocks(title="Gelato · curate") as blocks:
-        gr.Markdown("# 🍨 Gelato — curate the puzzle bank")
+        gr.Markdown("# Gelato — curate the puzzle bank")
         who = gr.Markdown(elem_id="curator-name")
         with gr.Tabs():
             with gr.Tab("Review", id="review"):
