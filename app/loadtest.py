@@ -246,7 +246,10 @@ def serve_in_process(bundle: Path | None, data_dir: Path) -> tuple[str, Any, Any
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = int(probe.getsockname()[1])
-    values = {"data_dir": str(data_dir), "port": str(port), "bundle": str(bundle) if bundle else None}
+    values = {"data_dir": str(data_dir), "port": str(port), "bundle": str(bundle) if bundle else None,
+              # the simulated visitors share one loopback address: its per-client limits would count them as one
+              **dict.fromkeys(("writes_per_minute", "new_visitors_per_hour", "queue_places", "upload_mb_per_hour",
+                               "submissions_per_hour"), str(10 * MAX_VISITORS * MAX_SECONDS))}
     settings = resolve(values, environ={})
     bank = connect(f"sqlite:///{data_dir / 'gelato.db'}")
     ids, panels = fill_bank(bank)

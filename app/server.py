@@ -121,6 +121,7 @@ def launch_options() -> dict[str, Any]:
         "head": head_html(),
         "max_file_size": MAX_FILE_SIZE,
         "allowed_paths": [str(STATIC)],
+        "show_error": False,  # only gr.Error messages reach the browser; other exceptions may name server paths
     }
 
 
@@ -134,10 +135,12 @@ def on_load(visitor_id: str | None, request: gr.Request) -> list[Any]:
     browse = bank.browse("any", "any", "", 1, 5, False, 1)
     overview, card, evaluation = about.load_about()
     puzzle_id = (request.query_params.get("puzzle") if request is not None else None) or ""
+    opened = [gr.skip()] * 11
     if puzzle_id:
-        opened = bank.open_try(puzzle_id.strip())
-    else:
-        opened = [gr.skip()] * 11
+        try:
+            opened = bank.open_try(puzzle_id.strip())
+        except gr.Error as error:  # a bad link must not break the page: say so and open nothing
+            gr.Warning(error.message)
     return [visitor_id, examples, thumbnails, *browse, overview, card, evaluation, *opened]
 
 
@@ -163,6 +166,10 @@ def build_blocks() -> Any:
         def open_in_play(puzzle_id: str | None) -> list[Any]:
             if not puzzle_id:
                 raise gr.Error("select a puzzle in the gallery first")
+            try:
+                bank.published_puzzle(puzzle_id)
+            except ValueError as error:
+                raise gr.Error(str(error)) from error
             return [*play.fill_from_puzzle(puzzle_id), gr.Tabs(selected="play")]
 
         bank_parts["play_button"].click(open_in_play, bank_parts["selected"], [*play_parts.fill_outputs(), tabs],
@@ -183,7 +190,20 @@ def mount_curator_pages(app: Any, services: Services) -> None:
     """The curator pages: their own Blocks at CURATE_PATH, behind a login and an auth dependency (app.curate)."""
     from app.curate import mount
 
-    mount(app, services.bank, services.settings.data_dir, CURATE_PATH, launch_options())
+    mount(app, services.bank, services.settings.data_dir, CURATE_PATH, launch_options(),
+          trusted_proxies=services.settings.trusted_proxies)
+
+
+def add_gate(app: Any, settings: AppSettings, blocks: Any) -> None:
+    """The request gate (app.gate: body bounds, known events, per-client limits, headers) and a CORS policy of
+    no cross-origin access at all, which also keeps Gradio from allowing any localhost origin with cookies."""
+    from starlette.middleware.cors import CORSMiddleware
+
+    from app.gate import Gate
+    from app.limits import ClientLimits
+
+    app.add_middleware(CORSMiddleware, allow_origins=[], allow_credentials=False)
+    app.add_middleware(Gate, limits=ClientLimits.from_settings(settings), blocks=blocks)
 
 
 def add_health_route(app: Any, services: Services) -> None:
@@ -231,6 +251,7 @@ def create_app(
     app = gr.mount_gradio_app(app, demo, "/", **options)
     add_not_found_page(app)
     mark_launched(demo)
+    add_gate(app, settings, lambda: demo)  # added last: the outermost layer, before any other middleware
     app.state.gelato_blocks = demo
     app.state.gelato_services = services
     return app

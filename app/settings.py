@@ -31,7 +31,21 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("bundle", None, "GELATO_BUNDLE", "model bundle directory (default: engine/bundles/default)"),
     Setting("database_url", None, "DATABASE_URL", "SQLAlchemy URL of the bank (default: SQLite file in the data dir)"),
     Setting("data_dir", "data", "GELATO_DATA_DIR", "directory for the SQLite bank and Gradio's temporary files"),
+    # Limits per client address (docs/security.md); they hold whatever visitor id a caller sends.
+    Setting("trusted_proxies", "0", "GELATO_TRUSTED_PROXIES",
+            "X-Forwarded-For hops added by proxies you run (0: the TCP peer is the client)", int),
+    Setting("max_request_mb", "32", "GELATO_MAX_REQUEST_MB", "largest request body in MB (event calls: 1 MB)", int),
+    Setting("writes_per_minute", "60", "GELATO_WRITES_PER_MINUTE",
+            "ratings and answers per client address per minute", int),
+    Setting("new_visitors_per_hour", "60", "GELATO_NEW_VISITORS_PER_HOUR",
+            "calls without a valid visitor id (each gets a new one) per client address per hour", int),
+    Setting("upload_mb_per_hour", "200", "GELATO_UPLOAD_MB_PER_HOUR", "upload MB per client address per hour", int),
+    Setting("submissions_per_hour", "10", "GELATO_SUBMISSIONS_PER_HOUR",
+            "puzzle submissions per client address per hour", int),
+    Setting("queue_places", "8", "GELATO_QUEUE_PLACES", "queued or running events per client address", int),
 )
+LIMIT_SETTINGS = ("trusted_proxies", "max_request_mb", "writes_per_minute", "new_visitors_per_hour",
+                  "upload_mb_per_hour", "submissions_per_hour", "queue_places")
 
 
 @dataclass(frozen=True)
@@ -41,6 +55,13 @@ class AppSettings:
     bundle: Path | None
     database_url: str | None
     data_dir: Path
+    trusted_proxies: int  # the limits below: see SETTINGS and docs/security.md
+    max_request_mb: int
+    writes_per_minute: int
+    new_visitors_per_hour: int
+    upload_mb_per_hour: int
+    submissions_per_hour: int
+    queue_places: int
 
     @property
     def temp_dir(self) -> Path:
@@ -76,12 +97,17 @@ def resolve(
     port = values["port"]
     if not isinstance(port, int) or not 0 <= port <= 65535:
         raise ValueError(f"port must be between 0 and 65535, got {port!r}")
+    for name in LIMIT_SETTINGS:
+        if not isinstance(values[name], int) or values[name] < (0 if name == "trusted_proxies" else 1):
+            raise ValueError(f"{name} must be a whole number of at least {0 if name == 'trusted_proxies' else 1}, "
+                             f"got {values[name]!r}")
     return AppSettings(
         host=str(values["host"]),
         port=port,
         bundle=Path(str(values["bundle"])) if values["bundle"] else None,
         database_url=values["database_url"] if values["database_url"] else None,  # type: ignore[arg-type]
         data_dir=Path(str(values["data_dir"])),
+        **{name: values[name] for name in LIMIT_SETTINGS},  # type: ignore[arg-type]
     )
 
 

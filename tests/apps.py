@@ -23,7 +23,7 @@ from gradio_client import Client, handle_file
 from app import logic
 from puzzles.generators import generate
 from puzzles.images import png_bytes
-from tests.conftest import _free_port
+from tests.conftest import MANY_CLIENTS_LIMITS, _free_port
 
 REPO = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 120
@@ -51,7 +51,8 @@ def start_app(name: str, data_dir: Path, bundle: Path, database_url: str | None 
     env.update(OMP_NUM_THREADS="1", GRADIO_ANALYTICS_ENABLED="False", **(SHARED_SECRETS if shared_secrets else {}))
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir.parent / f"{name}.log"
-    command = [sys.executable, "-m", "app", "--port", str(port), "--data-dir", str(data_dir), "--bundle", str(bundle)]
+    command = [sys.executable, "-m", "app", "--port", str(port), "--data-dir", str(data_dir), "--bundle", str(bundle),
+               *(f"--{name.replace('_', '-')}={value}" for name, value in MANY_CLIENTS_LIMITS.items())]
     if database_url is not None:
         command += ["--database-url", database_url]
     with log_path.open("a") as log_file:

@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 
 from puzzles.bank import Bank, connect
+from tests.helpers import build_tiny_bundle
+from tests.helpers import free_port as _free_port
 
 BANK_BACKENDS = ("sqlite", "postgresql")
 
@@ -86,17 +88,7 @@ def make_bank(request: pytest.FixtureRequest) -> Iterator[Callable[..., Bank]]:
 @pytest.fixture(scope="session")
 def tiny_bundle_dir() -> Path:
     """A random-init model bundle (16x16 images, 16 tokens each), built once per test run."""
-    from tests.test_export import build_tiny_bundle
-
     return build_tiny_bundle()[0]
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _fill_playground_bank(bank: Bank) -> list[str]:
@@ -116,6 +108,12 @@ def _fill_playground_bank(bank: Bank) -> list[str]:
     return ids
 
 
+# Tests drive many simulated visitors from one loopback address; the per-client limits (tested in
+# tests/test_security.py) would otherwise count them all as one client.
+MANY_CLIENTS_LIMITS = {"writes_per_minute": "100000", "new_visitors_per_hour": "100000", "queue_places": "1000",
+                       "upload_mb_per_hour": "100000", "submissions_per_hour": "100000"}
+
+
 @pytest.fixture(scope="session")
 def playground(tmp_path_factory: pytest.TempPathFactory, tiny_bundle_dir: Path) -> Iterator[dict[str, Any]]:
     """The whole app (FastAPI + Gradio) on a free local port with a real SQLite bank and the tiny bundle.
@@ -127,7 +125,8 @@ def playground(tmp_path_factory: pytest.TempPathFactory, tiny_bundle_dir: Path) 
 
     data_dir = tmp_path_factory.mktemp("playground")
     port = _free_port()
-    settings = resolve({"data_dir": str(data_dir), "bundle": str(tiny_bundle_dir), "port": str(port)}, environ={})
+    settings = resolve({"data_dir": str(data_dir), "bundle": str(tiny_bundle_dir), "port": str(port),
+                        **MANY_CLIENTS_LIMITS}, environ={})
     bank = connect(f"sqlite:///{data_dir / 'gelato.db'}")
     puzzle_ids = _fill_playground_bank(bank)
     app = create_app(settings, bank=bank, seed=False)

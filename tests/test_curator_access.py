@@ -20,8 +20,8 @@ from puzzles.bank import accounts, connect, repository
 from puzzles.bank.db import read_session
 from puzzles.bank.models import AuditEntry, Image, PuzzleRow, Rating
 from puzzles.generators import generate
-from tests.conftest import _free_port as free_port
 from tests.conftest import serve_in_thread
+from tests.helpers import free_port
 
 CURATOR, PASSWORD = "ada", "correct horse battery"
 DISABLED, DISABLED_PASSWORD = "bob", "another password"
@@ -85,13 +85,13 @@ def bad_sessions(served: dict[str, Any]) -> dict[str, dict[str, str]]:
         visitor.get("/")  # whatever a visitor's browser holds after opening the playground
         visitor_cookies = dict(visitor.cookies)
     good = login_cookie(served["url"])
-    name, issued, fingerprint, signature = good.split(".")
+    name, issued, session_id, fingerprint, signature = good.split(".")
     disabled_fp = "0" * 16
     return {
         "none": {},
         "visitor": {**visitor_cookies, "gelato_visitor": "visitor-1"},
         "garbage": {auth.COOKIE: "not-a-session"},
-        "tampered": {auth.COOKIE: f"Ym9i.{issued}.{fingerprint}.{signature}"},  # name changed to bob
+        "tampered": {auth.COOKIE: f"Ym9i.{issued}.{session_id}.{fingerprint}.{signature}"},  # name changed to bob
         "other-secret": {auth.COOKIE: auth.make_session(CURATOR, fingerprint, b"x" * 64)},
         "expired": {auth.COOKIE: auth.make_session(CURATOR, fingerprint, secret,
                                                    now=time.time() - auth.SESSION_SECONDS - 60)},

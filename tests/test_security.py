@@ -19,14 +19,36 @@ import pytest
 
 from app.uploads import NOT_UPLOADED, upload_folder
 from tests.reliability.figures import add
-from tests.test_curator_access import login_cookie, serve_full_app, snapshot
+from tests.test_curator_access import login_cookie, snapshot
 
 EVENT_TIMEOUT_S = 60
 
 
+def serve_app(data_dir: Path, **settings: str) -> Iterator[dict[str, Any]]:
+    """The whole app with a filled bank (tests.test_curator_access.fill_bank) and the given settings."""
+    from app.server import create_app
+    from app.settings import resolve
+    from puzzles.bank import connect
+    from tests.conftest import _free_port, serve_in_thread
+    from tests.test_curator_access import fill_bank
+
+    bank = connect(f"sqlite:///{data_dir / 'gelato.db'}")
+    ids = fill_bank(bank)
+    port = _free_port()
+    app = create_app(resolve({"data_dir": str(data_dir), "port": str(port), **settings}, environ={}), bank=bank,
+                     seed=False)
+    server = serve_in_thread(app, port)
+    yield {"url": f"http://127.0.0.1:{port}", "bank": bank, "ids": ids, "app": app}
+    server.should_exit = True
+    bank.close()
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    yield from serve_full_app(tmp_path_factory.mktemp("security"))
+    """Limits per client out of the way: these tests send hundreds of calls from one address."""
+    from tests.conftest import MANY_CLIENTS_LIMITS
+
+    yield from serve_app(tmp_path_factory.mktemp("security"), **MANY_CLIENTS_LIMITS)
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +106,11 @@ def takes_files(block: Any) -> bool:
 
 
 def neutral_value(block: Any) -> Any:
+    """A value the browser would send for a component it does not change (a valid visitor id where one is kept)."""
+    if isinstance(block, gr.BrowserState):
+        from app.logic import new_visitor_id
+
+        return new_visitor_id()
     value = getattr(block, "value", None)
     return value.model_dump() if hasattr(value, "model_dump") else value
 
@@ -333,3 +360,322 @@ def test_curator_candidate_uploads_pass_the_upload_checks(served, curator, tmp_p
     with pytest.raises(gr.Error, match="bad.png: not a readable image"):
         actions.save_answer(pending, 1, [str(inside)], None, curator_request(curator))
     assert snapshot(served["bank"]) == before
+
+
+# ---------------------------------------------------------------- defect 6: unknown events, unpublished puzzles
+
+
+class Records:
+    """Log records of the server (root and uvicorn's own loggers, which do not reach the root)."""
+
+    def __init__(self) -> None:
+        import logging
+
+        self.records: list[Any] = []
+        self.handler = logging.Handler()
+        self.handler.emit = self.records.append  # type: ignore[method-assign]
+        self.loggers = [logging.getLogger(), logging.getLogger("uvicorn.error"), logging.getLogger("uvicorn")]
+
+    def __enter__(self) -> Records:
+        for logger in self.loggers:
+            logger.addHandler(self.handler)
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        for logger in self.loggers:
+            logger.removeHandler(self.handler)
+
+    def tracebacks(self) -> list[str]:
+        return [record.getMessage() for record in self.records if record.exc_info or record.levelname == "ERROR"]
+
+
+def test_unknown_events_get_a_plain_404_without_a_traceback(served):
+    bodies = [{"fn_index": 999}, {"fn_index": -1}, {"fn_index": "1"}, {"fn_index": True}, {"fn_index": 2**70}]
+    names = ["nope", "does_not_exist", "..%2f..%2fetc"]
+    with Records() as logged, httpx.Client(base_url=served["url"], timeout=30) as http:
+        answers = [http.post("/gradio_api/queue/join", json={"data": [], "session_hash": "s" * 10, **body})
+                   for body in bodies]
+        for name in names:
+            for route in ("run", "api", "call", "call/v2"):
+                answers.append(http.post(f"/gradio_api/{route}/{name}", json={"data": []}))
+    assert [a.status_code for a in answers if a.status_code != 404] == [], [a.text for a in answers]
+    assert all(a.json() == {"detail": "unknown event"} for a in answers)
+    assert logged.tracebacks() == []
+
+
+def test_unpublished_puzzles_reveal_nothing_and_record_no_attempt(served):
+    from puzzles.bank import repository
+
+    blocks = served["app"].state.gelato_blocks
+    names = [fn.api_name for fn in blocks.fns.values()]
+    hidden = [served["ids"]["draft"], served["ids"]["pending"]]
+    with httpx.Client(base_url=served["url"], timeout=EVENT_TIMEOUT_S) as http:
+        for puzzle_id in hidden:
+            # /attempt takes the id as text; open_try and open_in_play take it from server-side state
+            index = names.index("attempt")
+            values = {1: puzzle_id, 2: "#1", 3: None}
+            data = [values.get(i, neutral_value(b)) for i, b in enumerate(blocks.fns[index].inputs)]
+            answer = run_event(http, "", index, data)
+            assert answer["success"] is False, answer
+            assert answer["output"]["error"] == f"no puzzle {puzzle_id!r} in the bank", answer
+            assert repository.puzzle_stats(served["bank"], puzzle_id)["attempts"] == 0
+            # the page's own load event, as a deep link ?puzzle=<id> makes the browser call it
+            session = uuid.uuid4().hex[:12]
+            load = names.index("on_load")
+            http.post("/gradio_api/queue/join", params={"puzzle": puzzle_id},
+                      json={"data": [None], "fn_index": load, "session_hash": session, "event_data": None})
+            with http.stream("GET", "/gradio_api/queue/data", params={"session_hash": session}) as stream:
+                text = "".join(line for line in stream.iter_lines() if "process_completed" in line)
+            assert json.loads(text[5:])["success"] is True and puzzle_id not in text  # the page loads, the puzzle not
+
+
+# ---------------------------------------------------------------- defect 7: headers, CORS, forwarded host
+
+
+def test_every_answer_carries_the_security_headers(served):
+    with httpx.Client(base_url=served["url"], timeout=30) as http:
+        for path in ("/", "/gradio_api/info", "/curate-login", "/curate/", "/healthz", "/nope"):
+            headers = http.get(path).headers
+            assert headers["x-content-type-options"] == "nosniff", path
+            assert headers["x-frame-options"] == "SAMEORIGIN", path
+            assert "frame-ancestors" in headers["content-security-policy"], path
+            assert "object-src 'none'" in headers["content-security-policy"], path
+
+
+def test_no_origin_gets_credentialed_cors(served):
+    with httpx.Client(base_url=served["url"], timeout=30) as http:
+        for origin in ("http://localhost:1234", "http://127.0.0.1:9999", "null", "https://evil.example"):
+            simple = http.get("/gradio_api/info", headers={"Origin": origin})
+            preflight = http.options("/gradio_api/queue/join", headers={
+                "Origin": origin, "Access-Control-Request-Method": "POST"})
+            for answer in (simple, preflight):
+                assert "access-control-allow-origin" not in answer.headers, (origin, answer.headers)
+                assert "access-control-allow-credentials" not in answer.headers, origin
+
+
+def test_links_and_redirects_ignore_a_forwarded_host(served):
+    forged = {"X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "https"}
+    with httpx.Client(base_url=served["url"], timeout=30, follow_redirects=False) as http:
+        answers = [http.get("/config", headers=forged), http.get("/logout", headers=forged),
+                   http.get("/curate-logout", headers=forged), http.post("/curate-login", headers=forged,
+                                                                        data={"name": "x", "password": "y"})]
+    for answer in answers:
+        assert "evil.example" not in answer.text and "evil.example" not in answer.headers.get("location", "")
+
+
+# ---------------------------------------------------------------- defects 2 and 3: limits per client address
+
+
+STRICT = {"trusted_proxies": "1", "max_request_mb": "1", "writes_per_minute": "5", "new_visitors_per_hour": "4",
+          "upload_mb_per_hour": "1", "submissions_per_hour": "2", "queue_places": "50"}
+
+
+@pytest.fixture(scope="module")
+def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """The app behind one trusted proxy (X-Forwarded-For's last entry is the client), with small limits."""
+    yield from serve_app(tmp_path_factory.mktemp("strict"), **STRICT)
+
+
+def join(http: httpx.Client, blocks: gr.Blocks, event: str, client: str, values: dict[int, Any]) -> httpx.Response:
+    """Queue an event as `client` (behind the proxy), with a spoofed first hop that must not matter."""
+    index = [fn.api_name for fn in blocks.fns.values()].index(event)
+    data = [values.get(i, neutral_value(b)) for i, b in enumerate(blocks.fns[index].inputs)]
+    spoof = f"203.0.113.{uuid.uuid4().int % 250}"
+    return http.post("/gradio_api/queue/join", headers={"X-Forwarded-For": f"{spoof}, {client}"},
+                     json={"data": data, "fn_index": index, "session_hash": uuid.uuid4().hex[:12]})
+
+
+def count_limited(answers: list[httpx.Response], allowed: int) -> int:
+    """Calls past the allowance refused with 429 and a message; the allowed ones accepted."""
+    codes = [answer.status_code for answer in answers]
+    assert codes[:allowed] == [200] * allowed, codes
+    held = sum(code == 429 and "too many" in answer.json()["detail"]
+               for code, answer in zip(codes[allowed:], answers[allowed:], strict=True))
+    add(limit_bypasses_tried=len(answers) - allowed, limit_bypasses_held=held)
+    return held
+
+
+def test_ratings_are_limited_per_client_whatever_visitor_ids_it_sends(strict):
+    from app.logic import new_visitor_id
+
+    blocks = strict["app"].state.gelato_blocks
+    with httpx.Client(base_url=strict["url"], timeout=30) as http:
+        answers = [join(http, blocks, "rate", "10.0.0.1", {0: new_visitor_id()}) for _ in range(12)]
+        assert count_limited(answers, 5) == 7
+        assert join(http, blocks, "attempt", "10.0.0.1", {0: new_visitor_id()}).status_code == 429
+        assert join(http, blocks, "rate", "10.0.0.2", {0: new_visitor_id()}).status_code == 200  # another client
+
+
+def test_new_visitor_ids_are_limited_per_client(strict):
+    blocks = strict["app"].state.gelato_blocks
+    with httpx.Client(base_url=strict["url"], timeout=30) as http:
+        forged = [None, "forged", "0" * 64, 123, None, "x", None, None]
+        answers = [join(http, blocks, "on_load", "10.0.1.1", {0: value}) for value in forged]
+    assert count_limited(answers, 4) == 4
+    assert "new visitor ids" in answers[-1].json()["detail"]
+
+
+def test_submissions_are_limited_per_client(strict):
+    blocks = strict["app"].state.gelato_blocks
+    from app.logic import new_visitor_id
+
+    with httpx.Client(base_url=strict["url"], timeout=30) as http:
+        answers = [join(http, blocks, "submit", "10.0.2.1", {0: new_visitor_id()}) for _ in range(6)]
+    assert count_limited(answers, 2) == 4
+
+
+def test_uploads_are_limited_per_client_and_bodies_are_bounded(strict):
+    blob = b"\0" * (600 * 1024)
+    with httpx.Client(base_url=strict["url"], timeout=30) as http:
+        behind = {"X-Forwarded-For": "10.0.3.1"}
+        first = http.post("/gradio_api/upload", headers=behind, files={"files": ("a.png", blob)})
+        second = http.post("/gradio_api/upload", headers=behind, files={"files": ("b.png", blob)})
+        assert first.status_code == 200 and second.status_code == 429, (first.text, second.text)
+        big_json = http.post("/gradio_api/queue/join", content=b'{"data": ["' + b"a" * (2 * 1024**2) + b'"]}',
+                             headers={"Content-Type": "application/json"})
+        big_upload = http.post("/gradio_api/upload", files={"files": ("c.png", b"\0" * (2 * 1024**2))})
+
+        def chunks() -> Iterator[bytes]:
+            for _ in range(40):
+                yield b"x" * 65536
+
+        chunked = http.post("/gradio_api/queue/join", content=chunks(), headers={"Content-Type": "application/json"})
+    assert [big_json.status_code, big_upload.status_code, chunked.status_code] == [413, 413, 413]
+    add(limit_bypasses_tried=4, limit_bypasses_held=sum(r.status_code in (413, 429)
+                                                        for r in (second, big_json, big_upload, chunked)))
+
+
+def test_queue_places_are_a_fair_share_per_client():
+    from types import SimpleNamespace
+
+    from app.limits import ClientLimits, RateLimited, places_taken
+    from app.settings import resolve
+
+    limits = ClientLimits.from_settings(resolve({**STRICT, "queue_places": "3"}, environ={}))
+
+    def event(peer: str, forwarded: str) -> Any:
+        headers = [(b"x-forwarded-for", forwarded.encode())]
+        return SimpleNamespace(request=SimpleNamespace(scope={"client": (peer, 1), "headers": headers}))
+
+    queue = [event("127.0.0.1", f"{i}.1.1.1, 10.0.4.1") for i in range(3)] + [event("127.0.0.1", "10.0.4.2")]
+    assert places_taken(queue, "10.0.4.1", 1) == 3 and places_taken(queue, "10.0.4.2", 1) == 1
+    with pytest.raises(RateLimited, match="in the queue"):
+        limits.check_event("10.0.4.1", "solve", False, places_taken(queue, "10.0.4.1", 1))
+    limits.check_event("10.0.4.2", "solve", False, places_taken(queue, "10.0.4.2", 1))
+
+
+def test_client_windows_count_atomically_and_forget_old_clients():
+    import threading
+
+    from app import limits
+    from app.limits import RateLimited, Window
+
+    window = Window("things", 10, 60)
+    granted: list[int] = []
+
+    def take() -> None:
+        try:
+            window.take("one client")
+            granted.append(1)
+        except RateLimited:
+            pass
+
+    threads = [threading.Thread(target=take) for _ in range(64)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(granted) == 10
+    for index in range(limits.MAX_CLIENTS + 50):
+        window.take(f"client {index}")
+    assert len(window._spent) == limits.MAX_CLIENTS
+
+
+@pytest.mark.parametrize(("forwarded", "trusted", "expected"), [
+    (None, 0, "127.0.0.1"), ("1.1.1.1", 0, "127.0.0.1"), ("1.1.1.1", 1, "1.1.1.1"),
+    ("6.6.6.6, 1.1.1.1", 1, "1.1.1.1"), ("6.6.6.6, 1.1.1.1, 2.2.2.2", 2, "1.1.1.1"), (None, 1, "127.0.0.1"),
+])
+def test_the_client_address_trusts_only_the_configured_hops(forwarded, trusted, expected):
+    from app.limits import client_address
+
+    headers = [(b"x-forwarded-for", forwarded.encode())] if forwarded else []
+    assert client_address({"client": ("127.0.0.1", 5), "headers": headers}, trusted) == expected
+
+
+# ---------------------------------------------------------------- defect 5: curator login
+
+
+def login_as(http: httpx.Client, client: str, name: str, password: str) -> httpx.Response:
+    return http.post("/curate-login", headers={"X-Forwarded-For": client}, data={"name": name, "password": password})
+
+
+def failure_rows(bank: Any) -> int:
+    from sqlalchemy import func, select
+
+    from puzzles.bank.db import read_session
+    from puzzles.bank.models import LoginFailure
+
+    with read_session(bank) as session:
+        return session.scalar(select(func.count()).select_from(LoginFailure)) or 0
+
+
+def test_wrong_passwords_from_others_do_not_lock_out_the_owner(strict):
+    from tests.test_curator_access import CURATOR, PASSWORD
+
+    with httpx.Client(base_url=strict["url"], timeout=60, follow_redirects=False) as http:
+        for attacker in ("10.9.0.1", "10.9.0.2", "10.9.0.3"):
+            for _ in range(4):
+                assert login_as(http, attacker, CURATOR, "wrong guess").status_code == 401
+        assert login_as(http, "10.9.0.1", CURATOR, PASSWORD).status_code == 401  # a suspect client stays locked
+        assert login_as(http, "10.9.9.9", CURATOR, PASSWORD).status_code == 303  # the owner's own address
+    add(limit_bypasses_tried=1, limit_bypasses_held=1)
+
+
+def test_concurrent_and_sprayed_logins_check_few_passwords_and_store_little(strict):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from app.curate.auth import LOGIN_FAILURES_PER_CLIENT
+    from puzzles.bank.accounts import MAX_FAILURES
+    from tests.test_curator_access import CURATOR
+
+    before = failure_rows(strict["bank"])
+    with httpx.Client(base_url=strict["url"], timeout=120) as http, ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda _: login_as(http, "10.9.1.1", CURATOR, "wrong").status_code, range(40)))
+        assert answers == [401] * 40
+        checked = failure_rows(strict["bank"]) - before
+        assert checked <= MAX_FAILURES, f"{checked} passwords checked for one name (limit {MAX_FAILURES})"
+        sprayed = [login_as(http, "10.9.2.1", f"name-{index}", "wrong").status_code for index in range(60)]
+        assert sprayed == [401] * 60
+        assert failure_rows(strict["bank"]) - before - checked <= LOGIN_FAILURES_PER_CLIENT
+        for _ in range(100):  # refusals while limited add no rows
+            login_as(http, "10.9.2.1", "name-0", "wrong")
+    stored = failure_rows(strict["bank"]) - before
+    assert stored <= MAX_FAILURES + LOGIN_FAILURES_PER_CLIENT, stored
+    add(limit_bypasses_tried=200, limit_bypasses_held=200)
+
+
+def test_old_failure_rows_are_pruned(strict):
+    from sqlalchemy import update
+
+    from puzzles.bank import accounts
+    from puzzles.bank.models import LoginFailure, utc_now
+
+    with strict["bank"].engine.begin() as connection:
+        connection.execute(update(LoginFailure).values(at=utc_now() - accounts.FAILURE_RETENTION * 2))
+    assert not accounts.verify_curator(strict["bank"], "someone", "wrong")
+    assert failure_rows(strict["bank"]) == 1
+
+
+def test_logout_revokes_the_session_on_the_server(strict):
+    from tests.test_curator_access import CURATOR, PASSWORD
+
+    with httpx.Client(base_url=strict["url"], timeout=60, follow_redirects=False) as http:
+        answer = login_as(http, "10.9.3.1", CURATOR, PASSWORD)
+        assert answer.status_code == 303
+        cookie = {"gelato_curator": answer.cookies["gelato_curator"]}
+        assert http.get("/curate/config", cookies=cookie).status_code == 200
+        assert http.get("/curate-logout", cookies=cookie).status_code == 303
+        for path in ("/curate/config", "/curate/gradio_api/info"):  # the copied cookie is dead too
+            assert http.get(path, cookies=cookie).status_code == 401
+        again = {"gelato_curator": login_as(http, "10.9.3.1", CURATOR, PASSWORD).cookies["gelato_curator"]}
+        assert http.get("/curate/config", cookies=again).status_code == 200

@@ -14,7 +14,7 @@ CURATE_PATH = "/curate"
 
 
 def mount(app: Any, bank: Any, data_dir: Path, path: str = CURATE_PATH, launch_options: dict[str, Any] | None = None,
-          secret: bytes | None = None) -> Any:
+          secret: bytes | None = None, trusted_proxies: int = 0) -> Any:
     """Mount the curator pages on a FastAPI app at `path` and return the app."""
     import gradio as gr
 
@@ -23,7 +23,7 @@ def mount(app: Any, bank: Any, data_dir: Path, path: str = CURATE_PATH, launch_o
     from app.uploads import guard_file_inputs, mark_launched
 
     guard_file_inputs()
-    auth.install(bank, secret if secret is not None else auth.load_secret(Path(data_dir)))
+    auth.install(bank, secret if secret is not None else auth.load_secret(Path(data_dir)), trusted_proxies)
     auth.add_routes(app, path)
     downloads.install(Path(data_dir))
     downloads.add_route(app, auth.auth_dependency)

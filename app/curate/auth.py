@@ -1,9 +1,11 @@
 """Curator sessions: a signed cookie set by a small login form, checked by the mount and by every handler.
 
 POST /curate-login (form fields `name`, `password`) checks the account with `verify_curator` (rate-limited
-and logged) and sets the `gelato_curator` cookie: `<name, base64>.<issued, unix seconds>.<fingerprint>.<hmac>`,
-HMAC-SHA256 under a server secret. The fingerprint is a digest of the curator's password hash, so a new
-password or a disabled account ends every open session. Sessions last SESSION_SECONDS.
+per name in the bank and per client address here, and logged) and sets the `gelato_curator` cookie:
+`<name, base64>.<issued, unix seconds>.<session id>.<fingerprint>.<hmac>`, HMAC-SHA256 under a server secret.
+The fingerprint is a digest of the curator's password hash, so a new password or a disabled account ends
+every open session; logout revokes its session id in the bank, so a copied cookie dies with it on every
+replica. Sessions last SESSION_SECONDS.
 
 The secret comes from $GELATO_CURATOR_SECRET (set it to one value on every replica) or else from the file
 `curator_secret` in the data directory, created on first start with owner-only permissions.
@@ -16,8 +18,9 @@ import hashlib
 import hmac
 import html
 import logging
+import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,7 @@ from fastapi import Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from app import keys
+from app.limits import RateLimited, Window, client_address
 
 log = logging.getLogger(__name__)
 
@@ -43,20 +47,27 @@ class CuratorRequired(PermissionError):
 
 @dataclass(frozen=True)
 class CurateContext:
-    """What curator handlers need: the bank and the key that signs sessions."""
+    """What curator handlers need: the bank, the key that signs sessions, and how to find a caller's address."""
 
     bank: Any
     secret: bytes
+    trusted_proxies: int = 0
+    # Failed logins per client address (any names): past the limit a client is refused without a password
+    # check; a client with no failure at all is not "suspect", so a locked name still lets its owner in.
+    client_failures: Window = field(default_factory=lambda: Window("failed logins", LOGIN_FAILURES_PER_CLIENT,
+                                                                   LOGIN_WINDOW_S))
 
 
+LOGIN_FAILURES_PER_CLIENT = 10
+LOGIN_WINDOW_S = 300
 _context: CurateContext | None = None
 
 
-def install(bank: Any, secret: bytes) -> CurateContext:
+def install(bank: Any, secret: bytes, trusted_proxies: int = 0) -> CurateContext:
     global _context
     if len(secret) < MIN_SECRET_LENGTH:
         raise ValueError(f"the curator session secret must be at least {MIN_SECRET_LENGTH} bytes")
-    _context = CurateContext(bank, secret)
+    _context = CurateContext(bank, secret, trusted_proxies)
     return _context
 
 
@@ -76,20 +87,20 @@ def _sign(secret: bytes, payload: str) -> str:
 
 
 def make_session(name: str, fingerprint: str, secret: bytes, now: float | None = None) -> str:
-    """The cookie value for a curator who just logged in."""
+    """The cookie value for a curator who just logged in (with a fresh session id)."""
     encoded = base64.urlsafe_b64encode(name.encode()).decode().rstrip("=")
-    payload = f"{encoded}.{int(now if now is not None else time.time())}.{fingerprint}"
+    payload = f"{encoded}.{int(now if now is not None else time.time())}.{secrets.token_hex(16)}.{fingerprint}"
     return f"{payload}.{_sign(secret, payload)}"
 
 
-def read_session(value: str | None, secret: bytes, now: float | None = None) -> tuple[str, str] | None:
-    """(name, fingerprint) from a cookie value whose signature holds and that has not expired, else None."""
-    if not value or value.count(".") != 3:
+def read_session(value: str | None, secret: bytes, now: float | None = None) -> tuple[str, str, str] | None:
+    """(name, session id, fingerprint) from a cookie whose signature holds and that has not expired, else None."""
+    if not value or value.count(".") != 4:
         return None
     payload, _, signature = value.rpartition(".")
     if not hmac.compare_digest(signature, _sign(secret, payload)):
         return None
-    encoded, issued, fingerprint = payload.split(".")
+    encoded, issued, session_id, fingerprint = payload.split(".")
     try:
         name = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
         age = (now if now is not None else time.time()) - int(issued)
@@ -97,11 +108,13 @@ def read_session(value: str | None, secret: bytes, now: float | None = None) -> 
         return None
     if not 0 <= age <= SESSION_SECONDS:
         return None
-    return name, fingerprint
+    return name, session_id, fingerprint
 
 
 def curator_from_cookies(cookies: Any, ctx: CurateContext | None = None) -> str | None:
-    """The curator a request's cookies prove, checked against the bank (enabled, same password); else None."""
+    """The curator a request's cookies prove, checked against the bank (enabled, same password, session not
+    logged out); else None."""
+    from puzzles.bank.accounts import session_revoked
     from puzzles.bank.repository import curator_fingerprint
 
     ctx = ctx or context()
@@ -109,9 +122,9 @@ def curator_from_cookies(cookies: Any, ctx: CurateContext | None = None) -> str 
     session = read_session(value, ctx.secret)
     if session is None:
         return None
-    name, fingerprint = session
+    name, session_id, fingerprint = session
     current = curator_fingerprint(ctx.bank, name)
-    if current is None or not hmac.compare_digest(current, fingerprint):
+    if current is None or not hmac.compare_digest(current, fingerprint) or session_revoked(ctx.bank, session_id):
         return None
     return name
 
@@ -140,19 +153,38 @@ def require_curator(request: Any) -> str:
     return name
 
 
-def login(name: str, password: str) -> str | None:
-    """Check a login (rate-limited, failures logged); the cookie value to set, or None when refused."""
+def login(name: str, password: str, client: str = "local") -> str | None:
+    """Check a login (rate-limited per client and per name, failures logged); the cookie value to set, or None
+    when refused. A try counts against the client before the password is checked (so concurrent tries cannot
+    pass the limit together) and is given back when it succeeds."""
     from puzzles.bank.accounts import verify_curator
     from puzzles.bank.repository import curator_fingerprint
 
     ctx = context()
-    if not verify_curator(ctx.bank, name, password):
+    try:
+        earlier_failures = ctx.client_failures.take(client)
+    except RateLimited:
+        log.warning("curator login refused for a client: too many failed logins from its address")
         return None
+    if not verify_curator(ctx.bank, name, password, suspect=earlier_failures > 0):
+        return None
+    ctx.client_failures.give_back(client)
     fingerprint = curator_fingerprint(ctx.bank, name)
     if fingerprint is None:
         return None
     log.info("curator %s logged in", name)
     return make_session(name, fingerprint, ctx.secret)
+
+
+def end_session(value: str | None) -> None:
+    """Revoke the session of a valid cookie (logout); nothing to do for an invalid one."""
+    from puzzles.bank.accounts import revoke_session
+
+    ctx = context()
+    session = read_session(value, ctx.secret)
+    if session is not None and curator_from_cookies({COOKIE: value}, ctx) is not None:
+        revoke_session(ctx.bank, session[0], session[1])
+        log.info("curator %s logged out", session[0])
 
 
 def login_page(message: str = "") -> str:
@@ -179,7 +211,7 @@ def add_routes(app: Any, curate_path: str = "/curate") -> None:
 
     @app.post(LOGIN_PATH, include_in_schema=False)
     def login_submit(request: Request, name: str = Form(""), password: str = Form("")) -> Any:  # noqa: B008
-        cookie = login(name.strip(), password)
+        cookie = login(name.strip(), password, client_address(request.scope, context().trusted_proxies))
         if cookie is None:
             return HTMLResponse(login_page("Wrong name or password, or too many tries: wait and retry."), 401)
         response = RedirectResponse(home, status_code=303)
@@ -188,7 +220,8 @@ def add_routes(app: Any, curate_path: str = "/curate") -> None:
         return response
 
     @app.api_route(LOGOUT_PATH, methods=["GET", "POST"], include_in_schema=False)
-    def logout() -> Any:
+    def logout(request: Request) -> Any:
+        end_session(request.cookies.get(COOKIE))
         response = RedirectResponse(LOGIN_PATH, status_code=303)
         response.delete_cookie(COOKIE, path="/")
         return response

@@ -48,12 +48,21 @@ def select_puzzle(ids: list[str], event: gr.SelectData) -> tuple[str, str]:
     return puzzle_id, f"Selected puzzle `{puzzle_id}`"
 
 
+def published_puzzle(puzzle_id: str) -> dict[str, Any]:
+    """A published puzzle (logic.fetch_puzzle); a draft, pending or rejected one answers exactly like a missing
+    one, so a visitor who knows its id learns neither its answer nor that it exists."""
+    puzzle = logic.fetch_puzzle(current().bank, puzzle_id)
+    if puzzle["status"] != "published":
+        raise ValueError(f"no puzzle {str(puzzle_id)!r} in the bank")
+    return puzzle
+
+
 def open_try(puzzle_id: str | None, request: gr.Request | None = None) -> list[Any]:
     """Show a puzzle to solve: its prompt, its candidates, no answer; the clock starts now."""
     if not puzzle_id:
         raise gr.Error("select a puzzle in the gallery first")
     try:
-        puzzle = logic.fetch_puzzle(current().bank, puzzle_id)
+        puzzle = published_puzzle(puzzle_id)
     except ValueError as error:
         raise gr.Error(str(error)) from error
     count = len(puzzle["candidates"])
@@ -72,10 +81,10 @@ def attempt(visitor_id: str | None, puzzle_id: str, choice: str, started: float 
     visitor_id = logic.ensure_visitor_id(visitor_id)
     services = current()
     try:
+        puzzle = published_puzzle(puzzle_id)  # before recording: no attempt, no answer for an unpublished one
         index = logic.choice_index(choice)
         seconds = max(0.0, time.time() - started) if started else None
         correct = logic.record_attempt(services.bank, visitor_id, puzzle_id, index, seconds)
-        puzzle = logic.fetch_puzzle(services.bank, puzzle_id)
     except ValueError as error:
         raise gr.Error(str(error)) from error
     verdict = "✔ Right!" if correct else ("You gave up." if index is None else "✘ Not this time.")

@@ -1,7 +1,11 @@
 """Curator accounts: scrypt password hashes, disabling, and a login rate limit kept in the database.
 
 The rate limit (MAX_FAILURES failed logins per name within FAILURE_WINDOW) lives in the login_failures
-table, so it holds across processes and app replicas. Every refused login is logged.
+table, so it holds across processes and app replicas. A password check is reserved before it runs (a row
+counted and inserted in one locked transaction), so concurrent tries cannot pass the limit together. The
+lock on a name applies to suspect callers only (the app passes `suspect=False` for a client address with
+no recent failure), so a flood of wrong passwords does not lock the owner out. Rows are kept only as long
+as they count (FAILURE_WINDOW) and a refusal while limited adds none; every refused login is logged.
 """
 
 from __future__ import annotations
@@ -13,8 +17,9 @@ import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from puzzles.bank.db import Bank, read_session, write_session
@@ -27,7 +32,7 @@ SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 SALT_BYTES, KEY_BYTES = 16, 32
 MAX_FAILURES = 5
 FAILURE_WINDOW = timedelta(minutes=5)
-FAILURE_RETENTION = timedelta(days=30)  # older failure rows are pruned
+FAILURE_RETENTION = FAILURE_WINDOW  # rows only serve the count; the log keeps the history
 MIN_PASSWORD_LENGTH = 8
 MAX_NAME_LENGTH = 64
 
@@ -130,44 +135,70 @@ def set_password(bank: Bank, name: str, password: str) -> None:
     _update_curator(bank, name, "curator:password", password_hash=hash_password(password))
 
 
-def _recent_failures(bank: Bank, name: str) -> int:
-    with read_session(bank) as session:
-        since = utc_now() - FAILURE_WINDOW
-        # Refusals while rate-limited are logged but not counted, so the lock ends FAILURE_WINDOW after
-        # the last real failure.
-        return (
-            session.scalar(
-                select(func.count()).where(
-                    LoginFailure.name == name, LoginFailure.at >= since, LoginFailure.reason != "rate-limited"
-                )
-            )
-            or 0
-        )
+def _lock_name(session: Any, dialect: str, name: str) -> None:
+    """Serialise the reservations for one name (SQLite write transactions are serial already)."""
+    if dialect == "postgresql":
+        key = int.from_bytes(hashlib.sha256(b"login:" + name.encode()).digest()[:8], "big", signed=True)
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
-def _record_failure(bank: Bank, name: str, reason: str) -> None:
-    log.warning("curator login refused for %r: %s", name[:MAX_NAME_LENGTH], reason)
+def _reserve_check(bank: Bank, name: str, suspect: bool) -> int | None:
+    """The id of a new "checking" row for `name`, or None when the name is locked for a suspect caller.
+    Failures and checks under way both count (refusals while limited are not stored)."""
+    now = utc_now()
     with write_session(bank) as session:
-        session.add(LoginFailure(name=name[:MAX_NAME_LENGTH], reason=reason))
-        session.execute(delete(LoginFailure).where(LoginFailure.at < utc_now() - FAILURE_RETENTION))
+        _lock_name(session, bank.dialect, name)
+        session.execute(delete(LoginFailure).where(LoginFailure.at < now - FAILURE_RETENTION))
+        counted = session.scalar(
+            select(func.count()).where(LoginFailure.name == name, LoginFailure.at >= now - FAILURE_WINDOW)) or 0
+        if suspect and counted >= MAX_FAILURES:
+            return None
+        row = LoginFailure(name=name, reason="checking", at=now)
+        session.add(row)
+        session.flush()
+        return row.id
 
 
-def verify_curator(bank: Bank, name: str, password: str) -> bool:
+def _settle_check(bank: Bank, row_id: int, name: str, failure: str | None) -> None:
+    """A good login drops its reservation; a failed one keeps it as a failure with the reason."""
+    with write_session(bank) as session:
+        if failure is None:
+            session.execute(delete(LoginFailure).where(LoginFailure.id == row_id))
+        else:
+            session.execute(update(LoginFailure).where(LoginFailure.id == row_id).values(reason=failure))
+    if failure is not None:
+        log.warning("curator login refused for %r: %s", name, failure)
+
+
+def verify_curator(bank: Bank, name: str, password: str, suspect: bool = True) -> bool:
     """True when `name` is an enabled curator whose password is `password` and who is not rate-limited.
 
-    After MAX_FAILURES failures within FAILURE_WINDOW the name is refused, even with the right password,
-    until the window has passed. A successful login clears the name's failures.
+    After MAX_FAILURES failures within FAILURE_WINDOW the name is refused to suspect callers, even with the
+    right password, until the window has passed; `suspect=False` (a caller with no failure of its own) still
+    gets its password checked.
     """
     name = (name or "")[:MAX_NAME_LENGTH]
-    if _recent_failures(bank, name) >= MAX_FAILURES:
-        _record_failure(bank, name, "rate-limited")
+    reserved = _reserve_check(bank, name, suspect)
+    if reserved is None:
+        log.warning("curator login refused for %r: rate-limited", name)
         return False
     with read_session(bank) as session:
         row = session.execute(select(Curator.password_hash, Curator.disabled).where(Curator.name == name)).first()
     matches = check_password(password or "", row.password_hash if row else _DUMMY_HASH)
-    if row is None or not matches or row.disabled:
-        _record_failure(bank, name, "unknown name" if row is None else "wrong password" if not matches else "disabled")
-        return False
+    failure = ("unknown name" if row is None else "wrong password" if not matches
+               else "disabled" if row.disabled else None)
+    _settle_check(bank, reserved, name, failure)
+    return failure is None
+
+
+def revoke_session(bank: Bank, name: str, session_id: str) -> None:
+    """End one curator session for good (logout): every replica refuses it from now on."""
     with write_session(bank) as session:
-        session.execute(delete(LoginFailure).where(LoginFailure.name == name))
-    return True
+        session.add(AuditEntry(curator=name, action="curator:logout", target=f"session:{session_id}", before=None,
+                               after={}))
+
+
+def session_revoked(bank: Bank, session_id: str) -> bool:
+    with read_session(bank) as session:
+        found = session.scalar(select(AuditEntry.id).where(AuditEntry.target == f"session:{session_id}").limit(1))
+    return found is not None
