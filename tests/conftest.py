@@ -10,8 +10,6 @@ from typing import Any
 import pytest
 
 from puzzles.bank import Bank, connect
-from tests.helpers import build_tiny_bundle
-from tests.helpers import free_port as _free_port
 
 BANK_BACKENDS = ("sqlite", "postgresql")
 
@@ -88,7 +86,17 @@ def make_bank(request: pytest.FixtureRequest) -> Iterator[Callable[..., Bank]]:
 @pytest.fixture(scope="session")
 def tiny_bundle_dir() -> Path:
     """A random-init model bundle (16x16 images, 16 tokens each), built once per test run."""
+    from tests.test_export import build_tiny_bundle
+
     return build_tiny_bundle()[0]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def _fill_playground_bank(bank: Bank) -> list[str]:
