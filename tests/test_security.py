@@ -679,3 +679,12 @@ def test_logout_revokes_the_session_on_the_server(strict):
             assert http.get(path, cookies=cookie).status_code == 401
         again = {"gelato_curator": login_as(http, "10.9.3.1", CURATOR, PASSWORD).cookies["gelato_curator"]}
         assert http.get("/curate/config", cookies=again).status_code == 200
+
+
+def test_every_limit_setting_is_documented():
+    from app.settings import LIMIT_SETTINGS, SETTINGS
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "security.md").read_text(encoding="utf-8")
+    for setting in SETTINGS:
+        if setting.name in LIMIT_SETTINGS:
+            assert f"`{setting.flag}` / `{setting.env}` | `{setting.default}`" in text, setting.name
