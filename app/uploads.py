@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import os
 import unicodedata
 import warnings
@@ -59,8 +60,9 @@ def read_upload(data: bytes, name: str | None = None) -> np.ndarray:
             with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as image:
                 width, height = image.size
                 if width * height > MAX_UPLOAD_PIXELS:
-                    raise UploadError(f"{label}: {width}x{height} pixels is too large "
-                                      f"(at most {MAX_UPLOAD_PIXELS} pixels)")
+                    side = math.isqrt(MAX_UPLOAD_PIXELS)
+                    raise UploadError(f"{label}: {width} x {height} pixels is too large "
+                                      f"(at most {side} x {side} pixels, or as many in another shape)")
                 image.load()
                 if max(width, height) > MAX_SIDE:
                     image.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.BOX)

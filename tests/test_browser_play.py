@@ -131,3 +131,55 @@ def test_samples_are_numbered_from_one(page: Page, playground: dict[str, Any]) -
     page.locator("#rate").click()
     expect(page.locator("#rate-status")).to_contain_text("sample 3 rated")
     expect(page.locator("#rate-status")).not_to_contain_text("rating")
+
+
+def _bad_files(folder: Path) -> dict[str, Path]:
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {"text": folder / "notes.png", "huge": folder / "huge.png", "svg": folder / "drawing.svg",
+             "tiny": folder / "dot.png"}
+    files["text"].write_text("these are my notes, not a picture\n")
+    Image.new("L", (8000, 8000), 255).save(files["huge"])  # compresses to a few kB: under the 10 MB limit
+    files["svg"].write_text('<svg xmlns="http://www.w3.org/2000/svg" width="40" height="40">'
+                            '<rect width="40" height="40" fill="red"/></svg>')
+    Image.fromarray(np.full((1, 1, 3), 200, dtype=np.uint8)).save(files["tiny"])
+    return files
+
+
+def test_bad_files_are_refused_at_upload_in_words(page: Page, playground: dict[str, Any], tmp_path: Path) -> None:
+    files = _bad_files(tmp_path)
+    _open(page, playground["url"])
+    expected = {"text": "not a readable image", "huge": "at most 4096 x 4096", "svg": "not a readable image"}
+    for kind, message in expected.items():
+        page.locator("#slot-a1 input[type=file]").set_input_files(str(files[kind]))
+        expect(page.locator(".toast-message-item").filter(has_text=message).first).to_be_visible()
+        expect(page.locator("#slot-a1 img")).to_have_count(0)  # the slot is emptied, not left with a broken icon
+        for close in page.locator(".toast-close").all():
+            close.click()
+    page.locator("#slot-a1 input[type=file]").set_input_files(str(files["tiny"]))
+    expect(page.locator(".toast-message-item").filter(has_text="only 1 x 1 pixels").first).to_be_visible()
+    expect(page.locator("#slot-a1 img")).to_be_visible()
+
+
+CLIPPED = """el => {
+  const box = el.getBoundingClientRect();
+  return Array.from(el.querySelectorAll('img')).filter(img => {
+    const r = img.getBoundingClientRect();
+    return r.bottom > box.bottom + 1 || r.right > box.right + 1 || getComputedStyle(img).objectFit !== 'contain';
+  }).length;
+}"""
+
+
+def test_galleries_show_every_picture_whole(page: Page, playground: dict[str, Any]) -> None:
+    _open(page, playground["url"])
+    page.locator("#advanced").get_by_text("Advanced").click()
+    page.locator("#n-samples input[type=number]").fill("8")
+    page.locator("#n-samples input[type=number]").press("Enter")
+    _solve_example(page, 0)
+    expect(page.locator("#samples img")).to_have_count(8)
+    page.locator("#model-sees").click()
+    expect(page.locator("#sees img")).to_have_count(3, timeout=TIMEOUT_MS * 2)
+    for gallery in ("#samples", "#sees", "#candidates"):
+        assert page.locator(gallery).evaluate(CLIPPED) == 0, f"{gallery} crops or hides pictures"

@@ -176,6 +176,53 @@ def clear_status() -> str:
     return ""
 
 
+def model_input_size() -> int | None:
+    """The side of the square the model resizes every image to (the bundle manifest; the model is not loaded)."""
+    from engine.runtime import read_manifest
+
+    try:
+        return int(read_manifest(current().bundle_dir)["image_size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def small_image_note(image: np.ndarray, size: int | None) -> str | None:
+    """What the model makes of a picture smaller than its input square, or None when it is large enough."""
+    height, width = image.shape[:2]
+    if size is None or max(height, width) >= size:
+        return None
+    seen = "one flat colour" if height * width == 1 else "large blocks of colour"
+    return (f"This image is only {width} x {height} pixels: the model enlarges it to {size} x {size}, "
+            f"so it sees {seen}.")
+
+
+def check_upload(image: np.ndarray | None) -> None:
+    """Runs as a file lands in a slot. SlotImage has already read it, so a file that is no usable image fails
+    here, at upload, with its reason; a tiny picture gets a note on what the model will see."""
+    note = None if image is None else small_image_note(image, model_input_size())
+    if note:
+        gr.Warning(note)
+
+
+def check_candidates(items: list[Any] | None) -> list[Any] | None:
+    """Keep the uploaded candidates that are usable images; name each refused file and why."""
+    kept, refused = [], []
+    for item in items or []:
+        try:
+            logic.as_image(item)
+            kept.append(item)
+        except ValueError as error:
+            refused.append(str(error))
+    for reason in refused:
+        gr.Warning(reason)
+    return kept or None
+
+
+def empty_slot() -> None:
+    """Clears a slot whose file was refused (its reason is already on screen)."""
+    return None
+
+
 def random_fill() -> list[Any]:
     puzzle_id = logic.random_puzzle_id(current().bank)
     if puzzle_id is None:
@@ -207,6 +254,12 @@ def _slot(name: str) -> gr.Image:
         label=logic.slot_label(name), elem_id=name, elem_classes=["gelato-slot"], type="numpy", format="png",
         image_mode="RGB", sources=["upload", "clipboard"], height=SLOT_HEIGHT, min_width=110,
     )
+
+
+def _check_on_upload(slot: gr.Image) -> None:
+    """Read a file as soon as it lands in `slot`; a refused one is named in a message and the slot emptied."""
+    checked = slot.upload(check_upload, slot, None, api_visibility="private", show_progress="hidden")
+    checked.failure(empty_slot, None, slot, api_visibility="private", show_progress="hidden", queue=False)
 
 
 def _missing(label: str = "?") -> None:
@@ -247,13 +300,16 @@ def build(visitor: gr.BrowserState) -> PlayComponents:
                 if start == 6:
                     _missing("?")
     slots = {name: slots[name] for name in logic.ALL_SLOTS}  # one fixed order for every handler
+    for slot in slots.values():
+        _check_on_upload(slot)
     groups = [analogy_group, sequence_group, matrix_group]
     with gr.Accordion("Bank images (drag one into a slot)", open=False, elem_id="bank-images-accordion"):
         thumbnails = gr.Gallery(elem_id="bank-images", columns=8, height=180, format="png", interactive=False,
                                 allow_preview=False, show_label=False)
     candidates = gr.Gallery(label="Candidates (optional: the model ranks them)", elem_id="candidates", columns=8,
-                            height=170, format="png", interactive=True, file_types=["image"],
+                            height="auto", object_fit="contain", format="png", interactive=True, file_types=["image"],
                             type="filepath")  # read by logic.as_image -> app.uploads, with clear messages
+    candidates.upload(check_candidates, candidates, candidates, api_visibility="private")
     with gr.Accordion("Advanced", open=False, elem_id="advanced"):
         with gr.Row():
             n_samples = gr.Slider(1, 8, value=4, step=1, label="Samples (N)", elem_id="n-samples")
@@ -267,11 +323,14 @@ def build(visitor: gr.BrowserState) -> PlayComponents:
         solve_button = gr.Button("Solve", variant="primary", elem_id="solve")
         score_button = gr.Button("Rank candidates", elem_id="rank")
         sees_button = gr.Button("What the model sees", elem_id="model-sees")
-    samples = gr.Gallery(label="Samples", elem_id="samples", columns=4, height=220, format="png", interactive=False)
+    # Whole pictures (contain, not cover) and room for every sample and input: nothing is cropped or scrolled away.
+    samples = gr.Gallery(label="Samples", elem_id="samples", columns=8, height="auto", object_fit="contain",
+                         format="png", interactive=False)
     settings_used = gr.Markdown(elem_id="settings-used")
     ranking_chart = gr.HTML(elem_id="ranking", visible=False)
     pick_text = gr.Markdown(elem_id="pick")
-    sees = gr.Gallery(label="What the model sees", elem_id="sees", columns=8, height=170, format="png")
+    sees = gr.Gallery(label="What the model sees", elem_id="sees", columns=8, height="auto", object_fit="contain",
+                      format="png")
     with gr.Row():
         sample_index = gr.Number(value=1, precision=0, label="Sample (click one above)", elem_id="rate-sample",
                                  minimum=1)
@@ -284,6 +343,7 @@ def build(visitor: gr.BrowserState) -> PlayComponents:
             title = gr.Textbox(label="Title", elem_id="submit-title")
             answer = SlotImage(label="Answer (optional)", elem_id="submit-answer", type="numpy", format="png",
                                image_mode="RGB", height=SLOT_HEIGHT)
+        _check_on_upload(answer)
         submit_button = gr.Button("Submit for review", elem_id="submit")
         submit_status = gr.Markdown(elem_id="submit-status")
 
