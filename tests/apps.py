@@ -23,7 +23,8 @@ from gradio_client import Client, handle_file
 from app import logic
 from puzzles.generators import generate
 from puzzles.images import png_bytes
-from tests.conftest import MANY_CLIENTS_LIMITS, _free_port
+from tests.conftest import MANY_CLIENTS_LIMITS
+from tests.helpers import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 120
@@ -46,7 +47,7 @@ class AppProcess:
 def start_app(name: str, data_dir: Path, bundle: Path, database_url: str | None = None,
               shared_secrets: bool = True) -> AppProcess:
     """`python -m app` on a free port. Without `shared_secrets` the keys come from files in `data_dir`."""
-    port = _free_port()
+    port = free_port()
     env = {key: value for key, value in os.environ.items() if key != "DATABASE_URL" and not key.startswith("GELATO_")}
     env.update(OMP_NUM_THREADS="1", GRADIO_ANALYTICS_ENABLED="False", **(SHARED_SECRETS if shared_secrets else {}))
     data_dir.mkdir(parents=True, exist_ok=True)

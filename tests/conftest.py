@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from puzzles.bank import Bank, connect
+from tests.helpers import build_tiny_bundle, free_port
 
 BANK_BACKENDS = ("sqlite", "postgresql")
 
@@ -86,17 +87,7 @@ def make_bank(request: pytest.FixtureRequest) -> Iterator[Callable[..., Bank]]:
 @pytest.fixture(scope="session")
 def tiny_bundle_dir() -> Path:
     """A random-init model bundle (16x16 images, 16 tokens each), built once per test run."""
-    from tests.test_export import build_tiny_bundle
-
     return build_tiny_bundle()[0]
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _fill_playground_bank(bank: Bank) -> list[str]:
@@ -132,7 +123,7 @@ def playground(tmp_path_factory: pytest.TempPathFactory, tiny_bundle_dir: Path) 
     from app.settings import resolve
 
     data_dir = tmp_path_factory.mktemp("playground")
-    port = _free_port()
+    port = free_port()
     settings = resolve({"data_dir": str(data_dir), "bundle": str(tiny_bundle_dir), "port": str(port),
                         **MANY_CLIENTS_LIMITS}, environ={})
     bank = connect(f"sqlite:///{data_dir / 'gelato.db'}")

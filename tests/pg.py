@@ -12,11 +12,12 @@ import logging
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+from tests.helpers import free_port
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +39,6 @@ def find_bin_dir() -> Path:
     if initdb:
         return Path(initdb).parent
     raise PostgresUnavailable("PostgreSQL is not installed: run 'apt-get install -y postgresql' (or bash tests/run.sh)")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class PostgresServer:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from engine import bench, export_static
-from tests.test_export_static import build_tiny_static_bundle
+from tests.helpers import build_tiny_static_bundle
 
 STAGES = {"preprocess_3_images", "encoder_3_images", "prefill_3_images", "decoder_1_image", "decoder_4_images",
           "score_8_candidates_tokens_only", "analogy_solve_1_sample", "analogy_solve_4_samples",

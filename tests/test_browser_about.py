@@ -9,7 +9,8 @@ from playwright.sync_api import Page, expect
 
 from app.pages import about
 from puzzles.bank import connect
-from tests.conftest import _free_port, serve_in_thread
+from tests.conftest import serve_in_thread
+from tests.helpers import free_port
 
 SHIPPED = Path(__file__).resolve().parents[1] / "engine" / "bundles" / "default"
 SHOTS = Path("/tmp/shots")
@@ -21,7 +22,7 @@ def shipped_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from app.settings import resolve
 
     data_dir = tmp_path_factory.mktemp("about")
-    port = _free_port()
+    port = free_port()
     settings = resolve({"data_dir": str(data_dir), "bundle": str(SHIPPED), "port": str(port)}, environ={})
     bank = connect(f"sqlite:///{data_dir / 'gelato.db'}")
     server = serve_in_thread(create_app(settings, bank=bank, seed=False), port)

@@ -20,8 +20,8 @@ from puzzles.bank import accounts, connect, repository
 from puzzles.bank.db import read_session
 from puzzles.bank.models import AuditEntry, Image, PuzzleRow, Rating
 from puzzles.generators import generate
-from tests.conftest import _free_port as free_port
 from tests.conftest import serve_in_thread
+from tests.helpers import free_port
 
 CURATOR, PASSWORD = "ada", "correct horse battery"
 DISABLED, DISABLED_PASSWORD = "bob", "another password"

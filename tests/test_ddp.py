@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from engine.sentences import max_images
 from engine.tokenizer import build_tokenizer, load_frozen_tokenizer
 from puzzles.generators import generate
 from puzzles.images import to_square
+from tests.helpers import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGE_SIZE = 16
@@ -47,16 +47,10 @@ LVM_FLAGS = ["--n-layer", "1", "--d-model", "32", "--n-head", "2", "--n-kv-head"
 COMMON_FLAGS = ["--workers", "0", "--log-every", "1", "--device", "cpu", "--eval-n", "1"]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def torchrun(*args: str, timeout: float = TORCHRUN_TIMEOUT_S) -> None:
     """Two CPU processes through torch.distributed.run on a free port; fails with the processes' output."""
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-               "--master-port", str(_free_port()), *args]
+               "--master-port", str(free_port()), *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     env.pop("DATABASE_URL", None)
     what = " ".join(args[:2])

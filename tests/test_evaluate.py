@@ -19,7 +19,7 @@ from puzzles.generators.grid import puzzle_from_pairs
 from puzzles.pack import write_pack
 from puzzles.puzzle import Puzzle
 from puzzles.seeds import is_held_out
-from tests.test_export import build_tiny_bundle
+from tests.helpers import build_tiny_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -119,9 +119,9 @@ def test_sampling_sweep_picks_the_best_setting_and_writes_it(bundle: Bundle, tmp
     with pytest.raises(ValueError, match="not t=, k= or p="):
         sampling_sweep.parse_settings("temperature=1")
     puzzles = evaluate.load_puzzles("matrix:center,sequence", 2, 16)
-    report = sampling_sweep.sweep(bundle, puzzles, sampling_sweep.parse_settings("t=0;t=1"), samples=2)
-    means = [result["mean"] for result in report["settings"]]
-    assert report["best"] == report["settings"][int(np.argmax(means))]["sampling"]
+    report = sampling_sweep.sweep(bundle, puzzles, sampling_sweep.parse_settings("t=0;t=1;t=0.5,k=2"), samples=2)
+    means = [result["mean"] for result in report["settings"][1:]]  # greedy is measured, never chosen
+    assert report["best"] == report["settings"][1 + int(np.argmax(means))]["sampling"]
     assert set(report["settings"][0]["families"]) == {"matrix", "sequence"}
     copy_dir = tmp_path / "bundle"
     copy_dir.mkdir()

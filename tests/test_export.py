@@ -5,11 +5,7 @@ greedy generation token-for-token equal.
 """
 from __future__ import annotations
 
-import atexit
-import functools
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,35 +18,9 @@ from engine import decode, export
 from engine import tokenizer as vq
 from engine.model import LVM, LVMConfig, load_model
 from engine.runtime import sha256_file
-from engine.sentences import Vocabulary
+from tests.helpers import PROVENANCE, build_tiny_bundle, tiny_configs
 
-TOKENIZER_CONFIG = vq.TokenizerConfig(
-    image_size=16, block_out_channels=(8, 8, 8), layers_per_block=1, latent_channels=8, vq_embed_dim=4,
-    codebook_size=32, norm_num_groups=4, mid_block_attention=True,
-)
-VOCAB = Vocabulary(TOKENIZER_CONFIG.codebook_size, TOKENIZER_CONFIG.tokens_per_image)  # 16 tokens per image
-LVM_CONFIG = LVMConfig(vocab_size=VOCAB.vocab_size, context_length=1 + 6 * 16 + 1, n_layer=2, d_model=32, n_head=4,
-                       n_kv_head=2, ffn_hidden=64)
-PROVENANCE = {"data": {"matrix": 0.5, "analogy": 0.5}, "steps": 3, "tokens": 1234, "hardware": "test cpu",
-              "wall_seconds": 1.5}
-
-
-@functools.cache
-def build_tiny_bundle() -> tuple[Path, Path, Path]:
-    """A random-init tokenizer + LVM saved as checkpoints and exported through the CLI (once per test run).
-
-    Returns (bundle directory, tokenizer checkpoint, LVM checkpoint).
-    """
-    root = Path(tempfile.mkdtemp(prefix="gelato-tiny-bundle-"))
-    atexit.register(shutil.rmtree, root, ignore_errors=True)
-    torch.manual_seed(0)
-    tokenizer_path, lvm_path = root / "tokenizer.pt", root / "lvm.pt"
-    torch.save({**vq.tokenizer_checkpoint(vq.build_tokenizer(TOKENIZER_CONFIG)), "steps": 7}, tokenizer_path)
-    model = LVM(LVM_CONFIG)
-    torch.save({"lvm_config": LVM_CONFIG.to_dict(), "model": model.state_dict(), "provenance": PROVENANCE}, lvm_path)
-    export.main(["--tokenizer", str(tokenizer_path), "--lvm", str(lvm_path), "--out", str(root / "tiny"),
-                 "--name", "tiny-test"])
-    return root / "tiny", tokenizer_path, lvm_path
+TOKENIZER_CONFIG, VOCAB, LVM_CONFIG, _ = tiny_configs()
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,8 @@
 """The fused fixed-cache graph (lvm_static.onnx) agrees with lvm.onnx and PyTorch on a tiny random-init bundle."""
 from __future__ import annotations
 
-import atexit
-import functools
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -13,35 +10,12 @@ import onnx
 import pytest
 import torch
 
-from engine import decode, export, export_static
-from engine import tokenizer as vq
-from engine.model import LVM, LVMConfig, load_model
+from engine import decode, export_static
+from engine.model import load_model
 from engine.runtime import Bundle, BundleError
-from tests.test_export import TOKENIZER_CONFIG, VOCAB
+from tests.helpers import build_tiny_static_bundle, tiny_configs
 
-# GroupQueryAttention wants head_dim % 16 == 0: 2 heads of 16, grouped-query (1 kv head); panel positions on
-# (tests/test_export.py's bundle has them off), so both graphs compute the cell and panel of each position
-LVM_CONFIG = LVMConfig(vocab_size=VOCAB.vocab_size, context_length=1 + 6 * 16 + 1, n_layer=2, d_model=32, n_head=2,
-                       n_kv_head=1, ffn_hidden=64, panel_tokens=VOCAB.tokens_per_image)
-
-
-@functools.cache
-def build_tiny_static_bundle() -> tuple[Path, Path]:
-    """A random-init tiny bundle exported with lvm.onnx only (once per test run): (bundle dir, LVM checkpoint)."""
-    root = Path(tempfile.mkdtemp(prefix="gelato-tiny-static-"))
-    atexit.register(shutil.rmtree, root, ignore_errors=True)
-    torch.manual_seed(1)
-    model = LVM(LVM_CONFIG)
-    for table in (model.model.panel_cell_embed, model.model.panel_index_embed):  # they start at zero: make them count
-        torch.nn.init.normal_(table.weight, std=1.0)
-    torch.save({"lvm_config": LVM_CONFIG.to_dict(), "model": model.state_dict()}, root / "lvm.pt")
-    export.export_bundle(vq.build_tokenizer(TOKENIZER_CONFIG), model, root / "tiny", name="tiny-static")
-    return root / "tiny", root / "lvm.pt"
-
-
-def build_tiny_bundle() -> tuple[Path, Path, Path]:
-    directory, lvm_path = build_tiny_static_bundle()
-    return directory, lvm_path, lvm_path
+TOKENIZER_CONFIG, VOCAB, _, LVM_CONFIG = tiny_configs()
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +31,7 @@ def pictures(count: int, seed: int) -> list[np.ndarray]:
 
 
 def test_weights_come_back_from_both_graphs(static_bundle: Path) -> None:
-    state = {name: tensor.numpy() for name, tensor in load_model(build_tiny_bundle()[2]).state_dict().items()}
+    state = {name: tensor.numpy() for name, tensor in load_model(build_tiny_static_bundle()[1]).state_dict().items()}
     config = LVM_CONFIG.to_dict()
     for weights in (export_static.weights_from_traced_graph(static_bundle / "lvm.onnx", config),
                     export_static.weights_from_static_graph(static_bundle / export_static.STATIC_FILE)):
@@ -88,7 +62,7 @@ def test_manifest_lists_the_static_graph(static_bundle: Path) -> None:
 
 
 def test_prefill_and_steps_match_pytorch(static_bundle: Path) -> None:
-    model = load_model(build_tiny_bundle()[2]).eval()
+    model = load_model(build_tiny_static_bundle()[1]).eval()
     runner = Bundle.load(static_bundle).runner
     context = torch.randint(0, VOCAB.codebook_size, (1, 20))
     steps = torch.randint(0, VOCAB.codebook_size, (3, 4))  # 3 rows, 4 one-token steps
@@ -106,7 +80,7 @@ def test_prefill_and_steps_match_pytorch(static_bundle: Path) -> None:
 
 
 def test_rows_branch_off_a_prompt_fed_one_token_at_a_time(static_bundle: Path) -> None:
-    model = load_model(build_tiny_bundle()[2]).eval()
+    model = load_model(build_tiny_static_bundle()[1]).eval()
     runner = Bundle.load(static_bundle).runner
     prompt, steps = torch.randint(0, VOCAB.codebook_size, (1, 2)), torch.randint(0, VOCAB.codebook_size, (2, 3))
     with torch.no_grad():

@@ -14,7 +14,7 @@ from PIL import Image
 
 from engine import decode, runtime
 from engine.runtime import Bundle, BundleError
-from tests.test_export import build_tiny_bundle
+from tests.helpers import build_tiny_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -29,12 +29,13 @@ def serve_app(data_dir: Path, **settings: str) -> Iterator[dict[str, Any]]:
     from app.server import create_app
     from app.settings import resolve
     from puzzles.bank import connect
-    from tests.conftest import _free_port, serve_in_thread
+    from tests.conftest import serve_in_thread
+    from tests.helpers import free_port
     from tests.test_curator_access import fill_bank
 
     bank = connect(f"sqlite:///{data_dir / 'gelato.db'}")
     ids = fill_bank(bank)
-    port = _free_port()
+    port = free_port()
     app = create_app(resolve({"data_dir": str(data_dir), "port": str(port), **settings}, environ={}), bank=bank,
                      seed=False)
     server = serve_in_thread(app, port)

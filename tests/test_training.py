@@ -193,7 +193,7 @@ def test_train_lvm_continues_a_bundle_and_exports_on_its_tokenizer(tiny_bundle_d
     from engine import export
     from engine.runtime import Bundle
     from engine.tokenizer import BundleTokenizer
-    from tests.test_export import build_tiny_bundle
+    from tests.helpers import build_tiny_bundle
 
     _, tokenizer_path, lvm_path = build_tiny_bundle()
     start = train_lvm.model_from_bundle(tiny_bundle_dir, Vocabulary(32, 16))

@@ -67,11 +67,12 @@ def test_past_the_queue_size_a_visitor_is_told_to_try_again(tmp_path: Path, tiny
     from app.loadtest import fill_bank
     from app.settings import resolve
     from puzzles.bank import connect
-    from tests.conftest import _free_port, serve_in_thread
+    from tests.conftest import serve_in_thread
+    from tests.helpers import free_port
 
     monkeypatch.setattr(server_module, "QUEUE_MAX_SIZE", 2)
     monkeypatch.setattr(services, "_current", services._current)  # the playground's services come back after
-    port = _free_port()
+    port = free_port()
     settings = resolve({"data_dir": str(tmp_path), "port": str(port)}, environ={})
     bank = connect(f"sqlite:///{tmp_path / 'gelato.db'}")
     _, panels = fill_bank(bank)
