@@ -1,10 +1,16 @@
 """ARC grid family: rendering rule, exact read-back, task -> puzzle."""
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from puzzles.generators import grid
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _eval_grids() -> list[np.ndarray]:
@@ -93,3 +99,14 @@ def test_bad_options_are_named() -> None:
         grid.generate(0, task_id="nope")
     with pytest.raises(ValueError, match="test_index 5 is out of range"):
         grid.generate(0, task_id="007bbfb7", test_index=5)
+
+
+def test_consecutive_seeds_draw_tasks_without_replacement(tmp_path: Path) -> None:
+    count = len(grid.load_tasks("arcagi1-train"))
+    assert sorted(grid.task_for_seed(seed, count) for seed in range(424242, 424242 + count)) == list(range(count))
+    out = tmp_path / "grid.zip"
+    command = [sys.executable, "-m", "puzzles", "generate", "--family", "grid", "--n", "24", "--seed", "424242",
+               "--out", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert out.is_file()

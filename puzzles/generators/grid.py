@@ -293,13 +293,26 @@ def puzzle_from_pairs(
     )
 
 
+TASK_ORDER_SEED = 20191105  # one fixed shuffle of each dataset's tasks (the day ARC was published)
+
+
+def task_for_seed(seed: int, count: int) -> int:
+    """The task index for a seed: a fixed shuffle of the `count` tasks, walked from `seed` on.
+
+    Consecutive seeds draw tasks without replacement, so `count` consecutive seeds (what `generate --n` uses)
+    never repeat a task; the shuffle keeps neighbouring seeds from meaning neighbouring task ids.
+    """
+    order = np.random.default_rng(TASK_ORDER_SEED).permutation(count)
+    return int(order[seed % count])
+
+
 def generate(
     seed: int, size: int = 64, dataset: str = "arcagi1-train", task_id: str | None = None, test_index: int = 0
 ) -> Puzzle:
-    """One ARC task as a puzzle; the seed picks the task when `task_id` is None."""
+    """One ARC task as a puzzle; the seed picks the task when `task_id` is None (see `task_for_seed`)."""
     tasks = load_tasks(dataset)
     if task_id is None:
-        task = tasks[int(np.random.default_rng(seed).integers(len(tasks)))]
+        task = tasks[task_for_seed(seed, len(tasks))]
     else:
         matches = [t for t in tasks if t.id == task_id]
         if not matches:
