@@ -109,11 +109,16 @@ def two_replicas(make_bank: Callable[..., Bank], tmp_path: Path) -> tuple[Bank, 
 
 
 def _solved_run(tmp_path: Path) -> dict[str, Any]:
-    """What /solve leaves in the page session: file paths of the prompt and of three samples."""
+    """What /solve leaves in the page session: file paths of the prompt and of three samples, in the upload
+    folder as the app writes them (images are read from nowhere else)."""
+    from app.uploads import upload_folder
+
     puzzle = generate("analogy", 1, size=16)
+    folder = upload_folder() / "runs" / tmp_path.name
+    folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for index, image in enumerate(puzzle.panels[-3:]):
-        paths.append(tmp_path / f"{index}.png")
+        paths.append(folder / f"{index}.png")
         paths[-1].write_bytes(png_bytes(image))
     return {"prompt": [str(p) for p in paths], "samples": [str(p) for p in paths], "settings": {},
             "bundle_id": "tiny@test", "puzzle_id": None}
