@@ -72,7 +72,11 @@ class CuratorFiles:
         """Delete folders older than KEEP_SECONDS (made for a download nobody fetched)."""
         now = time.time() if now is None else now
         for folder in self.root.iterdir() if self.root.is_dir() else []:
-            if now - folder.stat().st_mtime > KEEP_SECONDS:
+            try:
+                expired = now - folder.stat().st_mtime > KEEP_SECONDS
+            except FileNotFoundError:  # fetched (and deleted) meanwhile
+                continue
+            if expired:
                 shutil.rmtree(folder, ignore_errors=True)
 
 
