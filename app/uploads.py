@@ -121,7 +121,7 @@ def check_file_values(data: Any) -> None:
     def check(value: dict[str, Any]) -> dict[str, Any]:
         if not is_uploaded_here(value.get("path")):
             log.warning("refused a file value that was not uploaded here")
-            raise gr.Error(NOT_UPLOADED)
+            raise gr.Error(NOT_UPLOADED, print_exception=False)  # one log line per refusal, not a traceback
         return value
 
     traverse(data, check, is_file_obj)

@@ -174,13 +174,15 @@ def probe_every_file_input(http: httpx.Client, prefix: str, blocks: gr.Blocks, p
     return tried
 
 
-def test_no_public_event_opens_a_server_path(served, server_paths):
+def test_no_public_event_opens_a_server_path(served, server_paths, capfd):
     blocks = served["app"].state.gelato_blocks
     cache_before = sum(1 for _ in upload_folder().rglob("*"))
+    capfd.readouterr()
     with httpx.Client(base_url=served["url"], timeout=EVENT_TIMEOUT_S) as http:
         probe_every_file_input(http, "", blocks, server_paths)
         assert http.get("/healthz").status_code == 200  # /dev/zero pinned no worker
     assert sum(1 for _ in upload_folder().rglob("*")) == cache_before, "a refused file was copied into the cache"
+    assert "Traceback" not in capfd.readouterr().err, "each refusal should log one line, not a traceback"
 
 
 def test_no_curator_event_opens_a_server_path(served, curator, server_paths):
