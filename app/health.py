@@ -1,6 +1,6 @@
 """Start-up bundle check and the `/healthz` report (contract in docs/deploy.md).
 
-`choose_bundle` verifies a bundle's files (manifest, size and sha256 of each) without loading the model, so
+`choose_bundle` verifies a bundle's files (engine.bundle.verify_bundle) without loading the model, so
 the app can refuse to start naming the bad file, or fall back to the shipped default bundle and say so.
 `health_report` tells a load balancer whether this replica can serve: bundle, inference provider, database.
 """
@@ -19,33 +19,16 @@ class StartupError(RuntimeError):
     """The app cannot start; the message names the file or setting at fault."""
 
 
-def shipped_bundle_dir() -> Path:
-    """engine/bundles/default: the bundle that ships with the code (whatever GELATO_BUNDLE says)."""
-    import engine.runtime
-
-    return Path(engine.runtime.__file__).resolve().parent / "bundles" / "default"
-
-
-def verify_bundle(directory: Path) -> dict[str, Any]:
-    """The manifest of a bundle whose every file is present and matches its size and sha256; BundleError if not."""
-    from engine.runtime import BundleError, read_manifest, verify_files
-
-    if not directory.is_dir():
-        raise BundleError(f"{directory}: bundle directory does not exist")
-    manifest = read_manifest(directory)
-    verify_files(directory, manifest)
-    return manifest
-
-
 def choose_bundle(configured: Path | None, default: Path | None = None) -> tuple[Path, str | None]:
     """The bundle directory to serve and a note when it is not the one asked for.
 
     A broken default bundle stops the start (StartupError naming the file). A broken non-default bundle
-    falls back to the default one when that one is sound, with a note saying so.
+    falls back to the default one when that one is sound, with a note saying so. The default is the bundle
+    that ships with the code (engine.bundle.SHIPPED_BUNDLE_DIR, whatever GELATO_BUNDLE says).
     """
-    from engine.runtime import BundleError
+    from engine.bundle import SHIPPED_BUNDLE_DIR, BundleError, verify_bundle
 
-    default = (default or shipped_bundle_dir()).resolve()
+    default = (default or SHIPPED_BUNDLE_DIR).resolve()
     wanted = configured.resolve() if configured is not None else default
     try:
         verify_bundle(wanted)

@@ -31,14 +31,15 @@ class Services:
     def bundle_dir(self) -> Path:
         if self.settings.bundle is not None:
             return self.settings.bundle
-        from engine.runtime import default_bundle_dir
+        from engine.bundle import default_bundle_dir
 
         return default_bundle_dir()
 
     def sampling_defaults(self) -> Any:
         """The bundle's sampling defaults (engine.runtime.SamplingOptions), read from its manifest without loading
         the model; plain sampling when the manifest cannot be read (loading the model will then say why)."""
-        from engine.runtime import SamplingOptions, read_manifest, sampling_defaults
+        from engine.bundle import read_manifest
+        from engine.runtime import SamplingOptions, sampling_defaults
 
         try:
             return sampling_defaults(read_manifest(self.bundle_dir))

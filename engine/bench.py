@@ -29,7 +29,8 @@ import onnxruntime as ort
 from tqdm import tqdm
 
 from engine import decode, export_static
-from engine.runtime import Bundle, physical_cores, session_options, sha256_file
+from engine.bundle import REQUIRED_FILES, bundle_weights, read_manifest, with_static_graph, write_manifest
+from engine.runtime import Bundle, physical_cores, session_options
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +212,7 @@ def compare_engines(bundle: Bundle, scratch: Path, settings: dict[str, Any]) -> 
     """ms/token (batch 1) of every engine on the bundle's weights, measured in interleaved rounds."""
     manifest, kv = bundle.manifest, bundle.manifest["kv_cache"]
     layout = decode.CacheLayout(int(kv["n_layers"]), int(kv["n_kv_heads"]), int(kv["head_dim"]))
-    weights = export_static.bundle_weights(bundle.directory)
+    weights = bundle_weights(bundle.directory)
     context = context_for(bundle, ANALOGY_IMAGES)
     positions = export_static.buffer_positions(manifest)
     engines: dict[str, tuple[Any, Callable[[int], Any]]] = {
@@ -285,17 +286,13 @@ def variant_bundle(bundle: Bundle, graph: Path, precision: str, scratch: Path) -
     """A copy of the bundle that serves `graph` as its fixed-cache graph."""
     target = scratch / f"bundle_{precision}"
     target.mkdir(exist_ok=True)
-    manifest = json.loads(json.dumps(bundle.manifest))
-    for name in ("encoder.onnx", "decoder.onnx", "lvm.onnx"):
+    for name in REQUIRED_FILES:
         link = target / name
         if not link.exists():
             os.symlink((bundle.directory / name).resolve(), link)
     shutil.copy(graph, target / export_static.STATIC_FILE)
-    manifest["files"][export_static.STATIC_FILE] = {"sha256": sha256_file(graph), "bytes": graph.stat().st_size}
-    positions = export_static.buffer_positions(manifest)
-    manifest["static_kv"] = {"file": export_static.STATIC_FILE, "max_positions": positions,
-                             "weights": precision}
-    (target / "manifest.json").write_text(json.dumps(manifest))
+    positions = export_static.buffer_positions(bundle.manifest)
+    write_manifest(target, with_static_graph(bundle.manifest, target, export_static.STATIC_FILE, positions, precision))
     return target
 
 
@@ -461,7 +458,7 @@ def visitors_round(url: str, files: list[str], visitors: int, solves: int) -> di
 def measure_app(bundle_dir: Path, scratch: Path, settings: dict[str, Any]) -> dict[str, Any]:
     """Start `python -m app` on a free port, time its start and first solve, load it, read its memory."""
     port, data_dir = free_port(), scratch / "app-data"
-    size = json.loads((bundle_dir / "manifest.json").read_text())["image_size"]
+    size = read_manifest(bundle_dir)["image_size"]
     files = []
     from PIL import Image
 

@@ -22,10 +22,10 @@ import torch
 import torch.nn as nn
 
 from engine import tokenizer as vq
+from engine.bundle import FORMAT_VERSION, REQUIRED_FILES, file_entry, with_static_graph, write_manifest
 from engine.compact import store_matmul_weights_int8, store_weights_fp16
 from engine.export_static import STATIC_FILE, write_static_graph
 from engine.model import LVM, model_from_checkpoint
-from engine.runtime import FORMAT_VERSION, sha256_file
 from engine.sentences import Vocabulary
 from engine.tokenizer import TokenizerConfig
 
@@ -139,11 +139,6 @@ def provenance(checkpoint: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(found, default=str))  # JSON-safe (tensors, paths, dates become strings)
 
 
-def file_entries(directory: Path, names: list[str]) -> dict[str, dict[str, Any]]:
-    return {name: {"sha256": sha256_file(directory / name), "bytes": (directory / name).stat().st_size}
-            for name in names}
-
-
 def build_manifest(
     name: str, tokenizer_cfg: TokenizerConfig, model: LVM, directory: Path, int8: bool,
     tokenizer_provenance: dict[str, Any], lvm_provenance: dict[str, Any],
@@ -167,7 +162,7 @@ def build_manifest(
         "lvm_config": cfg.to_dict(),
         "tokenizer_config": tokenizer_cfg.to_dict(),
         "parameters": {"lvm": model.num_parameters()},
-        "files": file_entries(directory, ["encoder.onnx", "decoder.onnx", "lvm.onnx"]),
+        "files": {name: file_entry(directory / name) for name in REQUIRED_FILES},
         "provenance": {"tokenizer": tokenizer_provenance, "lvm": lvm_provenance,
                        "exporter": {"torch": torch.__version__, "opset": OPSET}},
         "metrics": {},
@@ -222,7 +217,7 @@ def export_bundle(
     manifest["storage"] = "fp16" if fp16_storage else "fp32"
     if static:
         add_static_graph(model, out, manifest, int8)
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    write_manifest(out, manifest)
     log.info("bundle %s written to %s", manifest["name"], out)
     return out
 
@@ -231,9 +226,8 @@ def add_static_graph(model: LVM, out: Path, manifest: dict[str, Any], int8: bool
     """Write lvm_static.onnx from the model's own weights and list it in the manifest."""
     weights = {key: tensor.detach().float().numpy() for key, tensor in model.state_dict().items()}
     path = write_static_graph(weights, model.config.to_dict(), out / STATIC_FILE, int8=int8)
-    manifest["files"].update(file_entries(out, [STATIC_FILE]))
-    manifest["static_kv"] = {"file": STATIC_FILE, "max_positions": model.config.context_length,
-                             "weights": "int8" if int8 else "fp32"}
+    manifest.update(with_static_graph(manifest, out, STATIC_FILE, model.config.context_length,
+                                      "int8" if int8 else "fp32"))
     log.info("fixed-cache graph %s written", path.name)
 
 

@@ -26,7 +26,6 @@ Only numpy, onnx and onnxruntime are needed here: the weights come in as a name 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -36,6 +35,16 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from engine.bundle import (
+    LAYER_WEIGHTS,
+    PANEL_EMBEDDINGS,
+    bundle_weights,
+    panel_weights,
+    read_manifest,
+    required_weights,
+    with_static_graph,
+    write_manifest,
+)
 from engine.compact import store_matmul_weights_int8
 
 log = logging.getLogger(__name__)
@@ -44,29 +53,9 @@ STATIC_FILE = "lvm_static.onnx"
 MAX_ROWS = 16  # samples or candidates that may share one prompt in a cache (the app asks for at most 16 samples)
 OPSET = 18  # Split with num_outputs; SimplifiedLayerNormalization is ONNX Runtime's, registered in the default domain
 MS_DOMAIN = "com.microsoft"
-LAYER_WEIGHTS = (
-    "input_layernorm.weight", "self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
-    "self_attn.o_proj.weight", "post_attention_layernorm.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight",
-    "mlp.down_proj.weight",
-)
-PANEL_EMBEDDINGS = ("model.panel_cell_embed.weight", "model.panel_index_embed.weight")
-EMBEDDINGS = ("model.embed_tokens.weight", *PANEL_EMBEDDINGS)  # (rows, width) tables, not transposed products
 
 
 # --- weights --------------------------------------------------------------------------------------------------
-
-
-def panel_weights(config: Mapping[str, Any]) -> list[str]:
-    """The panel-position embeddings (engine.model.LVMConfig.panel_tokens) the config asks for, if any."""
-    return list(PANEL_EMBEDDINGS) if int(config.get("panel_tokens", 0)) else []
-
-
-def required_weights(config: Mapping[str, Any]) -> list[str]:
-    """Every weight the graph needs, by its LlamaForCausalLM name (plus the panel embeddings when used)."""
-    names = ["model.embed_tokens.weight", "model.norm.weight", "lm_head.weight", *panel_weights(config)]
-    for layer in range(int(config["n_layer"])):
-        names += [f"model.layers.{layer}.{suffix}" for suffix in LAYER_WEIGHTS]
-    return names
 
 
 def check_weights(weights: Mapping[str, np.ndarray], config: Mapping[str, Any]) -> None:
@@ -230,134 +219,6 @@ def write_static_graph(weights: Mapping[str, np.ndarray], config: Mapping[str, A
     return path
 
 
-# --- weights back out of a graph (either lvm.onnx or lvm_static.onnx) -----------------------------------------
-
-
-def _dequantized(initializers: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Replace (X_quantized, X_scale, X_zero_point) triples (engine.compact's int8 storage) by float X."""
-    result = {name: array for name, array in initializers.items()
-              if not name.endswith(("_quantized", "_scale", "_zero_point"))}
-    for name, array in initializers.items():
-        if name.endswith("_quantized"):
-            base = name[: -len("_quantized")]
-            scale, zero = initializers[f"{base}_scale"], initializers.get(f"{base}_zero_point", 0)
-            result[base] = ((array.astype(np.float32) - np.float32(zero)) * scale).astype(np.float32)
-    return result
-
-
-def stored_weights(model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    """Float initializers by name, with fp16-stored ones (engine.compact: X__fp16 -> Cast -> X) back as fp32."""
-    stored = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Cast" and node.input[0] in stored and node.input[0].endswith("__fp16"):
-            stored[node.output[0]] = stored.pop(node.input[0]).astype(np.float32)
-    return _dequantized(stored)
-
-
-def weights_from_static_graph(path: str | Path) -> dict[str, np.ndarray]:
-    """The LlamaForCausalLM state (float, [out, in] Linear layout) stored in an lvm_static.onnx."""
-    model = onnx.load(str(path))
-    stored = stored_weights(model)
-    weights: dict[str, np.ndarray] = {}
-    for name, array in stored.items():
-        if name.startswith(("rotary.", "panel.")):
-            continue
-        if name.endswith("qkv_proj.weight"):
-            prefix = name[: -len("qkv_proj.weight")]
-            q_out = array.shape[0]  # q has d_model outputs (n_head * head_dim == d_model)
-            q, kv = array[:, :q_out], array[:, q_out:]
-            k, v = np.split(kv, 2, axis=1)
-            weights.update({f"{prefix}q_proj.weight": q.T, f"{prefix}k_proj.weight": k.T,
-                            f"{prefix}v_proj.weight": v.T})
-        elif name.endswith("gate_up_proj.weight"):
-            prefix = name[: -len("gate_up_proj.weight")]
-            gate, up = np.split(array, 2, axis=1)
-            weights.update({f"{prefix}gate_proj.weight": gate.T, f"{prefix}up_proj.weight": up.T})
-        elif array.ndim == 2 and name not in EMBEDDINGS:
-            weights[name] = array.T
-        else:
-            weights[name] = array
-    return {name: np.ascontiguousarray(array) for name, array in weights.items()}
-
-
-def weights_from_traced_graph(path: str | Path, config: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """The state stored in engine.export's lvm.onnx. The tracer keeps the names of the embedding and the norms
-    but renames the (transposed) Linear weights, so those are taken in graph order: per layer q, k, v, o, gate,
-    up, down, then lm_head, each checked against its expected shape."""
-    model = onnx.load(str(path))
-    stored = stored_weights(model)
-    embedding = [name for name in stored if name.endswith("embed_tokens.weight")]
-    if not embedding:
-        raise ValueError(f"{path}: no embed_tokens initializer; re-export the bundle")
-    weights: dict[str, np.ndarray] = {"model.embed_tokens.weight": stored[embedding[0]]}
-    for name in panel_weights(config):
-        found = [stored_name for stored_name in stored if stored_name.endswith(name)]
-        if len(found) != 1:
-            raise ValueError(f"{path}: expected one {name} initializer, found {len(found)}; re-export the bundle")
-        weights[name] = stored[found[0]]
-    norm_names = [name for name in required_weights(config) if name.endswith("norm.weight")]
-    norm_names.append(norm_names.pop(0))  # model.norm comes last in the graph
-    norms = _norm_weights(model, stored, int(config["d_model"]))
-    if len(norms) != len(norm_names):
-        raise ValueError(f"{path}: found {len(norms)} norm weights, expected {len(norm_names)}; re-export the bundle")
-    weights.update(zip(norm_names, norms, strict=True))
-    linear = [name for name in required_weights(config) if name not in weights and name != "lm_head.weight"]
-    linear.append("lm_head.weight")  # the last product of the graph
-    matrices = _matmul_weights(model, stored)
-    if len(matrices) != len(linear):
-        raise ValueError(f"{path}: found {len(matrices)} weight matrices, expected {len(linear)}; re-export the bundle")
-    shapes = _linear_shapes(config)
-    for name, array in zip(linear, matrices, strict=True):
-        out_width, in_width = shapes[name.rsplit(".", 2)[-2]]
-        array = array.T  # a product's right-hand side is (in, out); torch keeps (out, in)
-        if array.shape != (out_width, in_width):
-            raise ValueError(f"{path}: weight for {name} has shape {array.shape}, expected {(out_width, in_width)}")
-        weights[name] = array
-    return {name: np.ascontiguousarray(array, dtype=np.float32) for name, array in weights.items()}
-
-
-def _matmul_weights(model: onnx.ModelProto, stored: dict[str, np.ndarray]) -> list[np.ndarray]:
-    """Constant right-hand sides of the matrix products as (in, out), in graph order."""
-    matrices = []
-    for node in model.graph.node:
-        if node.op_type in ("MatMul", "MatMulInteger", "DynamicQuantizeMatMul", "Gemm") and len(node.input) > 1:
-            name = node.input[1].removesuffix("_quantized")
-            if name in stored and stored[name].ndim == 2:
-                matrix = stored[name]
-                matrices.append(matrix.T if node.op_type == "Gemm" and _attribute(node, "transB") else matrix)
-    return matrices
-
-
-def _norm_weights(model: onnx.ModelProto, stored: dict[str, np.ndarray], width: int) -> list[np.ndarray]:
-    """RMSNorm gains in graph order: the constant (width,) factor of a Mul (equal gains may share one tensor)."""
-    gains = []
-    for node in model.graph.node:
-        if node.op_type == "Mul":
-            constant = [stored[name] for name in node.input if name in stored and stored[name].shape == (width,)]
-            gains += constant[:1]
-    return gains
-
-
-def _attribute(node: onnx.NodeProto, name: str) -> int:
-    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), 0)
-
-
-def _linear_shapes(config: Mapping[str, Any]) -> dict[str, tuple[int, int]]:
-    """(out, in) of every Linear, keyed by its module name."""
-    d_model, ffn, vocab = int(config["d_model"]), int(config["ffn_hidden"]), int(config["vocab_size"])
-    kv_width = int(config["n_kv_head"]) * (d_model // int(config["n_head"]))
-    return {"q_proj": (d_model, d_model), "k_proj": (kv_width, d_model), "v_proj": (kv_width, d_model),
-            "o_proj": (d_model, d_model), "gate_proj": (ffn, d_model), "up_proj": (ffn, d_model),
-            "down_proj": (d_model, ffn), "lm_head": (vocab, d_model)}
-
-
-def bundle_weights(bundle_dir: str | Path) -> dict[str, np.ndarray]:
-    """Float weights of a bundle's LVM as exported (lvm.onnx), never the int8 serving graph's rounded ones."""
-    bundle_dir = Path(bundle_dir)
-    manifest = json.loads((bundle_dir / "manifest.json").read_text())
-    return weights_from_traced_graph(bundle_dir / "lvm.onnx", manifest["lvm_config"])
-
-
 # --- the bundle -----------------------------------------------------------------------------------------------
 
 
@@ -366,22 +227,14 @@ def add_to_bundle(bundle_dir: str | Path, int8: bool | None = None) -> Path:
 
     int8 None follows the manifest's `weights` (the precision lvm.onnx was exported in).
     """
-    from engine.runtime import sha256_file
-
     bundle_dir = Path(bundle_dir)
-    manifest_path = bundle_dir / "manifest.json"
-    if not manifest_path.is_file():
-        raise FileNotFoundError(f"{manifest_path}: manifest.json is missing (is {bundle_dir} a model bundle?)")
-    manifest = json.loads(manifest_path.read_text())
-    config = manifest["lvm_config"]
+    manifest = read_manifest(bundle_dir)
     int8 = manifest.get("weights") == "int8" if int8 is None else int8
-    weights = weights_from_traced_graph(bundle_dir / "lvm.onnx", config)
     positions = buffer_positions(manifest)
-    path = write_static_graph(weights, config, bundle_dir / STATIC_FILE, int8=int8, max_positions=positions)
-    manifest["files"][STATIC_FILE] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
-    manifest["static_kv"] = {"file": STATIC_FILE, "max_positions": positions,
-                             "weights": "int8" if int8 else "fp32"}
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    path = write_static_graph(bundle_weights(bundle_dir), manifest["lvm_config"], bundle_dir / STATIC_FILE,
+                              int8=int8, max_positions=positions)
+    precision = "int8" if int8 else "fp32"
+    write_manifest(bundle_dir, with_static_graph(manifest, bundle_dir, STATIC_FILE, positions, precision))
     return path
 
 

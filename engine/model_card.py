@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from engine.bundle import update_manifest  # noqa: E402
 from engine.evaluate import load_puzzles  # noqa: E402
 
 logger = logging.getLogger("engine.model_card")
@@ -145,11 +146,8 @@ def _framed(image: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
 
 def write_card(bundle: Path, report: dict[str, Any], spec: str, n: int, lvm_log: Path, tokenizer_log: Path | None,
                recipe: str, eval_command: str, notes: str = "", curve: Path | None = None) -> Path:
-    manifest_path = bundle / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
     metrics = headline_metrics(report)
-    manifest["metrics"] = metrics
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    manifest = update_manifest(bundle, metrics=metrics)
     records = read_log(lvm_log)
     points = plot_learning_curve(read_log(curve) if curve else records, bundle / "learning_curve.png")
     plot_training_curve(records, bundle / "training_curve.png")

@@ -1,12 +1,11 @@
 """Serving: load a model bundle and answer puzzles with ONNX Runtime (onnxruntime + numpy + PIL, never torch).
 
-A bundle is a directory with manifest.json, encoder.onnx, decoder.onnx and lvm.onnx (see DESIGN.md).
-`Bundle.load` checks every file against the sha256 and size in the manifest before creating a session.
+A bundle is a directory with manifest.json, encoder.onnx, decoder.onnx and lvm.onnx; its format (the manifest,
+the file checks, the default directory) is engine/bundle.py's. `Bundle.load` checks every file against the sha256
+and size in the manifest before creating a session.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import sys
@@ -18,100 +17,14 @@ import numpy as np
 import onnxruntime as ort
 
 from engine import decode
+from engine.bundle import BundleError, default_bundle_dir, static_graph_file, verify_bundle
 from engine.decode import Progress, SamplingOptions
 from engine.sentences import Vocabulary, build_sentence, max_images
 from puzzles.images import ImageSource, to_rgb_array, to_square
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-REQUIRED_FILES = ("encoder.onnx", "decoder.onnx", "lvm.onnx")
-REQUIRED_KEYS = (
-    "format_version", "name", "image_size", "token_grid", "tokens_per_image", "codebook_size", "vocab_size",
-    "code_range", "special_tokens", "context_length", "kv_cache", "files",
-)
-BUNDLE_ENV = "GELATO_BUNDLE"
-
 SCORING_RULES = ("sum", "pmi_last_panel")
-
-
-class BundleError(ValueError):
-    """A bundle that cannot be served: missing, corrupt or inconsistent files."""
-
-
-def default_bundle_dir() -> Path:
-    """engine/bundles/default, unless the GELATO_BUNDLE environment variable names another directory."""
-    override = os.environ.get(BUNDLE_ENV)
-    return Path(override) if override else Path(__file__).resolve().parent / "bundles" / "default"
-
-
-# --- manifest and file checks ---------------------------------------------------------------------------------
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def read_manifest(directory: Path) -> dict[str, Any]:
-    """Parse manifest.json and check that it has every key the runtime needs."""
-    path = Path(directory) / "manifest.json"
-    if not path.is_file():
-        raise BundleError(f"{path}: manifest.json is missing (is {directory} a model bundle?)")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise BundleError(f"{path}: manifest.json is not valid JSON ({error})") from error
-    missing = [key for key in REQUIRED_KEYS if key not in manifest]
-    if missing:
-        raise BundleError(f"{path}: manifest.json lacks {', '.join(missing)}")
-    if manifest["format_version"] != FORMAT_VERSION:
-        raise BundleError(f"{path}: format_version {manifest['format_version']} is not supported ({FORMAT_VERSION})")
-    check_vocabulary(path, manifest)
-    return manifest
-
-
-def check_vocabulary(path: Path, manifest: dict[str, Any]) -> None:
-    """Token ids must follow engine.sentences: codes 0..K-1, then BOS and EOS (the rule training used)."""
-    vocab = Vocabulary(int(manifest["codebook_size"]), int(manifest["tokens_per_image"]))
-    expected = {"code_range": [0, vocab.codebook_size], "special_tokens": {"bos": vocab.bos, "eos": vocab.eos}}
-    for key, value in expected.items():
-        if manifest[key] != value:
-            raise BundleError(f"{path}: {key} {manifest[key]} does not match the sentence vocabulary ({value})")
-    if int(manifest["vocab_size"]) < vocab.eos + 1:
-        raise BundleError(f"{path}: vocab_size {manifest['vocab_size']} is smaller than the codes plus BOS/EOS")
-
-
-def verify_files(directory: Path, manifest: dict[str, Any]) -> None:
-    """Every file listed must exist with the listed size and sha256; the three graphs must be listed."""
-    files = manifest["files"]
-    for name in REQUIRED_FILES:
-        if name not in files:
-            raise BundleError(f"{directory}: manifest does not list {name}")
-    for name, entry in files.items():
-        if Path(name).name != name:
-            raise BundleError(f"{directory}: manifest file name {name!r} must be a plain file name")
-        path = Path(directory) / name
-        if not path.is_file():
-            raise BundleError(f"{path}: file listed in the manifest is missing")
-        if path.stat().st_size != entry["bytes"]:
-            raise BundleError(f"{path}: size {path.stat().st_size} bytes, manifest says {entry['bytes']}")
-        if sha256_file(path) != entry["sha256"]:
-            raise BundleError(f"{path}: sha256 does not match the manifest (file corrupt or replaced)")
-
-
-def static_graph_file(manifest: dict[str, Any]) -> str | None:
-    """The fixed-cache graph the manifest lists under `static_kv` (engine.export_static), or None."""
-    entry = manifest.get("static_kv")
-    if not entry:
-        return None
-    name = entry.get("file") if isinstance(entry, dict) else None
-    if not name or name not in manifest["files"]:
-        raise BundleError(f"manifest static_kv names {name!r}, which its files do not list")
-    return name
 
 
 # --- sessions -------------------------------------------------------------------------------------------------
@@ -240,11 +153,7 @@ class Bundle:
         `static=False` serves lvm.onnx even when the bundle also has the fixed-cache graph (for comparisons).
         """
         directory = Path(directory) if directory is not None else default_bundle_dir()
-        if not directory.is_dir():
-            raise BundleError(f"{directory}: bundle directory does not exist")
-        manifest = read_manifest(directory)
-        verify_files(directory, manifest)
-        return cls(directory, manifest, providers or wanted_providers(), static=static)
+        return cls(directory, verify_bundle(directory), providers or wanted_providers(), static=static)
 
     # manifest facts used on every call
     @property

@@ -187,7 +187,7 @@ def tokenizer_from_bundle(directory: str | Path) -> VQModel:
     and shift into unnamed (C, 1, 1) constants and renames the attention matrices (stored transposed): those
     are matched in the order the graph uses them, which is the order the modules run in.
     """
-    from engine.runtime import read_manifest
+    from engine.bundle import read_manifest
 
     directory = Path(directory)
     model = build_tokenizer(TokenizerConfig.from_dict(read_manifest(directory)["tokenizer_config"]))
@@ -204,7 +204,7 @@ def tokenizer_from_bundle(directory: str | Path) -> VQModel:
 def _graph_state(model: VQModel, path: Path, part: str) -> dict[str, torch.Tensor]:
     import onnx
 
-    from engine.export_static import stored_weights
+    from engine.bundle import stored_weights
 
     graph = onnx.load(str(path))
     stored = stored_weights(graph)

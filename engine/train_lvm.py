@@ -35,9 +35,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from engine import training
+from engine.bundle import read_manifest
 from engine.data import DEFAULT_MIX, PuzzleStream, StreamConfig, make_loader, parse_mix, puzzle_config
 from engine.model import LVM, LVMConfig, model_checkpoint
-from engine.runtime import read_manifest
 from engine.sentences import Vocabulary, build_sentence, max_images, select_panels
 from engine.shards import Shard, shard_order
 from engine.tokenizer import FrozenTokenizer, encode_uint8, load_frozen_tokenizer
@@ -317,7 +317,7 @@ def build_model(config: TrainLVMConfig, vocab: Vocabulary, checkpoint: dict[str,
 def model_from_bundle(directory: str | Path, vocab: Vocabulary, panel_positions: bool = False) -> LVM:
     """The LVM of an exported bundle, back in PyTorch (fp32) to train on; `panel_positions` adds the panel
     embeddings at zero when the bundle has none (the model then computes exactly what the bundle does)."""
-    from engine.export_static import PANEL_EMBEDDINGS, bundle_weights
+    from engine.bundle import PANEL_EMBEDDINGS, bundle_weights
 
     manifest = read_manifest(Path(directory))
     lvm_config = LVMConfig.from_dict(manifest["lvm_config"])

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engine.bundle import default_bundle_dir
 from engine.evaluate import context_panels, load_puzzles
 from engine.model_card import metrics_table
-from engine.runtime import Bundle, default_bundle_dir
+from engine.runtime import Bundle
 from puzzles.images import to_square
 
 BUNDLE = Path(__file__).resolve().parent.parent / "engine" / "bundles" / "default"

@@ -16,8 +16,8 @@ import torch
 
 from engine import decode, export
 from engine import tokenizer as vq
+from engine.bundle import sha256_file
 from engine.model import LVM, LVMConfig, load_model
-from engine.runtime import sha256_file
 from tests.helpers import PROVENANCE, build_tiny_bundle, tiny_configs
 
 TOKENIZER_CONFIG, VOCAB, LVM_CONFIG, _ = tiny_configs()

@@ -11,8 +11,15 @@ import pytest
 import torch
 
 from engine import decode, export_static
+from engine.bundle import (
+    BundleError,
+    bundle_weights,
+    required_weights,
+    weights_from_static_graph,
+    weights_from_traced_graph,
+)
 from engine.model import load_model
-from engine.runtime import Bundle, BundleError
+from engine.runtime import Bundle
 from tests.helpers import build_tiny_static_bundle, tiny_configs
 
 TOKENIZER_CONFIG, VOCAB, _, LVM_CONFIG = tiny_configs()
@@ -33,9 +40,9 @@ def pictures(count: int, seed: int) -> list[np.ndarray]:
 def test_weights_come_back_from_both_graphs(static_bundle: Path) -> None:
     state = {name: tensor.numpy() for name, tensor in load_model(build_tiny_static_bundle()[1]).state_dict().items()}
     config = LVM_CONFIG.to_dict()
-    for weights in (export_static.weights_from_traced_graph(static_bundle / "lvm.onnx", config),
-                    export_static.weights_from_static_graph(static_bundle / export_static.STATIC_FILE)):
-        assert set(weights) == set(export_static.required_weights(config))
+    for weights in (weights_from_traced_graph(static_bundle / "lvm.onnx", config),
+                    weights_from_static_graph(static_bundle / export_static.STATIC_FILE)):
+        assert set(weights) == set(required_weights(config))
         for name, array in weights.items():
             np.testing.assert_allclose(array, state[name], rtol=0, atol=1e-6, err_msg=name)
 
@@ -43,8 +50,8 @@ def test_weights_come_back_from_both_graphs(static_bundle: Path) -> None:
 def test_bundle_weights_are_the_exported_ones_not_the_int8_graphs(static_bundle: Path, tmp_path: Path) -> None:
     bundle = Path(shutil.copytree(static_bundle, tmp_path / "int8"))
     export_static.add_to_bundle(bundle, int8=True)
-    exported = export_static.weights_from_traced_graph(bundle / "lvm.onnx", LVM_CONFIG.to_dict())
-    weights = export_static.bundle_weights(bundle)
+    exported = weights_from_traced_graph(bundle / "lvm.onnx", LVM_CONFIG.to_dict())
+    weights = bundle_weights(bundle)
     assert set(weights) == set(exported)
     for name, array in weights.items():
         np.testing.assert_array_equal(array, exported[name], err_msg=name)
@@ -116,12 +123,12 @@ def test_more_rows_than_the_graph_takes(static_bundle: Path) -> None:
 def test_a_static_graph_without_shared_rows_is_refused(static_bundle: Path, tmp_path: Path) -> None:
     import onnx
 
-    from engine.runtime import sha256_file
+    from engine.bundle import sha256_file
 
     old = Path(shutil.copytree(static_bundle, tmp_path / "old"))
     # graphs written before position ids came in had no panel positions either, so build one without them
     rotary_only = {**LVM_CONFIG.to_dict(), "panel_tokens": 0}
-    weights = export_static.weights_from_static_graph(old / export_static.STATIC_FILE)
+    weights = weights_from_static_graph(old / export_static.STATIC_FILE)
     export_static.write_static_graph(weights, rotary_only, old / export_static.STATIC_FILE)
     graph = onnx.load(str(old / export_static.STATIC_FILE))
     for node in graph.graph.node:
@@ -140,12 +147,12 @@ def test_a_static_graph_without_shared_rows_is_refused(static_bundle: Path, tmp_
 
 
 def test_int8_static_graph_is_smaller_and_close(static_bundle: Path, tmp_path: Path) -> None:
-    weights = export_static.weights_from_static_graph(static_bundle / export_static.STATIC_FILE)
+    weights = weights_from_static_graph(static_bundle / export_static.STATIC_FILE)
     path = export_static.write_static_graph(weights, LVM_CONFIG.to_dict(), tmp_path / "int8.onnx", int8=True)
     assert path.stat().st_size < (static_bundle / export_static.STATIC_FILE).stat().st_size
     operators = {node.op_type for node in onnx.load(str(path)).graph.node}
     assert "DequantizeLinear" in operators and "DynamicQuantizeLinear" not in operators  # weights only
-    dequantized = export_static.weights_from_static_graph(path)
+    dequantized = weights_from_static_graph(path)
     for name in ("lm_head.weight", "model.layers.0.self_attn.q_proj.weight"):
         assert np.abs(dequantized[name] - weights[name]).max() < 0.02 * np.abs(weights[name]).max()
 
@@ -155,7 +162,7 @@ def test_bad_inputs_are_named(static_bundle: Path, tmp_path: Path) -> None:
         export_static.build_static_graph({}, LVM_CONFIG.to_dict())
     with pytest.raises(ValueError, match="head_dim 8 is not a multiple of 16"):
         export_static.build_static_graph({}, {**LVM_CONFIG.to_dict(), "n_head": 4, "n_kv_head": 2})
-    with pytest.raises(FileNotFoundError, match="manifest.json is missing"):
+    with pytest.raises(BundleError, match="manifest.json is missing"):
         export_static.add_to_bundle(tmp_path)
     broken = Path(shutil.copytree(static_bundle, tmp_path / "broken"))
     manifest = json.loads((broken / "manifest.json").read_text())

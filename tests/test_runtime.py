@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 from engine import decode, runtime
-from engine.runtime import Bundle, BundleError
+from engine.bundle import BUNDLE_ENV, BundleError, default_bundle_dir
+from engine.runtime import Bundle
 from tests.helpers import build_tiny_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +44,7 @@ def pictures(count: int, size: int = 16, seed: int = 0) -> list[np.ndarray]:
 
 
 def test_runtime_never_imports_torch() -> None:
-    code = "import sys, engine.runtime; bad = [m for m in ('torch', 'puzzles.generators') if m in sys.modules]; " \
+    code = "import sys, engine.runtime; bad = [m for m in ('torch', 'onnx', 'puzzles.generators') if m in sys.modules]; " \
            "assert not bad, bad"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
@@ -105,10 +106,10 @@ def test_bad_manifest_is_refused(bundle_copy: Path, tmp_path: Path) -> None:
 
 
 def test_default_bundle_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.delenv(runtime.BUNDLE_ENV, raising=False)
-    assert runtime.default_bundle_dir() == ROOT / "engine" / "bundles" / "default"
-    monkeypatch.setenv(runtime.BUNDLE_ENV, str(tmp_path))
-    assert runtime.default_bundle_dir() == tmp_path
+    monkeypatch.delenv(BUNDLE_ENV, raising=False)
+    assert default_bundle_dir() == ROOT / "engine" / "bundles" / "default"
+    monkeypatch.setenv(BUNDLE_ENV, str(tmp_path))
+    assert default_bundle_dir() == tmp_path
 
 
 # --- images ---------------------------------------------------------------------------------------------------

@@ -178,7 +178,7 @@ def clear_status() -> str:
 
 def model_input_size() -> int | None:
     """The side of the square the model resizes every image to (the bundle manifest; the model is not loaded)."""
-    from engine.runtime import read_manifest
+    from engine.bundle import read_manifest
 
     try:
         return int(read_manifest(current().bundle_dir)["image_size"])

@@ -178,8 +178,8 @@ def test_a_flipped_byte_in_the_bundle_refuses_the_start_naming_the_file(tiny_bun
     with pytest.raises(StartupError, match=r"lvm\.onnx: sha256 does not match"):
         choose_bundle(bundle, default=bundle)
     # the real entry point, with this corrupt copy standing in for the shipped default bundle
-    start = ("import sys; from pathlib import Path; import app.health as health; "
-             "health.shipped_bundle_dir = lambda: Path(sys.argv[1]); "
+    start = ("import sys; from pathlib import Path; import engine.bundle; "
+             "engine.bundle.SHIPPED_BUNDLE_DIR = Path(sys.argv[1]); "
              "from app.__main__ import main; main(['--data-dir', sys.argv[2], '--port', '0'])")
     answer = subprocess.run(
         [sys.executable, "-c", start, str(bundle), str(tmp_path / "data")],
