@@ -1,7 +1,6 @@
 """About: what the model can and cannot do first, then the details (model card, every measure) folded below."""
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Mapping
@@ -71,10 +70,12 @@ def card_summary(bundle_dir: Path) -> str:
 
 
 def _metrics(bundle_dir: Path) -> Mapping[str, Any]:
-    path = Path(bundle_dir) / "manifest.json"
-    if not path.is_file():
+    from engine.bundle import BundleError, read_manifest
+
+    try:
+        manifest = read_manifest(bundle_dir)
+    except BundleError:  # no model facts to show; serving says why elsewhere
         return {}
-    manifest = json.loads(path.read_text(encoding="utf-8"))
     return manifest.get("evaluation") or manifest.get("metrics") or {}
 
 
