@@ -17,6 +17,20 @@ PROVENANCE = {"data": {"matrix": 0.5, "analogy": 0.5}, "steps": 3, "tokens": 123
               "wall_seconds": 1.5}
 
 
+# a 1-layer LVM on the tiny training tokenizer: the flags short engine.train_lvm runs in tests share
+TINY_LVM_FLAGS = ["--n-layer", "1", "--d-model", "32", "--n-head", "2", "--n-kv-head", "1", "--ffn-hidden", "64",
+                  "--context-length", "160", "--batch-size", "3", "--workers", "0", "--log-every", "1",
+                  "--eval-n", "1", "--device", "cpu", "--mix", "matrix=1,sequence=1"]
+
+
+def tiny_training_tokenizer() -> Any:
+    """The tokenizer config of short training runs: 16 px images, a 4x4 grid of 16 codes."""
+    from engine.tokenizer import TokenizerConfig
+
+    return TokenizerConfig(image_size=16, block_out_channels=(32, 32, 32), latent_channels=32, vq_embed_dim=4,
+                           codebook_size=16, mid_block_attention=False)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as probe:

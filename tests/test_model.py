@@ -19,7 +19,6 @@ from engine.sentences import (
     split_sentence,
 )
 from engine.tokenizer import (
-    TokenizerConfig,
     build_tokenizer,
     decode,
     encode,
@@ -27,10 +26,10 @@ from engine.tokenizer import (
     save_tokenizer,
     vq_forward,
 )
+from tests.helpers import tiny_training_tokenizer
 
 TINY = LVMConfig(vocab_size=24, context_length=64, n_layer=2, d_model=32, n_head=4, n_kv_head=2, ffn_hidden=48)
-TINY_TOKENIZER = TokenizerConfig(image_size=16, block_out_channels=(32, 32, 32), latent_channels=32,
-                                 vq_embed_dim=4, codebook_size=16, mid_block_attention=False)
+TINY_TOKENIZER = tiny_training_tokenizer()
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from engine import shards, train_lvm
 from engine.data import PuzzleStream, StreamConfig, parse_mix
 from engine.tokenizer import build_tokenizer, encode_uint8, load_tokenizer, save_tokenizer
 from puzzles.seeds import HELD_OUT_START
-from tests.test_training import TINY_LVM_FLAGS, TINY_TOKENIZER
+from tests.helpers import TINY_LVM_FLAGS, tiny_training_tokenizer
 
 MIX = "matrix=1,sequence=1"
 
@@ -21,7 +21,7 @@ MIX = "matrix=1,sequence=1"
 def tokenizer_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("tokenizer") / "tokenizer.pt"
-    save_tokenizer(build_tokenizer(TINY_TOKENIZER), path)
+    save_tokenizer(build_tokenizer(tiny_training_tokenizer()), path)
     return path
 
 

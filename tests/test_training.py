@@ -12,14 +12,11 @@ from engine import train_lvm, train_tokenizer, training
 from engine.data import ImageStream, PuzzleStream, StreamConfig, parse_mix
 from engine.model import LVM, LVMConfig, load_model
 from engine.sentences import Vocabulary
-from engine.tokenizer import TokenizerConfig, build_tokenizer, load_tokenizer, save_tokenizer
+from engine.tokenizer import build_tokenizer, load_tokenizer, save_tokenizer
 from puzzles.seeds import HELD_OUT_START
+from tests.helpers import TINY_LVM_FLAGS, tiny_training_tokenizer
 
-TINY_TOKENIZER = TokenizerConfig(image_size=16, block_out_channels=(32, 32, 32), latent_channels=32,
-                                 vq_embed_dim=4, codebook_size=16, mid_block_attention=False)
-TINY_LVM_FLAGS = ["--n-layer", "1", "--d-model", "32", "--n-head", "2", "--n-kv-head", "1", "--ffn-hidden", "64",
-                  "--context-length", "160", "--batch-size", "3", "--workers", "0", "--log-every", "1",
-                  "--eval-n", "1", "--device", "cpu", "--mix", "matrix=1,sequence=1"]
+TINY_TOKENIZER = tiny_training_tokenizer()
 
 
 @pytest.fixture(scope="module")
