@@ -103,9 +103,12 @@ def build_sentence(layout: str, slots: Mapping[str, Any], pairs: int = 1) -> lis
 def slots_from_puzzle(
     family: str, panels: Sequence[np.ndarray], layout: Mapping[str, Any] | None = None
 ) -> tuple[str, int, dict[str, np.ndarray | None]]:
-    """Where a puzzle's panels go: (play layout, analogy pairs, slot -> image); other slots empty."""
+    """Where a puzzle's panels go: (play layout, analogy pairs, slot -> image); other slots empty. An ARC task with
+    more example pairs than Play holds keeps its first MAX_PAIRS pairs and its test input."""
     slots: dict[str, np.ndarray | None] = {slot: None for slot in ALL_SLOTS}
     panels = list(panels)
+    if family == "grid" and len(panels) > 2 * MAX_PAIRS + 1:  # in/out pairs + test input: keep what Play holds
+        panels = panels[: 2 * MAX_PAIRS] + panels[-1:]
     if family == "matrix":
         if len(panels) != MATRIX_CELLS:
             raise ValueError(f"a matrix puzzle has 8 panels, this one has {len(panels)}")
@@ -457,7 +460,7 @@ def fetch_puzzle(bank: Any, puzzle_id: str) -> dict[str, Any]:
         "id": puzzle.id, "status": stored.status, "family": puzzle.family, "title": puzzle.title,
         "panels": list(puzzle.panels), "candidates": list(puzzle.candidates), "answer": puzzle.answer,
         "answer_index": puzzle.answer_index, "layout": dict(puzzle.layout), "tags": list(puzzle.tags),
-        "difficulty": puzzle.difficulty,
+        "difficulty": puzzle.difficulty, "meta": dict(puzzle.meta or {}),
     }
 
 
@@ -651,14 +654,16 @@ def model_pick(bank: Any, bundle: Any, puzzle: Mapping[str, Any]) -> int | None:
     return pick
 
 
-def record_attempt(bank: Any, visitor_id: str, puzzle_id: str, choice: int | None, seconds: float | None) -> bool:
+def record_attempt(bank: Any, visitor_id: str, puzzle_id: str, choice: int | None, seconds: float | None,
+                   correct: bool | None = None) -> bool:
+    """Store a visitor's answer; `correct` is given for puzzles checked without candidates (ARC grids)."""
     from app import limits
     from puzzles.bank import repository
 
     limits.attempts.check(bank, visitor_id)
     try:
         with bank_write("your answer"):
-            return repository.add_attempt(bank, puzzle_id, visitor_id, choice, seconds=seconds)
+            return repository.add_attempt(bank, puzzle_id, visitor_id, choice, seconds=seconds, correct=correct)
     except repository.NotFoundError as error:
         raise ValueError(str(error)) from error
 

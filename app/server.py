@@ -135,7 +135,7 @@ def on_load(visitor_id: str | None, request: gr.Request) -> list[Any]:
     browse = bank.browse("any", "any", "", 1, 5, False, 1)
     overview, card, evaluation = about.load_about()
     puzzle_id = (request.query_params.get("puzzle") if request is not None else None) or ""
-    opened = [gr.skip()] * 11
+    opened = [gr.skip()] * bank.OPEN_OUTPUTS  # Try it yourself's outputs and the tabs
     if puzzle_id:
         try:
             opened = bank.open_try(puzzle_id.strip())

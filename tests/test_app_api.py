@@ -112,7 +112,7 @@ def test_attempt_records_and_reveals(client: Client, playground: dict) -> None:
     answer_index = logic.fetch_puzzle(bank, puzzle_id)["answer_index"]
     visitor = logic.new_visitor_id()
     choice = f"#{answer_index + 1}"
-    verdict, truth, _generated, stats, _ = client.predict(visitor, puzzle_id, choice, api_name="/attempt")
+    verdict, truth, _generated, stats, *_ = client.predict(visitor, puzzle_id, choice, api_name="/attempt")
     assert "Right" in verdict and f"The answer is **#{answer_index + 1}**" in verdict
     assert "The model picked" in verdict and truth is not None
     client.predict(visitor, puzzle_id, logic.GAVE_UP, api_name="/attempt")

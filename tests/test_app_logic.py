@@ -190,3 +190,11 @@ def test_puzzle_pictures_frame_cells_and_mark_the_missing_one_with_a_question_ma
     assert (middle < 128).sum() > 20, "a dark '?' in the missing cell"
     centre_column = missing[cell // 4 : 3 * cell // 4, cell // 2, 0]
     assert (centre_column >= MISSING_FILL[0] - 5).sum() > 3, "a '?', not a solid vertical bar"
+
+
+def test_an_arc_task_with_more_pairs_than_play_holds_keeps_its_first_pairs_and_test_input() -> None:
+    panels = [_image(k) for k in range(9)]  # four in/out pairs, then the test input
+    layout, pairs, slots = logic.slots_from_puzzle("grid", panels)
+    sentence = logic.build_sentence(layout, slots, pairs)
+    assert layout == "analogy" and pairs == logic.MAX_PAIRS
+    assert [int(image[0, 0, 0]) for image in sentence] == [0, 1, 2, 3, 4, 5, 8]

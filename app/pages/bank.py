@@ -9,11 +9,13 @@ from typing import Any
 import gradio as gr
 
 from app import logic
+from app.pages import arc
 from app.services import current
 from puzzles.generators.matrix import LAYOUTS as MATRIX_LAYOUTS
 
 log = logging.getLogger(__name__)
 
+OPEN_OUTPUTS = 12  # what open_try returns: the Try it yourself outputs, then the tabs
 FAMILY_CHOICES = ["any", "matrix", "analogy", "sequence", "grid"]  # the families the bank's sources make
 
 
@@ -71,8 +73,23 @@ def open_try(puzzle_id: str | None, request: gr.Request | None = None) -> list[A
     title = f"### {puzzle['title'] or puzzle['family']} · level {puzzle['difficulty']} · `{puzzle['id']}`"
     return [
         puzzle["id"], title, logic.puzzle_picture(puzzle, cell=96), candidates,
-        gr.update(choices=choices, value=None), time.time(), "", None, None, "", gr.Tabs(selected="try"),
+        gr.update(choices=choices, value=None), time.time(), "", None, None, "", gr.update(interactive=True),
+        gr.Tabs(selected="try"),
     ]
+
+
+def open_next(puzzle_id: str | None) -> list[Any]:
+    """The next published puzzle of the same family (Try it yourself stays on screen)."""
+    return open_try(arc.next_id(puzzle_id))[:-1]
+
+
+def open_random(puzzle_id: str | None) -> list[Any]:
+    return open_try(arc.random_id(puzzle_id))[:-1]
+
+
+# The address bar names the puzzle on screen, so it can be shared; the button copies that address.
+SHOW_LINK = "(id) => { if (id) history.replaceState(null, '', '?puzzle=' + encodeURIComponent(id)); }"
+COPY_LINK = "() => { navigator.clipboard && navigator.clipboard.writeText(location.href); }"
 
 
 def attempt(visitor_id: str | None, puzzle_id: str, choice: str, started: float | None,
@@ -108,7 +125,8 @@ def attempt(visitor_id: str | None, puzzle_id: str, choice: str, started: float 
     from puzzles.bank import repository
 
     stats = logic.stats_markdown(repository.puzzle_stats(services.bank, puzzle_id), model_correct)
-    return ["\n\n".join(lines), puzzle["answer"], generated, stats, visitor_id]
+    # Answered: the button rests until another puzzle is opened, so one round counts one attempt.
+    return ["\n\n".join(lines), puzzle["answer"], generated, stats, visitor_id, gr.update(interactive=False)]
 
 
 # --- layout ---------------------------------------------------------------------------------------------------
@@ -151,18 +169,30 @@ def build_try(visitor: gr.BrowserState) -> dict[str, Any]:
         prompt = gr.Image(label="The puzzle", elem_id="try-prompt", interactive=False, format="png", height=360)
         candidates = gr.Gallery(label="Candidates", elem_id="try-candidates", columns=4, height=360, format="png",
                                 allow_preview=False, interactive=False)
-    with gr.Row():
+    with gr.Row() as choice_row:
         choice = gr.Radio(logic.ANSWER_CHOICES, label="Your answer", elem_id="try-choice")
         answer_button = gr.Button("Answer", variant="primary", elem_id="try-answer")
+    grid_parts = arc.build(visitor, puzzle_id, started)
     verdict = gr.Markdown(elem_id="try-verdict")
-    with gr.Row():
+    with gr.Row() as reveal_row:
         truth = gr.Image(label="The answer", elem_id="try-truth", interactive=False, format="png", height=200)
         generated = gr.Image(label="The model's generated answer", elem_id="try-generated", interactive=False,
                              format="png", height=200)
     stats = gr.Markdown(elem_id="try-stats")
+    with gr.Row():
+        next_button = gr.Button("Next puzzle", elem_id="try-next")
+        random_button = gr.Button("Random puzzle", elem_id="try-random")
+        link_button = gr.Button("Copy link to this puzzle", elem_id="try-copy-link")
     answer_button.click(
-        attempt, [visitor, puzzle_id, choice, started], [verdict, truth, generated, stats, visitor], api_name="attempt",
-        concurrency_id="model", concurrency_limit=1,
+        attempt, [visitor, puzzle_id, choice, started], [verdict, truth, generated, stats, visitor, answer_button],
+        api_name="attempt", concurrency_id="model", concurrency_limit=1,
     )
-    open_outputs = [puzzle_id, title, prompt, candidates, choice, started, verdict, truth, generated, stats]
+    open_outputs = [puzzle_id, title, prompt, candidates, choice, started, verdict, truth, generated, stats,
+                    answer_button]
+    next_button.click(open_next, puzzle_id, open_outputs, api_visibility="private")
+    random_button.click(open_random, puzzle_id, open_outputs, api_visibility="private")
+    link_button.click(None, None, None, js=COPY_LINK)
+    puzzle_id.change(None, puzzle_id, None, js=SHOW_LINK)
+    puzzle_id.change(arc.open_grid, puzzle_id, arc.open_outputs(grid_parts, choice_row, candidates, reveal_row),
+                     api_visibility="private")
     return {"open_outputs": open_outputs, "puzzle_id": puzzle_id}

@@ -68,6 +68,10 @@ def fill_from_puzzle(puzzle_id: str, example: str | None = None) -> list[Any]:
     layout, pairs, slots = logic.slots_from_puzzle(puzzle["family"], puzzle["panels"], puzzle.get("layout"))
     candidates = [(image, f"#{index + 1}") for index, image in enumerate(puzzle["candidates"])] or None
     groups = [gr.update(visible=layout == name) for name in logic.LAYOUTS]
+    pairs_in_task = (len(puzzle["panels"]) - 1) // 2
+    if puzzle["family"] == "grid" and pairs_in_task > logic.MAX_PAIRS:
+        gr.Info(f"This ARC task has {pairs_in_task} example pairs and Play holds {logic.MAX_PAIRS}: the first "
+                f"{logic.MAX_PAIRS} are shown. Try it yourself shows them all, with a grid editor.")
     return [layout, str(pairs), *slots.values(), candidates, puzzle["id"], *groups, gr.update(value=example),
             *cleared_results()]
 
