@@ -146,7 +146,7 @@ def on_load(visitor_id: str | None, request: gr.Request) -> list[Any]:
 
 def build_blocks() -> Any:
     """The playground's Blocks; handlers find the model and bank through app.services.current()."""
-    from app.pages import about, bank, challenge, play
+    from app.pages import about, api, bank, challenge, play
 
     with gr.Blocks(title="Gelato", delete_cache=DELETE_CACHE) as demo:
         visitor = gr.BrowserState(None, storage_key=VISITOR_KEY)
@@ -162,6 +162,7 @@ def build_blocks() -> Any:
                 challenge.build(visitor)
             with gr.Tab("About", id="about", elem_id="tab-about"):
                 overview, card, evaluation = about.build()
+        api.build()  # named endpoints for programs (answer, rank, puzzle)
 
         def open_in_play(puzzle_id: str | None) -> list[Any]:
             if not puzzle_id:

@@ -365,6 +365,16 @@ def test_curator_candidate_uploads_pass_the_upload_checks(served, curator, tmp_p
     assert snapshot(served["bank"]) == before
 
 
+def test_curator_file_errors_name_no_server_path(served, curator, tmp_path):
+    from app.curate import actions
+
+    folder = tmp_path / "a-folder.json"
+    folder.mkdir()
+    with pytest.raises(gr.Error) as caught:
+        actions.import_check("arc-json", [str(folder)], "arcagi1-train", "", 32, "", "draft", curator_request(curator))
+    assert "could not be read" in caught.value.message and str(tmp_path) not in caught.value.message
+
+
 # ---------------------------------------------------------------- defect 6: unknown events, unpublished puzzles
 
 

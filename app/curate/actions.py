@@ -37,7 +37,11 @@ def _errors() -> Iterator[None]:
         yield
     except auth.CuratorRequired as error:
         raise gr.Error(str(error)) from error
-    except (ValueError, LookupError, PermissionError, OSError) as error:
+    except (ValueError, LookupError, OSError) as error:
+        if isinstance(error, OSError) and (error.filename or not isinstance(error, PermissionError)):
+            # the text of a file error names server paths: say what failed, not where
+            log.warning("curator action failed on a file: %s", error)
+            raise gr.Error(f"a file could not be read or written ({error.strerror or 'error'})") from error
         raise gr.Error(str(error)) from error
 
 
