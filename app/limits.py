@@ -65,7 +65,7 @@ attempts = BankLimiter("attempts", ATTEMPTS_PER_MINUTE)
 
 MAX_CLIENTS = 10_000  # addresses remembered per window; the least recently seen are forgotten first
 EVENT_BODY_BYTES = 1024**2  # an event call carries ids, text and numbers; files go through /upload
-WRITE_EVENTS = ("rate", "attempt", "challenge_answer")  # events that store a visitor's rating or answer
+WRITE_EVENTS = ("rate", "attempt", "challenge_answer", "grid_check")  # events that store a rating or an answer
 SUBMIT_EVENTS = ("submit",)
 
 

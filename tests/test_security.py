@@ -442,6 +442,24 @@ def test_unpublished_puzzles_reveal_nothing_and_record_no_attempt(served):
             assert json.loads(text[5:])["success"] is True and puzzle_id not in text  # the page loads, the puzzle not
 
 
+def test_an_unpublished_grid_puzzle_is_never_checked_nor_shown(served):
+    from puzzles.bank import repository
+    from puzzles.generators import generate
+
+    draft = repository.add_puzzle(served["bank"], generate("grid", 3, size=32), status="draft")
+    blocks = served["app"].state.gelato_blocks
+    index = [fn.api_name for fn in blocks.fns.values()].index("grid_check")
+    inputs = blocks.fns[index].inputs
+    puzzle_box = next(i for i, b in enumerate(inputs) if isinstance(b, gr.Textbox))
+    grid = next(i for i, b in enumerate(inputs) if isinstance(b, gr.HTML))
+    with httpx.Client(base_url=served["url"], timeout=EVENT_TIMEOUT_S) as http:
+        for _ in range(4):
+            values = {puzzle_box: draft, grid: "[[0]]"}
+            answer = run_event(http, "", index, [values.get(i, neutral_value(b)) for i, b in enumerate(inputs)])
+            assert answer["output"]["error"] == f"no puzzle {draft!r} in the bank", answer
+    assert repository.puzzle_stats(served["bank"], draft)["attempts"] == 0
+
+
 # ---------------------------------------------------------------- defect 7: headers, CORS, forwarded host
 
 

@@ -111,8 +111,10 @@ def check(visitor_id: str | None, puzzle_id: str | None, grid_json: str | None, 
         raise gr.Error("pick a grid puzzle in the Bank first")
     if tries_left <= 0:
         raise gr.Error("this round is over: press Next task or Random task")
+    from app.pages.bank import published_puzzle  # bank imports this module
+
     try:
-        puzzle = logic.fetch_puzzle(current().bank, puzzle_id)
+        puzzle = published_puzzle(puzzle_id)  # an unpublished puzzle's answer is never checked nor shown
         expected = answer_grid(puzzle)
         if expected is None:
             raise ValueError("this puzzle has no answer grid to check against")
