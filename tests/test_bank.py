@@ -213,6 +213,19 @@ def test_listing_filters_and_pages(bank):
         repo.list_puzzles(bank, family="riddle")
 
 
+def test_one_filter_type_for_listings_and_exports(bank, tmp_path):
+    for seed in range(3):
+        repo.add_puzzle(bank, make_puzzle(seed, family="matrix" if seed else "analogy"), "published")
+    matrices = repo.PuzzleFilter(family="matrix")
+    assert repo.list_puzzles(bank, matrices) == repo.list_puzzles(bank, family="matrix")
+    assert repo.list_puzzles(bank, matrices)[1] == 2
+    assert repo.export_pack(bank, tmp_path / "m.zip", matrices) == 2
+    with pytest.raises(ValueError, match="not both"):
+        repo.list_puzzles(bank, matrices, family="analogy")
+    with pytest.raises(ValueError, match="unknown puzzle filter.*colour"):
+        repo.export_pack(bank, tmp_path / "x.zip", colour="red")
+
+
 def test_model_wrong_filter(bank):
     right, wrong, unseen = make_puzzle(1), make_puzzle(2), make_puzzle(3)
     for puzzle in (right, wrong, unseen):

@@ -137,7 +137,7 @@ def test_an_invalid_puzzle_means_nothing_is_imported(bank, tmp_path):
 
 
 def test_a_failure_half_way_through_an_import_leaves_the_bank_unchanged(bank, tmp_path, monkeypatch):
-    from puzzles.bank import store
+    from puzzles.bank import packs, store
 
     written = []
     real_write = store.write_puzzle
@@ -148,7 +148,7 @@ def test_a_failure_half_way_through_an_import_leaves_the_bank_unchanged(bank, tm
         written.append(puzzle.id)
         return real_write(session, puzzle, *args, **kwargs)
 
-    monkeypatch.setattr(repository, "write_puzzle", failing_write)
+    monkeypatch.setattr(packs, "write_puzzle", failing_write)
     before = snapshot(bank)
     with pytest.raises(OSError, match="disk full"):
         repository.import_pack(bank, _pack(tmp_path, range(4)), curator=CURATOR)

@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 
 from puzzles.bank.db import Bank, read_session, write_session
 from puzzles.bank.models import AuditEntry, Curator, LoginFailure, utc_now
-from puzzles.bank.repository import NotFoundError
+from puzzles.bank.store import NotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -202,3 +202,15 @@ def session_revoked(bank: Bank, session_id: str) -> bool:
     with read_session(bank) as session:
         found = session.scalar(select(AuditEntry.id).where(AuditEntry.target == f"session:{session_id}").limit(1))
     return found is not None
+
+
+def curator_fingerprint(bank: Bank, name: str) -> str | None:
+    """A short digest of an enabled curator's password hash (None when unknown or disabled).
+
+    Login sessions carry it, so changing a password or disabling the account ends every open session.
+    """
+    with read_session(bank) as session:
+        row = session.execute(select(Curator.password_hash, Curator.disabled).where(Curator.name == name)).first()
+    if row is None or row.disabled:
+        return None
+    return hashlib.sha256(row.password_hash.encode()).hexdigest()[:16]

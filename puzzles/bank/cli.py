@@ -61,17 +61,13 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    filters = {
-        "family": args.family,
-        "layout": args.layout,
-        "tag": args.tag,
-        "difficulty": args.difficulty,
-        "status": None if args.status == "any" else args.status,
-        "model_wrong": True if args.model_wrong else None,
-        "bundle_id": args.bundle,
-    }
+    filters = repository.PuzzleFilter(
+        family=args.family, layout=args.layout, tag=args.tag, difficulty=args.difficulty,
+        status=None if args.status == "any" else args.status, model_wrong=True if args.model_wrong else None,
+        bundle_id=args.bundle,
+    )
     with _open(args) as bank:
-        count = repository.export_pack(bank, Path(args.out), **filters)
+        count = repository.export_pack(bank, Path(args.out), filters)
     print(f"exported {count} puzzles to {args.out}")
     return 0
 

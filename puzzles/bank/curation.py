@@ -1,10 +1,9 @@
 """Curator actions on puzzles: status changes, edits, merging duplicates. Each writes an audit entry
-(the puzzle before and after) in the same transaction as the change. Re-exported by repository.
+(the puzzle before and after) in the same transaction as the change. Reached through repository.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -17,7 +16,6 @@ from puzzles.bank.db import Bank, read_session, write_session
 from puzzles.bank.models import (
     Attempt,
     AuditEntry,
-    Curator,
     ModelResult,
     PuzzleCandidate,
     PuzzlePanel,
@@ -29,10 +27,12 @@ from puzzles.bank.models import (
 from puzzles.bank.store import (
     NotFoundError,
     StatusError,
+    audit,
     checked_image,
     image_hashes,
     layout_kind,
     puzzle_problems,
+    require_curator,
     require_status,
     require_valid,
     store_images,
@@ -68,18 +68,6 @@ def _snapshot(row: PuzzleRow) -> dict[str, Any]:
     }
 
 
-def _audit(session: Session, curator: str, action: str, target: str, before: Any, after: Any) -> None:
-    session.add(AuditEntry(curator=curator, action=action, target=target, before=before, after=after))
-
-
-def _require_curator(session: Session, curator: str) -> None:
-    row = session.execute(select(Curator.disabled).where(Curator.name == curator)).first()
-    if row is None:
-        raise NotFoundError(f"no curator named {curator!r}")
-    if row.disabled:
-        raise PermissionError(f"curator {curator!r} is disabled")
-
-
 def _locked_puzzle(session: Session, puzzle_id: str) -> PuzzleRow:
     row = session.scalar(select(PuzzleRow).where(PuzzleRow.id == puzzle_id).with_for_update())
     if row is None:
@@ -91,7 +79,7 @@ def set_status(bank: Bank, puzzle_id: str, status: str, curator: str, reason: st
     """Move a puzzle to `status` (see TRANSITIONS), audited. Returns the puzzle's record after the change."""
     require_status(status)
     with write_session(bank) as session:
-        _require_curator(session, curator)
+        require_curator(session, curator)
         row = _locked_puzzle(session, puzzle_id)
         if status not in TRANSITIONS[row.status]:
             raise StatusError(f"puzzle {puzzle_id!r} is {row.status}; it cannot become {status}")
@@ -100,7 +88,7 @@ def set_status(bank: Bank, puzzle_id: str, status: str, curator: str, reason: st
         row.reject_reason = reason if status == "rejected" else None
         row.updated_at = utc_now()
         after = _snapshot(row)
-        _audit(session, curator, f"status:{status}", puzzle_id, before, after)
+        audit(session, curator, f"status:{status}", puzzle_id, before, after)
     log.info("curator %s set puzzle %s to %s", curator, puzzle_id, status)
     return after
 
@@ -130,7 +118,7 @@ def edit(bank: Bank, puzzle_id: str, curator: str, **changes: Any) -> dict[str, 
     if not changes:
         raise ValueError("edit needs at least one change")
     with write_session(bank) as session:
-        _require_curator(session, curator)
+        require_curator(session, curator)
         row = _locked_puzzle(session, puzzle_id)
         before = _snapshot(row)
         probe = Puzzle(
@@ -158,7 +146,7 @@ def edit(bank: Bank, puzzle_id: str, curator: str, **changes: Any) -> dict[str, 
             session.execute(delete(PuzzleTag).where(PuzzleTag.puzzle_id == puzzle_id))
             session.add_all(PuzzleTag(puzzle_id=puzzle_id, tag=tag) for tag in dict.fromkeys(probe.tags))
         after = _snapshot(row)
-        _audit(session, curator, "edit", puzzle_id, before, after)
+        audit(session, curator, "edit", puzzle_id, before, after)
     return after
 
 
@@ -193,7 +181,7 @@ def merge_duplicates(bank: Bank, keep_id: str, duplicate_ids: Sequence[str], cur
         raise ValueError("merge_duplicates needs at least one duplicate id other than the kept one")
     moved = {"attempts": 0, "ratings": 0, "model_results": 0, "removed": 0}
     with write_session(bank) as session:
-        _require_curator(session, curator)
+        require_curator(session, curator)
         _locked_puzzle(session, keep_id)
         for duplicate_id in duplicate_ids:
             row = _locked_puzzle(session, duplicate_id)
@@ -229,7 +217,7 @@ def merge_duplicates(bank: Bank, keep_id: str, duplicate_ids: Sequence[str], cur
             session.delete(row)
             session.flush()
             moved["removed"] += 1
-            _audit(session, curator, "merge", duplicate_id, before, {"merged_into": keep_id})
+            audit(session, curator, "merge", duplicate_id, before, {"merged_into": keep_id})
     return moved
 
 
@@ -272,7 +260,7 @@ def create_puzzles(
         require_valid(puzzle)
     result: dict[str, list[str]] = {"added": [], "duplicate": []}
     with write_session(bank) as session:
-        _require_curator(session, curator)
+        require_curator(session, curator)
         existing = set(session.scalars(select(PuzzleRow.id).where(PuzzleRow.id.in_([p.id for p in puzzles]))))
         for puzzle in puzzles:
             if puzzle.id in existing or puzzle.id in result["added"]:
@@ -280,7 +268,7 @@ def create_puzzles(
                 continue
             write_puzzle(session, puzzle, status, submitted_by=curator)
             row = session.get(PuzzleRow, puzzle.id)
-            _audit(session, curator, "create", puzzle.id, None, _snapshot(row))
+            audit(session, curator, "create", puzzle.id, None, _snapshot(row))
             result["added"].append(puzzle.id)
     log.info("curator %s added %d %s puzzles", curator, len(result["added"]), status)
     return result
@@ -302,7 +290,7 @@ def set_answer(
     if answer_index is None and candidates is None and answer is None:
         raise ValueError("set_answer needs answer_index, candidates or answer")
     with write_session(bank) as session:
-        _require_curator(session, curator)
+        require_curator(session, curator)
         row = _locked_puzzle(session, puzzle_id)
         old_candidates = image_hashes(session, PuzzleCandidate, [puzzle_id])[puzzle_id]
         before = {"answer_sha256": row.answer_sha256, "answer_index": row.answer_index, "candidates": old_candidates}
@@ -328,7 +316,7 @@ def set_answer(
                 row.answer_sha256 = store_images(session, [checked_image(answer, "answer")])[0]
         row.updated_at = utc_now()
         after = {"answer_sha256": row.answer_sha256, "answer_index": row.answer_index, "candidates": hashes}
-        _audit(session, curator, "answer", puzzle_id, before, after)
+        audit(session, curator, "answer", puzzle_id, before, after)
     return after
 
 
@@ -413,16 +401,3 @@ def flagged_puzzles(bank: Bank, limit: int = 100) -> list[dict[str, Any]]:
     )
     with read_session(bank) as session:
         return [dict(row._mapping) for row in session.execute(query)]
-
-
-def curator_fingerprint(bank: Bank, name: str) -> str | None:
-    """A short digest of an enabled curator's password hash (None when unknown or disabled).
-
-    Login sessions carry it, so changing a password or disabling the account ends every open session.
-    """
-    with read_session(bank) as session:
-        row = session.execute(select(Curator.password_hash, Curator.disabled).where(Curator.name == name)).first()
-    if row is None or row.disabled:
-        return None
-    return hashlib.sha256(row.password_hash.encode()).hexdigest()[:16]
-

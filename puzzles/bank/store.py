@@ -1,6 +1,6 @@
 """Storage internals of the bank: images by content hash, puzzle rows, validation.
 
-The repository module builds its verb-named functions on these; the app never imports this module.
+The bank's modules build their verb-named functions on these; the app never imports this module.
 """
 
 from __future__ import annotations
@@ -8,19 +8,32 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import exists, not_, select
 from sqlalchemy.orm import Session
 
-from puzzles.bank.models import STATUSES, Image, PuzzleCandidate, PuzzlePanel, PuzzleRow, PuzzleTag, utc_now
+from puzzles.bank.models import (
+    STATUSES,
+    AuditEntry,
+    Curator,
+    Image,
+    ModelResult,
+    PuzzleCandidate,
+    PuzzlePanel,
+    PuzzleRow,
+    PuzzleTag,
+    utc_now,
+)
 from puzzles.images import png_bytes, to_rgb_array
 from puzzles.puzzle import FAMILIES, Puzzle
 
 MAX_TITLE_LENGTH = 1000
+MAX_VISITOR_LENGTH = 128  # the visitor_id / submitted_by columns
+MAX_BUNDLE_LENGTH = 128  # the bundle_id columns
 IMAGE_CHUNK = 200  # rows per multi-row INSERT, well under SQLite's bound-parameter limit
 
 
@@ -304,3 +317,80 @@ def load_puzzles(session: Session, ids: Sequence[str]) -> list[StoredPuzzle]:
             StoredPuzzle(puzzle, row.status, row.created_at, row.updated_at, row.submitted_by, row.reject_reason)
         )
     return stored
+
+
+# ---------------------------------------------------------------- the puzzle filter
+
+
+@dataclass(frozen=True)
+class PuzzleFilter:
+    """Which puzzles a listing or an export takes (None: any): the one vocabulary of puzzle filters.
+
+    layout matches layout["kind"]; difficulty is a level or an inclusive (low, high) range; model_wrong True
+    keeps puzzles some model (or `bundle_id`) got wrong, False those it only got right.
+    """
+
+    family: str | None = None
+    layout: str | None = None
+    tag: str | None = None
+    difficulty: int | tuple[int, int] | None = None
+    status: str | None = "published"
+    model_wrong: bool | None = None
+    bundle_id: str | None = None
+
+    @classmethod
+    def of(cls, **criteria: Any) -> PuzzleFilter:
+        """From keyword criteria; ValueError naming any that is not a filter."""
+        unknown = set(criteria) - {item.name for item in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown puzzle filter(s): {', '.join(sorted(unknown))}")
+        return cls(**criteria)
+
+    def select(self) -> Any:
+        """SELECT the puzzles this filter takes."""
+        query = select(PuzzleRow)
+        if self.status is not None:
+            require_status(self.status)
+            query = query.where(PuzzleRow.status == self.status)
+        if self.family is not None:
+            if self.family not in FAMILIES:
+                raise ValueError(f"unknown family {self.family!r}; expected one of {', '.join(FAMILIES)}")
+            query = query.where(PuzzleRow.family == self.family)
+        if self.layout is not None:
+            query = query.where(PuzzleRow.layout_kind == self.layout)
+        if self.tag is not None:
+            query = query.where(exists().where(PuzzleTag.puzzle_id == PuzzleRow.id, PuzzleTag.tag == self.tag))
+        if self.difficulty is not None:
+            low, high = self.difficulty if isinstance(self.difficulty, tuple) else (self.difficulty, self.difficulty)
+            query = query.where(PuzzleRow.difficulty.between(low, high))
+        if self.model_wrong is not None:
+            results = [ModelResult.puzzle_id == PuzzleRow.id]
+            if self.bundle_id:
+                results.append(ModelResult.bundle_id == self.bundle_id)
+            wrong = exists().where(*results, not_(ModelResult.correct))
+            query = query.where(wrong) if self.model_wrong else query.where(exists().where(*results), not_(wrong))
+        return query
+
+
+def choose_filter(filters: PuzzleFilter | None, criteria: dict[str, Any]) -> PuzzleFilter:
+    """The filter a call asks for: a PuzzleFilter, or keyword criteria as a shorthand for one."""
+    if filters is not None and criteria:
+        raise ValueError("give a PuzzleFilter or keyword criteria, not both")
+    return filters if filters is not None else PuzzleFilter.of(**criteria)
+
+
+# ---------------------------------------------------------------- curator audit
+
+
+def audit(session: Session, curator: str, action: str, target: str, before: Any, after: Any) -> None:
+    """Record a curator's action, in the transaction that makes the change."""
+    session.add(AuditEntry(curator=curator, action=action, target=target, before=before, after=after))
+
+
+def require_curator(session: Session, curator: str) -> None:
+    """NotFoundError for an unknown curator, PermissionError for a disabled one."""
+    row = session.execute(select(Curator.disabled).where(Curator.name == curator)).first()
+    if row is None:
+        raise NotFoundError(f"no curator named {curator!r}")
+    if row.disabled:
+        raise PermissionError(f"curator {curator!r} is disabled")
