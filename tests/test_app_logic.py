@@ -198,3 +198,16 @@ def test_an_arc_task_with_more_pairs_than_play_holds_keeps_its_first_pairs_and_t
     sentence = logic.build_sentence(layout, slots, pairs)
     assert layout == "analogy" and pairs == logic.MAX_PAIRS
     assert [int(image[0, 0, 0]) for image in sentence] == [0, 1, 2, 3, 4, 5, 8]
+
+
+def test_named_api_prompts_are_checked_like_the_play_layouts() -> None:
+    from app.pages import api
+
+    assert len(api.sentence("analogy", [_image(k) for k in range(5)])) == 5
+    assert len(api.sentence("sequence", [_image(k) for k in range(3)])) == 3
+    with pytest.raises(ValueError, match="3, 5 or 7 images, not 4"):
+        api.sentence("analogy", [_image(k) for k in range(4)])
+    with pytest.raises(ValueError, match="at most 8 images, not 9"):
+        api.sentence("matrix", [_image(k) for k in range(9)])
+    with pytest.raises(ValueError, match="empty: row 3, col 2"):
+        api.sentence("matrix", [_image(k) for k in range(7)])
