@@ -85,9 +85,10 @@ def build() -> None:
         images, candidates = _files("images"), _files("candidates")
         layout = gr.Dropdown(list(logic.LAYOUTS), value="analogy", label="layout")
         n_samples = gr.Number(4, precision=0, label="n_samples")
-        temperature = gr.Number(1.0, label="temperature")
-        top_k = gr.Number(0, precision=0, label="top_k")
-        top_p = gr.Number(1.0, label="top_p")
+        chosen = logic.default_sampling()  # the bundle's measured defaults, as on Play
+        temperature = gr.Number(chosen.temperature, label="temperature")
+        top_k = gr.Number(chosen.top_k, precision=0, label="top_k")
+        top_p = gr.Number(chosen.top_p, label="top_p")
         seed = gr.Number(0, precision=0, label="seed")
         puzzle_id = gr.Textbox(label="puzzle_id")
         samples, panels, choices = (gr.Gallery(format="png", label=name) for name in ("samples", "panels", "choices"))
