@@ -24,6 +24,8 @@ from PIL import Image  # noqa: E402
 
 from engine.bundle import update_manifest  # noqa: E402
 from engine.evaluate import load_puzzles  # noqa: E402
+from engine.runtime import Bundle  # noqa: E402
+from engine.sample_sheet import sample_sheet  # noqa: E402
 
 logger = logging.getLogger("engine.model_card")
 
@@ -153,6 +155,7 @@ def write_card(bundle: Path, report: dict[str, Any], spec: str, n: int, lvm_log:
     plot_training_curve(records, bundle / "training_curve.png")
     strips = {family: failure_strip(report, spec, n, manifest["image_size"], family, bundle / f"failures_{family}.png")
               for family in metrics["families"]}
+    Image.fromarray(sample_sheet(Bundle.load(bundle))).save(bundle / "samples.png", optimize=True)
     card = _card_text(manifest, metrics, report, points, strips, records, tokenizer_log, recipe, eval_command, notes)
     path = bundle / "MODEL_CARD.md"
     path.write_text(card)
@@ -233,6 +236,12 @@ Reconstruction ceiling and generated answers (PSNR):
 | tokens | analogy | sequence | matrix |
 |---|---|---|---|
 {curve_rows}
+
+## What Solve returns
+Held-out puzzles at the app's default sampling settings (the manifest's `sampling`): each row is the prompt, the
+answer (green) and four samples, framed green when the nearest candidate is the answer and red otherwise.
+
+![samples at the default settings](samples.png)
 
 ## Known failure modes
 Each row: the prompt, the model's pick (red frame), the right answer (green frame).
