@@ -233,3 +233,20 @@ def test_ceiling_counts_answers_the_tokenizer_keeps_apart(bundle: Bundle) -> Non
     twin.candidates[other] = twin.candidates[twin.answer_index].copy()
     assert ceiling.puzzle_ceiling(bundle, twin)["distinct"] is False
     assert "distinct" in ceiling.format_table(report)
+
+
+def test_model_card_shows_samples_at_the_defaults(bundle: Bundle, tmp_path: Path) -> None:
+    from engine.model_card import write_card
+
+    copy_dir = tmp_path / "bundle"
+    copy_dir.mkdir()
+    for path in bundle.directory.iterdir():
+        (copy_dir / path.name).write_bytes(path.read_bytes())
+    report = evaluate.evaluate(Bundle.load(copy_dir), evaluate.load_puzzles("matrix:center,sequence", 2, 16))
+    log = tmp_path / "log.jsonl"
+    log.write_text("".join(json.dumps(r) + "\n" for r in (
+        {"kind": "train", "step": 1, "tokens": 100, "loss": 3.0, "elapsed": 1.0},
+        {"kind": "eval", "step": 1, "tokens": 100, "elapsed": 1.0, "acc/matrix": 0.5, "acc/sequence": 0.5})))
+    card = write_card(copy_dir, report, "matrix:center,sequence", 2, log, None, "# recipe", "evaluate ...").read_text()
+    assert "![samples at the default settings](samples.png)" in card
+    assert (copy_dir / "samples.png").stat().st_size > 0
