@@ -151,7 +151,7 @@ def build_blocks() -> Any:
     with gr.Blocks(title="Gelato", delete_cache=DELETE_CACHE) as demo:
         visitor = gr.BrowserState(None, storage_key=VISITOR_KEY)
         gr.Markdown("# Gelato — visual analogies, answered by a small vision model")
-        with gr.Tabs(selected="play", elem_id="tabs") as tabs:
+        with gr.Tabs(selected="play", elem_id="tabs", overflow_behavior="wrap") as tabs:  # no "..." on a phone
             with gr.Tab("Play", id="play", elem_id="tab-play"):
                 play_parts = play.build(visitor)
             with gr.Tab("Bank", id="bank", elem_id="tab-bank"):

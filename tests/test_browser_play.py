@@ -183,3 +183,19 @@ def test_galleries_show_every_picture_whole(page: Page, playground: dict[str, An
     expect(page.locator("#sees img")).to_have_count(3, timeout=TIMEOUT_MS * 2)
     for gallery in ("#samples", "#sees", "#candidates"):
         assert page.locator(gallery).evaluate(CLIPPED) == 0, f"{gallery} crops or hides pictures"
+
+
+def test_phone_width_keeps_the_matrix_labels_and_every_tab(page: Page, playground: dict[str, Any]) -> None:
+    page.set_viewport_size({"width": 390, "height": 844})
+    _open(page, playground["url"])
+    for name in ("Play", "Bank", "Try it yourself", "Challenge", "About"):
+        expect(page.get_by_role("tab", name=name)).to_be_visible()  # none hidden behind a "..." menu
+    choose_example(page, 3)  # a matrix
+    expect(page.locator("#cell-3 img")).to_be_visible()
+    tops = [page.locator(f"#cell-{k}").bounding_box()["y"] for k in (1, 2, 3, 4)]
+    assert tops[0] == tops[1] == tops[2] < tops[3], f"row 1 wraps: {tops}"
+    cut = page.eval_on_selector_all(".gelato-cells [data-testid='block-label']",
+                                    "labels => labels.filter(l => l.scrollWidth > l.clientWidth + 1).length")
+    assert cut == 0, "a cell's label is cut"
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SHOTS / "phone-play.png"), full_page=True)

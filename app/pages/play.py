@@ -283,22 +283,22 @@ def build(visitor: gr.BrowserState) -> PlayComponents:
         pairs = gr.Radio(["1", "2", "3"], value="1", label="Example pairs", elem_id="pairs")
         pair_rows = []
         for k in range(1, logic.MAX_PAIRS + 1):
-            with gr.Row(visible=k == 1) as row:
+            with gr.Row(visible=k == 1, elem_classes=["gelato-cells"]) as row:
                 slots[f"slot-a{k}"] = _slot(f"slot-a{k}")
                 slots[f"slot-a{k}p"] = _slot(f"slot-a{k}p")
             pair_rows.append(row)
-        with gr.Row():
+        with gr.Row(elem_classes=["gelato-cells"]):
             slots["slot-b"] = _slot("slot-b")
             _missing("B' = ?")
     with gr.Group(visible=False, elem_id="sequence-group") as sequence_group:
         for start in (0, 4):
-            with gr.Row():
+            with gr.Row(elem_classes=["gelato-cells"]):
                 for name in logic.SEQUENCE_SLOTS[start : start + 4]:
                     slots[name] = _slot(name)
         gr.Markdown("Fill frames from 1 on; the model continues with the next frame.")
     with gr.Group(visible=False, elem_id="matrix-group") as matrix_group:
         for start in (0, 3, 6):
-            with gr.Row():
+            with gr.Row(elem_classes=["gelato-cells"]):
                 for name in logic.MATRIX_SLOTS[start : start + 3]:
                     slots[name] = _slot(name)
                 if start == 6:
