@@ -91,11 +91,11 @@ def seed_starter_pack(bank: Any, pack_path: Path | None = None) -> None:
     timeout (SQLite). Once the winner's transaction is over, a second try finds every puzzle there."""
     from sqlalchemy.exc import IntegrityError, OperationalError
 
-    from puzzles.bank.seed import DEFAULT_STARTER, seed_bank
+    from puzzles.bank.repository import seed_bank
 
     for attempt in range(1, SEED_ATTEMPTS + 1):
         try:
-            seed_bank(bank, pack_path or DEFAULT_STARTER)
+            seed_bank(bank, pack_path)
             return
         except (FileNotFoundError, ValueError) as error:
             log.warning("bank not seeded: %s", error)

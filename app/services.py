@@ -8,9 +8,13 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.settings import AppSettings
+
+if TYPE_CHECKING:  # the runtime loads onnxruntime: imported on first use, typed here
+    from engine.decode import SamplingOptions
+    from engine.runtime import Bundle
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +22,7 @@ _current: Services | None = None
 
 
 class Services:
-    def __init__(self, settings: AppSettings, bank: Any, bundle: Any | None = None,
+    def __init__(self, settings: AppSettings, bank: Any, bundle: Bundle | None = None,
                  bundle_note: str | None = None) -> None:
         self.settings = settings
         self.bank = bank
@@ -35,8 +39,8 @@ class Services:
 
         return default_bundle_dir()
 
-    def sampling_defaults(self) -> Any:
-        """The bundle's sampling defaults (engine.runtime.SamplingOptions), read from its manifest without loading
+    def sampling_defaults(self) -> SamplingOptions:
+        """The bundle's sampling defaults, read from its manifest without loading
         the model; plain sampling when the manifest cannot be read (loading the model will then say why)."""
         from engine.bundle import read_manifest
         from engine.runtime import SamplingOptions, sampling_defaults
@@ -46,7 +50,7 @@ class Services:
         except (OSError, ValueError):
             return SamplingOptions()
 
-    def bundle(self) -> Any:
+    def bundle(self) -> Bundle:
         """The model bundle, loaded once on first use; a clear error when it cannot be loaded."""
         with self._lock:
             if self._bundle is None:
@@ -71,5 +75,5 @@ def install(services: Services) -> Services:
 
 def current() -> Services:
     if _current is None:
-        raise RuntimeError("the app is not started: build it with app.server.build_app(settings)")
+        raise RuntimeError("the app is not started: build it with app.server.create_app(settings)")
     return _current

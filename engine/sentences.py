@@ -59,11 +59,6 @@ def sentence_length(n_images: int, vocab: Vocabulary, complete: bool = False) ->
     return 1 + n_images * vocab.tokens_per_image + int(complete)
 
 
-def image_token_count(vocab: Vocabulary) -> int:
-    """Tokens one image occupies in a sentence."""
-    return vocab.tokens_per_image
-
-
 def max_images(context_length: int, vocab: Vocabulary, complete: bool = True) -> int:
     """Most whole images a sentence can hold within the context (answer included)."""
     count = (context_length - 1 - int(complete)) // vocab.tokens_per_image

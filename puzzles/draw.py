@@ -131,13 +131,6 @@ def render(
     return np.asarray(canvas, dtype=np.uint8).copy()
 
 
-def render_many(
-    pictures: Sequence[Iterable[Shape]], size: int | tuple[int, int], background: Colour = 255
-) -> list[np.ndarray]:
-    """Render several pictures of the same size (convenience for a puzzle's panels)."""
-    return [render(shapes, size, background) for shapes in pictures]
-
-
 MONTAGE_GAP = 4  # white pixels between cells
 CELL_BORDER = (190, 190, 190)  # a thin frame, so cells with shapes near their edge do not run together
 MISSING_FILL = (225, 225, 225)

@@ -26,7 +26,6 @@ from puzzles.bank import repository as repo
 from puzzles.bank.backup import row_counts
 from puzzles.bank.db import PACKAGE_DIR, POOL_SIZE, connect, downgrade, migrate, normalise_url
 from puzzles.bank.models import Base, Image, LoginFailure, Rating, utc_now
-from puzzles.bank.seed import seed_bank
 from puzzles.pack import read_pack, validate_pack, write_pack
 from puzzles.puzzle import Puzzle
 
@@ -484,12 +483,12 @@ def test_export_then_import_round_trip(make_bank, tmp_path):
 def test_seed_is_idempotent(bank, tmp_path):
     pack = tmp_path / "starter.zip"
     write_test_pack(pack, range(4))
-    assert len(seed_bank(bank, pack).new) == 4
-    second = seed_bank(bank, pack)
+    assert len(repo.seed_bank(bank, pack).new) == 4
+    second = repo.seed_bank(bank, pack)
     assert second.new == [] and len(second.duplicate) == 4
     assert repo.bank_stats(bank)["puzzles"]["published"] == 4
     with pytest.raises(FileNotFoundError, match="starter pack not found"):
-        seed_bank(bank, tmp_path / "missing.zip")
+        repo.seed_bank(bank, tmp_path / "missing.zip")
 
 
 # ---------------------------------------------------------------- curator accounts

@@ -18,7 +18,7 @@ from typing import Any
 from puzzles import commands
 from puzzles.bank import accounts, backup, repository
 from puzzles.bank.db import SETTINGS, Bank, connect, resolve_url
-from puzzles.bank.seed import DEFAULT_STARTER, seed_bank
+from puzzles.starter import DEFAULT_OUT
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_seed(args: argparse.Namespace) -> int:
     with _open(args) as bank:
-        report = seed_bank(bank, Path(args.pack))
+        report = repository.seed_bank(bank, Path(args.pack))
     print(f"seeded: {len(report.new)} new, {len(report.duplicate)} already in the bank")
     return 0
 
@@ -157,7 +157,7 @@ def register(subparsers: Any) -> None:
     restore.set_defaults(func=cmd_restore)
 
     seed = subparsers.add_parser("seed", parents=[common], help="import the shipped starter pack (idempotent)")
-    seed.add_argument("--pack", default=str(DEFAULT_STARTER), help="pack to seed from")
+    seed.add_argument("--pack", default=str(DEFAULT_OUT), help="pack to seed from")
     seed.set_defaults(func=cmd_seed)
 
 

@@ -1,4 +1,5 @@
-"""Puzzle packs in and out of the bank: import (all or nothing, audited when a curator imports) and export."""
+"""Puzzle packs in and out of the bank: import (all or nothing, audited when a curator imports), export, and
+seeding a bank from the starter pack shipped with the project."""
 
 from __future__ import annotations
 
@@ -144,3 +145,18 @@ def export_pack(bank: Bank, path: Path | str, filters: PuzzleFilter | None = Non
     write_pack(puzzles, Path(path))
     log.info("exported %d puzzles to %s", len(puzzles), path)
     return len(puzzles)
+
+
+def seed_bank(bank: Bank, pack_path: Path | str | None = None) -> ImportReport:
+    """Import the starter pack (default: the shipped one) as published. Idempotent: puzzles already in the bank
+    are left alone."""
+    from puzzles.starter import DEFAULT_OUT
+
+    pack_path = Path(pack_path or DEFAULT_OUT)
+    if not pack_path.exists():
+        raise FileNotFoundError(f"starter pack not found at {pack_path}")
+    report = import_pack(bank, pack_path, status="published")
+    if report.invalid:
+        raise ValueError(f"starter pack {pack_path} has invalid puzzles, nothing imported: {report.invalid[:5]}")
+    log.info("seeded bank from %s: %d new, %d already there", pack_path, len(report.new), len(report.duplicate))
+    return report

@@ -46,7 +46,7 @@ from puzzles.bank.models import (
     PuzzlePanel,
     PuzzleRow,
 )
-from puzzles.bank.packs import ImportReport, export_pack, import_pack, import_puzzles
+from puzzles.bank.packs import ImportReport, export_pack, import_pack, import_puzzles, seed_bank
 from puzzles.bank.store import (
     MAX_VISITOR_LENGTH,
     NotFoundError,
@@ -104,6 +104,7 @@ __all__ = [
     "import_pack",
     "import_puzzles",
     "export_pack",
+    "seed_bank",
     "set_status",
     "approve",
     "reject",

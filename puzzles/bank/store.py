@@ -118,11 +118,6 @@ def image_refs(session: Session, images: Sequence[np.ndarray | str]) -> list[str
     return [image if isinstance(image, str) else next(stored) for image in images]
 
 
-def image_ref(session: Session, image: np.ndarray | str) -> str:
-    """An image given as pixels (stored now) or as the hash of an image already stored."""
-    return image_refs(session, [image])[0]
-
-
 def checked_image(image: Any, what: str) -> np.ndarray:
     problem = image_problem(image)
     if problem:
