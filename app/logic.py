@@ -682,6 +682,7 @@ def stats_markdown(stats: Mapping[str, Any], model_correct: bool | None) -> str:
     """Human success rate on a puzzle next to the model's result."""
     attempts = stats.get("attempts", 0)
     rate = stats.get("success_rate")
-    human = f"{100 * rate:.0f}% of {attempts} attempts" if rate is not None else "no attempts yet"
+    tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
+    human = f"{100 * rate:.0f}% of {tries}" if rate is not None else "no attempts yet"
     model = "no candidates to rank" if model_correct is None else ("right" if model_correct else "wrong")
     return f"**People:** {human} solved it · **The model:** {model}"

@@ -24,3 +24,24 @@ def test_bank_offers_only_families_it_has_and_any_page_number_works(page: Page, 
     expect(page.locator("#bank-page input")).to_have_value("1")
     expect(page.locator(".toast-message-item")).to_have_count(0)
     expect(page.locator("#bank-gallery img").first).to_be_visible()
+
+
+def test_try_it_yourself_counts_one_attempt_a_round_and_moves_on(page: Page, playground: dict[str, Any]) -> None:
+    from puzzles.bank import repository
+
+    puzzle_id = playground["puzzle_ids"][4]
+    page.goto(playground["url"] + f"?puzzle={puzzle_id}")
+    expect(page.locator("#try-candidates img")).to_have_count(8)
+    assert f"puzzle={puzzle_id}" in page.url  # the address names the puzzle, ready to share
+    expect(page.locator("#try-copy-link")).to_be_visible()
+    before = repository.puzzle_stats(playground["bank"], puzzle_id)["attempts"]
+    page.locator("#try-choice").get_by_text("#2", exact=True).click()
+    page.locator("#try-answer").click()
+    expect(page.locator("#try-verdict")).to_contain_text("The answer is", timeout=30_000 * 2)
+    expect(page.locator("#try-answer")).to_be_disabled()  # answering again would count another attempt
+    expect(page.locator("#try-stats")).not_to_contain_text("of 1 attempts")
+    assert repository.puzzle_stats(playground["bank"], puzzle_id)["attempts"] == before + 1
+    page.locator("#try-next").click()
+    expect(page.locator("#try-puzzle-id input, #try-puzzle-id textarea").first).not_to_have_value(puzzle_id)
+    expect(page.locator("#try-answer")).to_be_enabled()
+    assert f"puzzle={puzzle_id}" not in page.url
