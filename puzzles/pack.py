@@ -20,7 +20,8 @@ import re
 import tempfile
 import zipfile
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -209,21 +210,29 @@ def write_pack(puzzles: Iterable[Puzzle], path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def _write_zip(path: Path, manifest: bytes, files: dict[str, bytes]) -> None:
+@contextmanager
+def replacing(path: Path, mode: int | None = None) -> Iterator[Path]:
+    """A temporary file beside `path` that becomes `path` when the block ends without an error, so a reader
+    never meets a half-written file; `mode` sets its permissions (mkstemp creates 0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".zip.tmp")
+    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=f"{path.suffix}.tmp")
     os.close(handle)
     try:
-        with zipfile.ZipFile(temporary, "w") as archive:
-            _add_member(archive, PACK_JSON, manifest, zipfile.ZIP_DEFLATED)
-            for digest in sorted(files):
-                # PNGs are already compressed: storing them is as small and much faster.
-                _add_member(archive, f"{IMAGES_DIR}/{digest}.png", files[digest], zipfile.ZIP_STORED)
-        os.chmod(temporary, 0o644)  # mkstemp creates 0600; a pack is a shareable file
+        yield Path(temporary)
+        if mode is not None:
+            os.chmod(temporary, mode)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _write_zip(path: Path, manifest: bytes, files: dict[str, bytes]) -> None:
+    with replacing(path, mode=0o644) as temporary, zipfile.ZipFile(temporary, "w") as archive:  # a shareable file
+        _add_member(archive, PACK_JSON, manifest, zipfile.ZIP_DEFLATED)
+        for digest in sorted(files):
+            # PNGs are already compressed: storing them is as small and much faster.
+            _add_member(archive, f"{IMAGES_DIR}/{digest}.png", files[digest], zipfile.ZIP_STORED)
 
 
 def _add_member(archive: zipfile.ZipFile, name: str, data: bytes, compression: int) -> None:

@@ -18,10 +18,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 import sqlite3
-import tempfile
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,7 +32,7 @@ from sqlalchemy.engine import make_url
 
 from puzzles.bank.db import Bank, connect, write_session
 from puzzles.bank.models import Base, Image
-from puzzles.pack import IMAGES_DIR, PACK_JSON, pack_json_bytes
+from puzzles.pack import IMAGES_DIR, PACK_JSON, pack_json_bytes, replacing
 
 log = logging.getLogger(__name__)
 
@@ -107,32 +105,25 @@ def _snapshot(bank: Bank) -> Iterator[Connection]:
 
 def backup_archive(bank: Bank, out: Path) -> dict[str, int]:
     """Write the whole bank as a .zip archive (see the module docstring), atomically."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=out.parent, suffix=".zip.tmp")
-    os.close(handle)
-    try:
-        with zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED) as archive, _snapshot(bank) as connection:
-            revision = schema_revision(connection)
-            counts: dict[str, int] = {}
-            dumped: dict[str, list[dict[str, Any]]] = {}
-            for table in _tables():
-                counts[table.name], rows = _dump_table(connection, table, archive)
-                if table.name in ("puzzles", "puzzle_panels", "puzzle_candidates"):
-                    dumped[table.name] = rows
-            archive.writestr(PACK_JSON, pack_json_bytes(_pack_entries(dumped)))
-            manifest = {
-                "format": ARCHIVE_FORMAT,
-                "format_version": ARCHIVE_VERSION,
-                "schema_revision": revision,
-                "source_database": bank.dialect,
-                "created_at": datetime.now(UTC).isoformat(),
-                "counts": counts,
-            }
-            archive.writestr(MANIFEST, json.dumps(manifest, indent=2))
-        os.replace(temporary, out)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with (replacing(out) as temporary, zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED) as archive,
+          _snapshot(bank) as connection):
+        revision = schema_revision(connection)
+        counts: dict[str, int] = {}
+        dumped: dict[str, list[dict[str, Any]]] = {}
+        for table in _tables():
+            counts[table.name], rows = _dump_table(connection, table, archive)
+            if table.name in ("puzzles", "puzzle_panels", "puzzle_candidates"):
+                dumped[table.name] = rows
+        archive.writestr(PACK_JSON, pack_json_bytes(_pack_entries(dumped)))
+        manifest = {
+            "format": ARCHIVE_FORMAT,
+            "format_version": ARCHIVE_VERSION,
+            "schema_revision": revision,
+            "source_database": bank.dialect,
+            "created_at": datetime.now(UTC).isoformat(),
+            "counts": counts,
+        }
+        archive.writestr(MANIFEST, json.dumps(manifest, indent=2))
     log.info("backed up the bank (%s) to archive %s: %s", bank.dialect, out, counts)
     return counts
 
