@@ -16,7 +16,6 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +28,7 @@ import onnxruntime as ort
 from tqdm import tqdm
 
 from engine import decode, export_static
-from engine.bundle import REQUIRED_FILES, bundle_weights, read_manifest, with_static_graph, write_manifest
+from engine.bundle import REQUIRED_FILES, bundle_weights, with_static_graph, write_manifest
 from engine.runtime import Bundle, physical_cores, session_options
 
 log = logging.getLogger(__name__)
@@ -376,121 +375,6 @@ def bandwidth_floor(bundle: Bundle, engines: dict[str, Any], served_ms: float) -
             "ratio": measured_ms / floor_ms}
 
 
-# --- the app end to end ---------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_for_http(url: str, process: subprocess.Popen, timeout: float) -> float:
-    """Seconds until `url` answers 200; raises when the process dies or the time runs out."""
-    import urllib.request
-
-    started = time.perf_counter()
-    while time.perf_counter() - started < timeout:
-        if process.poll() is not None:
-            raise RuntimeError(f"the app exited with code {process.returncode} before answering")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return time.perf_counter() - started
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")
-
-
-def resident_mb(pid: int) -> tuple[float, float]:
-    """(VmRSS, VmHWM) of a process in MB, from /proc."""
-    values = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            values[key] = int(value.split()[0]) / 1024
-    return values["VmRSS"], values["VmHWM"]
-
-
-def solve_request(client: Any, files: list[str], n_samples: int, seed: int) -> float:
-    from gradio_client import handle_file
-
-    from app import logic
-
-    slots: list[Any] = [None] * len(logic.ALL_SLOTS)
-    for name, path in zip(("slot-a1", "slot-a1p", "slot-b"), files, strict=True):
-        slots[logic.ALL_SLOTS.index(name)] = handle_file(path)
-    started = time.perf_counter()
-    client.predict("analogy", "1", *slots, [], n_samples, 1.0, 0, 1.0, seed, api_name="/solve")
-    return time.perf_counter() - started
-
-
-def visitors_round(url: str, files: list[str], visitors: int, solves: int) -> dict[str, Any]:
-    """`visitors` clients solving `solves` times each at once (4 samples a solve, the app's default)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from gradio_client import Client
-
-    clients = [Client(url, verbose=False) for _ in range(visitors)]
-    errors: list[str] = []
-
-    def visit(index: int) -> list[float]:
-        latencies = []
-        for solve in range(solves):
-            try:
-                latencies.append(solve_request(clients[index], files, 4, seed=index * 100 + solve))
-            except Exception as error:  # a failed solve is counted and reported, not fatal to the benchmark
-                errors.append(str(error)[:200])
-        return latencies
-
-    started = time.perf_counter()
-    with ThreadPoolExecutor(visitors) as pool:
-        latencies = [value for result in pool.map(visit, range(visitors)) for value in result]
-    wall = time.perf_counter() - started
-    stats = summary(latencies) if latencies else {"median_ms": None, "p95_ms": None, "n": 0}
-    return {"p50_s": None if not latencies else stats["median_ms"] / 1e3,
-            "p95_s": None if not latencies else stats["p95_ms"] / 1e3, "solves": len(latencies),
-            "solves_per_minute": len(latencies) / wall * 60, "errors": len(errors), "error_samples": errors[:3]}
-
-
-def measure_app(bundle_dir: Path, scratch: Path, settings: dict[str, Any]) -> dict[str, Any]:
-    """Start `python -m app` on a free port, time its start and first solve, load it, read its memory."""
-    port, data_dir = free_port(), scratch / "app-data"
-    size = read_manifest(bundle_dir)["image_size"]
-    files = []
-    from PIL import Image
-
-    for index, image in enumerate(sample_images(ANALOGY_IMAGES, size, seed=7)):
-        files.append(str(scratch / f"panel{index}.png"))
-        Image.fromarray(image).save(files[-1])
-    command = [sys.executable, "-m", "app", "--port", str(port), "--bundle", str(bundle_dir), "--data-dir",
-               str(data_dir)]
-    log_file = open(scratch / "app.log", "w")
-    process = subprocess.Popen(command, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT)
-    try:
-        url = f"http://127.0.0.1:{port}/"
-        result: dict[str, Any] = {"command": " ".join(command[1:]), "startup_s": wait_for_http(url, process, 120)}
-        result["rss_after_start_mb"] = resident_mb(process.pid)[0]
-        from gradio_client import Client
-
-        result["first_solve_s"] = solve_request(Client(url, verbose=False), files, 4, seed=0)  # loads the model
-        result["visitors"] = {str(count): visitors_round(url, files, count, settings["solves"])
-                              for count in tqdm(settings["visitors"], desc="visitors", leave=False)}
-        result["rss_mb"], result["peak_rss_mb"] = resident_mb(process.pid)
-        log.info("app section timings: %s", {key: value for key, value in result.items() if key.endswith("_s")})
-        return result
-    finally:
-        process.terminate()
-        try:  # open client connections can hold uvicorn's graceful shutdown; the numbers are taken by now
-            process.wait(timeout=3)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log_file.close()
-
-
 # --- the report -----------------------------------------------------------------------------------------------
 
 
@@ -580,6 +464,8 @@ def run(bundle_dir: Path, quick: bool = False, skip_app: bool = False, eval_spec
             "graph": "fixed-size KV cache" if bundle.static else "growing KV cache", "onnxruntime": ort.__version__,
             "python": platform.python_version(), "quick": quick, "command": command, "settings": dict(settings)}
     report: dict[str, Any] = {"meta": meta}
+    from engine.bench_app import measure_app  # it imports this module's helpers
+
     with tempfile.TemporaryDirectory(prefix="gelato-bench-") as scratch_name:
         scratch = Path(scratch_name)
         sections: list[tuple[str, Callable[[], Any]]] = [
