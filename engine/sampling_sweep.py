@@ -6,8 +6,9 @@
 For every puzzle and setting, --samples samples are drawn in one batch (seeds fixed); a sample is right when its
 nearest candidate in pixel space is the answer (engine.evaluate's generative accuracy, counted per sample to cut
 the noise). The table gives each family's accuracy per setting; the best setting is the one with the highest mean
-over families. --write stores it in the bundle's manifest under "sampling" (no weight file changes, so the
-files' checksums stay valid); the app and engine.evaluate read it from there.
+over families among those that sample (temperature > 0: the app draws several answers, and greedy ones are all
+alike); greedy decoding is measured beside them for reference. --write stores it in the bundle's manifest under
+"sampling" (no weight file changes, so the files' checksums stay valid); the app and engine.evaluate read it there.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.bundle import update_manifest
 from engine.decode import SamplingOptions
 from engine.evaluate import context_panels, load_puzzles, nearest_candidate
 from engine.runtime import Bundle
@@ -79,17 +81,15 @@ def sweep(bundle: Bundle, puzzles: list[Puzzle], settings: list[SamplingOptions]
         families = {family: float(np.mean(values)) for family, values in hits.items()}
         results.append({"sampling": asdict(options), "label": label(options), "families": families,
                         "mean": float(np.mean(list(families.values())))})
-    best = max(results, key=lambda result: result["mean"])
+    sampling = [result for result in results if result["sampling"]["temperature"] > 0] or results
+    best = max(sampling, key=lambda result: result["mean"])
     return {"bundle": bundle.name, "puzzles": len(usable), "samples_per_puzzle": samples, "settings": results,
             "best": best["sampling"]}
 
 
 def write_sampling(directory: str | Path, options: dict[str, Any], source: str) -> None:
     """Store the chosen sampling defaults in a bundle's manifest (the weights and their checksums are untouched)."""
-    path = Path(directory) / "manifest.json"
-    manifest = json.loads(path.read_text())
-    manifest["sampling"] = {**options, "chosen_by": source}
-    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    update_manifest(directory, sampling={**options, "chosen_by": source})
 
 
 def format_table(report: dict[str, Any]) -> str:
