@@ -123,7 +123,7 @@ def test_attempt_records_and_reveals(client: Client, playground: dict) -> None:
 
 def test_challenge_runs_to_a_score_next_to_the_model(client: Client, playground: dict) -> None:
     heading, _prompt, candidates = client.predict(api_name="/challenge_start")[:3]
-    assert "Puzzle 1 of 3" in heading and len(candidates) == 8  # the test bank holds three matrices
+    assert "Puzzle 1 of 3" in heading and len(candidates["value"]) == 8  # the test bank holds three matrices
     visitor = logic.new_visitor_id()
     for _ in range(3):
         outputs = client.predict(visitor, "#1", api_name="/challenge_answer")

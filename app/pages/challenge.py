@@ -13,18 +13,35 @@ from app.services import current
 log = logging.getLogger(__name__)
 
 
+def clock_html(started: float | None) -> str:
+    """A clock the browser script (static/js/gelato.js) ticks every second; `started` names the run."""
+    if started is None:
+        return ""
+    return f"<span class='gelato-clock' data-run='{started:.3f}'>⏱ 0:00</span>"
+
+
 def _question(state: dict[str, Any]) -> list[Any]:
     puzzle = logic.fetch_puzzle(current().bank, state["ids"][state["index"]])
     candidates = [(image, f"#{index + 1}") for index, image in enumerate(puzzle["candidates"])]
     choices = [f"#{index + 1}" for index in range(len(candidates))]
     heading = f"### Puzzle {state['index'] + 1} of {len(state['ids'])} · level {puzzle['difficulty']}"
-    return [heading, logic.puzzle_picture(puzzle, cell=96), candidates, gr.update(choices=choices, value=None)]
+    return [heading, gr.update(value=logic.puzzle_picture(puzzle, cell=96), visible=True),
+            gr.update(value=candidates, visible=True), gr.update(choices=choices, value=None)]
 
 
-def start(seed: int | None = None) -> list[Any]:
-    """Pick the puzzles and start the clock."""
+def _running(state: dict[str, Any] | None) -> bool:
+    return bool(state) and state["index"] < len(state["ids"])
+
+
+def start(state: dict[str, Any] | None = None, seed: int | None = None) -> list[Any]:
+    """Pick the puzzles and start the clock; during a run, the first press only asks to press again."""
     from puzzles.bank import repository
 
+    if _running(state) and not state.get("restart_asked"):
+        answered = state["index"]
+        note = (f"A challenge is under way ({answered} of {len(state['ids'])} answered). "
+                "Press **Start** again to drop it and begin a new one.")
+        return [{**state, "restart_asked": True}, *[gr.skip()] * 4, note, gr.skip(), gr.skip()]
     items, _ = repository.list_puzzles(current().bank, family="matrix", per_page=200)
     summaries = [{"id": i.id, "family": i.family, "difficulty": i.difficulty}
                  for i in items if i.candidate_hashes and i.answer_index is not None]
@@ -33,56 +50,94 @@ def start(seed: int | None = None) -> list[Any]:
     except ValueError as error:
         raise gr.Error(str(error)) from error
     state = {"ids": ids, "index": 0, "answers": [], "started": time.time()}
-    return [state, *_question(state), "", gr.update(visible=True)]
+    return [state, *_question(state), "", gr.update(visible=True), clock_html(state["started"])]
+
+
+def _verdict(correct: bool, chosen: int, answer_index: int | None) -> str:
+    if correct:
+        return f"✔ #{chosen + 1} is right."
+    return f"✘ #{chosen + 1} is not it; the answer was #{(answer_index or 0) + 1}."
+
+
+def _final(state: dict[str, Any], progress: Any) -> tuple[str, int]:
+    """The end screen's text (score table and one line per puzzle) and the model's number right."""
+    services = current()
+    lines, model_correct = [], 0
+    try:
+        bundle = services.bundle()
+    except RuntimeError as error:
+        log.warning("model unavailable for the challenge: %s", error)
+        bundle = None
+    for number, (puzzle_id, (correct, chosen)) in enumerate(zip(state["ids"], state["answers"], strict=True)):
+        progress(number / len(state["ids"]), desc="the model takes the same test")
+        puzzle = logic.fetch_puzzle(services.bank, puzzle_id)
+        pick = None
+        if bundle is not None:
+            try:
+                pick = logic.model_pick(services.bank, bundle, puzzle)
+            except (RuntimeError, ValueError) as error:  # a prompt longer than the model's context
+                log.warning("model could not answer %s: %s", puzzle_id, error)
+        model_correct += int(pick is not None and pick == puzzle["answer_index"])
+        model = "—" if pick is None else f"#{pick + 1}"
+        lines.append(f"| {number + 1} | level {puzzle['difficulty']} | #{chosen + 1} {'✔' if correct else '✘'} | "
+                     f"#{puzzle['answer_index'] + 1} | {model} |")
+    table = "| | | you | answer | model |\n|---|---|---|---|---|\n" + "\n".join(lines)
+    return table, model_correct
 
 
 def answer(visitor_id: str | None, state: dict[str, Any] | None, choice: str,
            progress: gr.Progress = gr.Progress()) -> list[Any]:  # noqa: B008
-    """Record one answer; show the next puzzle, or the final score next to the model's."""
-    if not state or state["index"] >= len(state["ids"]):
+    """Record one answer and say at once whether it was right; show the next puzzle, or the final score next
+    to the model's."""
+    if not _running(state):
         raise gr.Error("press Start to begin a challenge")
+    if not choice:
+        raise gr.Error("pick a candidate (#1 to #8) before pressing Next")
     visitor_id = logic.ensure_visitor_id(visitor_id)
     services = current()
     try:
         index = logic.choice_index(choice)
         puzzle_id = state["ids"][state["index"]]
         correct = logic.record_attempt(services.bank, visitor_id, puzzle_id, index, None)
+        answer_index = logic.fetch_puzzle(services.bank, puzzle_id)["answer_index"]
     except ValueError as error:
         raise gr.Error(str(error)) from error
-    state = {**state, "index": state["index"] + 1, "answers": [*state["answers"], bool(correct)]}
+    verdict = _verdict(correct, index, answer_index)
+    state = {**state, "index": state["index"] + 1, "answers": [*state["answers"], (bool(correct), index)],
+             "restart_asked": False}
     if state["index"] < len(state["ids"]):
-        return [state, *_question(state), f"{state['index']} answered", gr.update(visible=True), visitor_id]
+        return [state, *_question(state), f"{verdict} {state['index']} answered.", gr.update(visible=True),
+                visitor_id, gr.skip()]
     seconds = time.time() - state["started"]
-    model_correct = 0
-    try:
-        bundle = services.bundle()
-        for number, puzzle_id in enumerate(state["ids"]):
-            progress(number / len(state["ids"]), desc="the model takes the same test")
-            puzzle = logic.fetch_puzzle(services.bank, puzzle_id)
-            model_correct += int(logic.model_pick(services.bank, bundle, puzzle) == puzzle["answer_index"])
-    except (RuntimeError, ValueError) as error:  # no bundle, or a prompt longer than the model's context
-        log.warning("model unavailable for the challenge: %s", error)
-    score = logic.ChallengeScore(len(state["answers"]), sum(state["answers"]), model_correct, seconds)
-    return [state, "### Done", None, None, gr.update(choices=[], value=None), score.markdown(),
-            gr.update(visible=False), visitor_id]
+    table, model_correct = _final(state, progress)
+    right = sum(correct for correct, _ in state["answers"])
+    score = logic.ChallengeScore(len(state["answers"]), right, model_correct, seconds)
+    return [state, f"### Done: {right} of {len(state['answers'])} right", gr.update(value=None, visible=False),
+            gr.update(value=None, visible=False), gr.update(choices=[], value=None),
+            f"{verdict}\n\n{score.markdown()}\n\n{table}", gr.update(visible=False), visitor_id, ""]
 
 
 def build(visitor: gr.BrowserState) -> None:
     state = gr.State(None)
-    gr.Markdown(f"Twelve Raven-style matrices, easiest first. Pick the cell that completes each 3x3 grid. "
-                f"People average {logic.RAVEN_HUMAN_ACCURACY}% on RAVEN; chance is 12.5%.")
-    start_button = gr.Button("Start", variant="primary", elem_id="challenge-start")
+    gr.Markdown(f"Twelve Raven-style matrices, easiest first, against the clock. Pick the cell that completes each "
+                f"3x3 grid. People average {logic.RAVEN_HUMAN_ACCURACY}% on RAVEN; chance is 12.5%.")
+    with gr.Row():
+        start_button = gr.Button("Start", variant="primary", elem_id="challenge-start")
+        clock = gr.HTML(elem_id="challenge-clock")
     heading = gr.Markdown(elem_id="challenge-heading")
     with gr.Row():
-        prompt = gr.Image(label="Puzzle", interactive=False, format="png", height=320, elem_id="challenge-prompt")
-        candidates = gr.Gallery(label="Candidates", columns=4, height=320, format="png", allow_preview=False,
-                                interactive=False, elem_id="challenge-candidates")
+        prompt = gr.Image(label="Puzzle", interactive=False, format="png", height=320, elem_id="challenge-prompt",
+                          visible=False)
+        candidates = gr.Gallery(label="Candidates", columns=4, height="auto", object_fit="contain", format="png",
+                                allow_preview=False, interactive=False, elem_id="challenge-candidates", visible=False)
     with gr.Row(visible=False) as answer_row:
         choice = gr.Radio(logic.ANSWER_CHOICES, label="Your answer", elem_id="challenge-choice")
         next_button = gr.Button("Next", variant="primary", elem_id="challenge-next")
     result = gr.Markdown(elem_id="challenge-result")
-    start_button.click(start, None, [state, heading, prompt, candidates, choice, result, answer_row],
+    start_button.click(start, state, [state, heading, prompt, candidates, choice, result, answer_row, clock],
                        api_name="challenge_start")
-    next_button.click(answer, [visitor, state, choice],
-                      [state, heading, prompt, candidates, choice, result, answer_row, visitor],
-                      api_name="challenge_answer", concurrency_id="model", concurrency_limit=1)
+    answered = next_button.click(answer, [visitor, state, choice],
+                                 [state, heading, prompt, candidates, choice, result, answer_row, visitor, clock],
+                                 api_name="challenge_answer", concurrency_id="model", concurrency_limit=1,
+                                 show_progress_on=[result])
+    answered.failure(lambda: gr.skip(), None, result, api_visibility="private", show_progress="hidden", queue=False)

@@ -175,3 +175,12 @@
   document.addEventListener("DOMContentLoaded", scan);
   window.gelatoArcGrid = () => (current ? JSON.stringify(current.grid) : "");
 })();
+
+// The Challenge clock (app/pages/challenge.py): counts from the moment the run's clock element appears.
+setInterval(() => {
+  document.querySelectorAll(".gelato-clock").forEach((clock) => {
+    if (!clock.dataset.shownAt) clock.dataset.shownAt = String(Date.now());
+    const seconds = Math.floor((Date.now() - Number(clock.dataset.shownAt)) / 1000);
+    clock.textContent = "⏱ " + Math.floor(seconds / 60) + ":" + String(seconds % 60).padStart(2, "0");
+  });
+}, 1000);
