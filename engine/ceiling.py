@@ -89,4 +89,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    from puzzles.commands import main_exit
+
+    main_exit(main, "python -m engine.ceiling")

@@ -77,4 +77,6 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    from puzzles.commands import main_exit
+
+    main_exit(main, "python -m engine.sample_sheet")

@@ -253,13 +253,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.n < 1:
         parser.error("--n must be at least 1")
-    try:
-        out = write_shards(ShardSpec(args.tokenizer, args.mix, args.n, args.seed, args.out, args.max_images))
-    except (ShardError, ValueError, FileNotFoundError) as error:
-        sys.exit(f"engine.shards: {error}")
+    out = write_shards(ShardSpec(args.tokenizer, args.mix, args.n, args.seed, args.out, args.max_images))
     shard = Shard(out)
     sys.stdout.write(f"{len(shard)} puzzles, {shard.arrays['codes'].shape[0]} images -> {out}\n")
 
 
 if __name__ == "__main__":
-    main()
+    from puzzles.commands import main_exit
+
+    main_exit(main, "python -m engine.shards")

@@ -135,6 +135,7 @@ def test_shipped_starter_pack_is_valid() -> None:
 # The error policy (puzzles/commands.py): a bad argument gives exit 1 and one line on stderr, no traceback
 
 MISSING = "/nonexistent/gelato"
+ROOT = Path(__file__).resolve().parent.parent
 PUZZLES_BAD_ARGUMENTS = {
     "generate": ["--family", "matrix", "--n", "1", "--option", "bogus=1", "--out", "{tmp}/g.zip"],
     "validate": [MISSING],
@@ -158,7 +159,16 @@ ENGINE_BAD_ARGUMENTS = {
     "model_card": ["--bundle", MISSING, "--eval", MISSING, "--lvm-log", MISSING, "--recipe", MISSING],
     "train_lvm": ["--tokenizer", MISSING, "--out", "{tmp}/lvm", "--steps", "1"],
     "train_tokenizer": ["--init", MISSING, "--out", "{tmp}/tok", "--steps", "1"],
+    "ceiling": ["--bundle", MISSING, "--n", "1"],
+    "sample_sheet": ["--bundle", MISSING],
+    "sampling_sweep": ["--bundle", MISSING, "--json", "{tmp}/s.json"],
+    "shards": ["--tokenizer", MISSING, "--n", "1", "--seed", "0", "--out", "{tmp}/shards"],
 }
+
+
+def test_every_engine_command_has_a_bad_argument_case() -> None:
+    tools = {path.stem for path in (ROOT / "engine").glob("*.py") if '__name__ == "__main__"' in path.read_text()}
+    assert tools == set(ENGINE_BAD_ARGUMENTS)
 
 
 def _fill(argv: list[str], tmp: Path) -> list[str]:

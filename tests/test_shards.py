@@ -50,7 +50,7 @@ def test_shard_holds_the_codes_the_tokenizer_gives_each_puzzle(shard_dir: Path, 
 
 
 def test_shards_refuse_held_out_seeds(tokenizer_path: Path, tmp_path: Path) -> None:
-    with pytest.raises(SystemExit, match="held-out"):
+    with pytest.raises(ValueError, match="held-out"):
         shards.main(["--tokenizer", str(tokenizer_path), "--mix", MIX, "--n", "10", "--seed",
                      str(HELD_OUT_START - 5), "--out", str(tmp_path / "bad")])
     assert not (tmp_path / "bad").exists()
