@@ -44,8 +44,8 @@ def pictures(count: int, size: int = 16, seed: int = 0) -> list[np.ndarray]:
 
 
 def test_runtime_never_imports_torch() -> None:
-    code = "import sys, engine.runtime; bad = [m for m in ('torch', 'onnx', 'puzzles.generators') if m in sys.modules]; " \
-           "assert not bad, bad"
+    code = "import sys, engine.runtime; " \
+           "bad = [m for m in ('torch', 'onnx', 'puzzles.generators') if m in sys.modules]; assert not bad, bad"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
