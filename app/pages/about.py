@@ -17,7 +17,7 @@ STATIC = Path(__file__).resolve().parent.parent.parent / "static"
 SENTENCE_PICTURE = STATIC / "visual-sentence.svg"
 FILE_ROUTE = "/gradio_api/file="  # Gradio serves files listed in `allowed_paths` here
 CARD_IMAGE = re.compile(r"!\[([^\]]*)\]\(([\w.-]+\.png)\)")  # pictures the card names beside itself
-SAMPLE_PICTURE = "failures_matrix.png"  # the summary's example of what the model gets wrong
+SAMPLE_PICTURE = "samples.png"  # the summary's picture: what Solve returns at the default settings
 MEASURES = (  # (manifest key, column heading, as a percentage)
     ("n", "puzzles", False),
     ("multiple_choice_accuracy", "picks the right candidate", True),
@@ -118,9 +118,10 @@ def summary(bundle_dir: Path) -> str:
     parts = [card_summary(bundle_dir), "### How often it is right, per family", family_table(bundle_dir)]
     sample = Path(bundle_dir) / SAMPLE_PICTURE
     if sample.is_file():
-        parts += ["### A typical wrong answer",
-                  "Each row: the prompt, the model's pick (red frame), the right answer (green frame).",
-                  f"![matrix: typical wrong answers]({FILE_ROUTE}{sample.resolve()})"]
+        parts += ["### What Solve returns",
+                  "Held-out puzzles at Play's default settings. Each row: the prompt, the answer (green frame) and "
+                  "four samples, framed green when the nearest candidate is the answer, red otherwise.",
+                  f"![samples at the default settings]({FILE_ROUTE}{sample.resolve()})"]
     return "\n\n".join(part for part in parts if part)
 
 
