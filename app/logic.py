@@ -654,6 +654,31 @@ def model_pick(bank: Any, bundle: Any, puzzle: Mapping[str, Any]) -> int | None:
     return pick
 
 
+def record_model_picks(bank: Any, bundle: Any) -> int:
+    """Rank every published puzzle that has candidates and an answer but no result from this bundle yet, so the
+    "model gets it wrong" filter knows the whole bank from the start. Returns how many were ranked; a puzzle the
+    model cannot take (a prompt longer than its context) is skipped."""
+    from puzzles.bank import repository
+
+    done, page, tag = 0, 0, bundle_id(bundle)
+    while True:
+        items, total = repository.list_puzzles(bank, page=page, per_page=200)
+        for item in items:
+            if not item.candidate_hashes or item.answer_index is None:
+                continue
+            results = repository.puzzle_stats(bank, item.id)["model_results"]
+            if any(result["bundle_id"] == tag for result in results):
+                continue
+            try:
+                model_pick(bank, bundle, fetch_puzzle(bank, item.id))
+                done += 1
+            except (RuntimeError, ValueError) as error:
+                log.info("model pick skipped for %s: %s", item.id, error)
+        page += 1
+        if page * 200 >= total or not items:
+            return done
+
+
 def record_attempt(bank: Any, visitor_id: str, puzzle_id: str, choice: int | None, seconds: float | None,
                    correct: bool | None = None) -> bool:
     """Store a visitor's answer; `correct` is given for puzzles checked without candidates (ARC grids)."""

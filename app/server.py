@@ -81,8 +81,21 @@ def open_services(
     if seed:
         # Seeding reads the whole starter pack (seconds); the server starts meanwhile, and the seeder is
         # idempotent, so a restart or a second replica only finds every puzzle already there.
-        threading.Thread(target=seed_starter_pack, args=(bank,), name="seed-bank", daemon=True).start()
+        threading.Thread(target=seed_and_rank, args=(bank,), name="seed-bank", daemon=True).start()
     return install(Services(settings, bank, bundle, bundle_note))
+
+
+def seed_and_rank(bank: Any) -> None:
+    """Seed the bank, then let the model rank every puzzle it has no result for yet (once per bundle), so the
+    "model gets it wrong" filter knows the whole bank; both run in the background while the server serves."""
+    from app.logic import record_model_picks
+    from app.services import current
+
+    seed_starter_pack(bank)
+    try:
+        log.info("the model ranked %d bank puzzles", record_model_picks(bank, current().bundle()))
+    except RuntimeError as error:  # no usable bundle: the filter knows what visitors' runs tell it
+        log.warning("bank puzzles not ranked: %s", error)
 
 
 def seed_starter_pack(bank: Any, pack_path: Path | None = None) -> None:

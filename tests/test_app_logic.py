@@ -211,3 +211,25 @@ def test_named_api_prompts_are_checked_like_the_play_layouts() -> None:
         api.sentence("matrix", [_image(k) for k in range(9)])
     with pytest.raises(ValueError, match="empty: row 3, col 2"):
         api.sentence("matrix", [_image(k) for k in range(7)])
+
+
+@pytest.mark.parametrize("make_bank", ["sqlite"], indirect=True)
+def test_the_model_ranks_the_whole_bank_once_per_bundle(make_bank, tmp_path: Path, tiny_bundle_dir: Path) -> None:  # noqa: ANN001
+    from engine.runtime import Bundle
+
+    bank = make_bank(tmp_path)
+    for seed in range(3):
+        puzzle = generate("analogy", seed, size=32)
+        puzzle.panels, puzzle.layout = puzzle.panels[-3:], {**puzzle.layout, "pairs": 1}  # fits the tiny context
+        puzzle.id = puzzle.content_id()
+        repository.add_puzzle(bank, puzzle, status="published")
+    repository.add_puzzle(bank, generate("matrix", 0, size=32), status="published")  # too long for it: skipped
+    wrong_filter = logic.BankFilters(model_wrong=True)
+    assert logic.bank_page(bank, wrong_filter, 0)[1] == []  # a fresh bank: nothing known
+    bundle = Bundle.load(tiny_bundle_dir)
+    assert logic.record_model_picks(bank, bundle) == 3
+    assert logic.record_model_picks(bank, bundle) == 0  # once per bundle
+    known = [repository.puzzle_stats(bank, puzzle_id)["model_results"] for puzzle_id in
+             [item.id for item in repository.list_puzzles(bank, family="analogy")[0]]]
+    wrong = sum(not results[0]["correct"] for results in known)
+    assert len(logic.bank_page(bank, wrong_filter, 0)[1]) == wrong
