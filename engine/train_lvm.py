@@ -32,7 +32,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from engine import training
 from engine.bundle import read_manifest
@@ -344,11 +343,10 @@ def bundle_tokens_seen(directory: str | Path) -> int:
 def make_stream(config: TrainLVMConfig, runtime: training.Runtime, image_size: int, limit: int,
                 sentences_seen: int = 0) -> PuzzleStream:
     """This rank's share of the training puzzles (DDP ranks and loader workers never share a seed)."""
-    # a resumed run starts past every seed the earlier run can have drawn (sentences seen, plus prefetch margin)
-    base_seed = config.seed + (sentences_seen + 100_000 if sentences_seen else 0)
     return PuzzleStream(StreamConfig(mix=parse_mix(config.mix), image_size=image_size, max_images=limit,
                                      candidates=config.choice_weight > 0,
-                                     base_seed=base_seed, rank=runtime.rank, world_size=runtime.world_size))
+                                     base_seed=training.resumed_base_seed(config.seed, sentences_seen),
+                                     rank=runtime.rank, world_size=runtime.world_size))
 
 
 def shard_batches(shard: Shard, config: TrainLVMConfig, runtime: training.Runtime, sentences_seen: int
@@ -398,13 +396,13 @@ def train(config: TrainLVMConfig) -> Path:
     model = build_model(config, vocab, state).to(runtime.device)
     limit = max_images(model.config.context_length, vocab)  # the model's own (a resumed or bundle model's)
     optimizer = training.make_optimizer(model, config.lr, config.weight_decay, runtime.device)
-    step, tokens_seen, sentences_seen, elapsed_before = 0, 0, 0, 0.0
-    if state is None and config.init_bundle:  # count on from the tokens the bundle's weights have seen
-        tokens_seen = bundle_tokens_seen(config.init_bundle)
+    loop = training.TrainingLoop(out_dir, runtime, config.steps, config.minutes, config.log_every,
+                                 config.save_every_min, "lvm", state)
+    sentences_seen = state["sentences_seen"] if state is not None else 0
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
-        step, tokens_seen = state["step"], state["tokens_seen"]
-        sentences_seen, elapsed_before = state["sentences_seen"], state["elapsed"]
+    elif config.init_bundle:  # count on from the tokens the bundle's weights have seen
+        loop.seen = bundle_tokens_seen(config.init_bundle)
     logger.info("LVM %.2fM parameters, vocabulary %d, %d images per sentence, device %s",
                 model.num_parameters() / 1e6, vocab.vocab_size, limit, runtime.device)
     trained = training.distribute(model, runtime)
@@ -417,20 +415,15 @@ def train(config: TrainLVMConfig) -> Path:
     else:
         stream = make_stream(config, runtime, tokenizer.tokenizer_config.image_size, limit, sentences_seen)
         batches = training.infinite(make_loader(stream, config.batch_size, config.workers, collate=False))
-    budget = training.Budget(config.steps, config.minutes, step, elapsed_before)
-    log = training.RunLog(out_dir, enabled=runtime.is_main, resume_step=step if state is not None else None)
     items = (held_out_items([f for f in parse_mix(config.mix) if f != "grid"], config.eval_n, tokenizer, vocab,
                             limit, tokenizer.tokenizer_config.image_size, runtime.device) if runtime.is_main else [])
-    next_eval = tokens_seen + config.eval_every_tokens if config.eval_every_tokens else None
-    last_save, window_start, window_tokens = time.monotonic(), time.monotonic(), 0
-    progress = tqdm(total=config.steps, initial=step, disable=not runtime.is_main, desc="lvm")
+    next_eval = loop.seen + config.eval_every_tokens if config.eval_every_tokens else None
 
     def save() -> None:
         if not runtime.is_main:
             return
-        payload = {**model_checkpoint(model), "optimizer": optimizer.state_dict(), "step": step,
-                   "tokens_seen": tokens_seen, "sentences_seen": sentences_seen, "elapsed": budget.elapsed(),
-                   "vocab": vocab.to_dict(), "tokenizer_path": config.tokenizer,
+        payload = {**model_checkpoint(model), "optimizer": optimizer.state_dict(), **loop.facts(),
+                   "sentences_seen": sentences_seen, "vocab": vocab.to_dict(), "tokenizer_path": config.tokenizer,
                    "train_config": recorded_config(config, model.config),
                    "hardware": training.describe_hardware(runtime)}
         training.save_checkpoint(payload, out_dir / "ckpt.pt")
@@ -441,47 +434,40 @@ def train(config: TrainLVMConfig) -> Path:
 
     def run_eval() -> None:
         results = evaluate(model, items, vocab, runtime.device, config.bf16)
-        log.write({"kind": "eval", "step": step, "tokens": tokens_seen, "elapsed": budget.elapsed(), **results})
-        logger.info("eval at %d tokens: %s", tokens_seen,
+        loop.log.write({"kind": "eval", "step": loop.step, "tokens": loop.seen, "elapsed": loop.budget.elapsed(),
+                        **results})
+        logger.info("eval at %d tokens: %s", loop.seen,
                     ", ".join(f"{k} {v:.3f}" for k, v in results.items() if k.count("/") == 1 and k[:3] == "acc"))
 
     timer = StepTimer()
-    while (fraction := budget.synced_fraction(step, runtime)) < 1.0:
+    for fraction in loop.running():
         with timer.phase("data"):
             samples = next(batches)
         batch = make_batch(samples, tokenizer, vocab, config, runtime.device, timer)
-        lr = training.learning_rate(step, fraction, config.lr, config.warmup_steps)
+        lr = training.learning_rate(loop.step, fraction, config.lr, config.warmup_steps)
         loss = train_step(trained, optimizer, batch, config, lr, runtime.device, vocab.codebook_size, timer)
-        step += 1
-        tokens_seen += batch.tokens * runtime.world_size
+        loop.advance(batch.tokens * runtime.world_size)
         sentences_seen += batch.inputs.shape[0] * runtime.world_size
-        window_tokens += batch.tokens * runtime.world_size
-        progress.update(1)
-        if step % config.log_every == 0:
+        if loop.log_due():
             global_loss = training.mean_over_ranks(float(loss), runtime)  # every rank joins the reduction
             if runtime.is_main:
-                now = time.monotonic()
-                record = {"kind": "train", "step": step, "tokens": tokens_seen, "loss": global_loss, "lr": lr,
-                          "tok/s": window_tokens / max(1e-9, now - window_start), "elapsed": budget.elapsed(),
-                          **timer.per_step(config.log_every)}
-                log.write(record)
-                log.plot()
+                record = {"kind": "train", "step": loop.step, "tokens": loop.seen, "loss": global_loss, "lr": lr,
+                          "tok/s": loop.rate(), "elapsed": loop.budget.elapsed(), **timer.per_step(config.log_every)}
+                loop.log.write(record)
+                loop.log.plot()
                 split = "/".join(f"{record[f'time/{name}'] * 1000:.0f}" for name in StepTimer.PHASES)
-                progress.set_postfix(loss=f"{global_loss:.3f}", tok_s=f"{record['tok/s']:.0f}",
-                                     ms_data_enc_fwd_choice_bwd=split)
-                window_start, window_tokens = now, 0
-        if next_eval is not None and tokens_seen >= next_eval:
+                loop.progress.set_postfix(loss=f"{global_loss:.3f}", tok_s=f"{record['tok/s']:.0f}",
+                                          ms_data_enc_fwd_choice_bwd=split)
+        if next_eval is not None and loop.seen >= next_eval:
             if runtime.is_main:
                 run_eval()
             next_eval += config.eval_every_tokens
-        if time.monotonic() - last_save > 60 * config.save_every_min:
+        if loop.save_due():
             save()
-            last_save = time.monotonic()
-    progress.close()
     save()  # before the final evaluation, so a run stopped by its time limit keeps its weights
     if runtime.is_main and items:
         run_eval()
-        log.plot()
+        loop.log.plot()
     training.shutdown_runtime(runtime)
     return out_dir / "ckpt.pt"
 

@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from engine import training
 from engine.data import ImageStream, StreamConfig, make_loader, parse_mix
@@ -171,79 +169,75 @@ def train(config: TrainTokenizerConfig) -> Path:
         for part in (model.post_quant_conv, model.decoder):
             part.requires_grad_(True)
     optimizer = training.make_optimizer(model, config.lr, config.weight_decay, runtime.device)
-    step, images_seen, elapsed_before = 0, 0, 0.0
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
-        step, images_seen, elapsed_before = state["step"], state["images_seen"], state["elapsed"]
-    # a resumed run starts past every seed the earlier run can have drawn (images seen, plus prefetch margin)
-    base_seed = config.seed + (images_seen + 100_000 if step else 0)
+    loop = training.TrainingLoop(out_dir, runtime, config.steps, config.minutes, config.log_every,
+                                 config.save_every_min, "tokenizer", state, seen_key="images_seen")
     shape: TokenizerConfig = model.tokenizer_config
-    stream = ImageStream(StreamConfig(mix=parse_mix(config.mix), image_size=shape.image_size, base_seed=base_seed,
+    stream = ImageStream(StreamConfig(mix=parse_mix(config.mix), image_size=shape.image_size,
+                                      base_seed=training.resumed_base_seed(config.seed, loop.seen),
                                       rank=runtime.rank, world_size=runtime.world_size))
     batches = training.infinite(make_loader(stream, config.batch_size, config.workers))
-    budget = training.Budget(config.steps, config.minutes, step, elapsed_before)
-    log = training.RunLog(out_dir, enabled=runtime.is_main, resume_step=step if state is not None else None)
     eval_families = ("matrix", "sequence") if runtime.is_main else ()
     eval_panels = {family: held_out_panels(family, config.eval_n, shape.image_size) for family in eval_families}
     usage = torch.zeros(shape.codebook_size, device=runtime.device)
-    last_save, window_start, window_images = time.monotonic(), time.monotonic(), 0
-    progress = tqdm(total=config.steps, initial=step, disable=not runtime.is_main, desc="tokenizer")
 
     def save() -> None:
         if runtime.is_main:
-            payload = {**tokenizer_checkpoint(model), "optimizer": optimizer.state_dict(), "step": step,
-                       "images_seen": images_seen, "elapsed": budget.elapsed(), "train_config": vars(config),
-                       "hardware": training.describe_hardware(runtime)}
+            payload = {**tokenizer_checkpoint(model), "optimizer": optimizer.state_dict(), **loop.facts(),
+                       "train_config": vars(config), "hardware": training.describe_hardware(runtime)}
             training.save_checkpoint(payload, out_dir / "ckpt.pt")
             if config.half_weights_out:
                 facts = {key: payload[key] for key in ("step", "images_seen", "elapsed", "hardware", "train_config")}
                 training.save_checkpoint({**tokenizer_checkpoint(model, half=True), **facts},
                                          Path(config.half_weights_out))
 
-    while (fraction := budget.synced_fraction(step, runtime)) < 1.0:
+    def run_eval() -> dict[str, float]:
+        results = evaluate_psnr(model, eval_panels, runtime.device)
+        loop.log.write({"kind": "eval", "step": loop.step, "tokens": loop.seen, **results})
+        return results
+
+    for fraction in loop.running():
         images = next(batches).to(runtime.device, non_blocking=True)
-        lr = training.learning_rate(step, fraction, config.lr, config.warmup_steps)
+        lr = training.learning_rate(loop.step, fraction, config.lr, config.warmup_steps)
         losses, codes = train_step(model, optimizer, images, config, lr, runtime)
         usage += torch.bincount(codes.flatten(), minlength=shape.codebook_size)
-        step += 1
-        images_seen += images.shape[0] * runtime.world_size
-        window_images += images.shape[0] * runtime.world_size
-        progress.update(1)
-        if config.restart_every and not config.decoder_only and step % config.restart_every == 0:
-            if runtime.distributed:  # a code is alive when any rank used it
-                torch.distributed.all_reduce(usage)
-            used = int((usage > 0).sum())
-            restarted = restart_dead_codes(model, usage, model.encode(images[:16] * 2 - 1).latents)
-            if runtime.distributed:  # every rank keeps rank 0's codebook
-                torch.distributed.broadcast(model.quantize.embedding.weight.data, src=0)
-            log.write({"kind": "codes", "step": step, "codes_used": used, "restarted": restarted})
-            usage.zero_()
-        if step % config.log_every == 0:
+        loop.advance(images.shape[0] * runtime.world_size)
+        if config.restart_every and not config.decoder_only and loop.step % config.restart_every == 0:
+            restart_codes(model, usage, images, runtime, loop.log, loop.step)
+        if loop.log_due():
             # every rank joins the reductions; the log holds the global batch's losses
             means = {key: training.mean_over_ranks(float(value), runtime) for key, value in losses.items()}
             if runtime.is_main:
-                now = time.monotonic()
-                record = {"kind": "train", "step": step, "tokens": images_seen, **means, "lr": lr,
-                          "img/s": window_images / max(1e-9, now - window_start), "elapsed": budget.elapsed()}
-                log.write(record)
-                log.plot(("loss", "loss_rec", "loss_vq"))
-                progress.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}")
-                window_start, window_images = now, 0
-        if runtime.is_main and config.eval_every and step % config.eval_every == 0:
-            log.write({"kind": "eval", "step": step, "tokens": images_seen,
-                       **evaluate_psnr(model, eval_panels, runtime.device)})
-        if time.monotonic() - last_save > 60 * config.save_every_min:
+                record = {"kind": "train", "step": loop.step, "tokens": loop.seen, **means, "lr": lr,
+                          "img/s": loop.rate(), "elapsed": loop.budget.elapsed()}
+                loop.log.write(record)
+                loop.log.plot(("loss", "loss_rec", "loss_vq"))
+                loop.progress.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}")
+        if runtime.is_main and config.eval_every and loop.step % config.eval_every == 0:
+            run_eval()
+        if loop.save_due():
             save()
-            last_save = time.monotonic()
-    progress.close()
+    save()  # before the final evaluation, so a run stopped by its time limit keeps its weights
     if runtime.is_main:
-        final = evaluate_psnr(model, eval_panels, runtime.device)
-        log.write({"kind": "eval", "step": step, "tokens": images_seen, **final})
+        final = run_eval()
         logger.info("final PSNR: %s", ", ".join(f"{k} {v:.2f} dB" for k, v in final.items()))
-        log.plot(("loss", "loss_rec", "loss_vq"))
-    save()
+        loop.log.plot(("loss", "loss_rec", "loss_vq"))
     training.shutdown_runtime(runtime)
     return out_dir / "ckpt.pt"
+
+
+def restart_codes(model: torch.nn.Module, usage: torch.Tensor, images: torch.Tensor, runtime: training.Runtime,
+                  log: training.RunLog, step: int) -> None:
+    """Restart the codes no rank used since the last restart on this batch's latents; count afresh."""
+    if runtime.distributed:  # a code is alive when any rank used it
+        torch.distributed.all_reduce(usage)
+    used = int((usage > 0).sum())
+    restarted = restart_dead_codes(model, usage, model.encode(images[:16] * 2 - 1).latents)
+    if runtime.distributed:  # every rank keeps rank 0's codebook
+        torch.distributed.broadcast(model.quantize.embedding.weight.data, src=0)
+    log.write({"kind": "codes", "step": step, "codes_used": used, "restarted": restarted})
+    usage.zero_()
 
 
 def initial_tokenizer(config: TrainTokenizerConfig, resumed: dict | None = None) -> torch.nn.Module:

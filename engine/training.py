@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from tqdm import tqdm
 
 logger = logging.getLogger(__name__)
 
@@ -162,6 +163,67 @@ class Budget:
         value = torch.tensor([fraction], dtype=torch.float64, device=runtime.device)
         dist.broadcast(value, src=0)
         return float(value.item())
+
+
+def resumed_base_seed(seed: int, seen: int) -> int:
+    """The first data seed of a run: a resumed one (seen > 0) starts past every seed the earlier run can have
+    drawn, with a margin for what its loaders had prefetched."""
+    return seed + (seen + 100_000 if seen else 0)
+
+
+class TrainingLoop:
+    """The skeleton both trainers share: steps under a step/time budget, what a checkpoint needs to resume (step,
+    units seen, elapsed time), a log window with its rate, periodic checkpoints and a progress bar.
+
+    A trainer asks `running()` for the next budget fraction, calls `advance(units)` after each step, writes a
+    record when `log_due()` (with `rate()`, units per second over the window) and calls `save` when `save_due()`.
+    """
+
+    def __init__(self, out_dir: Path, runtime: Runtime, steps: int | None, minutes: float | None,
+                 log_every: int, save_every_min: float, desc: str, resumed: dict[str, Any] | None = None,
+                 seen_key: str = "tokens_seen") -> None:
+        self.runtime, self.log_every, self.save_every_s = runtime, log_every, 60.0 * save_every_min
+        self.seen_key = seen_key
+        self.step = int(resumed["step"]) if resumed else 0
+        self.seen = int(resumed[seen_key]) if resumed else 0
+        self.budget = Budget(steps, minutes, self.step, float(resumed["elapsed"]) if resumed else 0.0)
+        self.log = RunLog(out_dir, enabled=runtime.is_main, resume_step=self.step if resumed else None)
+        self.progress = tqdm(total=steps, initial=self.step, disable=not runtime.is_main, desc=desc)
+        self._last_save = self._window_start = time.monotonic()
+        self._window_units = 0
+
+    def running(self) -> Iterator[float]:
+        """The budget fraction before each step, until the budget is spent (the same on every rank)."""
+        while (fraction := self.budget.synced_fraction(self.step, self.runtime)) < 1.0:
+            yield fraction
+        self.progress.close()
+
+    def advance(self, units: int) -> None:
+        """One step done on `units` tokens or images (all ranks together)."""
+        self.step += 1
+        self.seen += units
+        self._window_units += units
+        self.progress.update(1)
+
+    def log_due(self) -> bool:
+        return self.step % self.log_every == 0
+
+    def rate(self) -> float:
+        """Units per second since the last call (the log window), then a new window starts."""
+        now = time.monotonic()
+        rate = self._window_units / max(1e-9, now - self._window_start)
+        self._window_start, self._window_units = now, 0
+        return rate
+
+    def save_due(self) -> bool:
+        if time.monotonic() - self._last_save <= self.save_every_s:
+            return False
+        self._last_save = time.monotonic()
+        return True
+
+    def facts(self) -> dict[str, Any]:
+        """What a checkpoint records to resume from."""
+        return {"step": self.step, self.seen_key: self.seen, "elapsed": self.budget.elapsed()}
 
 
 def learning_rate(step: int, fraction: float, peak: float, warmup_steps: int, min_ratio: float = 0.1) -> float:
