@@ -654,6 +654,27 @@ def model_pick(bank: Any, bundle: Any, puzzle: Mapping[str, Any]) -> int | None:
     return pick
 
 
+PICK_WORDS = "The model picked"
+
+
+def pick_line(pick: int, answer_index: int | None) -> str:
+    """The line that says which candidate the model picked, and whether it is the answer."""
+    verdict = "" if answer_index is None else f" ({'right' if pick == answer_index else 'wrong'})"
+    return f"{PICK_WORDS} **#{pick + 1}**{verdict}."
+
+
+def known_model_pick(bank: Any, bundle: Any | None, puzzle_id: str) -> int | None:
+    """The candidate this bundle picked for the puzzle, as the bank remembers it (ranked once per bundle, see
+    record_model_picks); None when the bundle is not loaded yet or has not ranked this puzzle."""
+    from puzzles.bank import repository
+
+    if bundle is None:
+        return None
+    tag = bundle_id(bundle)
+    results = repository.puzzle_stats(bank, puzzle_id)["model_results"]
+    return next((r["picked_index"] for r in results if r["bundle_id"] == tag and r["picked_index"] is not None), None)
+
+
 def record_model_picks(bank: Any, bundle: Any) -> int:
     """Rank every published puzzle that has candidates and an answer but no result from this bundle yet, so the
     "model gets it wrong" filter knows the whole bank from the start. Returns how many were ranked; a puzzle the

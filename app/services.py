@@ -62,6 +62,10 @@ class Services:
                     raise RuntimeError(f"the model bundle could not be loaded: {error}") from error
             return self._bundle
 
+    def loaded_bundle(self) -> Bundle | None:
+        """The bundle when it is loaded already, else None (never loads: for handlers that must not wait)."""
+        return self._bundle
+
     def close(self) -> None:
         if self.bank is not None:
             self.bank.close()

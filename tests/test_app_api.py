@@ -113,8 +113,9 @@ def test_attempt_records_and_reveals(client: Client, playground: dict) -> None:
     visitor = logic.new_visitor_id()
     choice = f"#{answer_index + 1}"
     verdict, truth, _generated, stats, *_ = client.predict(visitor, puzzle_id, choice, api_name="/attempt")
-    assert "Right" in verdict and f"The answer is **#{answer_index + 1}**" in verdict
-    assert "The model picked" in verdict and truth is not None
+    assert "Right" in verdict and f"The answer is **#{answer_index + 1}**" in verdict and truth is not None
+    verdict, _generated, stats = client.predict(puzzle_id, verdict, api_name="/attempt_model")  # what follows
+    assert "The model picked" in verdict and f"The answer is **#{answer_index + 1}**" in verdict
     client.predict(visitor, puzzle_id, logic.GAVE_UP, api_name="/attempt")
     summary = repository.puzzle_stats(bank, puzzle_id)
     assert summary["attempts"] >= 2 and summary["gave_up"] >= 1

@@ -17,6 +17,7 @@ import gradio as gr
 import numpy as np
 
 from app import logic
+from app.pages import play
 from app.services import current
 from puzzles.generators import grid as arc_grid
 
@@ -104,7 +105,7 @@ def open_grid(puzzle_id: str | None) -> list[Any]:
 def check(visitor_id: str | None, puzzle_id: str | None, grid_json: str | None, tries_left: int | None,
           started: float | None) -> list[Any]:
     """One try: right or wrong at once; the round ends when it is right or the tries are used up, and then it
-    is recorded once and the answer and the model's answer are shown."""
+    is recorded once and the answer is shown (the model's answer follows in `model_after_round`)."""
     visitor_id = logic.ensure_visitor_id(visitor_id)
     tries_left = TRIES if tries_left is None else int(tries_left)
     if not puzzle_id:
@@ -133,10 +134,23 @@ def check(visitor_id: str | None, puzzle_id: str | None, grid_json: str | None, 
             logic.record_attempt(current().bank, visitor_id, puzzle_id, 0, seconds, correct=right)
         except ValueError as error:
             raise gr.Error(str(error)) from error
-        image, line = model_answer(puzzle)
-        outputs[0] += f"\n\n{line}"
-        outputs[3], outputs[4] = picture(expected), image
+        outputs[3] = picture(expected)
     return outputs
+
+
+def model_after_round(puzzle_id: str | None, tries_left: int | None, verdict: str) -> list[Any]:
+    """Once a round is over (right, or no tries left): the model's answer beside the person's, on the model's
+    queue; nothing while the round goes on."""
+    if not puzzle_id or (tries_left and not verdict.startswith(feedback(True, 0, False))):
+        return [gr.skip(), gr.skip()]
+    from app.pages.bank import published_puzzle  # bank imports this module
+
+    try:
+        puzzle = published_puzzle(puzzle_id)
+    except ValueError as error:
+        raise gr.Error(str(error)) from error
+    image, line = model_answer(puzzle)
+    return [f"{verdict}\n\n{line}", image]
 
 
 def neighbour(puzzle_id: str | None, family: str | None, step: int) -> str:
@@ -192,9 +206,13 @@ def build(visitor: gr.BrowserState, puzzle_id: gr.Textbox, started: gr.State) ->
             truth = gr.Image(label="The answer", elem_id="arc-truth", interactive=False, format="png", height=220)
             models = gr.Image(label="The model's answer", elem_id="arc-model", interactive=False, format="png",
                               height=220)
-    check_button.click(check, [visitor, puzzle_id, editor, tries, started],
-                       [verdict, tries, mine, truth, models, check_button, visitor], js=READ_EDITOR,
-                       api_name="grid_check", concurrency_id="model", concurrency_limit=1)
+    checked = check_button.click(check, [visitor, puzzle_id, editor, tries, started],
+                                 [verdict, tries, mine, truth, models, check_button, visitor], js=READ_EDITOR,
+                                 api_name="grid_check", concurrency_id=play.VISITOR_CONCURRENCY,
+                                 concurrency_limit=play.VISITOR_CONCURRENCY_LIMIT)
+    checked.success(model_after_round, [puzzle_id, tries, verdict], [verdict, models], api_visibility="private",
+                    concurrency_id=play.MODEL_CONCURRENCY, concurrency_limit=play.MODEL_CONCURRENCY_LIMIT,
+                    show_progress_on=[models])
     return {"group": group, "editor": editor, "note": note, "tries": tries, "verdict": verdict, "mine": mine,
             "truth": truth, "models": models, "check_button": check_button}
 

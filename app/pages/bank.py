@@ -9,7 +9,7 @@ from typing import Any
 import gradio as gr
 
 from app import logic
-from app.pages import arc
+from app.pages import arc, play
 from app.services import current
 from puzzles.generators.matrix import LAYOUTS as MATRIX_LAYOUTS
 
@@ -92,9 +92,9 @@ SHOW_LINK = "(id) => { if (id) history.replaceState(null, '', '?puzzle=' + encod
 COPY_LINK = "() => { navigator.clipboard && navigator.clipboard.writeText(location.href); }"
 
 
-def attempt(visitor_id: str | None, puzzle_id: str, choice: str, started: float | None,
-            progress: gr.Progress = gr.Progress()) -> list[Any]:  # noqa: B008
-    """Record the visitor's answer and time, then reveal the truth, the model's pick and a generated answer."""
+def attempt(visitor_id: str | None, puzzle_id: str, choice: str, started: float | None) -> list[Any]:
+    """Record the visitor's answer and time and reveal the truth at once; the model's pick shows too when the bank
+    already knows it. The model's own work follows in `attempt_model`, on the model's queue."""
     visitor_id = logic.ensure_visitor_id(visitor_id)
     services = current()
     try:
@@ -108,25 +108,45 @@ def attempt(visitor_id: str | None, puzzle_id: str, choice: str, started: float 
     lines = [f"## {verdict}"]
     if puzzle["answer_index"] is not None:
         lines.append(f"The answer is **#{puzzle['answer_index'] + 1}**.")
-    generated = None
-    model_correct = None
+    pick = logic.known_model_pick(services.bank, services.loaded_bundle(), puzzle_id)
+    model_correct = None if pick is None else pick == puzzle["answer_index"]
+    if pick is not None:
+        lines.append(logic.pick_line(pick, puzzle["answer_index"]))
+    # Answered: the button rests until another puzzle is opened, so one round counts one attempt.
+    return ["\n\n".join(lines), puzzle["answer"], None, _stats(puzzle_id, model_correct), visitor_id,
+            gr.update(interactive=False)]
+
+
+def attempt_model(puzzle_id: str, verdict: str, progress: gr.Progress = gr.Progress()) -> list[Any]:  # noqa: B008
+    """After an answer: the model's pick (when the verdict lacks it) and its generated answer."""
+    services = current()
+    try:
+        puzzle = published_puzzle(puzzle_id)
+    except ValueError as error:
+        raise gr.Error(str(error)) from error
+    generated, model_correct, text = None, None, verdict or ""
     try:
         bundle = services.bundle()
-        pick = logic.model_pick(services.bank, bundle, puzzle)
+        pick = logic.known_model_pick(services.bank, bundle, puzzle_id)
+        if pick is None:
+            pick = logic.model_pick(services.bank, bundle, puzzle)
         if pick is not None:
             model_correct = pick == puzzle["answer_index"]
-            lines.append(f"The model picked **#{pick + 1}** ({'right' if model_correct else 'wrong'}).")
+            if logic.PICK_WORDS not in text:
+                text += "\n\n" + logic.pick_line(pick, puzzle["answer_index"])
         settings = replace(logic.default_sampling(), n_samples=1, seed=0)
         report = lambda f, m: progress(f, desc=m)  # noqa: E731
         generated = logic.solve(bundle, puzzle["panels"], settings, progress=report).samples[0]
     except (RuntimeError, ValueError) as error:
         log.warning("model unavailable for puzzle %s: %s", puzzle_id, error)
-        lines.append(f"(The model could not answer: {error})")
+        text += f"\n\n(The model could not answer: {error})"
+    return [text, generated, _stats(puzzle_id, model_correct)]
+
+
+def _stats(puzzle_id: str, model_correct: bool | None) -> str:
     from puzzles.bank import repository
 
-    stats = logic.stats_markdown(repository.puzzle_stats(services.bank, puzzle_id), model_correct)
-    # Answered: the button rests until another puzzle is opened, so one round counts one attempt.
-    return ["\n\n".join(lines), puzzle["answer"], generated, stats, visitor_id, gr.update(interactive=False)]
+    return logic.stats_markdown(repository.puzzle_stats(current().bank, puzzle_id), model_correct)
 
 
 # --- layout ---------------------------------------------------------------------------------------------------
@@ -183,10 +203,13 @@ def build_try(visitor: gr.BrowserState) -> dict[str, Any]:
         next_button = gr.Button("Next puzzle", elem_id="try-next")
         random_button = gr.Button("Random puzzle", elem_id="try-random")
         link_button = gr.Button("Copy link to this puzzle", elem_id="try-copy-link")
-    answer_button.click(
+    answered = answer_button.click(
         attempt, [visitor, puzzle_id, choice, started], [verdict, truth, generated, stats, visitor, answer_button],
-        api_name="attempt", concurrency_id="model", concurrency_limit=1,
+        api_name="attempt", concurrency_id=play.VISITOR_CONCURRENCY, concurrency_limit=play.VISITOR_CONCURRENCY_LIMIT,
     )
+    answered.success(attempt_model, [puzzle_id, verdict], [verdict, generated, stats], api_name="attempt_model",
+                     concurrency_id=play.MODEL_CONCURRENCY, concurrency_limit=play.MODEL_CONCURRENCY_LIMIT,
+                     show_progress_on=[generated])
     open_outputs = [puzzle_id, title, prompt, candidates, choice, started, verdict, truth, generated, stats,
                     answer_button]
     next_button.click(open_next, puzzle_id, open_outputs, api_visibility="private")

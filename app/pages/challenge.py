@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import gradio as gr
 
 from app import logic
+from app.pages import play
 from app.services import current
 
 log = logging.getLogger(__name__)
@@ -59,36 +61,32 @@ def _verdict(correct: bool, chosen: int, answer_index: int | None) -> str:
     return f"✘ #{chosen + 1} is not it; the answer was #{(answer_index or 0) + 1}."
 
 
-def _final(state: dict[str, Any], progress: Any) -> tuple[str, int]:
-    """The end screen's text (score table and one line per puzzle) and the model's number right."""
+def _final(state: dict[str, Any], pick_of: Callable[[dict[str, Any]], int | None]) -> str:
+    """The end screen: the last verdict, the score table next to the model's and one line per puzzle; the model's
+    picks come from `pick_of` (None where it has none)."""
     services = current()
     lines, model_correct = [], 0
-    try:
-        bundle = services.bundle()
-    except RuntimeError as error:
-        log.warning("model unavailable for the challenge: %s", error)
-        bundle = None
     for number, (puzzle_id, (correct, chosen)) in enumerate(zip(state["ids"], state["answers"], strict=True)):
-        progress(number / len(state["ids"]), desc="the model takes the same test")
         puzzle = logic.fetch_puzzle(services.bank, puzzle_id)
-        pick = None
-        if bundle is not None:
-            try:
-                pick = logic.model_pick(services.bank, bundle, puzzle)
-            except (RuntimeError, ValueError) as error:  # a prompt longer than the model's context
-                log.warning("model could not answer %s: %s", puzzle_id, error)
+        pick = pick_of(puzzle)
         model_correct += int(pick is not None and pick == puzzle["answer_index"])
         model = "—" if pick is None else f"#{pick + 1}"
         lines.append(f"| {number + 1} | level {puzzle['difficulty']} | #{chosen + 1} {'✔' if correct else '✘'} | "
                      f"#{puzzle['answer_index'] + 1} | {model} |")
     table = "| | | you | answer | model |\n|---|---|---|---|---|\n" + "\n".join(lines)
-    return table, model_correct
+    right = sum(correct for correct, _ in state["answers"])
+    score = logic.ChallengeScore(len(state["answers"]), right, model_correct, state["seconds"])
+    return f"{state['verdict']}\n\n{score.markdown()}\n\n{table}"
 
 
-def answer(visitor_id: str | None, state: dict[str, Any] | None, choice: str,
-           progress: gr.Progress = gr.Progress()) -> list[Any]:  # noqa: B008
+def _known_pick(puzzle: dict[str, Any]) -> int | None:
+    services = current()
+    return logic.known_model_pick(services.bank, services.loaded_bundle(), puzzle["id"])
+
+
+def answer(visitor_id: str | None, state: dict[str, Any] | None, choice: str) -> list[Any]:
     """Record one answer and say at once whether it was right; show the next puzzle, or the final score next
-    to the model's."""
+    to the model's picks that the bank knows (`model_final` fills in the rest on the model's queue)."""
     if not _running(state):
         raise gr.Error("press Start to begin a challenge")
     if not choice:
@@ -108,13 +106,37 @@ def answer(visitor_id: str | None, state: dict[str, Any] | None, choice: str,
     if state["index"] < len(state["ids"]):
         return [state, *_question(state), f"{verdict} {state['index']} answered.", gr.update(visible=True),
                 visitor_id, gr.skip()]
-    seconds = time.time() - state["started"]
-    table, model_correct = _final(state, progress)
+    state = {**state, "seconds": time.time() - state["started"], "verdict": verdict}
     right = sum(correct for correct, _ in state["answers"])
-    score = logic.ChallengeScore(len(state["answers"]), right, model_correct, seconds)
     return [state, f"### Done: {right} of {len(state['answers'])} right", gr.update(value=None, visible=False),
-            gr.update(value=None, visible=False), gr.update(choices=[], value=None),
-            f"{verdict}\n\n{score.markdown()}\n\n{table}", gr.update(visible=False), visitor_id, ""]
+            gr.update(value=None, visible=False), gr.update(choices=[], value=None), _final(state, _known_pick),
+            gr.update(visible=False), visitor_id, ""]
+
+
+def model_final(state: dict[str, Any] | None, progress: gr.Progress = gr.Progress()) -> Any:  # noqa: B008
+    """Once a challenge is over: the model takes the puzzles whose pick the bank does not know, and the end screen
+    shows all its picks. Nothing changes while a challenge is under way."""
+    if not state or "seconds" not in state or _running(state):
+        return gr.skip()
+    services = current()
+    try:
+        bundle = services.bundle()
+    except RuntimeError as error:
+        log.warning("model unavailable for the challenge: %s", error)
+        return gr.skip()
+
+    def pick_of(puzzle: dict[str, Any]) -> int | None:
+        progress(state["ids"].index(puzzle["id"]) / len(state["ids"]), desc="the model takes the same test")
+        known = logic.known_model_pick(services.bank, bundle, puzzle["id"])
+        if known is not None:
+            return known
+        try:
+            return logic.model_pick(services.bank, bundle, puzzle)
+        except (RuntimeError, ValueError) as error:  # a prompt longer than the model's context
+            log.warning("model could not answer %s: %s", puzzle["id"], error)
+            return None
+
+    return _final(state, pick_of)
 
 
 def build(visitor: gr.BrowserState) -> None:
@@ -138,6 +160,8 @@ def build(visitor: gr.BrowserState) -> None:
                        api_name="challenge_start")
     answered = next_button.click(answer, [visitor, state, choice],
                                  [state, heading, prompt, candidates, choice, result, answer_row, visitor, clock],
-                                 api_name="challenge_answer", concurrency_id="model", concurrency_limit=1,
-                                 show_progress_on=[result])
+                                 api_name="challenge_answer", concurrency_id=play.VISITOR_CONCURRENCY,
+                                 concurrency_limit=play.VISITOR_CONCURRENCY_LIMIT, show_progress_on=[result])
+    answered.success(model_final, state, result, api_visibility="private", concurrency_id=play.MODEL_CONCURRENCY,
+                     concurrency_limit=play.MODEL_CONCURRENCY_LIMIT, show_progress="hidden")
     answered.failure(lambda: gr.skip(), None, result, api_visibility="private", show_progress="hidden", queue=False)

@@ -18,6 +18,8 @@ log = logging.getLogger(__name__)
 
 MODEL_CONCURRENCY = "model"  # one queue shared by every event that runs the model
 MODEL_CONCURRENCY_LIMIT = 1  # the CPU has few cores: one model call at a time, the rest wait in the queue
+VISITOR_CONCURRENCY = "visitor"  # a person's answers: bank reads and writes only, never behind the model
+VISITOR_CONCURRENCY_LIMIT = 8
 SLOT_HEIGHT = 150
 VOTES = ("up", "down")
 
