@@ -65,3 +65,8 @@ def test_card_pictures_are_found_and_served_links(tmp_path: Path) -> None:
     card = about.model_card(SHIPPED)
     assert "](training_curve.png)" not in card and not card.startswith("# ")
     assert about.model_card(tmp_path).startswith("_No model card")
+
+
+def test_play_sets_expectations_from_the_shipped_evaluation(page: Page, shipped_app: str) -> None:
+    page.goto(shipped_app)
+    expect(page.locator("#expectations")).to_contain_text("picks the right candidate 45%")  # analogy, the card's

@@ -199,3 +199,17 @@ def test_phone_width_keeps_the_matrix_labels_and_every_tab(page: Page, playgroun
     assert cut == 0, "a cell's label is cut"
     SHOTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SHOTS / "phone-play.png"), full_page=True)
+
+
+def test_play_says_what_to_do_and_names_examples_in_words(page: Page, playground: dict[str, Any]) -> None:
+    import re
+
+    _open(page, playground["url"])
+    expect(page.locator("#play-intro")).to_contain_text("press Solve")
+    page.locator("#examples input").click()
+    names = page.get_by_role("option").all_inner_texts()
+    assert names and not [name for name in names if re.search(r"[0-9a-f]{12}", name)], names
+    page.locator("h1").first.click()  # close the list
+    page.locator("#layout").get_by_text("matrix").click()
+    expect(page.locator("#expectations")).to_contain_text("What to expect")
+    expect(page.locator("#expectations")).to_contain_text("matrix puzzles")

@@ -95,6 +95,11 @@ def _table(rows: Mapping[str, Mapping[str, Any]], measures: tuple[tuple[str, str
     return "\n".join(lines)
 
 
+def family_scores(bundle_dir: Path, family: str) -> Mapping[str, Any]:
+    """The shipped evaluation of one family (empty when the bundle carries none)."""
+    return (_metrics(bundle_dir).get("families") or {}).get(family) or {}
+
+
 def family_table(bundle_dir: Path) -> str:
     """Per family: how often the model picks the right candidate and draws the right answer."""
     families = _metrics(bundle_dir).get("families") or {}

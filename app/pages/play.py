@@ -246,9 +246,37 @@ def example_fill(title_and_id: str | None) -> list[Any]:
 def load_examples() -> tuple[Any, Any]:
     """Example choices and the bank thumbnails (drag them into a slot), read from the bank at page load."""
     bank = current().bank
-    examples = logic.example_choices(bank)
+    examples = example_labels(logic.example_choices(bank))
     thumbnails = logic.bank_thumbnails(bank)
     return gr.update(choices=examples, value=None), thumbnails
+
+
+def first_expectation() -> str:
+    return expectation(logic.LAYOUTS[0])
+
+
+def example_labels(choices: list[str]) -> list[tuple[str, str]]:
+    """(words shown, value) for the examples list: titles without their ids, numbered where they repeat."""
+    titles = [choice.rsplit(" [", 1)[0] for choice in choices]
+    seen: dict[str, int] = {}
+    labels = []
+    for title, choice in zip(titles, choices, strict=True):
+        seen[title] = seen.get(title, 0) + 1
+        labels.append((title if titles.count(title) == 1 else f"{title} ({seen[title]})", choice))
+    return labels
+
+
+def expectation(layout: str) -> str:
+    """What the shipped model gets right on this layout's family (from its evaluation), so noise is expected."""
+    from app.pages import about
+
+    scores = about.family_scores(current().bundle_dir, layout)
+    picks, draws = scores.get("multiple_choice_accuracy"), scores.get("generative_accuracy")
+    if picks is None or draws is None:
+        return f"_What to expect: this model carries no evaluation on {layout} puzzles yet._"
+    return (f"_What to expect: on {layout} puzzles it has not seen, this small model picks the right candidate "
+            f"{100 * picks:.0f}% of the time (chance: 12.5%) and draws an answer nearest the right one "
+            f"{100 * draws:.0f}% of the time, so samples are often rough._")
 
 
 # --- layout ---------------------------------------------------------------------------------------------------
@@ -276,6 +304,9 @@ def build(visitor: gr.BrowserState) -> PlayComponents:
     puzzle_id = gr.State(None)
     run = gr.State(None, time_to_live=3600)
     slots: dict[str, gr.Image] = {}
+    gr.Markdown("Put pictures into the slots (from your computer, or drag one from the bank images) or pick an "
+                "example, then press **Solve**: the model draws the missing picture. Add candidates and it also "
+                "ranks them.", elem_id="play-intro")
     with gr.Row():
         layout = gr.Radio(list(logic.LAYOUTS), value="analogy", label="Prompt layout", elem_id="layout", scale=3)
         examples = gr.Dropdown([], label="Examples from the bank", elem_id="examples", scale=3)
@@ -330,6 +361,7 @@ def build(visitor: gr.BrowserState) -> PlayComponents:
         score_button = gr.Button("Rank candidates", elem_id="rank")
         sees_button = gr.Button("What the model sees", elem_id="model-sees")
     # Whole pictures (contain, not cover) and room for every sample and input: nothing is cropped or scrolled away.
+    expect_note = gr.Markdown(first_expectation, elem_id="expectations")  # a callable: read at each page load
     samples = gr.Gallery(label="Samples", elem_id="samples", columns=8, height="auto", object_fit="contain",
                          format="png", interactive=False)
     settings_used = gr.Markdown(elem_id="settings-used")
@@ -357,6 +389,7 @@ def build(visitor: gr.BrowserState) -> PlayComponents:
     components = PlayComponents(layout, pairs, slots, candidates, puzzle_id, groups, examples, results)
     slot_list = list(slots.values())
     layout.change(layout_visibility, [layout, pairs], [*groups, *pair_rows[1:]], api_visibility="private")
+    layout.change(expectation, layout, expect_note, api_visibility="private", show_progress="hidden")
     pairs.change(layout_visibility, [layout, pairs], [*groups, *pair_rows[1:]], api_visibility="private")
     clear_button.click(clear_all, None, [*slot_list, candidates, puzzle_id, examples, *results], api_name="clear_all")
     random_button.click(random_fill, None, components.fill_outputs(), api_name="random_puzzle")
