@@ -58,6 +58,7 @@ class Services:
 
                 try:
                     self._bundle = Bundle.load(self.bundle_dir)
+                    self._bundle.share_batches()  # concurrent visitors' solves run as one batch
                 except (OSError, ValueError) as error:
                     raise RuntimeError(f"the model bundle could not be loaded: {error}") from error
             return self._bundle

@@ -218,7 +218,7 @@ class StaticCache:
         query may look, -inf elsewhere); marks the new positions as their rows' own."""
         start, rows = self.length, self.rows
         total = start + rows * new_per_row
-        if rows == 1:  # one sequence: the graph's causal mask is all it needs
+        if rows == 1 and self.visible is None:  # one sequence: the graph's causal mask is all it needs
             return np.zeros((1, 1, new_per_row, total), dtype=np.float32)
         allowed = np.zeros((rows, new_per_row, total), dtype=bool)
         allowed[:, :, :start] = self.visible[:, None, :start]
@@ -230,10 +230,23 @@ class StaticCache:
         bias = np.where(allowed, np.float32(0), np.float32(-np.inf))
         return bias.reshape(1, 1, rows * new_per_row, total)
 
+    def branch(self, spans: list[tuple[int, int]], counts: list[int]) -> StaticCache:
+        """Branch rows off several prompts that lie side by side in the filled positions (engine.batching):
+        `counts[i]` rows attend to the buffer span `spans[i]` = (start, end) and continue from its length."""
+        if self.rows != 1 or len(spans) != len(counts) or min(counts, default=0) < 1:
+            raise ValueError("branch a one-row cache into at least one row per prompt")
+        self.rows, self._step = sum(counts), None
+        self.visible = np.zeros((self.rows, self.capacity), dtype=bool)
+        self.row_length = np.repeat([end - start for start, end in spans], counts).astype(np.int64)
+        for row, (start, end) in enumerate(np.repeat(np.array(spans), counts, axis=0)):
+            self.visible[row, start:end] = True
+        return self
+
     def positions(self, new_per_row: int) -> np.ndarray:
-        """Position ids [1, rows * new] of the appended tokens: each row continues from its own length."""
-        row = self.row_length + np.arange(new_per_row, dtype=np.int64)
-        return np.tile(row, self.rows)[None, :]
+        """Position ids [1, rows * new] of the appended tokens: each row continues from its own length (one
+        length for all rows, or one per row after `branch`)."""
+        lengths = np.broadcast_to(np.asarray(self.row_length, dtype=np.int64), (self.rows,))
+        return (lengths[:, None] + np.arange(new_per_row, dtype=np.int64)).reshape(1, -1)
 
 
 class _DecodeStep:

@@ -17,6 +17,7 @@ import numpy as np
 import onnxruntime as ort
 
 from engine import decode
+from engine.batching import MAX_ROWS, MAX_WAIT_S, Batcher
 from engine.bundle import BundleError, default_bundle_dir, static_graph_file, verify_bundle
 from engine.decode import Progress, SamplingOptions
 from engine.sentences import Vocabulary, build_sentence, max_images
@@ -142,6 +143,7 @@ class Bundle:
                 raise BundleError(f"{self.directory}: {error}") from error
         else:
             self.runner = decode.make_runner(self.lvm)  # IO binding: the KV cache stays on the session's device
+        self.batcher: Batcher | None = None  # set by share_batches: concurrent generations share runs
         log.info("bundle %s loaded from %s on %s (%s)", self.name, self.directory, self.provider,
                  "fixed-size KV cache" if self.static else "growing KV cache")
 
@@ -154,6 +156,14 @@ class Bundle:
         """
         directory = Path(directory) if directory is not None else default_bundle_dir()
         return cls(directory, verify_bundle(directory), providers or wanted_providers(), static=static)
+
+    def share_batches(self, max_wait_s: float = MAX_WAIT_S, max_rows: int = MAX_ROWS) -> bool:
+        """Let generations asked for at once from several threads run as one batch (engine.batching); only the
+        fixed-size cache graph takes a position per token, so the growing-cache graph keeps one call a run."""
+        if isinstance(self.runner, decode.StaticLvmRunner) and self.batcher is None:
+            self.batcher = Batcher(self.runner, self.tokens_per_image, tuple(self.manifest["code_range"]),
+                                   max_wait_s, max_rows)
+        return self.batcher is not None
 
     # manifest facts used on every call
     @property
@@ -266,10 +276,13 @@ class Bundle:
 
         if n_samples > self.max_rows(context):
             raise ValueError(f"at most {self.max_rows(context)} samples at once for this prompt, got {n_samples}")
-        tokens = decode.generate(
-            self.runner, context, self._cache_for(context, n_samples), n_samples, self.tokens_per_image,
-            (start, end), options, seed, decoding,
-        )
+        if self.batcher is not None:
+            tokens = self.batcher.generate(context, n_samples, options, seed, decoding)
+        else:
+            tokens = decode.generate(
+                self.runner, context, self._cache_for(context, n_samples), n_samples, self.tokens_per_image,
+                (start, end), options, seed, decoding,
+            )
         report(0.9, "decoding images")
         result = self.decode(tokens)
         report(1.0, "done")

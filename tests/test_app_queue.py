@@ -1,5 +1,5 @@
 """The queues of the playground: a person's answer never waits behind the model, and a visitor waiting for the
-model is told their place in the queue. A stand-in bundle holds every place of the model's queue until released."""
+model is told their place in the queue. A stand-in bundle holds every place of the model's queues until released."""
 from __future__ import annotations
 
 import threading
@@ -35,14 +35,15 @@ class HeldBundle:
 
 @pytest.fixture
 def held(playground: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[dict[str, Any]]:
-    """Every place of the model's queue taken by a solve that waits on the stand-in bundle."""
+    """Every place of the solve queue and of the model's queue taken by work that waits on the stand-in bundle."""
     current = services.current()
     bundle = HeldBundle(current.bundle())
     monkeypatch.setattr(current, "_bundle", bundle)
     client = Client(playground["url"], verbose=False)
     slots = slot_args(analogy_files(1, tmp_path))
     solve = ("analogy", "1", *slots, [], 1, 1.0, 0, 1.0, 3)
-    jobs = [client.submit(*solve, api_name="/solve") for _ in range(play.MODEL_CONCURRENCY_LIMIT)]
+    jobs = [client.submit(*solve, api_name="/solve") for _ in range(play.SOLVE_CONCURRENCY_LIMIT)]
+    jobs.append(client.submit(playground["puzzle_ids"][0], "", api_name="/attempt_model"))  # the model's queue
     try:
         for _ in jobs:
             assert bundle.entered.acquire(timeout=HOLD_LIMIT_S), "the held solves never reached the model"

@@ -18,6 +18,8 @@ log = logging.getLogger(__name__)
 
 MODEL_CONCURRENCY = "model"  # one queue shared by every event that runs the model
 MODEL_CONCURRENCY_LIMIT = 1  # the CPU has few cores: one model call at a time, the rest wait in the queue
+SOLVE_CONCURRENCY = "solve"  # solves run together: the engine batches the generations that arrive at once
+SOLVE_CONCURRENCY_LIMIT = 8
 VISITOR_CONCURRENCY = "visitor"  # a person's answers: bank reads and writes only, never behind the model
 VISITOR_CONCURRENCY_LIMIT = 8
 SLOT_HEIGHT = 150
@@ -397,7 +399,7 @@ def build(visitor: gr.BrowserState) -> PlayComponents:
     model_inputs = [layout, pairs, *slot_list, candidates]
     solved = solve_button.click(
         solve, [*model_inputs, n_samples, temperature, top_k, top_p, seed, puzzle_id], results, api_name="solve",
-        concurrency_id=MODEL_CONCURRENCY, concurrency_limit=MODEL_CONCURRENCY_LIMIT, show_progress_on=[samples],
+        concurrency_id=SOLVE_CONCURRENCY, concurrency_limit=SOLVE_CONCURRENCY_LIMIT, show_progress_on=[samples],
     )
     scored = score_button.click(score, [*model_inputs, puzzle_id], [ranking_chart, pick_text], api_name="score",
                                 concurrency_id=MODEL_CONCURRENCY, concurrency_limit=MODEL_CONCURRENCY_LIMIT)

@@ -1,0 +1,177 @@
+"""Generations asked for at the same time share one ONNX Runtime run (numpy + onnxruntime, never torch).
+
+The fixed-size cache graph (engine/decode.py, `StaticLvmRunner`) takes a position id per token and an attention
+bias, so prompts of different lengths can lie side by side in one cache: one prefill runs them all (each token
+sees its own prompt only), and every decode step appends one token per sample of every request, each sample
+attending to its own prompt and its own tokens. A request's tokens are the ones it would get alone: its rows
+draw from its own generator in the same order, and the other requests' keys are hidden (-inf bias).
+
+`Batcher` collects requests from concurrent threads: the first one waits at most `max_wait_s` for company, a
+batch holds at most `max_rows` samples and what the graph's positions take, and a batch that fails is run again
+one request at a time, so a request with bad input fails alone.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnxruntime as ort
+
+from engine.decode import (
+    Progress,
+    SamplingOptions,
+    StaticCache,
+    StaticLvmRunner,
+    decode_one,
+    restrict_to_codes,
+    sample_tokens,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_WAIT_S = 0.015  # how long the first request of a batch waits for others
+MAX_ROWS = 16  # samples in one batch (every sample is a row of each decode step)
+
+
+@dataclass
+class Request:
+    context: np.ndarray  # (L,) the prompt's tokens
+    n_samples: int
+    options: SamplingOptions
+    seed: int = 0
+    progress: Progress | None = None
+    result: Future = field(default_factory=Future)
+
+
+def prefill_prompts(runner: StaticLvmRunner, cache: StaticCache, contexts: list[np.ndarray],
+                    counts: list[int]) -> np.ndarray:
+    """Run the prompts side by side in an empty cache (each token sees its own prompt only), then branch
+    `counts[i]` rows off prompt i; the logits after each prompt's last token (P, V)."""
+    lengths = np.array([len(context) for context in contexts])
+    ends = np.cumsum(lengths)
+    total = int(ends[-1])
+    segment = np.repeat(np.arange(len(contexts)), lengths)  # (total,) which prompt each token belongs to
+    allowed = (segment[:, None] == segment[None, :]) & np.tri(total, dtype=bool)
+    bias = np.where(allowed, np.float32(0), np.float32(-np.inf))[None, None]  # (1, 1, total, total)
+    positions = np.concatenate([np.arange(length, dtype=np.int64) for length in lengths])[None, :]
+    logits = np.zeros((1, total, runner.vocab_size), dtype=np.float32)
+    ids = np.ascontiguousarray(np.concatenate(contexts)[None, :], dtype=np.int64)
+    binding = runner.bind(cache.values, ids, positions, np.array([total - 1], np.int32), np.array(total, np.int32),
+                          logits)
+    binding.bind_ortvalue_input("attention_bias", ort.OrtValue.ortvalue_from_numpy(bias))
+    runner.session.run_with_iobinding(binding)
+    cache.length = total
+    cache.branch([(int(end - length), int(end)) for end, length in zip(ends, lengths, strict=True)], counts)
+    return logits[0, ends - 1]
+
+
+def capacity(requests: list[Request], n_tokens: int) -> int:
+    """Cache positions a batch needs: every prompt once, then one image per sample."""
+    return sum(len(r.context) + r.n_samples * n_tokens for r in requests)
+
+
+def generate_batch(runner: StaticLvmRunner, requests: list[Request], n_tokens: int,
+                   code_range: tuple[int, int]) -> list[np.ndarray | Exception]:
+    """Each request's (n_samples, n_tokens) tokens, or the exception its progress callback raised (a deadline)."""
+    counts = [r.n_samples for r in requests]
+    cache = runner.new_cache(capacity(requests, n_tokens))
+    logits = np.repeat(prefill_prompts(runner, cache, [r.context for r in requests], counts), counts, axis=0)
+    bounds = np.concatenate([[0], np.cumsum(counts)])
+    rows = [slice(int(start), int(end)) for start, end in zip(bounds[:-1], bounds[1:], strict=True)]
+    rngs = [np.random.default_rng(r.seed) for r in requests]
+    tokens = np.zeros((int(bounds[-1]), n_tokens), dtype=np.int64)
+    failed: dict[int, Exception] = {}
+    for step in range(n_tokens):
+        for index, request in enumerate(requests):
+            part = rows[index]
+            tokens[part, step] = sample_tokens(restrict_to_codes(logits[part], *code_range), request.options,
+                                               rngs[index])
+        if step + 1 < n_tokens:  # the last token's logits are never needed
+            logits, cache = decode_one(runner, tokens[:, step], cache)
+        for index, request in enumerate(requests):
+            if request.progress is not None and index not in failed:
+                try:
+                    request.progress((step + 1) / n_tokens, f"token {step + 1}/{n_tokens}")
+                except Exception as error:  # this request is stopped; its batch-mates go on
+                    failed[index] = error
+        if len(failed) == len(requests):
+            break
+    return [failed.get(index, tokens[part]) for index, part in enumerate(rows)]
+
+
+class Batcher:
+    """Collects `generate` calls from many threads into batches run by one worker thread."""
+
+    def __init__(self, runner: StaticLvmRunner, n_tokens: int, code_range: tuple[int, int],
+                 max_wait_s: float = MAX_WAIT_S, max_rows: int = MAX_ROWS) -> None:
+        self.runner, self.n_tokens, self.code_range = runner, n_tokens, tuple(code_range)
+        self.max_wait_s, self.max_rows = max_wait_s, max_rows
+        self.max_positions = runner.max_positions or np.iinfo(np.int64).max
+        self._queue: queue.Queue[Request] = queue.Queue()
+        self._worker: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.batches = 0  # batches run so far (for tests and logs)
+
+    def generate(self, context: np.ndarray, n_samples: int, options: SamplingOptions, seed: int = 0,
+                 progress: Progress | None = None) -> np.ndarray:
+        """(n_samples, n_tokens) tokens continuing `context`, as `decode.generate` gives them for this seed."""
+        request = Request(np.asarray(context, dtype=np.int64), int(n_samples), options, seed, progress)
+        if request.n_samples < 1 or request.context.ndim != 1 or len(request.context) == 0:
+            raise ValueError("a generation needs a non-empty prompt and at least one sample")
+        if capacity([request], self.n_tokens) > self.max_positions:
+            raise ValueError(f"a prompt of {len(request.context)} tokens with {n_samples} samples exceeds the "
+                             f"graph's {self.max_positions} positions")
+        self._start()
+        self._queue.put(request)
+        return request.result.result()
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._serve, name="lvm-batcher", daemon=True)
+                self._worker.start()
+
+    def _serve(self) -> None:
+        carried: Request | None = None
+        while True:
+            batch = [carried or self._queue.get()]
+            carried = self._collect(batch)
+            self._run(batch)
+
+    def _collect(self, batch: list[Request]) -> Request | None:
+        """Add requests that arrive within the wait and fit; the first that does not fit is returned (it starts
+        the next batch)."""
+        deadline = time.monotonic() + self.max_wait_s
+        while True:
+            try:
+                request = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                return None
+            rows = sum(r.n_samples for r in batch) + request.n_samples
+            if rows > self.max_rows or capacity([*batch, request], self.n_tokens) > self.max_positions:
+                return request
+            batch.append(request)
+            if rows == self.max_rows:
+                return None
+
+    def _run(self, batch: list[Request]) -> None:
+        self.batches += 1
+        try:
+            outcomes = generate_batch(self.runner, batch, self.n_tokens, self.code_range)
+        except Exception as error:  # one request's bad input: run each alone so only that one fails
+            if len(batch) > 1:
+                log.warning("a batch of %d generations failed (%s); running them one by one", len(batch), error)
+                for request in batch:
+                    self._run([request])
+                return
+            outcomes = [error]
+        for request, outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                request.result.set_exception(outcome)
+            else:
+                request.result.set_result(outcome)

@@ -1,0 +1,120 @@
+"""engine.batching: generations of different prompts share one run and give each request its tokens alone."""
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine import batching, decode, export_static
+from engine.decode import SamplingOptions
+from engine.runtime import Bundle
+from tests.helpers import build_tiny_static_bundle
+
+OPTIONS = (SamplingOptions(temperature=1.0), SamplingOptions(temperature=0.7, top_k=8),
+           SamplingOptions(temperature=0.0))
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
+    directory = Path(shutil.copytree(build_tiny_static_bundle()[0], tmp_path_factory.mktemp("batch") / "bundle"))
+    export_static.main(["--bundle", str(directory)])
+    loaded = Bundle.load(directory)
+    assert isinstance(loaded.runner, decode.StaticLvmRunner)
+    return loaded
+
+
+def prompts(bundle: Bundle) -> list[np.ndarray]:
+    """Prompts of 1, 2 and 3 random pictures: three different lengths."""
+    rng = np.random.default_rng(0)
+    return [bundle.context_tokens(bundle.encode([rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+                                                 for _ in range(count)])) for count in (1, 2, 3)]
+
+
+def alone(bundle: Bundle, context: np.ndarray, n_samples: int, options: SamplingOptions, seed: int) -> np.ndarray:
+    cache = bundle.runner.new_cache(len(context) + n_samples * bundle.tokens_per_image)
+    return decode.generate(bundle.runner, context, cache, n_samples, bundle.tokens_per_image,
+                           tuple(bundle.manifest["code_range"]), options, seed)
+
+
+def test_prompts_of_different_lengths_get_the_tokens_they_get_alone(bundle: Bundle) -> None:
+    contexts = prompts(bundle)
+    assert len({len(context) for context in contexts}) == 3
+    requests = [batching.Request(context, n, options, seed)
+                for context, n, options, seed in zip(contexts, (2, 1, 3), OPTIONS, (11, 12, 13), strict=True)]
+    batched = batching.generate_batch(bundle.runner, requests, bundle.tokens_per_image,
+                                      tuple(bundle.manifest["code_range"]))
+    for request, tokens in zip(requests, batched, strict=True):
+        expected = alone(bundle, request.context, request.n_samples, request.options, request.seed)
+        np.testing.assert_array_equal(tokens, expected)
+
+
+def submit_together(batcher: batching.Batcher, calls: list[dict]) -> list[np.ndarray | Exception]:
+    """Each call from its own thread at once; what each got back (tokens or the exception)."""
+    outcomes: list[np.ndarray | Exception | None] = [None] * len(calls)
+
+    def run(index: int) -> None:
+        try:
+            outcomes[index] = batcher.generate(**calls[index])
+        except Exception as error:
+            outcomes[index] = error
+
+    threads = [threading.Thread(target=run, args=(index,)) for index in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    return outcomes
+
+
+def test_a_request_with_bad_input_does_not_fail_its_batch_mates(bundle: Bundle) -> None:
+    good, other, _ = prompts(bundle)
+    bad = good.copy()
+    bad[3] = bundle.manifest["codebook_size"] * 100  # no such token: the graph refuses it
+    calls = [{"context": good, "n_samples": 2, "options": OPTIONS[0], "seed": 1},
+             {"context": bad, "n_samples": 1, "options": OPTIONS[0], "seed": 2},
+             {"context": other, "n_samples": 1, "options": OPTIONS[1], "seed": 3}]
+    # the batch closes once its 4 rows are there, so the three calls share it whatever the threads' timing
+    batcher = batching.Batcher(bundle.runner, bundle.tokens_per_image, tuple(bundle.manifest["code_range"]),
+                               max_wait_s=60, max_rows=4)
+    first, failed, third = submit_together(batcher, calls)
+    assert isinstance(failed, Exception)
+    np.testing.assert_array_equal(first, alone(bundle, good, 2, OPTIONS[0], 1))
+    np.testing.assert_array_equal(third, alone(bundle, other, 1, OPTIONS[1], 3))
+    assert batcher.batches == 4  # the shared batch, then each request alone
+
+
+def test_a_request_stopped_by_its_progress_leaves_the_others_running(bundle: Bundle) -> None:
+    contexts = prompts(bundle)
+
+    def stop(fraction: float, message: str) -> None:
+        if fraction > 0.5:
+            raise TimeoutError("too slow")
+
+    calls = [{"context": contexts[0], "n_samples": 1, "options": OPTIONS[0], "seed": 4, "progress": stop},
+             {"context": contexts[2], "n_samples": 2, "options": OPTIONS[0], "seed": 5}]
+    batcher = batching.Batcher(bundle.runner, bundle.tokens_per_image, tuple(bundle.manifest["code_range"]),
+                               max_wait_s=60, max_rows=3)
+    stopped, finished = submit_together(batcher, calls)
+    assert isinstance(stopped, TimeoutError) and batcher.batches == 1
+    np.testing.assert_array_equal(finished, alone(bundle, contexts[2], 2, OPTIONS[0], 5))
+
+
+def test_a_request_too_long_for_the_graph_is_refused_at_once(bundle: Bundle) -> None:
+    batcher = batching.Batcher(bundle.runner, bundle.tokens_per_image, tuple(bundle.manifest["code_range"]))
+    with pytest.raises(ValueError, match="exceeds the graph's"):
+        batcher.generate(prompts(bundle)[0], n_samples=1000, options=OPTIONS[0])
+    assert batcher.batches == 0
+
+
+def test_a_bundle_sharing_batches_answers_as_one_alone(bundle: Bundle) -> None:
+    shared = Bundle.load(bundle.directory)
+    assert shared.share_batches() and not Bundle.load(bundle.directory, static=False).share_batches()
+    rng = np.random.default_rng(5)
+    images = [rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in range(3)]
+    for settings in ({"n_samples": 2, "seed": 3}, {"n_samples": 1, "temperature": 0.0}):
+        first, second = shared.complete(images, **settings), bundle.complete(images, **settings)
+        assert [a.tobytes() for a in first] == [b.tobytes() for b in second]
+    assert shared.batcher.batches == 2
