@@ -346,8 +346,8 @@ def build(visitor: gr.BrowserState) -> PlayComponents:
         thumbnails = gr.Gallery(elem_id="bank-images", columns=8, height=180, format="png", interactive=False,
                                 allow_preview=False, show_label=False)
     candidates = gr.Gallery(label="Candidates (optional: the model ranks them)", elem_id="candidates", columns=8,
-                            height="auto", object_fit="contain", format="png", interactive=True, file_types=["image"],
-                            type="filepath")  # read by logic.as_image -> app.uploads, with clear messages
+                            object_fit="contain", elem_classes=["gelato-fit"], format="png", interactive=True,
+                            file_types=["image"], type="filepath")  # read by logic.as_image -> app.uploads
     candidates.upload(check_candidates, candidates, candidates, api_visibility="private")
     with gr.Accordion("Advanced", open=False, elem_id="advanced"):
         with gr.Row():
@@ -362,15 +362,15 @@ def build(visitor: gr.BrowserState) -> PlayComponents:
         solve_button = gr.Button("Solve", variant="primary", elem_id="solve")
         score_button = gr.Button("Rank candidates", elem_id="rank")
         sees_button = gr.Button("What the model sees", elem_id="model-sees")
-    # Whole pictures (contain, not cover) and room for every sample and input: nothing is cropped or scrolled away.
     expect_note = gr.Markdown(first_expectation, elem_id="expectations")  # a callable: read at each page load
-    samples = gr.Gallery(label="Samples", elem_id="samples", columns=8, height="auto", object_fit="contain",
-                         format="png", interactive=False)
+    # Whole pictures (contain, not cover) and room for every sample and input: nothing is cropped or scrolled away.
+    samples = gr.Gallery(label="Samples", elem_id="samples", columns=8, object_fit="contain",
+                         elem_classes=["gelato-fit"], format="png", interactive=False)
     settings_used = gr.Markdown(elem_id="settings-used")
     ranking_chart = gr.HTML(elem_id="ranking", visible=False)
     pick_text = gr.Markdown(elem_id="pick")
-    sees = gr.Gallery(label="What the model sees", elem_id="sees", columns=8, height="auto", object_fit="contain",
-                      format="png")
+    sees = gr.Gallery(label="What the model sees", elem_id="sees", columns=8, object_fit="contain",
+                      elem_classes=["gelato-fit"], format="png")
     with gr.Row():
         sample_index = gr.Number(value=1, precision=0, label="Sample (click one above)", elem_id="rate-sample",
                                  minimum=1)
