@@ -340,7 +340,7 @@ def bundle_tokens_seen(directory: str | Path) -> int:
     return int(manifest.get("provenance", {}).get("lvm", {}).get("tokens") or 0)
 
 
-def make_stream(config: TrainLVMConfig, runtime: training.Runtime, image_size: int, limit: int,
+def make_stream(config: TrainLVMConfig, runtime: training.TrainingProcess, image_size: int, limit: int,
                 sentences_seen: int = 0) -> PuzzleStream:
     """This rank's share of the training puzzles (DDP ranks and loader workers never share a seed)."""
     return PuzzleStream(StreamConfig(mix=parse_mix(config.mix), image_size=image_size, max_images=limit,
@@ -349,7 +349,7 @@ def make_stream(config: TrainLVMConfig, runtime: training.Runtime, image_size: i
                                      rank=runtime.rank, world_size=runtime.world_size))
 
 
-def shard_batches(shard: Shard, config: TrainLVMConfig, runtime: training.Runtime, sentences_seen: int
+def shard_batches(shard: Shard, config: TrainLVMConfig, runtime: training.TrainingProcess, sentences_seen: int
                   ) -> Iterator[list[dict[str, Any]]]:
     """Batches of shard samples, reshuffled every epoch (a resumed run draws a new order)."""
     order = shard_order(len(shard), config.seed + sentences_seen, runtime.rank, runtime.world_size)

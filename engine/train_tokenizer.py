@@ -130,7 +130,7 @@ def reconstruction_loss(reconstruction: torch.Tensor, images: torch.Tensor) -> t
 
 def train_step(
     model: torch.nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, config: TrainTokenizerConfig,
-    lr: float, runtime: training.Runtime,
+    lr: float, runtime: training.TrainingProcess,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """One optimizer step on this rank's images; gradients are averaged over ranks before clipping.
 
@@ -227,7 +227,7 @@ def train(config: TrainTokenizerConfig) -> Path:
     return out_dir / "ckpt.pt"
 
 
-def restart_codes(model: torch.nn.Module, usage: torch.Tensor, images: torch.Tensor, runtime: training.Runtime,
+def restart_codes(model: torch.nn.Module, usage: torch.Tensor, images: torch.Tensor, runtime: training.TrainingProcess,
                   log: training.RunLog, step: int) -> None:
     """Restart the codes no rank used since the last restart on this batch's latents; count afresh."""
     if runtime.distributed:  # a code is alive when any rank used it

@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class Runtime:
+class TrainingProcess:
     """Where this process trains: device, rank and world size (1 without torchrun)."""
 
     device: torch.device
@@ -52,7 +52,7 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def setup_runtime(device_name: str) -> Runtime:
+def setup_runtime(device_name: str) -> TrainingProcess:
     """Pick the device; join the process group when launched by torchrun (env RANK/WORLD_SIZE) unless joined."""
     device = pick_device(device_name)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -67,10 +67,11 @@ def setup_runtime(device_name: str) -> Runtime:
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    return Runtime(device=device, rank=rank, world_size=world_size, local_rank=local_rank, owns_group=owns_group)
+    return TrainingProcess(device=device, rank=rank, world_size=world_size, local_rank=local_rank,
+                           owns_group=owns_group)
 
 
-def describe_hardware(runtime: Runtime) -> str:
+def describe_hardware(runtime: TrainingProcess) -> str:
     """What trained: e.g. '1 x NVIDIA H100 80GB HBM3' or '2 x cpu (16 threads)', for checkpoint provenance."""
     if runtime.device.type == "cuda":
         name = torch.cuda.get_device_name(runtime.device)
@@ -79,7 +80,7 @@ def describe_hardware(runtime: Runtime) -> str:
     return f"{runtime.world_size} x {name}"
 
 
-def distribute(model: torch.nn.Module, runtime: Runtime) -> torch.nn.Module:
+def distribute(model: torch.nn.Module, runtime: TrainingProcess) -> torch.nn.Module:
     """The model wrapped in DistributedDataParallel under torchrun (its backward averages gradients over ranks)."""
     if not runtime.distributed:
         return model
@@ -87,7 +88,7 @@ def distribute(model: torch.nn.Module, runtime: Runtime) -> torch.nn.Module:
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
 
-def mean_over_ranks(value: float, runtime: Runtime) -> float:
+def mean_over_ranks(value: float, runtime: TrainingProcess) -> float:
     """The mean of a per-rank number (e.g. the loss) over all ranks; every rank must call it at the same step."""
     if not runtime.distributed:
         return value
@@ -96,7 +97,7 @@ def mean_over_ranks(value: float, runtime: Runtime) -> float:
     return float(total.item()) / runtime.world_size
 
 
-def shutdown_runtime(runtime: Runtime) -> None:
+def shutdown_runtime(runtime: TrainingProcess) -> None:
     if runtime.owns_group and dist.is_initialized():
         # all ranks leave together: tearing down while rank 0 still saves or evaluates could hang it at exit
         dist.barrier()
@@ -155,7 +156,7 @@ class Budget:
     def done(self, step: int) -> bool:
         return self.fraction(step) >= 1.0
 
-    def synced_fraction(self, step: int, runtime: Runtime) -> float:
+    def synced_fraction(self, step: int, runtime: TrainingProcess) -> float:
         """Rank 0's fraction on every rank, so all ranks use one LR and stop at the same step."""
         fraction = self.fraction(step)
         if not runtime.distributed:
@@ -179,7 +180,7 @@ class TrainingLoop:
     record when `log_due()` (with `rate()`, units per second over the window) and calls `save` when `save_due()`.
     """
 
-    def __init__(self, out_dir: Path, runtime: Runtime, steps: int | None, minutes: float | None,
+    def __init__(self, out_dir: Path, runtime: TrainingProcess, steps: int | None, minutes: float | None,
                  log_every: int, save_every_min: float, desc: str, resumed: dict[str, Any] | None = None,
                  seen_key: str = "tokens_seen") -> None:
         self.runtime, self.log_every, self.save_every_s = runtime, log_every, 60.0 * save_every_min

@@ -98,7 +98,7 @@ def lvm_config(tokenizer_path: str) -> train_lvm.TrainLVMConfig:
                                     ffn_hidden=64, context_length=160, bf16=False, mix="matrix=1", device="cpu")
 
 
-def rank_share(items: list[Any], runtime: training.Runtime) -> list[Any]:
+def rank_share(items: list[Any], runtime: training.TrainingProcess) -> list[Any]:
     """This rank's contiguous slice of the global batch."""
     per_rank = len(items) // runtime.world_size
     return items[runtime.rank * per_rank : (runtime.rank + 1) * per_rank]
@@ -108,7 +108,7 @@ def flat_parameters(model: torch.nn.Module) -> torch.Tensor:
     return torch.cat([parameter.detach().flatten() for parameter in model.parameters()])
 
 
-def fixed_lvm_run(tokenizer_path: str, runtime: training.Runtime) -> dict[str, Any]:
+def fixed_lvm_run(tokenizer_path: str, runtime: training.TrainingProcess) -> dict[str, Any]:
     """FIXED_STEPS LVM steps on the same GLOBAL_BATCH matrix sentences, split over the ranks."""
     config = lvm_config(tokenizer_path)
     tokenizer = load_frozen_tokenizer(tokenizer_path)
@@ -131,7 +131,7 @@ def fixed_lvm_run(tokenizer_path: str, runtime: training.Runtime) -> dict[str, A
     return {"losses": losses, "parameters": flat_parameters(model), "stream_seeds": stream_seeds}
 
 
-def fixed_tokenizer_run(runtime: training.Runtime) -> dict[str, Any]:
+def fixed_tokenizer_run(runtime: training.TrainingProcess) -> dict[str, Any]:
     """FIXED_STEPS tokenizer steps on the same images (panels of sequence puzzles), split over the ranks."""
     config = train_tokenizer.TrainTokenizerConfig(image_size=IMAGE_SIZE, block_out_channels=(32, 32, 32),
                                                   latent_channels=32, vq_embed_dim=4, codebook_size=16, bf16=False)
@@ -223,7 +223,7 @@ def test_two_ranks_agree_with_one_process(two_rank_run: Path) -> None:
     rank0_seeds, rank1_seeds = report["stream_seeds"]
     assert len(rank0_seeds) == 3 and not set(rank0_seeds) & set(rank1_seeds)
 
-    one_process = training.Runtime(device=torch.device("cpu"))
+    one_process = training.TrainingProcess(device=torch.device("cpu"))
     lvm = fixed_lvm_run(str(two_rank_run / "tokenizer" / "ckpt.pt"), one_process)
     tokenizer = fixed_tokenizer_run(one_process)
     np.testing.assert_allclose(report["lvm_losses"], lvm["losses"], rtol=LOSS_TOLERANCE)
