@@ -18,15 +18,23 @@ SHOTS = Path("/tmp/shots")
 
 @pytest.fixture(scope="module")
 def shipped_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from app import services
     from app.server import create_app
     from app.settings import resolve
 
+    # create_app installs its services process-wide: give the shared playground its own back afterwards
+    try:
+        previous = services.current()
+    except RuntimeError:
+        previous = None
     data_dir = tmp_path_factory.mktemp("about")
     port = free_port()
     settings = resolve({"data_dir": str(data_dir), "bundle": str(SHIPPED), "port": str(port)}, environ={})
     bank = connect(f"sqlite:///{data_dir / 'gelato.db'}")
     server = serve_in_thread(create_app(settings, bank=bank, seed=False), port)
     yield f"http://127.0.0.1:{port}/"
+    if previous is not None:
+        services.install(previous)
     server.should_exit = True
     bank.close()
 

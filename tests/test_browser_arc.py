@@ -24,9 +24,15 @@ TASKS = [
 
 @pytest.fixture(scope="module")
 def arc_app(tmp_path_factory: pytest.TempPathFactory, tiny_bundle_dir: Path) -> Iterator[dict[str, Any]]:
+    from app import services
     from app.server import create_app
     from app.settings import resolve
 
+    # create_app installs its services process-wide: give the shared playground its own back afterwards
+    try:
+        previous = services.current()
+    except RuntimeError:
+        previous = None
     data_dir = tmp_path_factory.mktemp("arc")
     port = free_port()
     settings = resolve({"data_dir": str(data_dir), "bundle": str(tiny_bundle_dir), "port": str(port)}, environ={})
@@ -37,6 +43,8 @@ def arc_app(tmp_path_factory: pytest.TempPathFactory, tiny_bundle_dir: Path) -> 
         ids.append(repository.add_puzzle(bank, puzzle, status="published"))
     server = serve_in_thread(create_app(settings, bank=bank, seed=False), port)
     yield {"url": f"http://127.0.0.1:{port}/", "bank": bank, "ids": ids}
+    if previous is not None:
+        services.install(previous)
     server.should_exit = True
     bank.close()
 
