@@ -3,7 +3,9 @@
 `python -m app.loadtest --visitors 32 --seconds 60 [--bundle DIR]` starts the app in this process on a free
 127.0.0.1 port with a fresh SQLite bank of small generated puzzles, lets simulated visitors browse, solve,
 rate and attempt for the given time, then checks that every acknowledged rating and attempt is in the
-database. It prints requests, errors, busy refusals, p50/p95 latency per action and lost writes, and exits
+database. An attempt is followed by the model's part of it (`attempt_model`), as a browser asks for it. It prints
+requests, errors, busy refusals, p50/p95 latency per action, lost writes, and a line of the serving targets (the
+app's solves a second against the engine's own, measured alone on the same prompt before the load), and exits
 non-zero when there were errors or lost writes.
 """
 from __future__ import annotations
@@ -48,6 +50,7 @@ class LoadReport:
     acknowledged_attempts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     lost_ratings: int = 0
     lost_attempts: int = 0
+    engine_solves_per_s: float | None = None  # the engine alone, one solve after another, on the same prompt
 
     @property
     def lost_writes(self) -> int:
@@ -72,8 +75,23 @@ class LoadReport:
                  f"acknowledged writes {self.acknowledged_writes}, lost writes {self.lost_writes}"]
         for action, (p50, p95, count) in self.percentiles().items():
             lines.append(f"  {action:8s} n={count:5d}  p50 {p50:8.1f} ms  p95 {p95:8.1f} ms")
+        lines.append(self.targets())
         lines += [f"  error: {sample}" for sample in self.error_samples[:5]]
         return "\n".join(lines)
+
+    def targets(self) -> str:
+        """One line with the figures the serving targets are set on (docs/benchmark.md)."""
+        table = self.percentiles()
+
+        def p95(action: str) -> str:
+            return f"{table[action][1] / 1000:.2f} s" if action in table else "-"
+
+        solves = len(self.latencies.get("solve", [])) / self.seconds
+        engine = self.engine_solves_per_s
+        share = f" ({100 * solves / engine:.0f}%)" if engine else ""
+        return (f"  targets: app solves/s {solves:.2f} vs engine {engine or 0:.2f}{share}; p95 solve {p95('solve')}, "
+                f"attempt {p95('attempt')}, browse {p95('browse')}, rate {p95('rate')}; errors {self.errors}, "
+                f"lost writes {self.lost_writes}")
 
 
 class _Visitor:
@@ -91,6 +109,7 @@ class _Visitor:
         self.visitor_id = logic.new_visitor_id()
         self.rng = random.Random(seed)
         self.solved = False
+        self.answered: tuple[str, str] | None = None  # (puzzle id, verdict) of the last attempt
 
     def run(self, deadline: float) -> None:
         while time.monotonic() < deadline:
@@ -98,6 +117,8 @@ class _Visitor:
             if action == "rate" and not self.solved:
                 action = "solve"
             self._timed(action)
+            if action == "attempt" and self.answered is not None:
+                self._timed("attempt_model")  # what a browser asks next: the model's pick and answer
             time.sleep(self.rng.uniform(*THINK_S))
 
     def _timed(self, action: str) -> None:
@@ -142,7 +163,7 @@ class _Visitor:
 
     def rate(self) -> None:
         vote = self.rng.choice(["up", "down"])
-        status, _ = self.client.predict(self.visitor_id, self.rng.randint(0, 1), vote, False, api_name="/rate")
+        status, _ = self.client.predict(self.visitor_id, self.rng.randint(1, 2), vote, False, api_name="/rate")
         found = re.search(r"\(rating (\d+)\)", status)
         if not found:
             raise RuntimeError(f"a rating was answered without its id: {status!r}")
@@ -152,9 +173,31 @@ class _Visitor:
     def attempt(self) -> None:
         puzzle_id = self.rng.choice(self.puzzle_ids)
         choice = self.rng.choice(["#1", "#2", "I give up"])
-        self.client.predict(self.visitor_id, puzzle_id, choice, api_name="/attempt")
+        self.answered = None
+        verdict, *_ = self.client.predict(self.visitor_id, puzzle_id, choice, api_name="/attempt")
         with self.lock:
             self.report.acknowledged_attempts[self.visitor_id] += 1
+        self.answered = (puzzle_id, verdict)
+
+    def attempt_model(self) -> None:
+        self.client.predict(*self.answered, api_name="/attempt_model")
+
+
+def engine_solves_per_s(bundle: Path | None, prompt_files: Sequence[str], seconds: float = 5.0) -> float:
+    """Solves a second of the engine alone on the visitors' prompt (2 samples, one solve after another)."""
+    from PIL import Image
+
+    from engine.runtime import Bundle
+    from puzzles.images import to_rgb_array
+
+    model = Bundle.load(bundle)
+    images = [to_rgb_array(Image.open(path)) for path in prompt_files]
+    model.complete(images, n_samples=2)  # warm up
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        model.complete(images, n_samples=2, seed=count)
+        count += 1
+    return count / (time.perf_counter() - started)
 
 
 def check_loopback(url: str) -> None:
@@ -275,7 +318,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="gelato-load-") as folder:
         url, server, bank, ids, files = serve_in_process(arguments.bundle, Path(folder))
         try:
+            engine_rate = engine_solves_per_s(arguments.bundle, files)
             report = run_load(url, bank, ids, files, arguments.visitors, arguments.seconds, arguments.seed)
+            report.engine_solves_per_s = engine_rate
         finally:
             server.should_exit = True
             bank.close()

@@ -447,6 +447,11 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"\nApp start-up {_fmt(app['startup_s'])} s, first solve (model load) "
                      f"{_fmt(app['first_solve_s'])} s, resident memory {_fmt(app['rss_mb'], 0)} MB "
                      f"(peak {_fmt(app['peak_rss_mb'], 0)} MB).")
+        if "solve_split" in app:  # engine/bench_app.py: solve_split
+            split = app["solve_split"]
+            lines.append(f"An idle Solve (4 samples): click to samples {_fmt(split['click_to_samples_s'])} s = engine "
+                         f"{_fmt(split['engine_s'])} + run files {_fmt(split['run_files_s'])} + upload, queue, "
+                         f"Gradio and transport {_fmt(split['rest_s'])} s.")
     lines += ["", "| target | limit | measured | met |", "|---|---|---|---|"]
     lines += [f"| {t['target']} | {t['limit']} | {_fmt(t['measured'])} | {'n/a' if t['met'] is None else ('yes' if t['met'] else 'no')} |"  # noqa: E501
               for t in report["targets"]]

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
 from engine.bench import ANALOGY_IMAGES, ROOT, sample_images, summary
@@ -65,6 +66,36 @@ def solve_request(client: Any, files: list[str], n_samples: int, seed: int) -> f
     return time.perf_counter() - started
 
 
+def solve_split(url: str, files: list[str], bundle_dir: Path, scratch: Path, rounds: int = 5) -> dict[str, float]:
+    """Where an idle app's Solve (4 samples) spends its time, medians of `rounds`: click to samples over HTTP,
+    the engine's own call on the same prompt (in this process), the PNG files the app keeps of a run, and the rest
+    (upload, queue, Gradio's processing of inputs and outputs, transport)."""
+    import statistics
+
+    from gradio_client import Client
+    from PIL import Image
+
+    from app import logic
+    from engine.runtime import Bundle
+
+    client, bundle = Client(url, verbose=False), Bundle.load(bundle_dir)
+    images = [np.asarray(Image.open(path).convert("RGB")) for path in files]
+    http, engine, files_s = [], [], []
+    for seed in range(rounds):
+        http.append(solve_request(client, files, 4, seed=seed))
+        started = time.perf_counter()
+        samples = bundle.complete(images, n_samples=4, seed=seed)
+        engine.append(time.perf_counter() - started)
+        result = logic.SolveResult(samples, logic.SampleSettings(seed=seed), logic.bundle_id(bundle))
+        started = time.perf_counter()
+        logic.save_run(scratch / f"split-{seed}", images, result, None)
+        files_s.append(time.perf_counter() - started)
+    split = {"click_to_samples_s": statistics.median(http), "engine_s": statistics.median(engine),
+             "run_files_s": statistics.median(files_s)}
+    split["rest_s"] = split["click_to_samples_s"] - split["engine_s"] - split["run_files_s"]
+    return split
+
+
 def visitors_round(url: str, files: list[str], visitors: int, solves: int) -> dict[str, Any]:
     """`visitors` clients solving `solves` times each at once (4 samples a solve, the app's default)."""
     from concurrent.futures import ThreadPoolExecutor
@@ -114,6 +145,8 @@ def measure_app(bundle_dir: Path, scratch: Path, settings: dict[str, Any]) -> di
         from gradio_client import Client
 
         result["first_solve_s"] = solve_request(Client(url, verbose=False), files, 4, seed=0)  # loads the model
+        result["solve_split"] = solve_split(url, files, bundle_dir, scratch)
+        log.info("an idle Solve, 4 samples (s): %s", {k: round(v, 3) for k, v in result["solve_split"].items()})
         result["visitors"] = {str(count): visitors_round(url, files, count, settings["solves"])
                               for count in tqdm(settings["visitors"], desc="visitors", leave=False)}
         result["rss_mb"], result["peak_rss_mb"] = resident_mb(process.pid)

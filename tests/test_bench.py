@@ -85,6 +85,9 @@ def test_targets_and_markdown(quick_report: tuple[dict[str, Any], Path]) -> None
     table = (root / "b.md").read_text()
     assert table.startswith("# Benchmark") and "| target | limit | measured | met |" in table
     assert "pytorch eager" in table and "concurrent visitors" in table
+    split = report["app"]["solve_split"]  # where an idle Solve's time goes
+    assert all(positive(split[key]) for key in ("click_to_samples_s", "engine_s", "run_files_s"))
+    assert "An idle Solve (4 samples)" in table
 
 
 def test_summary_and_bandwidth_helpers() -> None:

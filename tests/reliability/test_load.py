@@ -65,6 +65,7 @@ def test_past_the_queue_size_a_visitor_is_told_to_try_again(tmp_path: Path, tiny
     from app import server as server_module
     from app import services
     from app.loadtest import fill_bank
+    from app.pages import play
     from app.settings import resolve
     from puzzles.bank import connect
     from tests.conftest import serve_in_thread
@@ -84,7 +85,9 @@ def test_past_the_queue_size_a_visitor_is_told_to_try_again(tmp_path: Path, tiny
         for name, path in zip(("slot-a1", "slot-a1p", "slot-b"), files, strict=True):
             slots[logic.ALL_SLOTS.index(name)] = handle_file(path)
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-        jobs = [client.submit("analogy", "1", *slots, None, 1, 1.0, 0, 1.0, 0, api_name="/solve") for _ in range(6)]
+        places = play.SOLVE_CONCURRENCY_LIMIT + 6  # every running place taken, and more waiting than the queue holds
+        jobs = [client.submit("analogy", "1", *slots, None, 1, 1.0, 0, 1.0, 0, api_name="/solve")
+                for _ in range(places)]
         messages = []
         for job in jobs:
             try:
