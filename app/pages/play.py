@@ -254,7 +254,11 @@ def load_examples() -> tuple[Any, Any]:
 
 
 def first_expectation() -> str:
-    return expectation(logic.LAYOUTS[0])
+    """The note for the layout a page opens with (read while the page is built: the bundle is fixed per server)."""
+    try:
+        return expectation(logic.LAYOUTS[0])
+    except RuntimeError:  # the pages built without a server (no services): the note comes with a layout change
+        return ""
 
 
 def example_labels(choices: list[str]) -> list[tuple[str, str]]:
@@ -362,7 +366,7 @@ def build(visitor: gr.BrowserState) -> PlayComponents:
         solve_button = gr.Button("Solve", variant="primary", elem_id="solve")
         score_button = gr.Button("Rank candidates", elem_id="rank")
         sees_button = gr.Button("What the model sees", elem_id="model-sees")
-    expect_note = gr.Markdown(first_expectation, elem_id="expectations")  # a callable: read at each page load
+    expect_note = gr.Markdown(first_expectation(), elem_id="expectations")
     # Whole pictures (contain, not cover) and room for every sample and input: nothing is cropped or scrolled away.
     samples = gr.Gallery(label="Samples", elem_id="samples", columns=8, object_fit="contain",
                          elem_classes=["gelato-fit"], format="png", interactive=False)
