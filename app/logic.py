@@ -632,7 +632,7 @@ def bank_page(bank: Any, filters: BankFilters, page: int) -> tuple[list[tuple[np
     for item in items:
         panels = [decode_png(repository.get_image(bank, h)) for h in item.panel_hashes]
         picture = puzzle_picture({"family": item.family, "panels": panels}, cell=48)
-        pictures.append((picture, f"{choice_label(item)} · level {item.difficulty}"))
+        pictures.append((picture, f"{item.title or item.family} · level {item.difficulty}"))  # words, no id
     pages = max(1, -(-total // PER_PAGE))
     return pictures, [item.id for item in items], pages
 

@@ -110,6 +110,7 @@ def test_bank_views_and_submission(make_bank, tmp_path: Path) -> None:  # noqa: 
     matrix_id = repository.add_puzzle(bank, generate("matrix", 1, size=16), status="published")
     pictures, ids, pages = logic.bank_page(bank, logic.BankFilters(family="matrix"), 0)
     assert ids == [matrix_id] and pages == 1 and pictures[0][0].shape[2] == 3
+    assert matrix_id not in pictures[0][1] and "level" in pictures[0][1]  # captions in words, no internal id
     assert logic.bank_page(bank, logic.BankFilters(family="analogy"), 0)[1] == []
     assert logic.id_from_choice(logic.example_choices(bank)[0]) == matrix_id
     assert logic.bank_thumbnails(bank)
