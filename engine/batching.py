@@ -28,6 +28,7 @@ from engine.decode import (
     StaticCache,
     StaticLvmRunner,
     decode_one,
+    log_softmax,
     restrict_to_codes,
     sample_tokens,
 )
@@ -45,7 +46,12 @@ class Request:
     options: SamplingOptions
     seed: int = 0
     progress: Progress | None = None
+    candidates: np.ndarray | None = None  # (C, T) tokens to score instead of generating
     result: Future = field(default_factory=Future)
+
+    @property
+    def rows(self) -> int:
+        return self.n_samples if self.candidates is None else len(self.candidates)
 
 
 def prefill_prompts(runner: StaticLvmRunner, cache: StaticCache, contexts: list[np.ndarray],
@@ -71,8 +77,23 @@ def prefill_prompts(runner: StaticLvmRunner, cache: StaticCache, contexts: list[
 
 
 def capacity(requests: list[Request], n_tokens: int) -> int:
-    """Cache positions a batch needs: every prompt once, then one image per sample."""
-    return sum(len(r.context) + r.n_samples * n_tokens for r in requests)
+    """Cache positions a batch needs: every prompt once, then one image per sample or candidate."""
+    return sum(len(r.context) + r.rows * n_tokens for r in requests)
+
+
+def score_batch(runner: StaticLvmRunner, requests: list[Request], code_range: tuple[int, int]) -> list[np.ndarray]:
+    """Each request's candidate log-likelihoods (C,) after its prompt, as `decode.score` gives them alone."""
+    counts = [r.rows for r in requests]
+    stacked = np.concatenate([r.candidates for r in requests]).astype(np.int64)  # (sum C, T)
+    cache = runner.new_cache(capacity(requests, stacked.shape[1]))
+    first = np.repeat(prefill_prompts(runner, cache, [r.context for r in requests], counts), counts, axis=0)
+    logits, _ = runner.forward(stacked, cache)  # (sum C, T, V)
+    # token t is predicted by position t-1; token 0 by the prompt's last position
+    predicting = np.concatenate([first[:, None, :], logits[:, :-1]], axis=1)
+    start, end = code_range
+    log_probs = log_softmax(predicting[..., start:end])
+    scores = np.take_along_axis(log_probs, stacked[:, :, None] - start, axis=-1)[..., 0].sum(axis=-1)
+    return np.split(scores, np.cumsum(counts)[:-1])
 
 
 def generate_batch(runner: StaticLvmRunner, requests: list[Request], n_tokens: int,
@@ -105,7 +126,8 @@ def generate_batch(runner: StaticLvmRunner, requests: list[Request], n_tokens: i
 
 
 class Batcher:
-    """Collects `generate` calls from many threads into batches run by one worker thread."""
+    """Collects `generate` and `score` calls from many threads into batches (one kind each) run by one worker
+    thread."""
 
     def __init__(self, runner: StaticLvmRunner, n_tokens: int, code_range: tuple[int, int],
                  max_wait_s: float = MAX_WAIT_S, max_rows: int = MAX_ROWS) -> None:
@@ -120,12 +142,21 @@ class Batcher:
     def generate(self, context: np.ndarray, n_samples: int, options: SamplingOptions, seed: int = 0,
                  progress: Progress | None = None) -> np.ndarray:
         """(n_samples, n_tokens) tokens continuing `context`, as `decode.generate` gives them for this seed."""
-        request = Request(np.asarray(context, dtype=np.int64), int(n_samples), options, seed, progress)
-        if request.n_samples < 1 or request.context.ndim != 1 or len(request.context) == 0:
-            raise ValueError("a generation needs a non-empty prompt and at least one sample")
+        return self._submit(Request(np.asarray(context, dtype=np.int64), int(n_samples), options, seed, progress))
+
+    def score(self, context: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        """Log-likelihood of each candidate's tokens (C, T) after `context`, as `decode.score` gives it."""
+        candidates = np.asarray(candidates, dtype=np.int64)
+        if candidates.ndim != 2 or candidates.shape[1] != self.n_tokens:
+            raise ValueError(f"candidates must be (C, {self.n_tokens}) tokens, got {candidates.shape}")
+        return self._submit(Request(np.asarray(context, dtype=np.int64), 1, SamplingOptions(), candidates=candidates))
+
+    def _submit(self, request: Request) -> np.ndarray:
+        if request.rows < 1 or request.context.ndim != 1 or len(request.context) == 0:
+            raise ValueError("a batch request needs a non-empty prompt and at least one sample or candidate")
         if capacity([request], self.n_tokens) > self.max_positions:
-            raise ValueError(f"a prompt of {len(request.context)} tokens with {n_samples} samples exceeds the "
-                             f"graph's {self.max_positions} positions")
+            raise ValueError(f"a prompt of {len(request.context)} tokens with {request.rows} samples or candidates "
+                             f"exceeds the graph's {self.max_positions} positions")
         self._start()
         self._queue.put(request)
         return request.result.result()
@@ -152,8 +183,9 @@ class Batcher:
                 request = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 return None
-            rows = sum(r.n_samples for r in batch) + request.n_samples
-            if rows > self.max_rows or capacity([*batch, request], self.n_tokens) > self.max_positions:
+            rows = sum(r.rows for r in batch) + request.rows
+            scoring = (request.candidates is None) != (batch[0].candidates is None)  # one kind a batch
+            if scoring or rows > self.max_rows or capacity([*batch, request], self.n_tokens) > self.max_positions:
                 return request
             batch.append(request)
             if rows == self.max_rows:
@@ -162,7 +194,10 @@ class Batcher:
     def _run(self, batch: list[Request]) -> None:
         self.batches += 1
         try:
-            outcomes = generate_batch(self.runner, batch, self.n_tokens, self.code_range)
+            if batch[0].candidates is None:
+                outcomes = generate_batch(self.runner, batch, self.n_tokens, self.code_range)
+            else:
+                outcomes = score_batch(self.runner, batch, self.code_range)
         except Exception as error:  # one request's bad input: run each alone so only that one fails
             if len(batch) > 1:
                 log.warning("a batch of %d generations failed (%s); running them one by one", len(batch), error)

@@ -158,8 +158,8 @@ class Bundle:
         return cls(directory, verify_bundle(directory), providers or wanted_providers(), static=static)
 
     def share_batches(self, max_wait_s: float = MAX_WAIT_S, max_rows: int = MAX_ROWS) -> bool:
-        """Let generations asked for at once from several threads run as one batch (engine.batching); only the
-        fixed-size cache graph takes a position per token, so the growing-cache graph keeps one call a run."""
+        """Let generations and scorings asked for at once from several threads run as one batch (engine.batching);
+        only the fixed-size cache graph takes a position per token, so the growing-cache graph keeps one call a run."""
         if isinstance(self.runner, decode.StaticLvmRunner) and self.batcher is None:
             self.batcher = Batcher(self.runner, self.tokens_per_image, tuple(self.manifest["code_range"]),
                                    max_wait_s, max_rows)
@@ -320,9 +320,11 @@ class Bundle:
     def _likelihoods(self, context: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         """decode.score over as many candidates at once as the cache takes."""
         code_range, group = tuple(self.manifest["code_range"]), self.max_rows(context)
-        return np.concatenate([
-            decode.score(self.runner, context, self._cache_for(context, len(part)), part, code_range)
-            for part in (candidates[i : i + group] for i in range(0, len(candidates), group))])
+        parts = [candidates[i : i + group] for i in range(0, len(candidates), group)]
+        if self.batcher is not None:
+            return np.concatenate([self.batcher.score(context, part) for part in parts])
+        return np.concatenate([decode.score(self.runner, context, self._cache_for(context, len(part)), part,
+                                            code_range) for part in parts])
 
     @property
     def scoring(self) -> str:

@@ -118,3 +118,27 @@ def test_a_bundle_sharing_batches_answers_as_one_alone(bundle: Bundle) -> None:
         first, second = shared.complete(images, **settings), bundle.complete(images, **settings)
         assert [a.tobytes() for a in first] == [b.tobytes() for b in second]
     assert shared.batcher.batches == 2
+
+
+def test_candidates_of_different_prompts_score_as_they_do_alone(bundle: Bundle) -> None:
+    contexts = prompts(bundle)
+    rng = np.random.default_rng(9)
+    start, end = bundle.manifest["code_range"]
+    candidates = [rng.integers(start, end, (count, bundle.tokens_per_image)) for count in (3, 1, 4)]
+    requests = [batching.Request(context, 1, OPTIONS[0], candidates=part)
+                for context, part in zip(contexts, candidates, strict=True)]
+    batched = batching.score_batch(bundle.runner, requests, (start, end))
+    for context, part, scores in zip(contexts, candidates, batched, strict=True):
+        cache = bundle.runner.new_cache(len(context) + len(part) * bundle.tokens_per_image)
+        np.testing.assert_allclose(scores, decode.score(bundle.runner, context, cache, part, (start, end)),
+                                   rtol=1e-5)
+
+
+def test_a_bundle_sharing_batches_scores_as_one_alone(bundle: Bundle) -> None:
+    shared = Bundle.load(bundle.directory)
+    shared.share_batches()
+    rng = np.random.default_rng(6)
+    images, candidates = ([rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in range(count)]
+                          for count in (3, 20))  # more candidates than one call takes: scored in groups
+    np.testing.assert_allclose(shared.score(images, candidates), bundle.score(images, candidates), rtol=1e-5)
+    assert shared.batcher.batches >= 2
