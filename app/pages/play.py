@@ -16,8 +16,8 @@ from app.uploads import SlotImage
 
 log = logging.getLogger(__name__)
 
-MODEL_CONCURRENCY = "model"  # one queue shared by every event that runs the model
-MODEL_CONCURRENCY_LIMIT = 1  # the CPU has few cores: one model call at a time, the rest wait in the queue
+MODEL_CONCURRENCY = "model"  # the model's other work: ranking, what it sees, its part of a person's answer
+MODEL_CONCURRENCY_LIMIT = 1  # the CPU has few cores: one such call at a time, the rest wait in the queue
 SOLVE_CONCURRENCY = "solve"  # solves run together: the engine batches the generations that arrive at once
 SOLVE_CONCURRENCY_LIMIT = 8
 VISITOR_CONCURRENCY = "visitor"  # a person's answers: bank reads and writes only, never behind the model
