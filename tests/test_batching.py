@@ -142,3 +142,18 @@ def test_a_bundle_sharing_batches_scores_as_one_alone(bundle: Bundle) -> None:
                           for count in (3, 20))  # more candidates than one call takes: scored in groups
     np.testing.assert_allclose(shared.score(images, candidates), bundle.score(images, candidates), rtol=1e-5)
     assert shared.batcher.batches >= 2
+
+
+def test_the_app_solves_through_the_batcher(bundle: Bundle, tmp_path: Path) -> None:
+    from app import logic
+    from app.services import Services
+    from app.settings import resolve
+
+    settings = resolve({"data_dir": str(tmp_path), "bundle": str(bundle.directory)}, environ={})
+    served = Services(settings, bank=None).bundle()
+    assert served.batcher is not None
+    rng = np.random.default_rng(7)
+    images = [rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in range(3)]
+    result = logic.solve(served, images, logic.SampleSettings(n_samples=2, seed=4))
+    assert served.batcher.batches == 1
+    assert [a.tobytes() for a in result.samples] == [b.tobytes() for b in bundle.complete(images, n_samples=2, seed=4)]
