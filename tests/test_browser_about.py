@@ -1,6 +1,7 @@
 """The About page in a real browser, served with the shipped bundle's card (the model itself is never loaded)."""
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +28,7 @@ def shipped_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         previous = services.current()
     except RuntimeError:
         previous = None
+    temp_dir = os.environ.get("GRADIO_TEMP_DIR")  # create_app points it at its own data dir, process-wide
     data_dir = tmp_path_factory.mktemp("about")
     port = free_port()
     settings = resolve({"data_dir": str(data_dir), "bundle": str(SHIPPED), "port": str(port)}, environ={})
@@ -35,6 +37,8 @@ def shipped_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     yield f"http://127.0.0.1:{port}/"
     if previous is not None:
         services.install(previous)
+    if temp_dir is not None:
+        os.environ["GRADIO_TEMP_DIR"] = temp_dir
     server.should_exit = True
     bank.close()
 

@@ -1,6 +1,7 @@
 """ARC grid puzzles played in a real browser: the answer-grid editor, three tries, next task, the model beside."""
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ def arc_app(tmp_path_factory: pytest.TempPathFactory, tiny_bundle_dir: Path) -> 
         previous = services.current()
     except RuntimeError:
         previous = None
+    temp_dir = os.environ.get("GRADIO_TEMP_DIR")  # create_app points it at its own data dir, process-wide
     data_dir = tmp_path_factory.mktemp("arc")
     port = free_port()
     settings = resolve({"data_dir": str(data_dir), "bundle": str(tiny_bundle_dir), "port": str(port)}, environ={})
@@ -45,6 +47,8 @@ def arc_app(tmp_path_factory: pytest.TempPathFactory, tiny_bundle_dir: Path) -> 
     yield {"url": f"http://127.0.0.1:{port}/", "bank": bank, "ids": ids}
     if previous is not None:
         services.install(previous)
+    if temp_dir is not None:
+        os.environ["GRADIO_TEMP_DIR"] = temp_dir
     server.should_exit = True
     bank.close()
 
