@@ -22,11 +22,12 @@ from puzzles.images import png_bytes
 
 # Every named endpoint of the public playground; none of them changes curator-owned data (puzzle status,
 # curators, audit log): /submit only adds a *pending* puzzle, /rate, /attempt and /grid_check add visitor rows;
-# /answer, /rank and /puzzle (the programs' API) run the model or read a published puzzle.
+# /attempt_model (the model's part after a person's answer), /answer, /rank and /puzzle (the programs' API) run the
+# model or read a published puzzle.
 PUBLIC_ENDPOINTS = {
     "/clear_all", "/random_puzzle", "/example", "/solve", "/score", "/model_sees", "/rate", "/submit",
-    "/browse", "/open_try", "/attempt", "/open_in_play", "/challenge_start", "/challenge_answer", "/grid_check",
-    "/answer", "/rank", "/puzzle",
+    "/browse", "/open_try", "/attempt", "/attempt_model", "/open_in_play", "/challenge_start", "/challenge_answer",
+    "/grid_check", "/answer", "/rank", "/puzzle",
 }
 CURATOR_WORDS = ("approve", "reject", "publish", "unpublish", "edit", "merge", "import", "curator", "bulk", "audit")
 
