@@ -43,4 +43,5 @@ def test_curator_approves_a_submission_and_the_public_bank_shows_it(page: Page, 
 
     page.goto(f"{served['url']}/")
     page.get_by_role("tab", name="Bank").click()
-    expect(page.locator("#bank-gallery")).to_contain_text(pending)
+    title = repository.get_puzzle(served["bank"], pending).puzzle.title
+    expect(page.locator("#bank-gallery")).to_contain_text(title)  # captions name puzzles in words, not ids
