@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -152,6 +153,34 @@ def serve_in_thread(app: Any, port: int, timeout_s: float = 30) -> Any:
             raise RuntimeError(f"the server on port {port} did not start within {timeout_s:.0f} s")
         time.sleep(0.05)
     return server
+
+
+@contextlib.contextmanager
+def second_app(data_dir: Path, bundle: Path, bank: Bank) -> Iterator[str]:
+    """Serve another full app (its own data dir, bundle and bank) beside the shared playground; yields its URL.
+
+    create_app installs its services and points GRADIO_TEMP_DIR at its data dir, both process-wide: afterwards the
+    shared playground gets its own back."""
+    from app import services
+    from app.server import create_app
+    from app.settings import resolve
+
+    try:
+        previous = services.current()
+    except RuntimeError:
+        previous = None
+    temp_dir = os.environ.get("GRADIO_TEMP_DIR")
+    port = free_port()
+    settings = resolve({"data_dir": str(data_dir), "bundle": str(bundle), "port": str(port)}, environ={})
+    server = serve_in_thread(create_app(settings, bank=bank, seed=False), port)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        if previous is not None:
+            services.install(previous)
+        if temp_dir is not None:
+            os.environ["GRADIO_TEMP_DIR"] = temp_dir
+        server.should_exit = True
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,6 @@
 """The About page in a real browser, served with the shipped bundle's card (the model itself is never loaded)."""
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,8 +9,7 @@ from playwright.sync_api import Page, expect
 
 from app.pages import about
 from puzzles.bank import connect
-from tests.conftest import serve_in_thread
-from tests.helpers import free_port
+from tests.conftest import second_app
 
 SHIPPED = Path(__file__).resolve().parents[1] / "engine" / "bundles" / "default"
 SHOTS = Path("/tmp/shots")
@@ -19,27 +17,10 @@ SHOTS = Path("/tmp/shots")
 
 @pytest.fixture(scope="module")
 def shipped_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from app import services
-    from app.server import create_app
-    from app.settings import resolve
-
-    # create_app installs its services process-wide: give the shared playground its own back afterwards
-    try:
-        previous = services.current()
-    except RuntimeError:
-        previous = None
-    temp_dir = os.environ.get("GRADIO_TEMP_DIR")  # create_app points it at its own data dir, process-wide
     data_dir = tmp_path_factory.mktemp("about")
-    port = free_port()
-    settings = resolve({"data_dir": str(data_dir), "bundle": str(SHIPPED), "port": str(port)}, environ={})
     bank = connect(f"sqlite:///{data_dir / 'gelato.db'}")
-    server = serve_in_thread(create_app(settings, bank=bank, seed=False), port)
-    yield f"http://127.0.0.1:{port}/"
-    if previous is not None:
-        services.install(previous)
-    if temp_dir is not None:
-        os.environ["GRADIO_TEMP_DIR"] = temp_dir
-    server.should_exit = True
+    with second_app(data_dir, SHIPPED, bank) as url:
+        yield url
     bank.close()
 
 

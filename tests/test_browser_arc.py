@@ -1,7 +1,6 @@
 """ARC grid puzzles played in a real browser: the answer-grid editor, three tries, next task, the model beside."""
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,8 +11,7 @@ from playwright.sync_api import Page, expect
 from puzzles.bank import connect, repository
 from puzzles.generators import grid
 from tests.conftest import BROWSER_TIMEOUT_MS as TIMEOUT_MS
-from tests.conftest import serve_in_thread
-from tests.helpers import free_port
+from tests.conftest import second_app
 
 SHOTS = Path("/tmp/shots")
 # Swap the two colours: blue on black becomes black on blue.
@@ -25,31 +23,14 @@ TASKS = [
 
 @pytest.fixture(scope="module")
 def arc_app(tmp_path_factory: pytest.TempPathFactory, tiny_bundle_dir: Path) -> Iterator[dict[str, Any]]:
-    from app import services
-    from app.server import create_app
-    from app.settings import resolve
-
-    # create_app installs its services process-wide: give the shared playground its own back afterwards
-    try:
-        previous = services.current()
-    except RuntimeError:
-        previous = None
-    temp_dir = os.environ.get("GRADIO_TEMP_DIR")  # create_app points it at its own data dir, process-wide
     data_dir = tmp_path_factory.mktemp("arc")
-    port = free_port()
-    settings = resolve({"data_dir": str(data_dir), "bundle": str(tiny_bundle_dir), "port": str(port)}, environ={})
     bank = connect(f"sqlite:///{data_dir / 'gelato.db'}")
     ids = []
     for number, (pairs, query, answer) in enumerate(TASKS):
         puzzle = grid.puzzle_from_pairs(pairs, query, answer, 64, f"test{number}", {"test": number})
         ids.append(repository.add_puzzle(bank, puzzle, status="published"))
-    server = serve_in_thread(create_app(settings, bank=bank, seed=False), port)
-    yield {"url": f"http://127.0.0.1:{port}/", "bank": bank, "ids": ids}
-    if previous is not None:
-        services.install(previous)
-    if temp_dir is not None:
-        os.environ["GRADIO_TEMP_DIR"] = temp_dir
-    server.should_exit = True
+    with second_app(data_dir, tiny_bundle_dir, bank) as url:
+        yield {"url": url, "bank": bank, "ids": ids}
     bank.close()
 
 
