@@ -40,16 +40,17 @@ def fill_bank(bank: Any) -> dict[str, str]:
     return {"pending": pending, "published": published, "draft": draft}
 
 
-def serve_full_app(data_dir: Path) -> Iterator[dict[str, Any]]:
-    """The whole app (playground at /, curator pages at /curate) on a free port with a filled bank."""
+def serve_full_app(data_dir: Path, **settings: str) -> Iterator[dict[str, Any]]:
+    """The whole app (playground at /, curator pages at /curate) on a free port with a filled bank; `settings`
+    are app settings by name (the limits, say)."""
     from app.server import create_app
     from app.settings import resolve
 
     bank = connect(f"sqlite:///{data_dir / 'gelato.db'}")
     ids = fill_bank(bank)
     port = free_port()
-    settings = resolve({"data_dir": str(data_dir), "port": str(port)}, environ={})
-    app = create_app(settings, bank=bank, seed=False)
+    app = create_app(resolve({"data_dir": str(data_dir), "port": str(port), **settings}, environ={}), bank=bank,
+                     seed=False)
     server = serve_in_thread(app, port)
     yield {"url": f"http://127.0.0.1:{port}", "bank": bank, "ids": ids, "app": app}
     server.should_exit = True

@@ -19,29 +19,9 @@ import pytest
 
 from app.uploads import NOT_UPLOADED, upload_folder
 from tests.reliability.figures import add
-from tests.test_curator_access import login_cookie, snapshot
+from tests.test_curator_access import login_cookie, serve_full_app, snapshot
 
 EVENT_TIMEOUT_S = 60
-
-
-def serve_app(data_dir: Path, **settings: str) -> Iterator[dict[str, Any]]:
-    """The whole app with a filled bank (tests.test_curator_access.fill_bank) and the given settings."""
-    from app.server import create_app
-    from app.settings import resolve
-    from puzzles.bank import connect
-    from tests.conftest import serve_in_thread
-    from tests.helpers import free_port
-    from tests.test_curator_access import fill_bank
-
-    bank = connect(f"sqlite:///{data_dir / 'gelato.db'}")
-    ids = fill_bank(bank)
-    port = free_port()
-    app = create_app(resolve({"data_dir": str(data_dir), "port": str(port), **settings}, environ={}), bank=bank,
-                     seed=False)
-    server = serve_in_thread(app, port)
-    yield {"url": f"http://127.0.0.1:{port}", "bank": bank, "ids": ids, "app": app}
-    server.should_exit = True
-    bank.close()
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +29,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     """Limits per client out of the way: these tests send hundreds of calls from one address."""
     from tests.conftest import MANY_CLIENTS_LIMITS
 
-    yield from serve_app(tmp_path_factory.mktemp("security"), **MANY_CLIENTS_LIMITS)
+    yield from serve_full_app(tmp_path_factory.mktemp("security"), **MANY_CLIENTS_LIMITS)
 
 
 @pytest.fixture(scope="module")
@@ -504,7 +484,7 @@ STRICT = {"trusted_proxies": "1", "max_request_mb": "1", "writes_per_minute": "5
 @pytest.fixture(scope="module")
 def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """The app behind one trusted proxy (X-Forwarded-For's last entry is the client), with small limits."""
-    yield from serve_app(tmp_path_factory.mktemp("strict"), **STRICT)
+    yield from serve_full_app(tmp_path_factory.mktemp("strict"), **STRICT)
 
 
 def join(http: httpx.Client, blocks: gr.Blocks, event: str, client: str, values: dict[int, Any]) -> httpx.Response:
