@@ -30,6 +30,7 @@ class Services:
         self._bundle = bundle
         self._bundle_error: str | None = None
         self._lock = threading.Lock()
+        self._sampling: SamplingOptions | None = None  # the manifest's, read on first use
 
     @property
     def bundle_dir(self) -> Path:
@@ -40,15 +41,17 @@ class Services:
         return default_bundle_dir()
 
     def sampling_defaults(self) -> SamplingOptions:
-        """The bundle's sampling defaults, read from its manifest without loading
-        the model; plain sampling when the manifest cannot be read (loading the model will then say why)."""
-        from engine.bundle import read_manifest
-        from engine.runtime import SamplingOptions, sampling_defaults
+        """The bundle's sampling defaults, read once from its manifest without loading the model (every Solve
+        asks); plain sampling when the manifest cannot be read (loading the model will then say why)."""
+        if self._sampling is None:
+            from engine.bundle import read_manifest
+            from engine.runtime import SamplingOptions, sampling_defaults
 
-        try:
-            return sampling_defaults(read_manifest(self.bundle_dir))
-        except (OSError, ValueError):
-            return SamplingOptions()
+            try:
+                self._sampling = sampling_defaults(read_manifest(self.bundle_dir))
+            except (OSError, ValueError):
+                self._sampling = SamplingOptions()
+        return self._sampling
 
     def bundle(self) -> Bundle:
         """The model bundle, loaded once on first use; a clear error when it cannot be loaded."""
