@@ -14,8 +14,7 @@ import pytest
 from gradio_client import Client, handle_file
 
 from app.curate import actions, auth
-from puzzles import generate_drafts, stats
-from puzzles.bank import accounts, backup, repository
+from puzzles.bank import accounts, backup, drafts, repository, stats
 from puzzles.bank.repository import ImportReport
 from puzzles.generators import generate
 from puzzles.pack import read_pack, write_pack
@@ -39,27 +38,27 @@ def actions_of(bank: Any) -> list[str]:
 
 
 def test_generate_request_checks_every_input():
-    request = generate_drafts.GeneratorRequest.from_inputs("matrix", "7", 3, 32, {"layout": "center", "fill": "any"})
+    request = drafts.GeneratorRequest.from_inputs("matrix", "7", 3, 32, {"layout": "center", "fill": "any"})
     assert request.options == {"layout": "center"} and list(request.seeds()) == [7, 8, 9]
     with pytest.raises(ValueError, match="layout must be one of"):
-        generate_drafts.GeneratorRequest.from_inputs("matrix", 1, 1, 32, {"layout": "spiral"})
+        drafts.GeneratorRequest.from_inputs("matrix", 1, 1, 32, {"layout": "spiral"})
     with pytest.raises(ValueError, match="count must be between 1 and 200"):
-        generate_drafts.GeneratorRequest.from_inputs("sequence", 1, 500, 32, {})
+        drafts.GeneratorRequest.from_inputs("sequence", 1, 500, 32, {})
     with pytest.raises(ValueError, match="unknown analogy option"):
-        generate_drafts.GeneratorRequest.from_inputs("analogy", 1, 1, 32, {"kind": "grow"})
+        drafts.GeneratorRequest.from_inputs("analogy", 1, 1, 32, {"kind": "grow"})
     with pytest.raises(ValueError, match="no generator for family 'free'"):
-        generate_drafts.GeneratorRequest.from_inputs("free", 1, 1, 32, {})
+        drafts.GeneratorRequest.from_inputs("free", 1, 1, 32, {})
 
 
 def test_preview_writes_nothing_and_add_drafts_is_audited(bank):
-    request = generate_drafts.GeneratorRequest.from_inputs("sequence", 5, 3, 32, {"kind": "grow", "frames": "4"})
-    sample = generate_drafts.preview(request)
+    request = drafts.GeneratorRequest.from_inputs("sequence", 5, 3, 32, {"kind": "grow", "frames": "4"})
+    sample = drafts.preview(request)
     assert [p.layout["frames"] for p in sample] == [4, 4, 4] and repository.bank_stats(bank)["puzzles"]["draft"] == 0
-    result = generate_drafts.add_drafts(bank, request, CURATOR)
+    result = drafts.add_drafts(bank, request, CURATOR)
     assert result["added"] == [p.id for p in sample] and not result["duplicate"]
     assert repository.get_puzzle(bank, sample[0].id).status == "draft"
     assert actions_of(bank).count("create") == 3
-    again = generate_drafts.add_drafts(bank, request, CURATOR)
+    again = drafts.add_drafts(bank, request, CURATOR)
     assert again == {"added": [], "duplicate": result["added"]}
 
 

@@ -274,7 +274,7 @@ def merge_all(request: gr.Request) -> str:
 
 
 def _generator_request(family: str, seed: Any, count: Any, size: Any, values: dict[str, Any]) -> Any:
-    from puzzles.generate_drafts import GeneratorRequest, option_choices
+    from puzzles.bank.drafts import GeneratorRequest, option_choices
 
     names = option_choices(family)
     return GeneratorRequest.from_inputs(family, seed, count, size, {k: v for k, v in values.items() if k in names})
@@ -289,28 +289,28 @@ def preview(family: str, seed: Any, count: Any, size: Any, layout: Any, difficul
             request: gr.Request) -> list[Any]:
     """Render the first puzzles of a batch (nothing is stored)."""
     from app.logic import puzzle_picture
-    from puzzles import generate_drafts
+    from puzzles.bank import drafts
 
     _caller(request)
     values = [layout, difficulty, fill, transform, pairs, base, kind, frames, dataset, task_id]
     with _errors():
         batch = _generator_request(family, seed, count, size, dict(zip(GENERATOR_FIELDS, values, strict=True)))
-        puzzles = generate_drafts.preview(batch)
+        puzzles = drafts.preview(batch)
     pictures = [(puzzle_picture({"family": p.family, "panels": p.panels}, cell=64), p.title) for p in puzzles]
-    text = "\n".join(f"- {generate_drafts.describe(p)}" for p in puzzles)
+    text = "\n".join(f"- {drafts.describe(p)}" for p in puzzles)
     return [pictures, f"Preview of {len(puzzles)} of {batch.count}:\n{text}"]
 
 
 def add_drafts(family: str, seed: Any, count: Any, size: Any, layout: Any, difficulty: Any, fill: Any, transform: Any,
                pairs: Any, base: Any, kind: Any, frames: Any, dataset: Any, task_id: Any, request: gr.Request) -> str:
     """Generate the whole batch and store it as drafts."""
-    from puzzles import generate_drafts
+    from puzzles.bank import drafts
 
     curator = _caller(request)
     values = [layout, difficulty, fill, transform, pairs, base, kind, frames, dataset, task_id]
     with _errors():
         batch = _generator_request(family, seed, count, size, dict(zip(GENERATOR_FIELDS, values, strict=True)))
-        result = generate_drafts.add_drafts(_bank(), batch, curator)
+        result = drafts.add_drafts(_bank(), batch, curator)
     return f"added {len(result['added'])} drafts ({len(result['duplicate'])} already in the bank)"
 
 
@@ -461,7 +461,7 @@ def _private_file(filename: str) -> Iterator[tuple[str, Path]]:
 
 def statistics(request: gr.Request) -> list[Any]:
     """The four plots and the difficulty suggestions."""
-    from puzzles import stats
+    from puzzles.bank import stats
 
     _caller(request)
     plots = stats.all_plots(_bank())
@@ -475,8 +475,7 @@ def statistics(request: gr.Request) -> list[Any]:
 
 def apply_suggestions(request: gr.Request) -> str:
     """Set each suggested puzzle's difficulty to what its human success rate suggests (audited edits)."""
-    from puzzles import stats
-    from puzzles.bank import repository
+    from puzzles.bank import repository, stats
 
     curator = _caller(request)
     changed = 0

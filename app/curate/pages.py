@@ -18,7 +18,7 @@ GENERATOR_FAMILIES = ["matrix", "analogy", "sequence", "grid"]
 
 def _generator_inputs() -> list[Any]:
     """One dropdown or box per generator option; "any" leaves the choice to the seed."""
-    from puzzles.generate_drafts import option_choices
+    from puzzles.bank.drafts import option_choices
 
     fields = []
     for family in GENERATOR_FAMILIES:

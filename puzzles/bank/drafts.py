@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from puzzles.bank.curation import create_puzzles
+from puzzles.bank.db import Bank
 from puzzles.generators import GENERATOR_FAMILIES, generate
 from puzzles.puzzle import Puzzle
 
@@ -131,11 +133,9 @@ def describe(puzzle: Puzzle) -> str:
     return f"{puzzle.id} · {puzzle.title or puzzle.family} · level {puzzle.difficulty} · {chosen}"
 
 
-def add_drafts(bank: Any, request: GeneratorRequest, curator: str,
+def add_drafts(bank: Bank, request: GeneratorRequest, curator: str,
                progress: Callable[[int, int], None] | None = None) -> dict[str, list[str]]:
     """Generate the whole batch and add it as drafts (one transaction, audited); duplicates are skipped."""
-    from puzzles.bank.repository import create_puzzles
-
     puzzles = generate_batch(request, progress=progress)
     result = create_puzzles(bank, puzzles, curator, status="draft")
     log.info("%s generated %d %s drafts from seed %d", curator, len(result["added"]), request.family, request.seed)
