@@ -292,7 +292,7 @@ def test_the_backup_button_backs_up_either_database(make_bank, tmp_path, monkeyp
     secret = b"s" * 64
     monkeypatch.setattr(auth, "_context", auth.CurateContext(bank, secret))
     monkeypatch.setattr(downloads, "_files", downloads.CuratorFiles(tmp_path / "private"))
-    cookie = auth.make_session("ada", repository.curator_fingerprint(bank, "ada"), secret)
+    cookie = auth.make_session("ada", accounts.curator_fingerprint(bank, "ada"), secret)
     link, note = actions.backup(curator_request({auth.COOKIE: cookie}))
     archive = downloads.files().find(download_target(link).rsplit("/", 1)[1])
     assert archive is not None and archive.suffix == ".zip" and "1 puzzles" in note

@@ -114,8 +114,7 @@ def read_session(value: str | None, secret: bytes, now: float | None = None) -> 
 def curator_from_cookies(cookies: Any, ctx: CurateContext | None = None) -> str | None:
     """The curator a request's cookies prove, checked against the bank (enabled, same password, session not
     logged out); else None."""
-    from puzzles.bank.accounts import session_revoked
-    from puzzles.bank.repository import curator_fingerprint
+    from puzzles.bank.accounts import curator_fingerprint, session_revoked
 
     ctx = ctx or context()
     value = cookies.get(COOKIE) if cookies is not None else None
@@ -157,8 +156,7 @@ def login(name: str, password: str, client: str = "local") -> str | None:
     """Check a login (rate-limited per client and per name, failures logged); the cookie value to set, or None
     when refused. A try counts against the client before the password is checked (so concurrent tries cannot
     pass the limit together) and is given back when it succeeds."""
-    from puzzles.bank.accounts import verify_curator
-    from puzzles.bank.repository import curator_fingerprint
+    from puzzles.bank.accounts import curator_fingerprint, verify_curator
 
     ctx = context()
     try:

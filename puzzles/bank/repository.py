@@ -20,7 +20,6 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from puzzles.bank.accounts import curator_fingerprint
 from puzzles.bank.curation import (
     BULK_ACTIONS,
     EDITABLE_FIELDS,
@@ -118,7 +117,6 @@ __all__ = [
     "set_answer",
     "bulk_action",
     "flagged_puzzles",
-    "curator_fingerprint",
 ]
 
 log = logging.getLogger(__name__)
