@@ -11,9 +11,9 @@ import gradio as gr
 
 from app.curate import actions
 from app.uploads import SlotImage
-
-FAMILIES = ["any", "matrix", "analogy", "sequence", "grid", "free"]
-GENERATOR_FAMILIES = ["matrix", "analogy", "sequence", "grid"]
+from puzzles.bank.repository import STATUSES
+from puzzles.generators import GENERATOR_FAMILIES
+from puzzles.puzzle import FAMILIES
 
 
 def _generator_inputs() -> list[Any]:
@@ -104,7 +104,7 @@ def _review_tab() -> tuple[Any, list[Any]]:
 
 def _generate_tab() -> None:
     with gr.Row():
-        family = gr.Dropdown(GENERATOR_FAMILIES, value="matrix", label="Family", elem_id="gen-family")
+        family = gr.Dropdown(list(GENERATOR_FAMILIES), value="matrix", label="Family", elem_id="gen-family")
         seed = gr.Number(0, label="First seed", precision=0)
         count = gr.Number(8, label="How many", precision=0)
         size = gr.Number(64, label="Image size (px)", precision=0)
@@ -142,10 +142,10 @@ def _import_tab() -> None:
 
 def _export_tab() -> None:
     with gr.Row():
-        family = gr.Dropdown(FAMILIES, value="any", label="Family")
+        family = gr.Dropdown(["any", *FAMILIES], value="any", label="Family")
         layout = gr.Textbox("any", label="Layout kind")
         tag = gr.Textbox(label="Tag")
-        status = gr.Dropdown(["any", "draft", "pending", "published", "rejected"], value="published", label="Status")
+        status = gr.Dropdown(["any", *STATUSES], value="published", label="Status")
     with gr.Row():
         low = gr.Slider(1, 5, step=1, value=1, label="Lowest difficulty")
         high = gr.Slider(1, 5, step=1, value=5, label="Highest difficulty")
