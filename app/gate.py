@@ -131,7 +131,7 @@ def _lacks_visitor_id(fn: Any, data: list[Any]) -> bool:
     """Whether the call carries no valid visitor id where the event takes one (the app will issue a new id)."""
     import gradio as gr
 
-    from app.logic import is_visitor_id
+    from app.visitors import is_visitor_id
 
     for position, block in enumerate(fn.inputs):
         if isinstance(block, gr.BrowserState):

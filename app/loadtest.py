@@ -101,12 +101,12 @@ class _Visitor:
                  prompt_files: Sequence[str], seed: int) -> None:
         from gradio_client import Client
 
-        from app import logic
+        from app import visitors
 
         self.client = Client(url, verbose=False)
         self.report, self.lock = report, lock
         self.puzzle_ids, self.prompt_files = list(puzzle_ids), list(prompt_files)
-        self.visitor_id = logic.new_visitor_id()
+        self.visitor_id = visitors.new_visitor_id()
         self.rng = random.Random(seed)
         self.solved = False
         self.answered: tuple[str, str] | None = None  # (puzzle id, verdict) of the last attempt
@@ -152,11 +152,11 @@ class _Visitor:
     def solve(self) -> None:
         from gradio_client import handle_file
 
-        from app import logic
+        from app import prompts
 
-        slots: list[Any] = [None] * len(logic.ALL_SLOTS)
+        slots: list[Any] = [None] * len(prompts.ALL_SLOTS)
         for name, path in zip(("slot-a1", "slot-a1p", "slot-b"), self.prompt_files, strict=True):
-            slots[logic.ALL_SLOTS.index(name)] = handle_file(path)
+            slots[prompts.ALL_SLOTS.index(name)] = handle_file(path)
         seed = self.rng.randrange(1000)
         self.client.predict("analogy", "1", *slots, None, 2, 1.0, 0, 1.0, seed, api_name="/solve")
         self.solved = True

@@ -11,13 +11,16 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
 from app.services import Services, install
 from app.settings import AppSettings
 from app.uploads import mark_launched
+
+if TYPE_CHECKING:  # the runtime loads onnxruntime: typed here, loaded on first use
+    from engine.runtime import Bundle
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +71,11 @@ def make_gradio_cache_writes_atomic() -> None:
 
 
 def open_services(
-    settings: AppSettings, bank: Any | None = None, bundle: Any | None = None, seed: bool = True,
+    settings: AppSettings, bank: Any | None = None, bundle: Bundle | None = None, seed: bool = True,
     bundle_note: str | None = None,
 ) -> Services:
     """Open (or take) the bank, start seeding it from the starter pack, and make it the app's services."""
-    from app.logic import install_visitor_key
+    from app.visitors import install_visitor_key
     from puzzles.bank import connect
 
     install_visitor_key(settings.data_dir)
@@ -88,7 +91,7 @@ def open_services(
 def seed_and_rank(bank: Any) -> None:
     """Seed the bank, then let the model rank every puzzle it has no result for yet (once per bundle), so the
     "model gets it wrong" filter knows the whole bank; both run in the background while the server serves."""
-    from app.logic import record_model_picks
+    from app.model_picks import record_model_picks
     from app.services import current
 
     seed_starter_pack(bank)
@@ -140,10 +143,10 @@ def launch_options() -> dict[str, Any]:
 
 def on_load(visitor_id: str | None, request: gr.Request) -> list[Any]:
     """Page load: visitor id, examples, bank thumbnails, first bank page, About texts, and a `?puzzle=` deep link."""
-    from app import logic
+    from app import visitors
     from app.pages import about, bank, play
 
-    visitor_id = logic.ensure_visitor_id(visitor_id)
+    visitor_id = visitors.ensure_visitor_id(visitor_id)
     examples, thumbnails = play.load_examples()
     browse = bank.browse("any", "any", "", 1, 5, False, 1)
     overview, card, evaluation = about.load_about()
@@ -234,7 +237,7 @@ def add_health_route(app: Any, services: Services) -> None:
 
 
 def create_app(
-    settings: AppSettings, bank: Any | None = None, bundle: Any | None = None, seed: bool = True,
+    settings: AppSettings, bank: Any | None = None, bundle: Bundle | None = None, seed: bool = True,
     check_bundle: bool = False,
 ) -> Any:
     """The FastAPI app serving the playground at "/", the curator pages at CURATE_PATH and /healthz.

@@ -56,11 +56,11 @@ def resident_mb(pid: int) -> tuple[float, float]:
 def solve_request(client: Any, files: list[str], n_samples: int, seed: int) -> float:
     from gradio_client import handle_file
 
-    from app import logic
+    from app import prompts
 
-    slots: list[Any] = [None] * len(logic.ALL_SLOTS)
+    slots: list[Any] = [None] * len(prompts.ALL_SLOTS)
     for name, path in zip(("slot-a1", "slot-a1p", "slot-b"), files, strict=True):
-        slots[logic.ALL_SLOTS.index(name)] = handle_file(path)
+        slots[prompts.ALL_SLOTS.index(name)] = handle_file(path)
     started = time.perf_counter()
     client.predict("analogy", "1", *slots, [], n_samples, 1.0, 0, 1.0, seed, api_name="/solve")
     return time.perf_counter() - started
@@ -75,7 +75,7 @@ def solve_split(url: str, files: list[str], bundle_dir: Path, scratch: Path, rou
     from gradio_client import Client
     from PIL import Image
 
-    from app import logic
+    from app import bank_writes, solving
     from engine.runtime import Bundle
 
     client, bundle = Client(url, verbose=False), Bundle.load(bundle_dir)
@@ -86,9 +86,9 @@ def solve_split(url: str, files: list[str], bundle_dir: Path, scratch: Path, rou
         started = time.perf_counter()
         samples = bundle.complete(images, n_samples=4, seed=seed)
         engine.append(time.perf_counter() - started)
-        result = logic.SolveResult(samples, logic.SampleSettings(seed=seed), logic.bundle_id(bundle))
+        result = solving.SolveResult(samples, solving.SampleSettings(seed=seed), solving.bundle_id(bundle))
         started = time.perf_counter()
-        logic.save_run(scratch / f"split-{seed}", images, result, None)
+        bank_writes.save_run(scratch / f"split-{seed}", images, result, None)
         files_s.append(time.perf_counter() - started)
     split = {"click_to_samples_s": statistics.median(http), "engine_s": statistics.median(engine),
              "run_files_s": statistics.median(files_s)}

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 from gradio_client import Client, handle_file
 
-from app import logic
+from app import prompts
 from puzzles.generators import generate
 from puzzles.images import png_bytes
 from tests.conftest import MANY_CLIENTS_LIMITS
@@ -109,9 +109,9 @@ def analogy_files(seed: int, folder: Path) -> list[str]:
 
 
 def slot_args(panels: list[str]) -> list[Any]:
-    values: list[Any] = [None] * len(logic.ALL_SLOTS)
+    values: list[Any] = [None] * len(prompts.ALL_SLOTS)
     for name, path in zip(("slot-a1", "slot-a1p", "slot-b"), panels, strict=True):
-        values[logic.ALL_SLOTS.index(name)] = handle_file(path)
+        values[prompts.ALL_SLOTS.index(name)] = handle_file(path)
     return values
 
 

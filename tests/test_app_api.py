@@ -9,11 +9,11 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from app import logic
+from app import bank_views, prompts, visitors
 from puzzles.bank import repository
 from puzzles.images import png_bytes
 
-N_SLOTS = len(logic.ALL_SLOTS)
+N_SLOTS = len(prompts.ALL_SLOTS)
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def client(playground: dict[str, Any]) -> Client:
 
 def _analogy_files(playground: dict[str, Any], tmp_path: Path) -> tuple[list[str], list[str], int]:
     """PNG files of the first analogy in the bank: its 3 panels, its candidates, and the answer index."""
-    puzzle = logic.fetch_puzzle(playground["bank"], playground["puzzle_ids"][0])
+    puzzle = bank_views.fetch_puzzle(playground["bank"], playground["puzzle_ids"][0])
     def write(image: Any, name: str) -> str:
         path = tmp_path / f"{name}.png"
         path.write_bytes(png_bytes(image))
@@ -34,10 +34,10 @@ def _analogy_files(playground: dict[str, Any], tmp_path: Path) -> tuple[list[str
 
 
 def _slot_args(panels: list[str]) -> list[Any]:
-    """Values for every slot in logic.ALL_SLOTS order: A1, A1', B filled, the rest empty."""
+    """Values for every slot in prompts.ALL_SLOTS order: A1, A1', B filled, the rest empty."""
     values: list[Any] = [None] * N_SLOTS
     for name, path in zip(("slot-a1", "slot-a1p", "slot-b"), panels, strict=True):
-        values[logic.ALL_SLOTS.index(name)] = handle_file(path)
+        values[prompts.ALL_SLOTS.index(name)] = handle_file(path)
     return values
 
 
@@ -76,7 +76,7 @@ def test_score_ranks_candidates(client: Client, playground: dict, tmp_path: Path
 def test_solve_with_an_empty_slot_names_it(client: Client, playground: dict, tmp_path: Path) -> None:
     panels, _, _ = _analogy_files(playground, tmp_path)
     slots = _slot_args(panels)
-    slots[logic.ALL_SLOTS.index("slot-b")] = None
+    slots[prompts.ALL_SLOTS.index("slot-b")] = None
     with pytest.raises(Exception, match="empty: B"):
         client.predict("analogy", "1", *slots, None, 4, 1.0, 0, 1.0, 0, api_name="/solve")
 
@@ -84,7 +84,7 @@ def test_solve_with_an_empty_slot_names_it(client: Client, playground: dict, tmp
 def test_rating_twice_updates_one_row(client: Client, playground: dict, tmp_path: Path) -> None:
     panels, _, _ = _analogy_files(playground, tmp_path)
     _solve(client, panels, seed=3)
-    visitor = logic.new_visitor_id()
+    visitor = visitors.new_visitor_id()
     status, returned_visitor = client.predict(visitor, 2, "up", False, api_name="/rate")  # numbered from 1
     assert "sample 2 rated" in status and returned_visitor == visitor
     assert "rating" not in status.split("<!--")[0], "the visible message names no internal id"
@@ -97,7 +97,7 @@ def test_rating_twice_updates_one_row(client: Client, playground: dict, tmp_path
 
 def test_submit_saves_a_pending_puzzle(client: Client, playground: dict, tmp_path: Path) -> None:
     panels, _, _ = _analogy_files(playground, tmp_path)
-    visitor = logic.new_visitor_id()
+    visitor = visitors.new_visitor_id()
     status, _ = client.predict(visitor, "analogy", "1", *_slot_args(panels), None, handle_file(panels[0]),
                                "My analogy", api_name="/submit")
     puzzle_id = status.split("`")[1]
@@ -109,14 +109,14 @@ def test_submit_saves_a_pending_puzzle(client: Client, playground: dict, tmp_pat
 def test_attempt_records_and_reveals(client: Client, playground: dict) -> None:
     bank = playground["bank"]
     puzzle_id = playground["puzzle_ids"][1]
-    answer_index = logic.fetch_puzzle(bank, puzzle_id)["answer_index"]
-    visitor = logic.new_visitor_id()
+    answer_index = bank_views.fetch_puzzle(bank, puzzle_id)["answer_index"]
+    visitor = visitors.new_visitor_id()
     choice = f"#{answer_index + 1}"
     verdict, truth, _generated, stats, *_ = client.predict(visitor, puzzle_id, choice, api_name="/attempt")
     assert "Right" in verdict and f"The answer is **#{answer_index + 1}**" in verdict and truth is not None
     verdict, _generated, stats = client.predict(puzzle_id, verdict, api_name="/attempt_model")  # what follows
     assert "The model picked" in verdict and f"The answer is **#{answer_index + 1}**" in verdict
-    client.predict(visitor, puzzle_id, logic.GAVE_UP, api_name="/attempt")
+    client.predict(visitor, puzzle_id, bank_views.GAVE_UP, api_name="/attempt")
     summary = repository.puzzle_stats(bank, puzzle_id)
     assert summary["attempts"] >= 2 and summary["gave_up"] >= 1
     assert summary["model_results"], "the model's pick is remembered for the 'model gets it wrong' filter"
@@ -125,7 +125,7 @@ def test_attempt_records_and_reveals(client: Client, playground: dict) -> None:
 def test_challenge_runs_to_a_score_next_to_the_model(client: Client, playground: dict) -> None:
     heading, _prompt, candidates = client.predict(api_name="/challenge_start")[:3]
     assert "Puzzle 1 of 3" in heading and len(candidates["value"]) == 8  # the test bank holds three matrices
-    visitor = logic.new_visitor_id()
+    visitor = visitors.new_visitor_id()
     for _ in range(3):
         outputs = client.predict(visitor, "#1", api_name="/challenge_answer")
     result = outputs[4]  # heading, prompt, candidates, choice, result, visitor

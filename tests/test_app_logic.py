@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app import logic, settings
+from app import bank_views, bank_writes, model_picks, prompts, settings, solving, visitors
+from app.pages import challenge
 from puzzles.bank import repository
 from puzzles.generators import generate
 
@@ -22,9 +23,9 @@ def _image(value: int) -> np.ndarray:
 def test_analogy_sentence_orders_pairs_then_b() -> None:
     names = ("slot-a1", "slot-a1p", "slot-a2", "slot-a2p", "slot-b")
     slots = {name: _image(value) for value, name in enumerate(names, start=1)}
-    sentence = logic.build_sentence("analogy", slots, pairs=2)
+    sentence = prompts.prompt_images("analogy", slots, pairs=2)
     assert [int(image[0, 0, 0]) for image in sentence] == [1, 2, 3, 4, 5]
-    assert len(logic.build_sentence("analogy", slots, pairs=1)) == 3
+    assert len(prompts.prompt_images("analogy", slots, pairs=1)) == 3
 
 
 @pytest.mark.parametrize(
@@ -41,85 +42,95 @@ def test_analogy_sentence_orders_pairs_then_b() -> None:
 )
 def test_bad_prompts_name_the_problem(layout: str, slots: dict, pairs: int, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        logic.build_sentence(layout, slots, pairs)
+        prompts.prompt_images(layout, slots, pairs)
 
 
 def test_puzzles_fill_the_matching_layout() -> None:
     matrix = generate("matrix", 0, size=16)
-    layout, _, slots = logic.slots_from_puzzle("matrix", matrix.panels)
-    assert layout == "matrix" and len(logic.build_sentence("matrix", slots)) == 8
+    layout, _, slots = prompts.slots_from_puzzle("matrix", matrix.panels)
+    assert layout == "matrix" and len(prompts.prompt_images("matrix", slots)) == 8
     analogy = generate("analogy", 0, size=16)
-    layout, pairs, slots = logic.slots_from_puzzle("analogy", analogy.panels)
+    layout, pairs, slots = prompts.slots_from_puzzle("analogy", analogy.panels)
     assert layout == "analogy" and pairs == (len(analogy.panels) - 1) // 2
-    assert len(logic.build_sentence(layout, slots, pairs)) == len(analogy.panels)
-    layout, _, slots = logic.slots_from_puzzle("sequence", [_image(k) for k in range(4)])
-    assert layout == "sequence" and len(logic.build_sentence(layout, slots)) == 4
+    assert len(prompts.prompt_images(layout, slots, pairs)) == len(analogy.panels)
+    layout, _, slots = prompts.slots_from_puzzle("sequence", [_image(k) for k in range(4)])
+    assert layout == "sequence" and len(prompts.prompt_images(layout, slots)) == 4
 
 
 def test_sample_settings_check_ranges_and_pick_a_seed() -> None:
-    assert logic.SampleSettings.from_inputs(4, 0.8, 0, 1.0, 5).seed == 5
-    assert logic.SampleSettings.from_inputs(4, 0.8, 0, 1.0, -1).seed >= 0
+    assert solving.SampleSettings.from_inputs(4, 0.8, 0, 1.0, 5).seed == 5
+    assert solving.SampleSettings.from_inputs(4, 0.8, 0, 1.0, -1).seed >= 0
     with pytest.raises(ValueError, match="temperature"):
-        logic.SampleSettings(temperature=0)
+        solving.SampleSettings(temperature=0)
     with pytest.raises(ValueError, match="samples"):
-        logic.SampleSettings(n_samples=0)
+        solving.SampleSettings(n_samples=0)
 
 
 def test_ranking_rows_mark_pick_and_answer() -> None:
-    rows = logic.ranking_rows([-3.0, -1.0, -2.0], pick=1, answer_index=2)
+    rows = solving.ranking_rows([-3.0, -1.0, -2.0], pick=1, answer_index=2)
     assert [row["role"] for row in rows] == ["other", "pick", "answer"]
     assert [row["picked"] for row in rows] == [False, True, False]
-    right = logic.ranking_rows([-3.0, -1.0], pick=1, answer_index=1)
+    right = solving.ranking_rows([-3.0, -1.0], pick=1, answer_index=1)
     assert [row["role"] for row in right] == ["other", "answer"] and right[1]["picked"]
 
 
 def test_ranking_shows_probabilities_among_candidates() -> None:
     """Log-likelihoods near -440 that differ by a few units become clearly different shares of 100%."""
-    probabilities = logic.candidate_probabilities([-431.1, -433.4, -440.0])
+    probabilities = solving.candidate_probabilities([-431.1, -433.4, -440.0])
     assert sum(probabilities) == pytest.approx(1.0)
     assert probabilities[0] > 0.85 and probabilities[2] < 0.001
-    assert logic.candidate_probabilities([-5.0, -5.0]) == [0.5, 0.5]
+    assert solving.candidate_probabilities([-5.0, -5.0]) == [0.5, 0.5]
 
 
 def test_challenge_rises_in_difficulty() -> None:
     puzzles = [{"id": f"p{i}", "family": "matrix", "difficulty": 1 + i % 5} for i in range(30)]
     puzzles.append({"id": "a", "family": "analogy", "difficulty": 1})
-    ids = logic.pick_challenge(puzzles, seed=0)
+    ids = challenge.pick_challenge(puzzles, seed=0)
     levels = [next(p["difficulty"] for p in puzzles if p["id"] == i) for i in ids]
-    assert len(ids) == logic.CHALLENGE_SIZE and levels == sorted(levels) and set(levels) == {1, 2, 3, 4, 5}
+    assert len(ids) == challenge.CHALLENGE_SIZE and levels == sorted(levels) and set(levels) == {1, 2, 3, 4, 5}
     with pytest.raises(ValueError, match="no published matrix"):
-        logic.pick_challenge([{"id": "a", "family": "analogy"}])
-    score = logic.ChallengeScore(answered=12, correct=9, model_correct=3, seconds=60)
+        challenge.pick_challenge([{"id": "a", "family": "analogy"}])
+    score = challenge.ChallengeScore(answered=12, correct=9, model_correct=3, seconds=60)
     assert "75.0%" in score.markdown() and "25.0%" in score.markdown() and "84.4%" in score.markdown()
 
 
-@pytest.mark.parametrize(("choice", "index"), [("#3", 2), ("1", 0), (logic.GAVE_UP, None), (None, None)])
+@pytest.mark.parametrize(("choice", "index"), [("#3", 2), ("1", 0), (bank_views.GAVE_UP, None), (None, None)])
 def test_choice_index(choice: str | None, index: int | None) -> None:
-    assert logic.choice_index(choice) == index
+    assert bank_views.choice_index(choice) == index
 
 
 def test_visitor_ids_are_kept_or_replaced() -> None:
-    kept = logic.new_visitor_id()
-    assert logic.ensure_visitor_id(kept) == kept
-    assert logic.ensure_visitor_id("<script>") != "<script>"
-    assert logic.ensure_visitor_id(None)
+    kept = visitors.new_visitor_id()
+    assert visitors.ensure_visitor_id(kept) == kept
+    assert visitors.ensure_visitor_id("<script>") != "<script>"
+    assert visitors.ensure_visitor_id(None)
 
 
 def test_bank_views_and_submission(make_bank, tmp_path: Path) -> None:  # noqa: ANN001
     bank = make_bank(tmp_path)
     matrix_id = repository.add_puzzle(bank, generate("matrix", 1, size=16), status="published")
-    pictures, ids, pages = logic.bank_page(bank, logic.BankFilters(family="matrix"), 0)
+    pictures, ids, pages = bank_views.bank_page(bank, repository.PuzzleFilter(family="matrix"), 0)
     assert ids == [matrix_id] and pages == 1 and pictures[0][0].shape[2] == 3
     assert matrix_id not in pictures[0][1] and "level" in pictures[0][1]  # captions in words, no internal id
-    assert logic.bank_page(bank, logic.BankFilters(family="analogy"), 0)[1] == []
-    assert logic.id_from_choice(logic.example_choices(bank)[0]) == matrix_id
-    assert logic.bank_thumbnails(bank)
-    puzzle_id = logic.submit_prompt(bank, "visitor1", "sequence", [_image(1), _image(2)], None, [], " Mine ")
+    assert bank_views.bank_page(bank, repository.PuzzleFilter(family="analogy"), 0)[1] == []
+    assert bank_views.id_from_choice(bank_views.example_choices(bank)[0]) == matrix_id
+    assert bank_views.bank_thumbnails(bank)
+    puzzle_id = bank_writes.submit_prompt(bank, "visitor1", "sequence", [_image(1), _image(2)], None, [], " Mine ")
     assert repository.get_puzzle(bank, puzzle_id).status == "pending"
     with pytest.raises(ValueError, match="already in the bank"):
-        logic.submit_prompt(bank, "visitor1", "sequence", [_image(1), _image(2)], None, [], "again")
+        bank_writes.submit_prompt(bank, "visitor1", "sequence", [_image(1), _image(2)], None, [], "again")
     with pytest.raises(ValueError, match="no puzzle 'nope'"):
-        logic.fetch_puzzle(bank, "nope")
+        bank_views.fetch_puzzle(bank, "nope")
+
+
+def test_form_values_become_the_banks_filter() -> None:
+    """The Bank page and the curator export read their forms into the bank's own PuzzleFilter."""
+    assert bank_views.puzzle_filter("any", "any", "", 1, 5, False) == repository.PuzzleFilter()
+    exported = bank_views.puzzle_filter("matrix", "any", " red ", 2, 4, True, status="any")
+    assert exported == repository.PuzzleFilter(family="matrix", tag="red", difficulty=(2, 4), status=None,
+                                               model_wrong=True)
+    with pytest.raises(ValueError, match="lowest difficulty 4 is above the highest 2"):
+        bank_views.puzzle_filter("any", "any", "", 4, 2, False)
 
 
 def test_settings_resolve_cli_over_env_over_default() -> None:
@@ -167,20 +178,21 @@ def test_solve_defaults_are_the_bundle_manifest_sampling(tmp_path: Path, tiny_bu
     manifest["sampling"] = {"temperature": 0.0, "top_k": 5, "top_p": 0.9}
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     monkeypatch.setattr(services, "_current", services.Services(SimpleNamespace(bundle=bundle), bank=None))
-    chosen = logic.default_sampling()
-    assert (chosen.temperature, chosen.top_k, chosen.top_p) == (logic.MIN_TEMPERATURE, 5, 0.9)  # greedy -> coolest
-    settings = logic.SampleSettings.from_inputs(2, None, None, None, 7)
+    chosen = solving.default_sampling()
+    assert (chosen.temperature, chosen.top_k, chosen.top_p) == (solving.MIN_TEMPERATURE, 5, 0.9)  # greedy -> coolest
+    settings = solving.SampleSettings.from_inputs(2, None, None, None, 7)
     assert (settings.temperature, settings.top_k, settings.top_p, settings.seed) == (0.1, 5, 0.9, 7)
-    assert logic.SampleSettings.from_inputs(2, 1.5, 0, 1.0, 7).top_k == 0  # what a visitor sets wins
+    assert solving.SampleSettings.from_inputs(2, 1.5, 0, 1.0, 7).top_k == 0  # what a visitor sets wins
     monkeypatch.setattr(services, "_current", None)
-    assert logic.default_sampling() == logic.SampleSettings()
+    assert solving.default_sampling() == solving.SampleSettings()
 
 
 def test_puzzle_pictures_frame_cells_and_mark_the_missing_one_with_a_question_mark() -> None:
     from puzzles.draw import CELL_BORDER, MISSING_FILL, MONTAGE_GAP
 
     cell = 48
-    picture = logic.puzzle_picture({"family": "matrix", "panels": generate("matrix", 3, size=cell).panels}, cell=cell)
+    panels = generate("matrix", 3, size=cell).panels
+    picture = bank_views.puzzle_picture({"family": "matrix", "panels": panels}, cell=cell)
     step = cell + MONTAGE_GAP
     assert picture.shape == (3 * step + MONTAGE_GAP, 3 * step + MONTAGE_GAP, 3)
     top = left = MONTAGE_GAP + step  # the middle cell: its frame is drawn whatever its shapes
@@ -195,9 +207,9 @@ def test_puzzle_pictures_frame_cells_and_mark_the_missing_one_with_a_question_ma
 
 def test_an_arc_task_with_more_pairs_than_play_holds_keeps_its_first_pairs_and_test_input() -> None:
     panels = [_image(k) for k in range(9)]  # four in/out pairs, then the test input
-    layout, pairs, slots = logic.slots_from_puzzle("grid", panels)
-    sentence = logic.build_sentence(layout, slots, pairs)
-    assert layout == "analogy" and pairs == logic.MAX_PAIRS
+    layout, pairs, slots = prompts.slots_from_puzzle("grid", panels)
+    sentence = prompts.prompt_images(layout, slots, pairs)
+    assert layout == "analogy" and pairs == prompts.MAX_PAIRS
     assert [int(image[0, 0, 0]) for image in sentence] == [0, 1, 2, 3, 4, 5, 8]
 
 
@@ -225,12 +237,12 @@ def test_the_model_ranks_the_whole_bank_once_per_bundle(make_bank, tmp_path: Pat
         puzzle.id = puzzle.content_id()
         repository.add_puzzle(bank, puzzle, status="published")
     repository.add_puzzle(bank, generate("matrix", 0, size=32), status="published")  # too long for it: skipped
-    wrong_filter = logic.BankFilters(model_wrong=True)
-    assert logic.bank_page(bank, wrong_filter, 0)[1] == []  # a fresh bank: nothing known
+    wrong_filter = repository.PuzzleFilter(model_wrong=True)
+    assert bank_views.bank_page(bank, wrong_filter, 0)[1] == []  # a fresh bank: nothing known
     bundle = Bundle.load(tiny_bundle_dir)
-    assert logic.record_model_picks(bank, bundle) == 3
-    assert logic.record_model_picks(bank, bundle) == 0  # once per bundle
+    assert model_picks.record_model_picks(bank, bundle) == 3
+    assert model_picks.record_model_picks(bank, bundle) == 0  # once per bundle
     known = [repository.puzzle_stats(bank, puzzle_id)["model_results"] for puzzle_id in
              [item.id for item in repository.list_puzzles(bank, family="analogy")[0]]]
     wrong = sum(not results[0]["correct"] for results in known)
-    assert len(logic.bank_page(bank, wrong_filter, 0)[1]) == wrong
+    assert len(bank_views.bank_page(bank, wrong_filter, 0)[1]) == wrong

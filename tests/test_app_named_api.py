@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from gradio_client import Client
 
-from app import logic
+from app import bank_views
 from puzzles.images import png_bytes
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -30,7 +30,7 @@ def test_view_api_lists_the_endpoints_with_named_parameters(client: Client) -> N
 
 def test_the_readme_example_runs(client: Client, playground: dict[str, Any], tmp_path: Path,
                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    puzzle = logic.fetch_puzzle(playground["bank"], playground["puzzle_ids"][0])
+    puzzle = bank_views.fetch_puzzle(playground["bank"], playground["puzzle_ids"][0])
     names = ("a.png", "a2.png", "b.png", "c1.png", "c2.png")
     for name, image in zip(names, [*puzzle["panels"], *puzzle["candidates"][:2]], strict=True):
         (tmp_path / name).write_bytes(png_bytes(image))

@@ -11,7 +11,7 @@ import pytest
 from gradio_client import Client
 from gradio_client.utils import Status
 
-from app import logic, services
+from app import bank_views, services, visitors
 from app.pages import play
 from tests.apps import analogy_files, slot_args
 
@@ -56,8 +56,8 @@ def held(playground: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: 
 
 def test_an_attempt_is_answered_while_the_model_queue_is_busy(held: dict[str, Any], playground: dict) -> None:
     puzzle_id = playground["puzzle_ids"][1]
-    answer_index = logic.fetch_puzzle(playground["bank"], puzzle_id)["answer_index"]
-    visitor = logic.new_visitor_id()
+    answer_index = bank_views.fetch_puzzle(playground["bank"], puzzle_id)["answer_index"]
+    visitor = visitors.new_visitor_id()
     verdict, *_ = held["client"].predict(visitor, puzzle_id, f"#{answer_index + 1}", api_name="/attempt")
     assert "Right" in verdict and f"The answer is **#{answer_index + 1}**" in verdict
     assert not any(job.done() for job in held["jobs"]), "the model's work finished first: the test proves nothing"

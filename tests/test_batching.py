@@ -145,7 +145,7 @@ def test_a_bundle_sharing_batches_scores_as_one_alone(bundle: Bundle) -> None:
 
 
 def test_the_app_solves_through_the_batcher(bundle: Bundle, tmp_path: Path) -> None:
-    from app import logic
+    from app import solving
     from app.services import Services
     from app.settings import resolve
 
@@ -154,6 +154,6 @@ def test_the_app_solves_through_the_batcher(bundle: Bundle, tmp_path: Path) -> N
     assert served.batcher is not None
     rng = np.random.default_rng(7)
     images = [rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in range(3)]
-    result = logic.solve(served, images, logic.SampleSettings(n_samples=2, seed=4))
+    result = solving.solve(served, images, solving.SampleSettings(n_samples=2, seed=4))
     assert served.batcher.batches == 1
     assert [a.tobytes() for a in result.samples] == [b.tobytes() for b in bundle.complete(images, n_samples=2, seed=4)]

@@ -6,7 +6,7 @@ from typing import Any
 
 from playwright.sync_api import Page, expect
 
-from app import logic
+from app import bank_views
 from puzzles.bank import repository
 from puzzles.images import png_bytes
 from tests.conftest import BROWSER_TIMEOUT_MS as TIMEOUT_MS
@@ -18,7 +18,7 @@ def _open(page: Page, url: str) -> None:
 
 
 def _panel_files(playground: dict[str, Any], tmp_path: Path) -> list[Path]:
-    puzzle = logic.fetch_puzzle(playground["bank"], playground["puzzle_ids"][0])
+    puzzle = bank_views.fetch_puzzle(playground["bank"], playground["puzzle_ids"][0])
     paths = []
     for index, image in enumerate(puzzle["panels"]):
         path = tmp_path / f"panel{index}.png"

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 
+from app.bank_views import puzzle_filter
 from app.curate import actions, auth
 from puzzles.bank import accounts, backup, drafts, repository, stats
 from puzzles.bank.repository import ImportReport
@@ -190,8 +191,8 @@ def test_export_of_a_filtered_selection_and_a_full_backup(bank, tmp_path):
         repository.add_puzzle(bank, generate("matrix", seed, size=32), status="published")
     repository.add_puzzle(bank, generate("sequence", 0, size=32), status="published")
     repository.add_puzzle(bank, generate("sequence", 1, size=32), status="draft")
-    filters = actions.export_filters("sequence", "any", "", "any", 1, 5, False)
-    assert repository.export_pack(bank, tmp_path / "seq.zip", **filters) == 2
+    filters = puzzle_filter("sequence", "any", "", 1, 5, False, status="any")
+    assert repository.export_pack(bank, tmp_path / "seq.zip", filters) == 2
     assert {p.family for p in read_pack(tmp_path / "seq.zip")} == {"sequence"}
     assert backup.backup(bank, tmp_path / "backup.zip")["puzzles"] == 4  # either database, one archive
     with pytest.raises(ValueError, match="exists already"):

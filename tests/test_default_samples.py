@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app import logic
+from app import bank_views, solving
 from engine.runtime import Bundle
 from puzzles.images import to_square
 
@@ -46,8 +46,8 @@ def bank_examples(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     bank = connect(None, tmp_path_factory.mktemp("bank"))
     seed_bank(bank)
     examples = {}
-    for label in logic.example_choices(bank):
-        puzzle = logic.fetch_puzzle(bank, logic.id_from_choice(label))
+    for label in bank_views.example_choices(bank):
+        puzzle = bank_views.fetch_puzzle(bank, bank_views.id_from_choice(label))
         examples.setdefault(puzzle["family"], puzzle)
     bank.close()
     return examples
@@ -69,9 +69,9 @@ def test_a_default_solve_answers_with_panels_not_noise(bundle: Bundle, bank_exam
                                                        family: str) -> None:
     puzzle = bank_examples[family]
     panels = [to_square(panel, bundle.image_size) for panel in puzzle["panels"]]
-    settings = logic.SampleSettings(n_samples=1, temperature=bundle.sampling.temperature,
+    settings = solving.SampleSettings(n_samples=1, temperature=bundle.sampling.temperature,
                                     top_k=bundle.sampling.top_k, top_p=bundle.sampling.top_p, seed=0)
-    sample = logic.solve(bundle, puzzle["panels"], settings).samples[0]
+    sample = solving.solve(bundle, puzzle["panels"], settings).samples[0]
     noise = bundle.decode(np.random.default_rng(0).integers(0, bundle.manifest["codebook_size"],
                                                             (4, bundle.tokens_per_image)))
     mask = palette(panels)

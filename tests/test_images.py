@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.logic import as_image
+from app.prompts import as_image
 from engine.runtime import images_to_tensor
 from puzzles.bank import store
 from puzzles.images import png_bytes, to_rgb_array

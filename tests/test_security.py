@@ -89,7 +89,7 @@ def takes_files(block: Any) -> bool:
 def neutral_value(block: Any) -> Any:
     """A value the browser would send for a component it does not change (a valid visitor id where one is kept)."""
     if isinstance(block, gr.BrowserState):
-        from app.logic import new_visitor_id
+        from app.visitors import new_visitor_id
 
         return new_visitor_id()
     value = getattr(block, "value", None)
@@ -507,7 +507,7 @@ def count_limited(answers: list[httpx.Response], allowed: int) -> int:
 
 
 def test_ratings_are_limited_per_client_whatever_visitor_ids_it_sends(strict):
-    from app.logic import new_visitor_id
+    from app.visitors import new_visitor_id
 
     blocks = strict["app"].state.gelato_blocks
     with httpx.Client(base_url=strict["url"], timeout=30) as http:
@@ -528,7 +528,7 @@ def test_new_visitor_ids_are_limited_per_client(strict):
 
 def test_submissions_are_limited_per_client(strict):
     blocks = strict["app"].state.gelato_blocks
-    from app.logic import new_visitor_id
+    from app.visitors import new_visitor_id
 
     with httpx.Client(base_url=strict["url"], timeout=30) as http:
         answers = [join(http, blocks, "submit", "10.0.2.1", {0: new_visitor_id()}) for _ in range(6)]

@@ -55,7 +55,7 @@ def _bank() -> Any:
 
 
 def _image(sha256: str | None) -> np.ndarray | None:
-    from app.logic import decode_png
+    from app.bank_views import decode_png
     from puzzles.bank import repository
 
     return decode_png(repository.get_image(_bank(), sha256)) if sha256 else None
@@ -106,7 +106,7 @@ def load_queue(queue: str, request: gr.Request) -> list[Any]:
 
 def inspect(puzzle_id: str | None, request: gr.Request) -> list[Any]:
     """One puzzle side by side: prompt, answer, candidates, rated outputs, numbers, and its edit fields."""
-    from app.logic import puzzle_picture
+    from app.bank_views import puzzle_picture
     from puzzles.bank import repository
 
     _caller(request)
@@ -212,7 +212,7 @@ def _upload_image(file: Any) -> np.ndarray:
 def save_answer(puzzle_id: str | None, answer_number: Any, candidate_files: Sequence[Any] | None,
                 answer_image: np.ndarray | None, request: gr.Request) -> str:
     """Change the answer: its number among the candidates, new candidate images, or a new answer image."""
-    from app.logic import as_image
+    from app.prompts import as_image
     from puzzles.bank import repository
 
     curator = _caller(request)
@@ -288,7 +288,7 @@ def preview(family: str, seed: Any, count: Any, size: Any, layout: Any, difficul
             pairs: Any, base: Any, kind: Any, frames: Any, dataset: Any, task_id: Any,
             request: gr.Request) -> list[Any]:
     """Render the first puzzles of a batch (nothing is stored)."""
-    from app.logic import puzzle_picture
+    from app.bank_views import puzzle_picture
     from puzzles.bank import drafts
 
     _caller(request)
@@ -404,30 +404,16 @@ def import_commit(source: str, files: Any, dataset: str, task_ids: str, size: An
 # ---------------------------------------------------------------- export
 
 
-def export_filters(family: str, layout: str, tag: str, status: str, low: Any, high: Any,
-                   model_wrong: bool) -> dict[str, Any]:
-    low_level, high_level = int(low or 1), int(high or 5)
-    if low_level > high_level:
-        raise ValueError(f"lowest difficulty {low_level} is above the highest {high_level}")
-    return {
-        "family": None if family in (None, "", "any") else family,
-        "layout": None if layout in (None, "", "any") else layout.strip(),
-        "tag": (tag or "").strip() or None,
-        "status": None if status in (None, "", "any") else status,
-        "difficulty": None if (low_level, high_level) == (1, 5) else (low_level, high_level),
-        "model_wrong": True if model_wrong else None,
-    }
-
-
 def export(family: str, layout: str, tag: str, status: str, low: Any, high: Any, model_wrong: bool,
            request: gr.Request) -> list[Any]:
-    """The filtered selection as a puzzle pack (.zip) to download."""
+    """The filtered selection as a puzzle pack (.zip) to download ("any" status: every status)."""
+    from app.bank_views import puzzle_filter
     from puzzles.bank import repository
 
     curator = _caller(request)
     with _errors(), _private_file("gelato-pack.zip") as (token, out):
-        filters = export_filters(family, layout, tag, status, low, high, model_wrong)
-        count = repository.export_pack(_bank(), out, **filters)
+        filters = puzzle_filter(family, layout, tag, low, high, model_wrong, status=status)
+        count = repository.export_pack(_bank(), out, filters)
     log.info("curator %s exported %d puzzles", curator, count)
     return [downloads.link(token, out), f"exported {count} puzzles"]
 

@@ -13,7 +13,7 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
-from app import logic
+from app import prompts, solving
 from app.services import current
 
 MODEL_CONCURRENCY = "model"  # the queue shared with the pages' model events
@@ -21,7 +21,7 @@ MODEL_CONCURRENCY = "model"  # the queue shared with the pages' model events
 
 def _images(files: list[Any] | None, what: str) -> list[np.ndarray]:
     """Uploaded files -> RGB arrays, read with the upload checks (each bad file named)."""
-    images = [logic.as_image(item) for item in files or []]
+    images = [prompts.as_image(item) for item in files or []]
     if not images:
         raise ValueError(f"give at least one image as {what}")
     return images
@@ -31,15 +31,15 @@ def sentence(layout: str, images: list[np.ndarray]) -> list[np.ndarray]:
     """The prompt in sentence order, checked as the Play layouts check it (analogy: A1, A1', ..., B)."""
     if layout == "analogy":
         pairs = (len(images) - 1) // 2
-        if len(images) % 2 == 0 or not 1 <= pairs <= logic.MAX_PAIRS:
-            raise ValueError(f"an analogy is 1 to {logic.MAX_PAIRS} example pairs and B: 3, 5 or 7 images, "
+        if len(images) % 2 == 0 or not 1 <= pairs <= prompts.MAX_PAIRS:
+            raise ValueError(f"an analogy is 1 to {prompts.MAX_PAIRS} example pairs and B: 3, 5 or 7 images, "
                              f"not {len(images)}")
         names = [name for k in range(1, pairs + 1) for name in (f"slot-a{k}", f"slot-a{k}p")] + ["slot-b"]
-        return logic.build_sentence(layout, dict(zip(names, images, strict=True)), pairs)
-    names = {"sequence": logic.SEQUENCE_SLOTS, "matrix": logic.MATRIX_SLOTS}.get(layout, ())
+        return prompts.prompt_images(layout, dict(zip(names, images, strict=True)), pairs)
+    names = {"sequence": prompts.SEQUENCE_SLOTS, "matrix": prompts.MATRIX_SLOTS}.get(layout, ())
     if len(images) > len(names) and names:
         raise ValueError(f"a {layout} takes at most {len(names)} images, not {len(images)}")
-    return logic.build_sentence(layout, dict(zip(names, images, strict=False)))
+    return prompts.prompt_images(layout, dict(zip(names, images, strict=False)))
 
 
 def answer(images: list[Any], layout: str, n_samples: int, temperature: float, top_k: int, top_p: float,
@@ -47,8 +47,8 @@ def answer(images: list[Any], layout: str, n_samples: int, temperature: float, t
     """The model's answers (n_samples images) to a prompt given as images in sentence order."""
     try:
         prompt = sentence(layout, _images(images, "the prompt"))
-        settings = logic.SampleSettings.from_inputs(n_samples, temperature, top_k, top_p, seed)
-        return logic.solve(current().bundle(), prompt, settings).samples
+        settings = solving.SampleSettings.from_inputs(n_samples, temperature, top_k, top_p, seed)
+        return solving.solve(current().bundle(), prompt, settings).samples
     except (ValueError, RuntimeError) as error:
         raise gr.Error(str(error)) from error
 
@@ -57,10 +57,10 @@ def rank(images: list[Any], candidates: list[Any], layout: str) -> list[float]:
     """Each candidate's probability of being the answer, among the candidates (they sum to 1)."""
     try:
         prompt = sentence(layout, _images(images, "the prompt"))
-        scores = logic.rank(current().bundle(), prompt, _images(candidates, "candidates"))
+        scores = solving.rank(current().bundle(), prompt, _images(candidates, "candidates"))
     except (ValueError, RuntimeError) as error:
         raise gr.Error(str(error)) from error
-    return logic.candidate_probabilities(scores)
+    return solving.candidate_probabilities(scores)
 
 
 def puzzle(puzzle_id: str) -> tuple[dict[str, Any], list[np.ndarray], list[np.ndarray]]:
@@ -83,9 +83,9 @@ def build() -> None:
     """The endpoints' components, kept out of sight: they exist for the API only."""
     with gr.Column(visible=False):
         images, candidates = _files("images"), _files("candidates")
-        layout = gr.Dropdown(list(logic.LAYOUTS), value="analogy", label="layout")
+        layout = gr.Dropdown(list(prompts.LAYOUTS), value="analogy", label="layout")
         n_samples = gr.Number(4, precision=0, label="n_samples")
-        chosen = logic.default_sampling()  # the bundle's measured defaults, as on Play
+        chosen = solving.default_sampling()  # the bundle's measured defaults, as on Play
         temperature = gr.Number(chosen.temperature, label="temperature")
         top_k = gr.Number(chosen.top_k, precision=0, label="top_k")
         top_p = gr.Number(chosen.top_p, label="top_p")

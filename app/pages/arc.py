@@ -16,7 +16,7 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
-from app import logic
+from app import bank_views, bank_writes, solving, visitors
 from app.pages import play
 from app.services import current
 from puzzles.generators import grid as arc_grid
@@ -73,8 +73,8 @@ def picture(grid: Any) -> np.ndarray:
 def model_answer(puzzle: dict[str, Any]) -> tuple[np.ndarray | None, str]:
     """The model's generated answer for the puzzle and a line about it (right, wrong, or why there is none)."""
     try:
-        settings = logic.SampleSettings(n_samples=1, temperature=1.0, seed=0)
-        image = logic.solve(current().bundle(), puzzle["panels"], settings).samples[0]
+        settings = solving.SampleSettings(n_samples=1, temperature=1.0, seed=0)
+        image = solving.solve(current().bundle(), puzzle["panels"], settings).samples[0]
     except (RuntimeError, ValueError) as error:
         log.warning("model unavailable for grid puzzle %s: %s", puzzle["id"], error)
         return None, f"The model could not answer: {error}"
@@ -92,7 +92,7 @@ def model_answer(puzzle: dict[str, Any]) -> tuple[np.ndarray | None, str]:
 def open_grid(puzzle_id: str | None) -> list[Any]:
     """When Try it yourself shows a puzzle: for a grid, the editor with a fresh set of tries instead of the
     candidate choice; for any other puzzle, the candidate choice."""
-    puzzle = logic.fetch_puzzle(current().bank, puzzle_id) if puzzle_id else None
+    puzzle = bank_views.fetch_puzzle(current().bank, puzzle_id) if puzzle_id else None
     is_grid = bool(puzzle) and puzzle["family"] == "grid" and answer_grid(puzzle) is not None
     editor = editor_html(test_input(puzzle)) if is_grid else ""
     note = (f"Build the output grid for the test input: set its size (or copy the input), pick a colour and "
@@ -106,7 +106,7 @@ def check(visitor_id: str | None, puzzle_id: str | None, grid_json: str | None, 
           started: float | None) -> list[Any]:
     """One try: right or wrong at once; the round ends when it is right or the tries are used up, and then it
     is recorded once and the answer is shown (the model's answer follows in `model_after_round`)."""
-    visitor_id = logic.ensure_visitor_id(visitor_id)
+    visitor_id = visitors.ensure_visitor_id(visitor_id)
     tries_left = TRIES if tries_left is None else int(tries_left)
     if not puzzle_id:
         raise gr.Error("pick a grid puzzle in the Bank first")
@@ -131,7 +131,7 @@ def check(visitor_id: str | None, puzzle_id: str | None, grid_json: str | None, 
     if over:
         seconds = max(0.0, time.time() - started) if started else None
         try:  # choice 0: a grid was answered (None would mean "gave up"); correctness comes from the check
-            logic.record_attempt(current().bank, visitor_id, puzzle_id, 0, seconds, correct=right)
+            bank_writes.record_attempt(current().bank, visitor_id, puzzle_id, 0, seconds, correct=right)
         except ValueError as error:
             raise gr.Error(str(error)) from error
         outputs[3] = picture(expected)
@@ -170,7 +170,7 @@ def neighbour(puzzle_id: str | None, family: str | None, step: int) -> str:
 
 
 def family_of(puzzle_id: str | None) -> str | None:
-    return logic.fetch_puzzle(current().bank, puzzle_id)["family"] if puzzle_id else None
+    return bank_views.fetch_puzzle(current().bank, puzzle_id)["family"] if puzzle_id else None
 
 
 def next_id(puzzle_id: str | None) -> str:
@@ -180,7 +180,7 @@ def next_id(puzzle_id: str | None) -> str:
 def random_id(puzzle_id: str | None) -> str:
     family = family_of(puzzle_id)
     for _ in range(5):  # another puzzle than the one on screen, when there is one
-        chosen = logic.random_puzzle_id(current().bank, family=family)
+        chosen = bank_views.random_puzzle_id(current().bank, family=family)
         if chosen != puzzle_id:
             break
     if chosen is None:

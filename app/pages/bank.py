@@ -8,7 +8,7 @@ from typing import Any
 
 import gradio as gr
 
-from app import logic
+from app import bank_views, bank_writes, model_picks, solving, visitors
 from app.pages import arc, play
 from app.services import current
 from puzzles.generators.matrix import LAYOUTS as MATRIX_LAYOUTS
@@ -27,11 +27,11 @@ def browse(family: str, layout: str, tag: str, low: int, high: int, model_wrong:
     the nearest one and says so."""
     asked = max(1, int(page or 1))
     try:
-        filters = logic.BankFilters.from_inputs(family, layout, tag, low, high, model_wrong)
-        pictures, ids, pages = logic.bank_page(current().bank, filters, asked - 1)
+        filters = bank_views.puzzle_filter(family, layout, tag, low, high, model_wrong)
+        pictures, ids, pages = bank_views.bank_page(current().bank, filters, asked - 1)
         shown = min(asked, pages)
         if shown != asked:
-            pictures, ids, pages = logic.bank_page(current().bank, filters, shown - 1)
+            pictures, ids, pages = bank_views.bank_page(current().bank, filters, shown - 1)
     except ValueError as error:
         raise gr.Error(str(error)) from error
     note = f"Page {shown} of {pages}" + ("" if ids else " — no puzzle matches these filters")
@@ -51,9 +51,9 @@ def select_puzzle(ids: list[str], event: gr.SelectData) -> tuple[str, str]:
 
 
 def published_puzzle(puzzle_id: str) -> dict[str, Any]:
-    """A published puzzle (logic.fetch_puzzle); a draft, pending or rejected one answers exactly like a missing
+    """A published puzzle (bank_views.fetch_puzzle); a draft, pending or rejected one answers exactly like a missing
     one, so a visitor who knows its id learns neither its answer nor that it exists."""
-    puzzle = logic.fetch_puzzle(current().bank, puzzle_id)
+    puzzle = bank_views.fetch_puzzle(current().bank, puzzle_id)
     if puzzle["status"] != "published":
         raise ValueError(f"no puzzle {str(puzzle_id)!r} in the bank")
     return puzzle
@@ -68,11 +68,11 @@ def open_try(puzzle_id: str | None, request: gr.Request | None = None) -> list[A
     except ValueError as error:
         raise gr.Error(str(error)) from error
     count = len(puzzle["candidates"])
-    choices = [f"#{index + 1}" for index in range(count)] + [logic.GAVE_UP]
+    choices = [f"#{index + 1}" for index in range(count)] + [bank_views.GAVE_UP]
     candidates = [(image, f"#{index + 1}") for index, image in enumerate(puzzle["candidates"])]
     title = f"### {puzzle['title'] or puzzle['family']} · level {puzzle['difficulty']} · `{puzzle['id']}`"
     return [
-        puzzle["id"], title, logic.puzzle_picture(puzzle, cell=96), candidates,
+        puzzle["id"], title, bank_views.puzzle_picture(puzzle, cell=96), candidates,
         gr.update(choices=choices, value=None), time.time(), "", None, None, "", gr.update(interactive=True),
         gr.Tabs(selected="try"),
     ]
@@ -95,23 +95,23 @@ COPY_LINK = "() => { navigator.clipboard && navigator.clipboard.writeText(locati
 def attempt(visitor_id: str | None, puzzle_id: str, choice: str, started: float | None) -> list[Any]:
     """Record the visitor's answer and time and reveal the truth at once; the model's pick shows too when the bank
     already knows it. The model's own work follows in `attempt_model`, on the model's queue."""
-    visitor_id = logic.ensure_visitor_id(visitor_id)
+    visitor_id = visitors.ensure_visitor_id(visitor_id)
     services = current()
     try:
         puzzle = published_puzzle(puzzle_id)  # before recording: no attempt, no answer for an unpublished one
-        index = logic.choice_index(choice)
+        index = bank_views.choice_index(choice)
         seconds = max(0.0, time.time() - started) if started else None
-        correct = logic.record_attempt(services.bank, visitor_id, puzzle_id, index, seconds)
+        correct = bank_writes.record_attempt(services.bank, visitor_id, puzzle_id, index, seconds)
     except ValueError as error:
         raise gr.Error(str(error)) from error
     verdict = "✔ Right!" if correct else ("You gave up." if index is None else "✘ Not this time.")
     lines = [f"## {verdict}"]
     if puzzle["answer_index"] is not None:
         lines.append(f"The answer is **#{puzzle['answer_index'] + 1}**.")
-    pick = logic.known_model_pick(services.bank, services.loaded_bundle(), puzzle_id)
+    pick = model_picks.known_model_pick(services.bank, services.loaded_bundle(), puzzle_id)
     model_correct = None if pick is None else pick == puzzle["answer_index"]
     if pick is not None:
-        lines.append(logic.pick_line(pick, puzzle["answer_index"]))
+        lines.append(model_picks.pick_line(pick, puzzle["answer_index"]))
     # Answered: the button rests until another puzzle is opened, so one round counts one attempt.
     return ["\n\n".join(lines), puzzle["answer"], None, _stats(puzzle_id, model_correct), visitor_id,
             gr.update(interactive=False)]
@@ -127,16 +127,16 @@ def attempt_model(puzzle_id: str, verdict: str, progress: gr.Progress = gr.Progr
     generated, model_correct, text = None, None, verdict or ""
     try:
         bundle = services.bundle()
-        pick = logic.known_model_pick(services.bank, bundle, puzzle_id)
+        pick = model_picks.known_model_pick(services.bank, bundle, puzzle_id)
         if pick is None:
-            pick = logic.model_pick(services.bank, bundle, puzzle)
+            pick = model_picks.model_pick(services.bank, bundle, puzzle)
         if pick is not None:
             model_correct = pick == puzzle["answer_index"]
-            if logic.PICK_WORDS not in text:
-                text += "\n\n" + logic.pick_line(pick, puzzle["answer_index"])
-        settings = replace(logic.default_sampling(), n_samples=1, seed=0)
+            if model_picks.PICK_WORDS not in text:
+                text += "\n\n" + model_picks.pick_line(pick, puzzle["answer_index"])
+        settings = replace(solving.default_sampling(), n_samples=1, seed=0)
         report = lambda f, m: progress(f, desc=m)  # noqa: E731
-        generated = logic.solve(bundle, puzzle["panels"], settings, progress=report).samples[0]
+        generated = solving.solve(bundle, puzzle["panels"], settings, progress=report).samples[0]
     except (RuntimeError, ValueError) as error:
         log.warning("model unavailable for puzzle %s: %s", puzzle_id, error)
         text += f"\n\n(The model could not answer: {error})"
@@ -146,7 +146,7 @@ def attempt_model(puzzle_id: str, verdict: str, progress: gr.Progress = gr.Progr
 def _stats(puzzle_id: str, model_correct: bool | None) -> str:
     from puzzles.bank import repository
 
-    return logic.stats_markdown(repository.puzzle_stats(current().bank, puzzle_id), model_correct)
+    return bank_views.stats_markdown(repository.puzzle_stats(current().bank, puzzle_id), model_correct)
 
 
 # --- layout ---------------------------------------------------------------------------------------------------
@@ -190,7 +190,7 @@ def build_try(visitor: gr.BrowserState) -> dict[str, Any]:
         candidates = gr.Gallery(label="Candidates", elem_id="try-candidates", columns=4, height=360, format="png",
                                 allow_preview=False, interactive=False)
     with gr.Row() as choice_row:
-        choice = gr.Radio(logic.ANSWER_CHOICES, label="Your answer", elem_id="try-choice")
+        choice = gr.Radio(bank_views.ANSWER_CHOICES, label="Your answer", elem_id="try-choice")
         answer_button = gr.Button("Answer", variant="primary", elem_id="try-answer")
     grid_parts = arc.build(visitor, puzzle_id, started)
     verdict = gr.Markdown(elem_id="try-verdict")

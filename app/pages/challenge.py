@@ -2,17 +2,69 @@
 from __future__ import annotations
 
 import logging
+import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
 
-from app import logic
+from app import bank_views, bank_writes, model_picks, visitors
 from app.pages import play
 from app.services import current
 
 log = logging.getLogger(__name__)
+
+CHALLENGE_SIZE = 12
+RAVEN_HUMAN_ACCURACY = 84.4  # Zhang et al. 2019, RAVEN: average human accuracy (%)
+
+
+def pick_challenge(
+    puzzles: Sequence[Mapping[str, Any]], size: int = CHALLENGE_SIZE, seed: int | None = None
+) -> list[str]:
+    """Up to `size` matrix puzzle ids of rising difficulty, spread over the difficulty levels on offer."""
+    matrices = [p for p in puzzles if p.get("family") == "matrix" and p.get("candidates_count", 8)]
+    if not matrices:
+        raise ValueError("the bank has no published matrix puzzles for a challenge")
+    rng = random.Random(seed)
+    shuffled = list(matrices)
+    rng.shuffle(shuffled)
+    by_level: dict[int, list[Mapping[str, Any]]] = {}
+    for puzzle in shuffled:
+        by_level.setdefault(int(puzzle.get("difficulty") or 1), []).append(puzzle)
+    chosen: list[Mapping[str, Any]] = []
+    while len(chosen) < size and any(by_level.values()):
+        for level in sorted(by_level):  # round robin over levels keeps the spread even
+            if by_level[level] and len(chosen) < size:
+                chosen.append(by_level[level].pop())
+    chosen.sort(key=lambda p: (int(p.get("difficulty") or 1), str(p.get("id"))))
+    return [str(p["id"]) for p in chosen]
+
+
+@dataclass
+class ChallengeScore:
+    answered: int
+    correct: int
+    model_correct: int
+    seconds: float
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.correct / self.answered if self.answered else 0.0
+
+    @property
+    def model_percent(self) -> float:
+        return 100.0 * self.model_correct / self.answered if self.answered else 0.0
+
+    def markdown(self) -> str:
+        return (
+            "| | accuracy |\n|---|---|\n"
+            f"| You | {self.correct}/{self.answered} = {self.percent:.1f}% in {self.seconds:.0f} s |\n"
+            f"| The model, same puzzles | {self.model_correct}/{self.answered} = {self.model_percent:.1f}% |\n"
+            f"| People on RAVEN (published average) | {RAVEN_HUMAN_ACCURACY}% |\n"
+            "| Chance (8 choices) | 12.5% |\n"
+        )
 
 
 def clock_html(started: float | None) -> str:
@@ -23,11 +75,11 @@ def clock_html(started: float | None) -> str:
 
 
 def _question(state: dict[str, Any]) -> list[Any]:
-    puzzle = logic.fetch_puzzle(current().bank, state["ids"][state["index"]])
+    puzzle = bank_views.fetch_puzzle(current().bank, state["ids"][state["index"]])
     candidates = [(image, f"#{index + 1}") for index, image in enumerate(puzzle["candidates"])]
     choices = [f"#{index + 1}" for index in range(len(candidates))]
     heading = f"### Puzzle {state['index'] + 1} of {len(state['ids'])} · level {puzzle['difficulty']}"
-    return [heading, gr.update(value=logic.puzzle_picture(puzzle, cell=96), visible=True),
+    return [heading, gr.update(value=bank_views.puzzle_picture(puzzle, cell=96), visible=True),
             gr.update(value=candidates, visible=True), gr.update(choices=choices, value=None)]
 
 
@@ -48,7 +100,7 @@ def start(state: dict[str, Any] | None = None, seed: int | None = None) -> list[
     summaries = [{"id": i.id, "family": i.family, "difficulty": i.difficulty}
                  for i in items if i.candidate_hashes and i.answer_index is not None]
     try:
-        ids = logic.pick_challenge(summaries, seed=seed)
+        ids = pick_challenge(summaries, seed=seed)
     except ValueError as error:
         raise gr.Error(str(error)) from error
     state = {"ids": ids, "index": 0, "answers": [], "started": time.time()}
@@ -67,7 +119,7 @@ def _final(state: dict[str, Any], pick_of: Callable[[dict[str, Any]], int | None
     services = current()
     lines, model_correct = [], 0
     for number, (puzzle_id, (correct, chosen)) in enumerate(zip(state["ids"], state["answers"], strict=True)):
-        puzzle = logic.fetch_puzzle(services.bank, puzzle_id)
+        puzzle = bank_views.fetch_puzzle(services.bank, puzzle_id)
         pick = pick_of(puzzle)
         model_correct += int(pick is not None and pick == puzzle["answer_index"])
         model = "—" if pick is None else f"#{pick + 1}"
@@ -75,13 +127,13 @@ def _final(state: dict[str, Any], pick_of: Callable[[dict[str, Any]], int | None
                      f"#{puzzle['answer_index'] + 1} | {model} |")
     table = "| | | you | answer | model |\n|---|---|---|---|---|\n" + "\n".join(lines)
     right = sum(correct for correct, _ in state["answers"])
-    score = logic.ChallengeScore(len(state["answers"]), right, model_correct, state["seconds"])
+    score = ChallengeScore(len(state["answers"]), right, model_correct, state["seconds"])
     return f"{state['verdict']}\n\n{score.markdown()}\n\n{table}"
 
 
 def _known_pick(puzzle: dict[str, Any]) -> int | None:
     services = current()
-    return logic.known_model_pick(services.bank, services.loaded_bundle(), puzzle["id"])
+    return model_picks.known_model_pick(services.bank, services.loaded_bundle(), puzzle["id"])
 
 
 def answer(visitor_id: str | None, state: dict[str, Any] | None, choice: str) -> list[Any]:
@@ -91,13 +143,13 @@ def answer(visitor_id: str | None, state: dict[str, Any] | None, choice: str) ->
         raise gr.Error("press Start to begin a challenge")
     if not choice:
         raise gr.Error("pick a candidate (#1 to #8) before pressing Next")
-    visitor_id = logic.ensure_visitor_id(visitor_id)
+    visitor_id = visitors.ensure_visitor_id(visitor_id)
     services = current()
     try:
-        index = logic.choice_index(choice)
+        index = bank_views.choice_index(choice)
         puzzle_id = state["ids"][state["index"]]
-        correct = logic.record_attempt(services.bank, visitor_id, puzzle_id, index, None)
-        answer_index = logic.fetch_puzzle(services.bank, puzzle_id)["answer_index"]
+        correct = bank_writes.record_attempt(services.bank, visitor_id, puzzle_id, index, None)
+        answer_index = bank_views.fetch_puzzle(services.bank, puzzle_id)["answer_index"]
     except ValueError as error:
         raise gr.Error(str(error)) from error
     verdict = _verdict(correct, index, answer_index)
@@ -127,11 +179,11 @@ def model_final(state: dict[str, Any] | None, progress: gr.Progress = gr.Progres
 
     def pick_of(puzzle: dict[str, Any]) -> int | None:
         progress(state["ids"].index(puzzle["id"]) / len(state["ids"]), desc="the model takes the same test")
-        known = logic.known_model_pick(services.bank, bundle, puzzle["id"])
+        known = model_picks.known_model_pick(services.bank, bundle, puzzle["id"])
         if known is not None:
             return known
         try:
-            return logic.model_pick(services.bank, bundle, puzzle)
+            return model_picks.model_pick(services.bank, bundle, puzzle)
         except (RuntimeError, ValueError) as error:  # a prompt longer than the model's context
             log.warning("model could not answer %s: %s", puzzle["id"], error)
             return None
@@ -142,7 +194,7 @@ def model_final(state: dict[str, Any] | None, progress: gr.Progress = gr.Progres
 def build(visitor: gr.BrowserState) -> None:
     state = gr.State(None)
     gr.Markdown(f"Twelve Raven-style matrices, easiest first, against the clock. Pick the cell that completes each "
-                f"3x3 grid. People average {logic.RAVEN_HUMAN_ACCURACY}% on RAVEN; chance is 12.5%.")
+                f"3x3 grid. People average {RAVEN_HUMAN_ACCURACY}% on RAVEN; chance is 12.5%.")
     with gr.Row():
         start_button = gr.Button("Start", variant="primary", elem_id="challenge-start")
         clock = gr.HTML(elem_id="challenge-clock")
@@ -153,7 +205,7 @@ def build(visitor: gr.BrowserState) -> None:
         candidates = gr.Gallery(label="Candidates", columns=4, height="auto", object_fit="contain", format="png",
                                 allow_preview=False, interactive=False, elem_id="challenge-candidates", visible=False)
     with gr.Row(visible=False) as answer_row:
-        choice = gr.Radio(logic.ANSWER_CHOICES, label="Your answer", elem_id="challenge-choice")
+        choice = gr.Radio(bank_views.ANSWER_CHOICES, label="Your answer", elem_id="challenge-choice")
         next_button = gr.Button("Next", variant="primary", elem_id="challenge-next")
     result = gr.Markdown(elem_id="challenge-result")
     start_button.click(start, state, [state, heading, prompt, candidates, choice, result, answer_row, clock],

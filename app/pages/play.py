@@ -9,7 +9,7 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
-from app import logic
+from app import bank_views, bank_writes, prompts, solving, visitors
 from app.pages import ranking
 from app.services import current
 from app.uploads import SlotImage
@@ -48,14 +48,14 @@ class PlayComponents:
 
 
 def _slot_values(values: tuple[Any, ...]) -> dict[str, Any]:
-    return dict(zip(logic.ALL_SLOTS, values, strict=True))
+    return dict(zip(prompts.ALL_SLOTS, values, strict=True))
 
 
 def layout_visibility(layout: str, pairs: int | str = 1) -> list[Any]:
     """Show the group of the chosen layout; in an analogy show as many pair rows as asked."""
     pairs = int(pairs or 1)
-    groups = [gr.update(visible=layout == name) for name in logic.LAYOUTS]
-    rows = [gr.update(visible=k <= pairs) for k in range(2, logic.MAX_PAIRS + 1)]
+    groups = [gr.update(visible=layout == name) for name in prompts.LAYOUTS]
+    rows = [gr.update(visible=k <= pairs) for k in range(2, prompts.MAX_PAIRS + 1)]
     return groups + rows
 
 
@@ -68,21 +68,21 @@ def cleared_results() -> list[Any]:
 def fill_from_puzzle(puzzle_id: str, example: str | None = None) -> list[Any]:
     """Values for PlayComponents.fill_outputs(): layout, pairs, every slot, candidates, puzzle id, groups, the
     examples choice (`example`, else none) and cleared results."""
-    puzzle = logic.fetch_puzzle(current().bank, puzzle_id)
-    layout, pairs, slots = logic.slots_from_puzzle(puzzle["family"], puzzle["panels"], puzzle.get("layout"))
+    puzzle = bank_views.fetch_puzzle(current().bank, puzzle_id)
+    layout, pairs, slots = prompts.slots_from_puzzle(puzzle["family"], puzzle["panels"], puzzle.get("layout"))
     candidates = [(image, f"#{index + 1}") for index, image in enumerate(puzzle["candidates"])] or None
-    groups = [gr.update(visible=layout == name) for name in logic.LAYOUTS]
+    groups = [gr.update(visible=layout == name) for name in prompts.LAYOUTS]
     pairs_in_task = (len(puzzle["panels"]) - 1) // 2
-    if puzzle["family"] == "grid" and pairs_in_task > logic.MAX_PAIRS:
-        gr.Info(f"This ARC task has {pairs_in_task} example pairs and Play holds {logic.MAX_PAIRS}: the first "
-                f"{logic.MAX_PAIRS} are shown. Try it yourself shows them all, with a grid editor.")
+    if puzzle["family"] == "grid" and pairs_in_task > prompts.MAX_PAIRS:
+        gr.Info(f"This ARC task has {pairs_in_task} example pairs and Play holds {prompts.MAX_PAIRS}: the first "
+                f"{prompts.MAX_PAIRS} are shown. Try it yourself shows them all, with a grid editor.")
     return [layout, str(pairs), *slots.values(), candidates, puzzle["id"], *groups, gr.update(value=example),
             *cleared_results()]
 
 
 def clear_all() -> list[Any]:
     """Every slot, the candidates, the puzzle, the examples choice and every result emptied."""
-    return [None] * len(logic.ALL_SLOTS) + [None, None, gr.update(value=None), *cleared_results()]
+    return [None] * len(prompts.ALL_SLOTS) + [None, None, gr.update(value=None), *cleared_results()]
 
 
 def solve(layout: str, pairs: str, *rest: Any, progress: gr.Progress = gr.Progress()) -> list[Any]:  # noqa: B008
@@ -90,27 +90,28 @@ def solve(layout: str, pairs: str, *rest: Any, progress: gr.Progress = gr.Progre
     *slot_values, candidates, n_samples, temperature, top_k, top_p, seed, puzzle_id = rest
     services = current()
     try:
-        images = logic.build_sentence(layout, _slot_values(tuple(slot_values)), int(pairs or 1))
-        settings = logic.SampleSettings.from_inputs(n_samples, temperature, top_k, top_p, seed)
-        candidate_images = [logic.as_image(item) for item in candidates or []]
+        images = prompts.prompt_images(layout, _slot_values(tuple(slot_values)), int(pairs or 1))
+        settings = solving.SampleSettings.from_inputs(n_samples, temperature, top_k, top_p, seed)
+        candidate_images = [prompts.as_image(item) for item in candidates or []]
         bundle = services.bundle()
-        result = logic.solve(bundle, images, settings, candidate_images, progress=lambda f, m: progress(f, desc=m))
+        result = solving.solve(bundle, images, settings, candidate_images, progress=lambda f, m: progress(f, desc=m))
     except (ValueError, RuntimeError) as error:
         raise gr.Error(str(error)) from error
     try:
-        run = logic.save_run(services.settings.temp_dir, images, result, puzzle_id or None)
+        run = bank_writes.save_run(services.settings.temp_dir, images, result, puzzle_id or None)
     except OSError as error:  # a full or read-only disk: say so instead of failing without a word
         log.error("cannot keep the samples of a solve: %s", error)
         raise gr.Error(f"the server cannot store the samples right now ({error.strerror}); try again later") from error
     gallery = [(image, f"sample {index + 1}") for index, image in enumerate(result.samples)]
-    chart, pick_text = _ranking_outputs(result.scores, result.pick, logic.answer_index_of(services.bank, puzzle_id))
+    answer_index = bank_views.answer_index_of(services.bank, puzzle_id)
+    chart, pick_text = _ranking_outputs(result.scores, result.pick, answer_index)
     return [gallery, result.settings_markdown(), chart, pick_text, None, run, 1, ""]
 
 
 def _ranking_outputs(scores: list[float], pick: int | None, answer_index: int | None) -> tuple[Any, str]:
     if not scores:
         return gr.update(value=None, visible=False), ""
-    chart = ranking.chart_html(logic.ranking_rows(scores, pick, answer_index))
+    chart = ranking.chart_html(solving.ranking_rows(scores, pick, answer_index))
     text = f"**Model's pick: candidate #{pick + 1}**" if pick is not None else ""
     if answer_index is not None:
         text += f" — the answer is #{answer_index + 1}" + (" ✔" if pick == answer_index else " ✘")
@@ -121,22 +122,22 @@ def score(layout: str, pairs: str, *rest: Any, progress: gr.Progress = gr.Progre
     """Rank the candidates only (no generation)."""
     *slot_values, candidates, puzzle_id = rest
     try:
-        images = logic.build_sentence(layout, _slot_values(tuple(slot_values)), int(pairs or 1))
-        candidate_images = [logic.as_image(item) for item in candidates or []]
-        scores = logic.rank(current().bundle(), images, candidate_images, progress=lambda f, m: progress(f, desc=m))
+        images = prompts.prompt_images(layout, _slot_values(tuple(slot_values)), int(pairs or 1))
+        candidate_images = [prompts.as_image(item) for item in candidates or []]
+        scores = solving.rank(current().bundle(), images, candidate_images, progress=lambda f, m: progress(f, desc=m))
     except (ValueError, RuntimeError) as error:
         raise gr.Error(str(error)) from error
     pick = int(np.argmax(scores))
-    chart, text = _ranking_outputs(scores, pick, logic.answer_index_of(current().bank, puzzle_id))
+    chart, text = _ranking_outputs(scores, pick, bank_views.answer_index_of(current().bank, puzzle_id))
     return [chart, text]
 
 
 def model_view(layout: str, pairs: str, *slot_values: Any) -> list[tuple[np.ndarray, str]]:
     """Each filled input after resizing and a tokenizer round trip."""
-    images = [logic.as_image(value) for value in slot_values]
+    images = [prompts.as_image(value) for value in slot_values]
     images = [image for image in images if image is not None]
     try:
-        return logic.what_the_model_sees(current().bundle(), images)
+        return solving.what_the_model_sees(current().bundle(), images)
     except (ValueError, RuntimeError) as error:
         raise gr.Error(str(error)) from error
 
@@ -148,10 +149,10 @@ def select_sample(event: gr.SelectData) -> int:
 
 def rate(visitor_id: str | None, run: dict | None, sample: Any, vote: str, correct: bool) -> tuple[str, str]:
     """Store (or update) this visitor's rating of one sample; returns a status line and the visitor id."""
-    visitor_id = logic.ensure_visitor_id(visitor_id)
+    visitor_id = visitors.ensure_visitor_id(visitor_id)
     number = int(sample if sample not in (None, "") else 1)
     try:
-        rating_id = logic.rate_sample(current().bank, visitor_id, run, number - 1, vote, bool(correct))
+        rating_id = bank_writes.rate_sample(current().bank, visitor_id, run, number - 1, vote, bool(correct))
     except ValueError as error:
         raise gr.Error(str(error)) from error
     word = "up" if vote == "up" else "down"
@@ -163,12 +164,12 @@ def rate(visitor_id: str | None, run: dict | None, sample: Any, vote: str, corre
 def submit(visitor_id: str | None, layout: str, pairs: str, *rest: Any) -> tuple[str, str]:
     """Save the prompt as a pending puzzle for curators, optionally with the answer."""
     *slot_values, candidates, answer, title = rest
-    visitor_id = logic.ensure_visitor_id(visitor_id)
+    visitor_id = visitors.ensure_visitor_id(visitor_id)
     try:
-        images = logic.build_sentence(layout, _slot_values(tuple(slot_values)), int(pairs or 1))
-        candidate_images = [logic.as_image(item) for item in candidates or []]
-        puzzle_id = logic.submit_prompt(
-            current().bank, visitor_id, layout, images, logic.as_image(answer), candidate_images, title or ""
+        images = prompts.prompt_images(layout, _slot_values(tuple(slot_values)), int(pairs or 1))
+        candidate_images = [prompts.as_image(item) for item in candidates or []]
+        puzzle_id = bank_writes.submit_prompt(
+            current().bank, visitor_id, layout, images, prompts.as_image(answer), candidate_images, title or ""
         )
     except ValueError as error:
         raise gr.Error(str(error)) from error
@@ -217,7 +218,7 @@ def check_candidates(items: list[Any] | None) -> list[Any] | None:
     kept, refused = [], []
     for item in items or []:
         try:
-            logic.as_image(item)
+            prompts.as_image(item)
             kept.append(item)
         except ValueError as error:
             refused.append(str(error))
@@ -232,7 +233,7 @@ def empty_slot() -> None:
 
 
 def random_fill() -> list[Any]:
-    puzzle_id = logic.random_puzzle_id(current().bank)
+    puzzle_id = bank_views.random_puzzle_id(current().bank)
     if puzzle_id is None:
         raise gr.Error("the bank has no published puzzles yet")
     return fill_from_puzzle(puzzle_id)
@@ -241,22 +242,22 @@ def random_fill() -> list[Any]:
 def example_fill(title_and_id: str | None) -> list[Any]:
     """Fill the layout from the chosen example; a dropdown closed without a choice changes nothing."""
     if not title_and_id:
-        return [gr.skip()] * (len(logic.ALL_SLOTS) + 5 + len(logic.LAYOUTS) + len(cleared_results()))
-    return fill_from_puzzle(logic.id_from_choice(title_and_id), title_and_id)
+        return [gr.skip()] * (len(prompts.ALL_SLOTS) + 5 + len(prompts.LAYOUTS) + len(cleared_results()))
+    return fill_from_puzzle(bank_views.id_from_choice(title_and_id), title_and_id)
 
 
 def load_examples() -> tuple[Any, Any]:
     """Example choices and the bank thumbnails (drag them into a slot), read from the bank at page load."""
     bank = current().bank
-    examples = example_labels(logic.example_choices(bank))
-    thumbnails = logic.bank_thumbnails(bank)
+    examples = example_labels(bank_views.example_choices(bank))
+    thumbnails = bank_views.bank_thumbnails(bank)
     return gr.update(choices=examples, value=None), thumbnails
 
 
 def first_expectation() -> str:
     """The note for the layout a page opens with (read while the page is built: the bundle is fixed per server)."""
     try:
-        return expectation(logic.LAYOUTS[0])
+        return expectation(prompts.LAYOUTS[0])
     except RuntimeError:  # the pages built without a server (no services): the note comes with a layout change
         return ""
 
@@ -291,7 +292,7 @@ def expectation(layout: str) -> str:
 def _slot(name: str) -> gr.Image:
     # SlotImage reads uploads safely (format, pixel limit, normalisation) and names the problem when it can't.
     return SlotImage(
-        label=logic.slot_label(name), elem_id=name, elem_classes=["gelato-slot"], type="numpy", format="png",
+        label=prompts.slot_label(name), elem_id=name, elem_classes=["gelato-slot"], type="numpy", format="png",
         image_mode="RGB", sources=["upload", "clipboard"], height=SLOT_HEIGHT, min_width=110,
     )
 
@@ -314,14 +315,14 @@ def build(visitor: gr.BrowserState) -> PlayComponents:
                 "example, then press **Solve**: the model draws the missing picture. Add candidates and it also "
                 "ranks them.", elem_id="play-intro")
     with gr.Row():
-        layout = gr.Radio(list(logic.LAYOUTS), value="analogy", label="Prompt layout", elem_id="layout", scale=3)
+        layout = gr.Radio(list(prompts.LAYOUTS), value="analogy", label="Prompt layout", elem_id="layout", scale=3)
         examples = gr.Dropdown([], label="Examples from the bank", elem_id="examples", scale=3)
         random_button = gr.Button("Random puzzle", elem_id="random-puzzle", scale=1)
         clear_button = gr.Button("Clear all", elem_id="clear-all", scale=1)
     with gr.Group(visible=True, elem_id="analogy-group") as analogy_group:
         pairs = gr.Radio(["1", "2", "3"], value="1", label="Example pairs", elem_id="pairs")
         pair_rows = []
-        for k in range(1, logic.MAX_PAIRS + 1):
+        for k in range(1, prompts.MAX_PAIRS + 1):
             with gr.Row(visible=k == 1, elem_classes=["gelato-cells"]) as row:
                 slots[f"slot-a{k}"] = _slot(f"slot-a{k}")
                 slots[f"slot-a{k}p"] = _slot(f"slot-a{k}p")
@@ -332,17 +333,17 @@ def build(visitor: gr.BrowserState) -> PlayComponents:
     with gr.Group(visible=False, elem_id="sequence-group") as sequence_group:
         for start in (0, 4):
             with gr.Row(elem_classes=["gelato-cells"]):
-                for name in logic.SEQUENCE_SLOTS[start : start + 4]:
+                for name in prompts.SEQUENCE_SLOTS[start : start + 4]:
                     slots[name] = _slot(name)
         gr.Markdown("Fill frames from 1 on; the model continues with the next frame.")
     with gr.Group(visible=False, elem_id="matrix-group") as matrix_group:
         for start in (0, 3, 6):
             with gr.Row(elem_classes=["gelato-cells"]):
-                for name in logic.MATRIX_SLOTS[start : start + 3]:
+                for name in prompts.MATRIX_SLOTS[start : start + 3]:
                     slots[name] = _slot(name)
                 if start == 6:
                     _missing("?")
-    slots = {name: slots[name] for name in logic.ALL_SLOTS}  # one fixed order for every handler
+    slots = {name: slots[name] for name in prompts.ALL_SLOTS}  # one fixed order for every handler
     for slot in slots.values():
         _check_on_upload(slot)
     groups = [analogy_group, sequence_group, matrix_group]
@@ -351,12 +352,12 @@ def build(visitor: gr.BrowserState) -> PlayComponents:
                                 allow_preview=False, show_label=False)
     candidates = gr.Gallery(label="Candidates (optional: the model ranks them)", elem_id="candidates", columns=8,
                             object_fit="contain", elem_classes=["gelato-fit"], format="png", interactive=True,
-                            file_types=["image"], type="filepath")  # read by logic.as_image -> app.uploads
+                            file_types=["image"], type="filepath")  # read by prompts.as_image -> app.uploads
     candidates.upload(check_candidates, candidates, candidates, api_visibility="private")
     with gr.Accordion("Advanced", open=False, elem_id="advanced"):
         with gr.Row():
             n_samples = gr.Slider(1, 8, value=4, step=1, label="Samples (N)", elem_id="n-samples")
-            chosen = logic.default_sampling()  # the bundle's settings measured best (engine.sampling_sweep)
+            chosen = solving.default_sampling()  # the bundle's settings measured best (engine.sampling_sweep)
             temperature = gr.Slider(0.1, 2.0, value=chosen.temperature, step=0.05, label="Temperature",
                                     elem_id="temperature")
             top_k = gr.Slider(0, 256, value=chosen.top_k, step=1, label="Top-k (0 = off)", elem_id="top-k")

@@ -38,7 +38,7 @@ def _bar(row: Mapping[str, Any]) -> str:
 
 
 def chart_html(rows: Sequence[Mapping[str, Any]]) -> str:
-    """The chart for `app.logic.ranking_rows` rows; an empty string when there is nothing to rank."""
+    """The chart for `app.solving.ranking_rows` rows; an empty string when there is nothing to rank."""
     if not rows:
         return ""
     roles = {row["role"] for row in rows} | {"pick", "other"}

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from gradio_client import Client, handle_file
 
-from app import limits, logic
+from app import bank_views, limits, prompts, visitors
 from app.health import health_report
 from app.services import Services
 from app.settings import resolve
@@ -52,7 +52,7 @@ def test_the_playground_exposes_exactly_the_public_endpoints(playground: dict[st
 
 def test_every_curator_endpoint_refuses_anonymous_and_visitor_callers(playground: dict[str, Any]) -> None:
     base = playground["url"] + "curate/"
-    visitor_cookies = {"gelato_visitor": logic.new_visitor_id()}
+    visitor_cookies = {"gelato_visitor": visitors.new_visitor_id()}
     for cookies in ({}, visitor_cookies):
         with httpx.Client(cookies=cookies, timeout=30, follow_redirects=False) as http:
             for path in ("config", "gradio_api/info", "gradio_api/queue/status"):
@@ -66,12 +66,12 @@ def test_every_curator_endpoint_refuses_anonymous_and_visitor_callers(playground
 
 
 def _solve_once(client: Client, playground: dict[str, Any], tmp_path: Path) -> None:
-    puzzle = logic.fetch_puzzle(playground["bank"], playground["puzzle_ids"][0])
-    slots: list[Any] = [None] * len(logic.ALL_SLOTS)
+    puzzle = bank_views.fetch_puzzle(playground["bank"], playground["puzzle_ids"][0])
+    slots: list[Any] = [None] * len(prompts.ALL_SLOTS)
     for name, image in zip(("slot-a1", "slot-a1p", "slot-b"), puzzle["panels"], strict=True):
         path = tmp_path / f"{name}.png"
         path.write_bytes(png_bytes(image))
-        slots[logic.ALL_SLOTS.index(name)] = handle_file(str(path))
+        slots[prompts.ALL_SLOTS.index(name)] = handle_file(str(path))
     client.predict("analogy", "1", *slots, None, 4, 1.0, 0, 1.0, 0, api_name="/solve")
 
 
@@ -79,7 +79,7 @@ def test_ratings_are_rate_limited_per_visitor(client: Client, playground: dict[s
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(limits.ratings, "limit", 2)
     _solve_once(client, playground, tmp_path)
-    visitor, other = logic.new_visitor_id(), logic.new_visitor_id()
+    visitor, other = visitors.new_visitor_id(), visitors.new_visitor_id()
     for sample in (1, 2):  # samples are numbered from 1, as the page shows them
         client.predict(visitor, sample, "up", False, api_name="/rate")
     with pytest.raises(Exception, match="too many ratings: at most 2 per 60 s for one visitor; try again in"):
@@ -91,10 +91,10 @@ def test_ratings_are_rate_limited_per_visitor(client: Client, playground: dict[s
 def test_attempts_are_rate_limited_per_visitor(client: Client, playground: dict[str, Any],
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(limits.attempts, "limit", 1)
-    visitor, puzzle_id = logic.new_visitor_id(), playground["puzzle_ids"][3]
-    client.predict(visitor, puzzle_id, logic.GAVE_UP, api_name="/attempt")
+    visitor, puzzle_id = visitors.new_visitor_id(), playground["puzzle_ids"][3]
+    client.predict(visitor, puzzle_id, bank_views.GAVE_UP, api_name="/attempt")
     with pytest.raises(Exception, match="too many attempts"):
-        client.predict(visitor, puzzle_id, logic.GAVE_UP, api_name="/attempt")
+        client.predict(visitor, puzzle_id, bank_views.GAVE_UP, api_name="/attempt")
 
 
 @pytest.mark.parametrize("make_bank", ["sqlite"], indirect=True)
@@ -117,11 +117,11 @@ def test_the_limiter_window_slides(make_bank: Any, tmp_path: Path) -> None:
 def test_a_visitor_cannot_rate_under_an_id_the_server_did_not_issue(client: Client, playground: dict[str, Any],
                                                                    tmp_path: Path) -> None:
     _solve_once(client, playground, tmp_path)
-    real = logic.new_visitor_id()
+    real = visitors.new_visitor_id()
     forged = real[:32] + "0" * 16  # someone's random part with a made-up signature
     for claimed in ("alice", "0" * 48, forged):
         _, used = client.predict(claimed, 1, "down", False, api_name="/rate")
-        assert used != claimed and logic.is_visitor_id(used)
+        assert used != claimed and visitors.is_visitor_id(used)
         assert repository.list_ratings(playground["bank"], visitor=claimed) == []
 
 
@@ -129,7 +129,7 @@ def test_the_file_route_serves_no_arbitrary_file(playground: dict[str, Any]) -> 
     database = Path(playground["data_dir"]) / "gelato.db"
     temp = Path(playground["data_dir"]) / "tmp"
     targets = ["/etc/passwd", str(database), f"{temp}/../gelato.db", f"{temp}/%2e%2e/gelato.db",
-               "../../../../etc/passwd", str(Path(__file__).resolve()), str(Path(logic.__file__).resolve())]
+               "../../../../etc/passwd", str(Path(__file__).resolve()), str(Path(visitors.__file__).resolve())]
     with httpx.Client(timeout=30) as http:
         for target in targets:
             answer = http.get(playground["url"] + "gradio_api/file=" + target)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 
-from app import logic
+from app import bank_views, prompts, visitors
 from app.uploads import read_upload
 from puzzles import importers
 from puzzles.bank import connect, repository
@@ -40,7 +40,7 @@ def client(playground: dict[str, Any]) -> Client:
 @pytest.fixture(scope="module")
 def prompt_files(playground: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     """A1 and A1' of a bank analogy as PNG files (the case goes into B)."""
-    puzzle = logic.fetch_puzzle(playground["bank"], playground["puzzle_ids"][0])
+    puzzle = bank_views.fetch_puzzle(playground["bank"], playground["puzzle_ids"][0])
     folder = tmp_path_factory.mktemp("prompt")
     paths = []
     for index, image in enumerate(puzzle["panels"][:2]):
@@ -51,9 +51,9 @@ def prompt_files(playground: dict[str, Any], tmp_path_factory: pytest.TempPathFa
 
 
 def _slots(prompt_files: list[str], case_file: str) -> list[Any]:
-    values: list[Any] = [None] * len(logic.ALL_SLOTS)
+    values: list[Any] = [None] * len(prompts.ALL_SLOTS)
     for name, path in zip(("slot-a1", "slot-a1p", "slot-b"), [*prompt_files, case_file], strict=True):
-        values[logic.ALL_SLOTS.index(name)] = handle_file(path)
+        values[prompts.ALL_SLOTS.index(name)] = handle_file(path)
     return values
 
 
@@ -78,7 +78,7 @@ def test_upload_case_through_the_play_page(case: dict[str, Any], client: Client,
         with pytest.raises(Exception) as solved:
             client.predict("analogy", "1", *slots, None, 1, 1.0, 0, 1.0, 0, api_name="/solve")
         with pytest.raises(Exception) as submitted:
-            client.predict(logic.new_visitor_id(), "analogy", "1", *slots, None, None, "bad", api_name="/submit")
+            client.predict(visitors.new_visitor_id(), "analogy", "1", *slots, None, None, "bad", api_name="/submit")
         for error in (solved.value, submitted.value):
             assert case["message"].lower() in str(error).lower()
             assert not any(unicodedata.category(ch) == "Cc" for ch in str(error)), "control characters echoed"
@@ -93,7 +93,7 @@ def test_upload_case_through_the_play_page(case: dict[str, Any], client: Client,
             assert image[-1, -1].tolist() == case["last_pixel"]
         samples = client.predict("analogy", "1", *slots, None, 1, 1.0, 0, 1.0, 0, api_name="/solve")[0]
         assert len(samples) == 1
-        visitor = logic.new_visitor_id()
+        visitor = visitors.new_visitor_id()
         status, _ = client.predict(visitor, 1, "up", False, api_name="/rate")
         assert "rated up" in status
         assert len(repository.list_ratings(bank, visitor=visitor)) == 1

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from gradio_client import Client
 
-from app import logic
+from app import bank_writes, visitors
 from app.health import StartupError, choose_bundle
 from puzzles.bank import connect, repository
 from tests.apps import START_TIMEOUT_S, analogy_files, rate, solve, start_app, stop_apps, wait_until_healthy
@@ -217,11 +217,11 @@ def test_a_read_only_database_gives_the_visitor_a_clear_error(playground: dict[s
     event.listen(bank.engine, "connect", read_only)
     bank.engine.dispose()  # every new connection is read-only from here
     try:
-        with pytest.raises(logic.BankWriteError, match="your answer could not be saved: .*readonly"):
-            logic.record_attempt(bank, logic.new_visitor_id(), playground["puzzle_ids"][0], 0, 1.0)
+        with pytest.raises(bank_writes.BankWriteError, match="your answer could not be saved: .*readonly"):
+            bank_writes.record_attempt(bank, visitors.new_visitor_id(), playground["puzzle_ids"][0], 0, 1.0)
         client = Client(playground["url"], verbose=False)
         with pytest.raises(Exception, match="could not be saved: the bank is not accepting writes"):
-            client.predict(logic.new_visitor_id(), playground["puzzle_ids"][3], "#1", api_name="/attempt")
+            client.predict(visitors.new_visitor_id(), playground["puzzle_ids"][3], "#1", api_name="/attempt")
         assert httpx.get(playground["url"] + "healthz", timeout=30).status_code == 200  # reads still work
     finally:
         event.remove(bank.engine, "connect", read_only)
@@ -239,8 +239,8 @@ def test_a_full_disk_gives_the_visitor_a_clear_error(playground: dict[str, Any])
 
     event.listen(bank.engine, "before_cursor_execute", disk_full)
     try:
-        with pytest.raises(logic.BankWriteError, match="could not be saved: .*disk is full.*try again later"):
-            logic.record_attempt(bank, logic.new_visitor_id(), playground["puzzle_ids"][0], None, None)
+        with pytest.raises(bank_writes.BankWriteError, match="could not be saved: .*disk is full.*try again later"):
+            bank_writes.record_attempt(bank, visitors.new_visitor_id(), playground["puzzle_ids"][0], None, None)
     finally:
         event.remove(bank.engine, "before_cursor_execute", disk_full)
     assert repository.bank_stats(bank)["puzzles"]["published"] >= 6  # the app's bank still answers

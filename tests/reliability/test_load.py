@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 
-from app import logic
+from app import bank_views, prompts, solving
 from app.loadtest import check_loopback, run_load, write_prompt_files
 from tests.reliability import figures
 
@@ -18,7 +18,7 @@ CI_VISITORS, CI_SECONDS = 8, 10
 
 def test_short_load_loses_nothing_and_makes_no_errors(playground: dict[str, Any], tmp_path: Path) -> None:
     bank = playground["bank"]
-    analogy = logic.fetch_puzzle(bank, playground["puzzle_ids"][0])
+    analogy = bank_views.fetch_puzzle(bank, playground["puzzle_ids"][0])
     files = write_prompt_files(analogy["panels"], tmp_path)
     report = run_load(playground["url"], bank, playground["puzzle_ids"], files, CI_VISITORS, CI_SECONDS)
     print(report.summary())
@@ -52,11 +52,11 @@ class _SlowBundle:
 
 
 def test_a_solve_past_its_time_limit_is_stopped_with_a_message(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(logic, "SOLVE_TIME_LIMIT_S", 0.3)
+    monkeypatch.setattr(solving, "SOLVE_TIME_LIMIT_S", 0.3)
     images = [np.zeros((8, 8, 3), np.uint8)] * 3
     start = time.monotonic()
-    with pytest.raises(logic.SolveTimeout, match="took longer than 0.3 s and was stopped"):
-        logic.solve(_SlowBundle(), images, logic.SampleSettings(n_samples=1))
+    with pytest.raises(solving.SolveTimeout, match="took longer than 0.3 s and was stopped"):
+        solving.solve(_SlowBundle(), images, solving.SampleSettings(n_samples=1))
     assert time.monotonic() - start < 2
 
 
@@ -81,9 +81,9 @@ def test_past_the_queue_size_a_visitor_is_told_to_try_again(tmp_path: Path, tiny
     server = serve_in_thread(app, port)
     try:
         files = write_prompt_files(panels, tmp_path)
-        slots: list[Any] = [None] * len(logic.ALL_SLOTS)
+        slots: list[Any] = [None] * len(prompts.ALL_SLOTS)
         for name, path in zip(("slot-a1", "slot-a1p", "slot-b"), files, strict=True):
-            slots[logic.ALL_SLOTS.index(name)] = handle_file(path)
+            slots[prompts.ALL_SLOTS.index(name)] = handle_file(path)
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
         places = play.SOLVE_CONCURRENCY_LIMIT + 6  # every running place taken, and more waiting than the queue holds
         jobs = [client.submit("analogy", "1", *slots, None, 1, 1.0, 0, 1.0, 0, api_name="/solve")

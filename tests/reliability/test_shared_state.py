@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from app import keys, limits, logic
+from app import bank_writes, keys, limits, visitors
 from app.curate import auth
 from app.server import seed_starter_pack
 from puzzles.bank import Bank, repository
@@ -35,9 +35,9 @@ ROOT = Path(__file__).resolve().parents[2]
 VISITOR_KEY_USER = """
 import sys
 from pathlib import Path
-from app import logic
-logic.install_visitor_key(Path(sys.argv[1]), environ={})
-print(logic.new_visitor_id() if sys.argv[2] == "issue" else logic.is_visitor_id(sys.argv[2]))
+from app import visitors
+visitors.install_visitor_key(Path(sys.argv[1]), environ={})
+print(visitors.new_visitor_id() if sys.argv[2] == "issue" else visitors.is_visitor_id(sys.argv[2]))
 """
 
 
@@ -84,14 +84,14 @@ def test_a_secret_file_is_created_once_private_and_kept(tmp_path: Path) -> None:
 
 
 def test_the_curator_and_visitor_secrets_are_separate_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(logic, "_visitor_key", None)  # restored after the test: the playground keeps its key
+    monkeypatch.setattr(visitors, "_visitor_key", None)  # restored after the test: the playground keeps its key
     curator = auth.load_secret(tmp_path, environ={})
-    logic.install_visitor_key(tmp_path, environ={})
+    visitors.install_visitor_key(tmp_path, environ={})
     files = {path.name: path.read_bytes().strip() for path in tmp_path.iterdir()}
-    assert files == {auth.SECRET_FILE: curator, logic.VISITOR_SECRET_FILE: logic._current_visitor_key()}
-    assert curator != logic._current_visitor_key()
-    logic.install_visitor_key(tmp_path, environ={logic.VISITOR_SECRET_ENV: "v" * 64})
-    assert logic._current_visitor_key() == b"v" * 64
+    assert files == {auth.SECRET_FILE: curator, visitors.VISITOR_SECRET_FILE: visitors._current_visitor_key()}
+    assert curator != visitors._current_visitor_key()
+    visitors.install_visitor_key(tmp_path, environ={visitors.VISITOR_SECRET_ENV: "v" * 64})
+    assert visitors._current_visitor_key() == b"v" * 64
 
 
 def test_a_visitor_id_stays_valid_after_a_restart_and_on_another_process(tmp_path: Path) -> None:
@@ -129,27 +129,27 @@ def test_two_replicas_share_one_attempt_limit(two_replicas: tuple[Bank, Bank], m
     one, two = two_replicas
     monkeypatch.setattr(limits.attempts, "limit", 3)
     puzzle_id = repository.add_puzzle(one, generate("matrix", 0, size=32), status="published")
-    visitor = logic.new_visitor_id()
+    visitor = visitors.new_visitor_id()
     for bank in (one, two, one):
-        logic.record_attempt(bank, visitor, puzzle_id, 0, 1.0)
+        bank_writes.record_attempt(bank, visitor, puzzle_id, 0, 1.0)
     with pytest.raises(limits.RateLimited, match=r"too many attempts: at most 3 per 60 s .*try again in \d+ s"):
-        logic.record_attempt(two, visitor, puzzle_id, 0, 1.0)
+        bank_writes.record_attempt(two, visitor, puzzle_id, 0, 1.0)
     one.close()
     restarted = make_bank(tmp_path)  # a restart does not forget
     with pytest.raises(limits.RateLimited, match="try again in"):
-        logic.record_attempt(restarted, visitor, puzzle_id, 0, 1.0)
-    logic.record_attempt(restarted, logic.new_visitor_id(), puzzle_id, 0, 1.0)  # others are not held back
+        bank_writes.record_attempt(restarted, visitor, puzzle_id, 0, 1.0)
+    bank_writes.record_attempt(restarted, visitors.new_visitor_id(), puzzle_id, 0, 1.0)  # others are not held back
 
 
 def test_two_replicas_share_one_rating_limit(two_replicas: tuple[Bank, Bank], tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     one, two = two_replicas
     monkeypatch.setattr(limits.ratings, "limit", 2)
-    run, visitor = _solved_run(tmp_path), logic.new_visitor_id()
-    logic.rate_sample(one, visitor, run, 0, "up", False)
-    logic.rate_sample(two, visitor, run, 1, "down", False)
+    run, visitor = _solved_run(tmp_path), visitors.new_visitor_id()
+    bank_writes.rate_sample(one, visitor, run, 0, "up", False)
+    bank_writes.rate_sample(two, visitor, run, 1, "down", False)
     with pytest.raises(limits.RateLimited, match="too many ratings: at most 2 per 60 s for one visitor; try again"):
-        logic.rate_sample(one, visitor, run, 2, "up", False)
+        bank_writes.rate_sample(one, visitor, run, 2, "up", False)
     assert len(repository.list_ratings(two, visitor=visitor)) == 2
 
 

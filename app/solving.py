@@ -1,0 +1,203 @@
+"""Solving: the model's answers to a prompt, the scores of its candidates, and how the app shows them.
+
+Sampling settings (the served bundle's measured defaults), a solve bounded in time, ranking candidates (raw
+log-likelihoods and their probabilities among the candidates), the id of the model that answered, and what the
+model sees of a prompt. The model arrives as an `engine.runtime.Bundle` (through `app.services`); this module
+imports no runtime, so pages stay importable without a model.
+"""
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # the runtime loads onnxruntime: typed here, passed in by the callers
+    from engine.runtime import Bundle
+
+MIN_TEMPERATURE = 0.1  # the app always samples (several answers); a greedy manifest setting becomes the coolest one
+
+
+def default_sampling() -> SampleSettings:
+    """Solve's defaults: the served bundle's sampling settings (its manifest), plain sampling before services start."""
+    from app.services import current
+
+    try:
+        chosen = current().sampling_defaults()
+    except RuntimeError:  # no services installed (building the pages alone)
+        return SampleSettings()
+    return SampleSettings(temperature=max(chosen.temperature, MIN_TEMPERATURE), top_k=chosen.top_k,
+                          top_p=chosen.top_p)
+
+
+@dataclass(frozen=True)
+class SampleSettings:
+    """Everything that decides a generation, shown with the result so it can be reproduced."""
+
+    n_samples: int = 4
+    temperature: float = 1.0
+    top_k: int = 0  # 0: no top-k cut
+    top_p: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.n_samples <= 16:
+            raise ValueError(f"samples must be between 1 and 16, got {self.n_samples}")
+        if not 0.0 < self.temperature <= 5.0:
+            raise ValueError(f"temperature must be in (0, 5], got {self.temperature}")
+        if self.top_k < 0:
+            raise ValueError(f"top-k must be 0 (off) or positive, got {self.top_k}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top-p must be in (0, 1], got {self.top_p}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be 0 or positive, got {self.seed}")
+
+    @classmethod
+    def from_inputs(cls, n_samples: Any, temperature: Any, top_k: Any, top_p: Any, seed: Any) -> SampleSettings:
+        """From UI values (numbers may come as floats or None); seed -1 or empty picks a random seed."""
+        raw_seed = -1 if seed in (None, "") else int(seed)
+        chosen = default_sampling()
+        return cls(
+            n_samples=int(n_samples if n_samples is not None else 4),
+            temperature=float(temperature if temperature is not None else chosen.temperature),
+            top_k=int(top_k if top_k is not None else chosen.top_k),
+            top_p=float(top_p if top_p is not None else chosen.top_p),
+            seed=random.randrange(2**31) if raw_seed < 0 else raw_seed,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class SolveResult:
+    samples: list[np.ndarray]
+    settings: SampleSettings
+    bundle_id: str
+    scores: list[float] = field(default_factory=list)  # one per candidate, higher = more likely
+    pick: int | None = None  # index of the best-scoring candidate
+
+    def settings_markdown(self) -> str:
+        s = self.settings
+        return (
+            f"**Settings used** — bundle `{self.bundle_id}`, samples {s.n_samples}, temperature {s.temperature:g}, "
+            f"top-k {s.top_k or 'off'}, top-p {s.top_p:g}, seed {s.seed}"
+        )
+
+
+ProgressFn = Callable[[float, str], None]
+SOLVE_TIME_LIMIT_S = 120.0  # one solve (generation + ranking) may take this long before it is stopped
+
+
+class SolveTimeout(RuntimeError):
+    """A model call ran past its time limit."""
+
+
+def with_deadline(progress: ProgressFn | None, seconds: float) -> ProgressFn:
+    """A progress callback that also stops the call (SolveTimeout) once `seconds` have passed.
+
+    The runtime reports progress after every generated token, so the check runs often enough to matter.
+    """
+    import time
+
+    deadline = time.monotonic() + seconds
+
+    def report(fraction: float, message: str) -> None:
+        if time.monotonic() > deadline:
+            raise SolveTimeout(f"the model took longer than {seconds:g} s and was stopped; try fewer samples "
+                               "or a shorter prompt")
+        if progress is not None:
+            progress(fraction, message)
+
+    return report
+
+
+def _to_images(batch: Any) -> list[np.ndarray]:
+    """A runtime's image output (list of arrays or one (N, H, W, 3) array) -> list of uint8 arrays."""
+    return [np.ascontiguousarray(np.asarray(image, dtype=np.uint8)) for image in batch]
+
+
+def solve(
+    bundle: Bundle, images: Sequence[np.ndarray], settings: SampleSettings, candidates: Sequence[np.ndarray] = (),
+    progress: ProgressFn | None = None,
+) -> SolveResult:
+    """Generate `settings.n_samples` answers in one batch; also rank the candidates when there are any.
+
+    The whole call is bounded by SOLVE_TIME_LIMIT_S: past it, SolveTimeout (a RuntimeError) at the next step.
+    """
+    progress = with_deadline(progress, SOLVE_TIME_LIMIT_S)
+    samples = bundle.complete(
+        list(images),
+        n_samples=settings.n_samples,
+        temperature=settings.temperature,
+        top_k=settings.top_k,
+        top_p=settings.top_p,
+        seed=settings.seed,
+        progress=progress,
+    )
+    result = SolveResult(samples=_to_images(samples), settings=settings, bundle_id=bundle_id(bundle))
+    if candidates:
+        result.scores = rank(bundle, images, candidates, progress)
+        result.pick = int(np.argmax(result.scores))
+    return result
+
+
+def rank(
+    bundle: Bundle, images: Sequence[np.ndarray], candidates: Sequence[np.ndarray], progress: ProgressFn | None = None
+) -> list[float]:
+    """One score per candidate (the model's log-likelihood of it following the prompt)."""
+    if not candidates:
+        raise ValueError("there are no candidates to rank")
+    scores = bundle.score(list(images), list(candidates), progress=progress)
+    return [float(score) for score in np.asarray(scores, dtype=np.float64).reshape(-1)]
+
+
+RANKING_ROLES = ("answer", "pick", "other")  # one colour each in the chart, whatever the puzzle
+
+
+def candidate_probabilities(scores: Sequence[float]) -> list[float]:
+    """Each candidate's probability among the candidates (softmax of the log-likelihoods), summing to 1.
+
+    Raw log-likelihoods are large negative numbers that differ by a few units, so they read as equal bars.
+    """
+    values = np.asarray(scores, dtype=np.float64)
+    weights = np.exp(values - values.max())
+    return [float(weight) for weight in weights / weights.sum()]
+
+
+def ranking_rows(scores: Sequence[float], pick: int | None, answer_index: int | None = None) -> list[dict[str, Any]]:
+    """Rows for the ranking chart: candidate number, probability, raw score, role and whether the model picked it.
+
+    The role decides the colour: the right answer, else the model's (wrong) pick, else another candidate.
+    """
+    rows = []
+    for index, (score, probability) in enumerate(zip(scores, candidate_probabilities(scores), strict=True)):
+        role = "answer" if index == answer_index else "pick" if index == pick else "other"
+        rows.append({"candidate": index + 1, "probability": probability, "score": float(score), "role": role,
+                     "picked": index == pick})
+    return rows
+
+
+def bundle_id(bundle: Bundle) -> str:
+    """A short id naming the model that produced an output: manifest name + version/hash when present."""
+    manifest = getattr(bundle, "manifest", None) or {}
+    if not isinstance(manifest, Mapping):
+        manifest = getattr(manifest, "__dict__", {})
+    name = str(manifest.get("name") or "bundle")
+    tag = manifest.get("version") or manifest.get("id") or ""
+    if not tag:
+        files = manifest.get("files") or manifest.get("sha256") or {}
+        digest = hashlib.sha256(repr(sorted(files.items()) if isinstance(files, Mapping) else files).encode())
+        tag = digest.hexdigest()[:8]
+    return f"{name}@{tag}"
+
+
+def what_the_model_sees(bundle: Bundle, images: Sequence[np.ndarray]) -> list[tuple[np.ndarray, str]]:
+    """Each input after resizing to the model's size and a tokenizer round trip, captioned."""
+    if not images:
+        raise ValueError("put at least one image into the prompt first")
+    round_tripped = _to_images(bundle.roundtrip(list(images)))
+    return [(image, f"input {index + 1}") for index, image in enumerate(round_tripped)]
