@@ -26,6 +26,7 @@ from engine.bundle import FORMAT_VERSION, REQUIRED_FILES, file_entry, with_stati
 from engine.compact import store_matmul_weights_int8, store_weights_fp16
 from engine.export_static import STATIC_FILE, write_static_graph
 from engine.model import LVM, model_from_checkpoint
+from engine.patch_tokenizer import PatchTokenizer
 from engine.sentences import Vocabulary
 from engine.tokenizer import TokenizerConfig
 
@@ -39,13 +40,17 @@ EXAMPLE_BATCH = 2  # example sizes >= 2 keep torch.export from specialising a di
 
 
 class EncoderGraph(nn.Module):
-    """float images (N, 3, H, W) in [0, 1] -> int64 codes (N, h*w); the nearest-code search stays in fp32."""
+    """float images (N, 3, H, W) in [0, 1] -> int64 codes (N, h*w); the nearest-code search stays in fp32.
+
+    The VQ tokenizer encodes with its network; the patch tokenizer compares each patch with its codebook."""
 
     def __init__(self, tokenizer: nn.Module) -> None:
         super().__init__()
         self.tokenizer = tokenizer
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.tokenizer, PatchTokenizer):
+            return self.tokenizer.encode(images)
         return vq.nearest_codes(self.tokenizer, vq.latents(self.tokenizer, images))
 
 
@@ -57,6 +62,8 @@ class DecoderGraph(nn.Module):
         self.tokenizer = tokenizer
 
     def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.tokenizer, PatchTokenizer):
+            return self.tokenizer.decode(codes)
         return vq.decode_latents(self.tokenizer, vq.embed_codes(self.tokenizer, codes)).clamp(0.0, 1.0)
 
 

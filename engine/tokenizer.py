@@ -16,6 +16,12 @@ import torch.nn.functional as F
 from diffusers import VQModel
 
 from engine import training
+from engine.patch_tokenizer import (
+    PatchTokenizer,
+    PatchTokenizerConfig,
+    is_patch_config,
+    patch_tokenizer_from_checkpoint,
+)
 
 
 @dataclass
@@ -163,24 +169,32 @@ def save_tokenizer(model: VQModel, path: str | Path, half: bool = False) -> None
     torch.save(tokenizer_checkpoint(model, half=half), Path(path))
 
 
-def tokenizer_from_checkpoint(checkpoint: dict[str, Any]) -> VQModel:
+def tokenizer_from_checkpoint(checkpoint: dict[str, Any]) -> VQModel | PatchTokenizer:
+    """The tokenizer a checkpoint holds: the VQ network, or a patch codebook (`"kind": "patch"`)."""
     for key in ("tokenizer_config", "tokenizer"):
         if key not in checkpoint:
             raise ValueError(f"not a tokenizer checkpoint: missing {key!r} (keys: {', '.join(checkpoint)})")
+    if is_patch_config(checkpoint["tokenizer_config"]):
+        return patch_tokenizer_from_checkpoint(checkpoint)
     model = build_tokenizer(TokenizerConfig.from_dict(checkpoint["tokenizer_config"]))
     model.load_state_dict({name: t.float() if t.is_floating_point() else t
                            for name, t in checkpoint["tokenizer"].items()})
     return model.eval()
 
 
-def load_tokenizer(path: str | Path, map_location: str | torch.device = "cpu") -> VQModel:
+def load_tokenizer(path: str | Path, map_location: str | torch.device = "cpu") -> VQModel | PatchTokenizer:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"tokenizer checkpoint not found: {path}")
     return tokenizer_from_checkpoint(torch.load(path, map_location=map_location, weights_only=True))
 
 
-def tokenizer_from_bundle(directory: str | Path) -> VQModel:
+def tokenizer_config_from_dict(values: dict[str, Any]) -> TokenizerConfig | PatchTokenizerConfig:
+    """A manifest's or checkpoint's tokenizer_config: the patch codebook's (`"kind": "patch"`) or the VQ network's."""
+    return PatchTokenizerConfig.from_dict(values) if is_patch_config(values) else TokenizerConfig.from_dict(values)
+
+
+def tokenizer_from_bundle(directory: str | Path) -> VQModel | PatchTokenizer:
     """The PyTorch tokenizer behind a bundle's encoder.onnx and decoder.onnx (fp32), to fine-tune.
 
     The exporter keeps the names of convolutions, the codebook and biases, but folds each GroupNorm's scale
@@ -190,7 +204,10 @@ def tokenizer_from_bundle(directory: str | Path) -> VQModel:
     from engine.bundle import read_manifest
 
     directory = Path(directory)
-    model = build_tokenizer(TokenizerConfig.from_dict(read_manifest(directory)["tokenizer_config"]))
+    config = tokenizer_config_from_dict(read_manifest(directory)["tokenizer_config"])
+    if isinstance(config, PatchTokenizerConfig):
+        return _patch_tokenizer_from_graph(config, directory / "decoder.onnx")
+    model = build_tokenizer(config)
     state: dict[str, torch.Tensor] = {}
     for graph, part in (("encoder.onnx", "encoder"), ("decoder.onnx", "decoder")):
         state.update(_graph_state(model, directory / graph, part))
@@ -198,6 +215,22 @@ def tokenizer_from_bundle(directory: str | Path) -> VQModel:
     if missing:
         raise ValueError(f"{directory}: no weights found for {len(missing)} tokenizer tensors, e.g. {min(missing)}")
     model.load_state_dict(state)
+    return model.eval()
+
+
+def _patch_tokenizer_from_graph(config: PatchTokenizerConfig, path: Path) -> PatchTokenizer:
+    """The codebook is the decoder graph's one (codes, patch pixels) matrix (the exporter renames buffers)."""
+    import onnx
+
+    from engine.bundle import stored_weights
+
+    expected = (config.codebook_size, config.patch_dim)
+    found = [array for array in stored_weights(onnx.load(str(path))).values() if array.shape == expected]
+    if len(found) != 1:
+        raise ValueError(f"{path}: expected one codebook of shape {expected}, found {len(found)}")
+    codebook = found[0]
+    model = PatchTokenizer(config)
+    model.codebook.copy_(torch.from_numpy(codebook.astype(np.float32)))
     return model.eval()
 
 
@@ -262,14 +295,14 @@ class BundleTokenizer:
 
         self.bundle = Bundle.load(directory, providers=["CPUExecutionProvider"])
         self.directory = self.bundle.directory
-        self.tokenizer_config = TokenizerConfig.from_dict(self.bundle.manifest["tokenizer_config"])
+        self.tokenizer_config = tokenizer_config_from_dict(self.bundle.manifest["tokenizer_config"])
 
     def encode_uint8(self, images: np.ndarray) -> np.ndarray:
         """uint8 (N, H, W, 3) at the tokenizer's size -> int64 codes (N, h*w)."""
         return self.bundle.encode(list(images)) if len(images) else np.zeros((0, 0), dtype=np.int64)
 
 
-FrozenTokenizer = VQModel | BundleTokenizer
+FrozenTokenizer = VQModel | PatchTokenizer | BundleTokenizer
 
 
 def load_frozen_tokenizer(path: str | Path, device: torch.device | str = "cpu") -> FrozenTokenizer:
@@ -294,5 +327,6 @@ def encode_uint8(tokenizer: FrozenTokenizer, images: np.ndarray, device: torch.d
         batch = torch.from_numpy(np.ascontiguousarray(images[start : start + chunk])).to(device)
         batch = batch.permute(0, 3, 1, 2).float() / 255.0
         with training.exact_fp32():
-            pieces.append(encode(tokenizer, batch).cpu().numpy())
+            codes = tokenizer.encode(batch) if isinstance(tokenizer, PatchTokenizer) else encode(tokenizer, batch)
+            pieces.append(codes.cpu().numpy())
     return np.concatenate(pieces) if pieces else np.zeros((0, 0), dtype=np.int64)

@@ -62,6 +62,9 @@ class TrainLVMConfig:
     answer_weight: float = field(default=1.0, metadata={"help": "loss weight of the answer image's tokens and EOS"})
     context_weight: float = field(default=0.3, metadata={"help": "loss weight of the context panels' tokens"})
     choice_weight: float = field(default=0.0, metadata={"help": "weight of the multiple-choice loss (0: off)"})
+    choice_detach: bool = field(default=False, metadata={
+        "help": "the multiple-choice loss reads the context's keys and values without a gradient into them "
+                "(a cheaper backward; the context still learns from the next-token loss)"})
     mix: str = field(default=DEFAULT_MIX, metadata={"help": "family weights"})
     shards: str | None = field(default=None, metadata={"help": "train on this pre-tokenized shard directory "
                                                                 "(python -m engine.shards) instead of streaming"})
@@ -203,13 +206,16 @@ def choice_groups(rows: list[int], context_lengths: list[int], candidates: list[
 
 
 def choice_loss(model: torch.nn.Module, logits: torch.Tensor, cache: list[tuple[torch.Tensor, torch.Tensor]],
-                groups: list[ChoiceGroup], codebook_size: int) -> torch.Tensor:
+                groups: list[ChoiceGroup], codebook_size: int, detach_context: bool = False) -> torch.Tensor:
     """Cross-entropy over candidates of log p(candidate | context), summed over its tokens.
 
     The context's keys/values come from the sentence forward (causal, so the answer after them does not change
     them): each candidate costs one pass over its own tokens. Its first token is predicted by the context's last
-    position, which that forward already computed.
+    position, which that forward already computed. With `detach_context` no gradient flows from the candidates'
+    passes back into the context's keys and values (its backward is then the candidates' own).
     """
+    if detach_context:
+        cache = [(k.detach(), v.detach()) for k, v in cache]
     total, count = logits.new_zeros((), dtype=torch.float32), 0
     for group in groups:
         n, choices, length = group.candidates.shape[0], group.candidates.shape[1], group.context_length
@@ -373,7 +379,8 @@ def train_step(
             loss = weighted_loss(logits, batch.targets, batch.weights)
         if batch.choices:
             with timer.phase("choice"):
-                loss = loss + config.choice_weight * choice_loss(trained, logits, cache, batch.choices, codebook_size)
+                loss = loss + config.choice_weight * choice_loss(trained, logits, cache, batch.choices, codebook_size,
+                                                             config.choice_detach)
     with timer.phase("backward"):
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -156,6 +156,7 @@ ENGINE_BAD_ARGUMENTS = {
     "export": ["--tokenizer", MISSING, "--lvm", MISSING, "--out", "{tmp}/bundle"],
     "export_static": ["--bundle", MISSING],
     "learning_curve": ["--tokenizer", MISSING, "--checkpoints", MISSING, "--out", "{tmp}/c.jsonl"],
+    "patch_tokenizer": ["--out", "{tmp}/tok.pt", "--image-size", "30", "--patch-size", "8"],
     "model_card": ["--bundle", MISSING, "--eval", MISSING, "--lvm-log", MISSING, "--recipe", MISSING],
     "train_lvm": ["--tokenizer", MISSING, "--out", "{tmp}/lvm", "--steps", "1"],
     "train_tokenizer": ["--init", MISSING, "--out", "{tmp}/tok", "--steps", "1"],

@@ -167,6 +167,40 @@ def test_choice_loss_is_cross_entropy_of_candidate_likelihoods() -> None:
     assert model.model.embed_tokens.weight.grad.abs().sum() > 0
 
 
+def test_detached_choice_loss_reaches_the_context_only_through_the_first_code() -> None:
+    """--choice-detach: the same loss value; the context's tokens get the gradient of the first code's
+    prediction alone (made at the context's last position), none through the candidates' passes."""
+    torch.manual_seed(0)
+    model = LVM(LVMConfig(vocab_size=24, n_layer=2, d_model=32, n_head=2, n_kv_head=1, ffn_hidden=32)).eval()
+    sentences = torch.randint(0, 16, (1, 12))
+    sentences[0, 2] = 20  # a token only the context holds: candidates use codes < 16
+    candidates = torch.randint(0, 16, (1, 4, 5))
+    answer = torch.tensor([2])
+    group = train_lvm.ChoiceGroup(torch.tensor([0]), 7, candidates, answer)
+
+    def context_grad(loss_of) -> tuple[float, torch.Tensor]:
+        model.zero_grad()
+        logits, cache = model(sentences)
+        loss = loss_of(logits, cache)
+        loss.backward()
+        return loss.item(), model.model.embed_tokens.weight.grad[20].clone()
+
+    full, full_grad = context_grad(lambda logits, cache: train_lvm.choice_loss(model, logits, cache, [group], 16))
+    detached, detached_grad = context_grad(
+        lambda logits, cache: train_lvm.choice_loss(model, logits, cache, [group], 16, detach_context=True))
+    with torch.no_grad():
+        weights = train_lvm.score_candidates(model, sentences[:, :7], candidates, 16).softmax(-1)[0]
+    weights[answer] -= 1.0  # d(cross-entropy)/d(score) = softmax - one-hot
+
+    def first_code_only(logits, cache):
+        return (weights * logits[0, 6, :16].log_softmax(-1)[candidates[0, :, 0]]).sum()
+
+    _, expected = context_grad(first_code_only)
+    assert detached == pytest.approx(full, abs=1e-6)
+    assert torch.allclose(detached_grad, expected, atol=1e-6)
+    assert not torch.allclose(full_grad, expected, atol=1e-4)
+
+
 def test_make_batch_groups_candidates_by_context_length(tiny_tokenizer_path: Path) -> None:
     tokenizer = load_tokenizer(tiny_tokenizer_path)
     vocab = train_lvm.tokenizer_vocabulary(tokenizer)
