@@ -160,6 +160,7 @@ ENGINE_BAD_ARGUMENTS = {
     "model_card": ["--bundle", MISSING, "--eval", MISSING, "--lvm-log", MISSING, "--recipe", MISSING],
     "train_lvm": ["--tokenizer", MISSING, "--out", "{tmp}/lvm", "--steps", "1"],
     "train_tokenizer": ["--init", MISSING, "--out", "{tmp}/tok", "--steps", "1"],
+    "compare": [MISSING, MISSING],
     "ceiling": ["--bundle", MISSING, "--n", "1"],
     "sample_sheet": ["--bundle", MISSING],
     "sampling_sweep": ["--bundle", MISSING, "--json", "{tmp}/s.json"],

@@ -1,0 +1,103 @@
+"""Compare two evaluation reports of the same puzzles, puzzle by puzzle: a paired (exact) sign test per family.
+
+    python -m engine.compare BASELINE.json CANDIDATE.json [--metric multiple_choice|generative] [--json OUT]
+
+A candidate bundle replaces the default only when it wins overall (p < 0.05) and loses no family beyond noise
+(docs/model-experiments.md). Puzzles are paired by id; only puzzles both reports scored count.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+METRICS = {"multiple_choice": "multiple_choice_correct", "generative": "generative_correct"}
+
+
+@dataclass
+class PairedResult:
+    n: int  # puzzles both reports scored
+    baseline_accuracy: float
+    candidate_accuracy: float
+    only_baseline: int  # right in the baseline only
+    only_candidate: int  # right in the candidate only
+    p_value: float  # two-sided exact sign test over the discordant pairs
+
+
+def sign_test_p(wins: int, losses: int) -> float:
+    """Two-sided exact binomial test of `wins` against `losses` at p = 1/2 (ties dropped)."""
+    n, k = wins + losses, min(wins, losses)
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+    return min(1.0, 2.0 * tail)
+
+
+def paired(baseline: list[dict[str, Any]], candidate: list[dict[str, Any]], key: str) -> PairedResult:
+    """The puzzle-by-puzzle comparison of two lists of report entries on `key` (True/False/None)."""
+    ours = {entry["id"]: entry[key] for entry in candidate if entry.get(key) is not None}
+    pairs = [(bool(entry[key]), bool(ours[entry["id"]])) for entry in baseline
+             if entry.get(key) is not None and entry["id"] in ours]
+    if not pairs:
+        raise ValueError("the two reports share no scored puzzle: evaluate both on the same puzzle spec and --n")
+    only_base = sum(a and not b for a, b in pairs)
+    only_cand = sum(b and not a for a, b in pairs)
+    return PairedResult(len(pairs), sum(a for a, _ in pairs) / len(pairs), sum(b for _, b in pairs) / len(pairs),
+                        only_base, only_cand, sign_test_p(only_cand, only_base))
+
+
+def compare(baseline: dict[str, Any], candidate: dict[str, Any], metric: str) -> dict[str, PairedResult]:
+    """Per family and "all": the paired result of `metric` (a METRICS name)."""
+    key = METRICS[metric]
+    families = dict.fromkeys(entry["family"] for entry in baseline["puzzles"])
+    results = {}
+    for family in families:
+        mine = [e for e in baseline["puzzles"] if e["family"] == family]
+        theirs = [e for e in candidate["puzzles"] if e["family"] == family]
+        if any(e.get(key) is not None for e in mine) and any(e.get(key) is not None for e in theirs):
+            results[family] = paired(mine, theirs, key)
+    results["all"] = paired(baseline["puzzles"], candidate["puzzles"], key)
+    return results
+
+
+def format_comparison(results: dict[str, PairedResult], metric: str) -> str:
+    lines = [f"{metric:16} {'n':>5} {'baseline':>9} {'candidate':>9} {'only base':>9} {'only cand':>9} {'p':>8}"]
+    for name, r in results.items():
+        lines.append(f"{name:16} {r.n:>5} {100 * r.baseline_accuracy:>8.1f}% {100 * r.candidate_accuracy:>8.1f}% "
+                     f"{r.only_baseline:>9} {r.only_candidate:>9} {r.p_value:>8.2g}")
+    return "\n".join(lines)
+
+
+def read_report(path: Path) -> dict[str, Any]:
+    from engine.evaluate import validate_report
+
+    if not path.is_file():
+        raise FileNotFoundError(f"evaluation report not found: {path}")
+    report = json.loads(path.read_text())
+    validate_report(report)
+    return report
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict[str, PairedResult]]:
+    parser = argparse.ArgumentParser(prog="python -m engine.compare", description=__doc__.splitlines()[0])
+    parser.add_argument("baseline", type=Path, help="evaluation JSON of the bundle in use (engine.evaluate --json)")
+    parser.add_argument("candidate", type=Path, help="evaluation JSON of the bundle that would replace it")
+    parser.add_argument("--metric", choices=[*METRICS, "both"], default="both")
+    parser.add_argument("--json", type=Path, help="also write the comparison here")
+    args = parser.parse_args(argv)
+    baseline, candidate = read_report(args.baseline), read_report(args.candidate)
+    metrics = list(METRICS) if args.metric == "both" else [args.metric]
+    found = {metric: compare(baseline, candidate, metric) for metric in metrics}
+    print("\n\n".join(format_comparison(results, metric) for metric, results in found.items()))
+    if args.json:
+        args.json.write_text(json.dumps({m: {k: asdict(v) for k, v in r.items()} for m, r in found.items()}, indent=1))
+    return found
+
+
+if __name__ == "__main__":
+    from puzzles.commands import main_exit
+
+    main_exit(main, "python -m engine.compare")
