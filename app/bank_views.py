@@ -130,6 +130,11 @@ def puzzle_filter(family: Any, layout: Any, tag: Any, low: Any, high: Any, model
     )
 
 
+def puzzle_name(title: str | None, family: str, difficulty: int) -> str:
+    """A puzzle as visitors see it named: its title (else its family) and level. Ids are for programs and links."""
+    return f"{title or family} · level {difficulty}"
+
+
 def bank_page(bank: Bank, filters: PuzzleFilter, page: int) -> tuple[list[tuple[np.ndarray, str]], list[str], int]:
     """One page of the bank gallery: (picture, caption) items, their ids, and the number of pages."""
     from puzzles.bank import repository
@@ -139,7 +144,7 @@ def bank_page(bank: Bank, filters: PuzzleFilter, page: int) -> tuple[list[tuple[
     for item in items:
         panels = [decode_png(repository.get_image(bank, h)) for h in item.panel_hashes]
         picture = puzzle_picture({"family": item.family, "panels": panels}, cell=48)
-        pictures.append((picture, f"{item.title or item.family} · level {item.difficulty}"))  # words, no id
+        pictures.append((picture, puzzle_name(item.title, item.family, item.difficulty)))
     pages = max(1, -(-total // PER_PAGE))
     return pictures, [item.id for item in items], pages
 

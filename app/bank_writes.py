@@ -117,7 +117,7 @@ def submit_prompt(
         with bank_write("your puzzle"):
             return repository.submit_puzzle(bank, puzzle, visitor_id)
     except repository.PuzzleExistsError as error:
-        raise ValueError(f"this puzzle is already in the bank ({puzzle.id})") from error
+        raise ValueError("this puzzle is already in the bank") from error  # its id means nothing to a visitor
 
 
 def record_attempt(bank: Bank, visitor_id: str, puzzle_id: str, choice: int | None, seconds: float | None,

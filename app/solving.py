@@ -1,13 +1,15 @@
 """Solving: the model's answers to a prompt, the scores of its candidates, and how the app shows them.
 
 Sampling settings (the served bundle's measured defaults), a solve bounded in time, ranking candidates (raw
-log-likelihoods and their probabilities among the candidates), the id of the model that answered, and what the
-model sees of a prompt. The model arrives as an `engine.runtime.Bundle` (through `app.services`); this module
-imports no runtime, so pages stay importable without a model.
+log-likelihoods and their probabilities among the candidates), the id of the model that answered (and its name
+in words, for visitors), and what the model sees of a prompt. The model arrives as an `engine.runtime.Bundle`
+(through `app.services`); this module imports no runtime, so pages stay importable without a model.
 """
 from __future__ import annotations
 
+import datetime
 import hashlib
+import html
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -79,11 +81,15 @@ class SolveResult:
     bundle_id: str
     scores: list[float] = field(default_factory=list)  # one per candidate, higher = more likely
     pick: int | None = None  # index of the best-scoring candidate
+    model_name: str = ""  # the model in words, for visitors (model_name()); bundle_id names it exactly
 
     def settings_markdown(self) -> str:
+        """The settings line under the samples; the bundle's exact id is a tooltip on the model's name, not jargon."""
         s = self.settings
+        exact = html.escape(f"bundle {self.bundle_id}", quote=True)
+        model = f'<span title="{exact}">{html.escape(self.model_name or self.bundle_id)}</span>'
         return (
-            f"**Settings used** — bundle `{self.bundle_id}`, samples {s.n_samples}, temperature {s.temperature:g}, "
+            f"**Settings used** — model {model}, samples {s.n_samples}, temperature {s.temperature:g}, "
             f"top-k {s.top_k or 'off'}, top-p {s.top_p:g}, seed {s.seed}"
         )
 
@@ -138,7 +144,8 @@ def solve(
         seed=settings.seed,
         progress=progress,
     )
-    result = SolveResult(samples=_to_images(samples), settings=settings, bundle_id=bundle_id(bundle))
+    result = SolveResult(samples=_to_images(samples), settings=settings, bundle_id=bundle_id(bundle),
+                         model_name=model_name(bundle))
     if candidates:
         result.scores = rank(bundle, images, candidates, progress)
         result.pick = int(np.argmax(result.scores))
@@ -181,11 +188,14 @@ def ranking_rows(scores: Sequence[float], pick: int | None, answer_index: int | 
     return rows
 
 
+def _manifest(bundle: Bundle) -> Mapping[str, Any]:
+    manifest = getattr(bundle, "manifest", None) or {}
+    return manifest if isinstance(manifest, Mapping) else getattr(manifest, "__dict__", {})
+
+
 def bundle_id(bundle: Bundle) -> str:
     """A short id naming the model that produced an output: manifest name + version/hash when present."""
-    manifest = getattr(bundle, "manifest", None) or {}
-    if not isinstance(manifest, Mapping):
-        manifest = getattr(manifest, "__dict__", {})
+    manifest = _manifest(bundle)
     name = str(manifest.get("name") or "bundle")
     tag = manifest.get("version") or manifest.get("id") or ""
     if not tag:
@@ -193,6 +203,18 @@ def bundle_id(bundle: Bundle) -> str:
         digest = hashlib.sha256(repr(sorted(files.items()) if isinstance(files, Mapping) else files).encode())
         tag = digest.hexdigest()[:8]
     return f"{name}@{tag}"
+
+
+def model_name(bundle: Bundle) -> str:
+    """The model as a visitor reads it: the bundle's name and the day it was made, e.g. "default (trained 27 Nov
+    2026)". Programs and stored results use bundle_id, which tells apart two bundles of one name."""
+    manifest = _manifest(bundle)
+    name = str(manifest.get("name") or "bundle")
+    try:
+        made = datetime.datetime.fromisoformat(str(manifest["created"]))
+    except (KeyError, TypeError, ValueError):  # an older or hand-made manifest: the name alone
+        return name
+    return f"{name} (trained {made.day} {made:%b %Y})"
 
 
 def what_the_model_sees(bundle: Bundle, images: Sequence[np.ndarray]) -> list[tuple[np.ndarray, str]]:

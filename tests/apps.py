@@ -136,4 +136,6 @@ def submit(client: Client, visitor: str | None, panels: list[str], title: str) -
     """(puzzle id, visitor id) of a pending submission."""
     status, returned = client.predict(visitor, "analogy", "1", *slot_args(panels), None, handle_file(panels[0]),
                                       title, api_name="/submit")
-    return status.split("`")[1], returned
+    match = re.search(r"\(puzzle (\w+)\)", status)  # out of a visitor's sight, in an HTML comment
+    assert match, f"no puzzle id in {status!r}"
+    return match.group(1), returned

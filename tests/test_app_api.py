@@ -51,7 +51,11 @@ def test_solve_returns_n_samples_with_the_settings_used(client: Client, playgrou
     samples, settings_text, _ranking, _pick, sees, sample_number, _status = _solve(client, panels, seed=7)
     assert len(samples) == 4
     assert all(Image.open(item["image"]).format == "PNG" for item in samples)
-    assert "seed 7" in settings_text and "samples 4" in settings_text and "tiny-test" in settings_text
+    assert "seed 7" in settings_text and "samples 4" in settings_text
+    visible = re.sub(r"<[^>]*>", "", settings_text)  # what a visitor reads; the exact bundle id is a tooltip
+    assert re.search(r"model tiny-test \(trained \d{1,2} [A-Z][a-z]{2} \d{4}\)", visible), visible
+    assert "@" not in visible and "bundle" not in visible
+    assert re.search(r'title="bundle tiny-test@\w+"', settings_text), settings_text
     assert not sees and sample_number == 1  # a new solve clears what the model saw of an older prompt
     again, *_ = _solve(client, panels, seed=7)
     assert [Image.open(a["image"]).tobytes() for a in samples] == [Image.open(b["image"]).tobytes() for b in again]
@@ -100,7 +104,10 @@ def test_submit_saves_a_pending_puzzle(client: Client, playground: dict, tmp_pat
     visitor = visitors.new_visitor_id()
     status, _ = client.predict(visitor, "analogy", "1", *_slot_args(panels), None, handle_file(panels[0]),
                                "My analogy", api_name="/submit")
-    puzzle_id = status.split("`")[1]
+    visible, _, hidden = status.partition("<!--")  # the id is for programs, out of a visitor's sight
+    assert "“My analogy” is waiting for a curator's review" in visible
+    puzzle_id = re.search(r"\(puzzle (\w+)\)", hidden).group(1)
+    assert puzzle_id not in visible
     stored = repository.get_puzzle(playground["bank"], puzzle_id)
     assert stored.status == "pending" and stored.submitted_by == visitor and stored.puzzle.title == "My analogy"
     assert stored.puzzle.answer is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -82,6 +83,16 @@ def test_ranking_shows_probabilities_among_candidates() -> None:
     assert solving.candidate_probabilities([-5.0, -5.0]) == [0.5, 0.5]
 
 
+def test_the_model_is_named_in_words_and_identified_exactly_in_a_tooltip() -> None:
+    made = SimpleNamespace(manifest={"name": "default", "created": "2026-11-27T17:18:12+00:00", "version": "v6"})
+    assert solving.model_name(made) == "default (trained 27 Nov 2026)"
+    assert solving.model_name(SimpleNamespace(manifest={"name": "hand-made"})) == "hand-made"  # no date: the name
+    result = solving.SolveResult(samples=[], settings=solving.SampleSettings(), bundle_id=solving.bundle_id(made),
+                                 model_name=solving.model_name(made))
+    line = result.settings_markdown()
+    assert 'title="bundle default@v6">default (trained 27 Nov 2026)</span>' in line
+
+
 def test_challenge_rises_in_difficulty() -> None:
     puzzles = [{"id": f"p{i}", "family": "matrix", "difficulty": 1 + i % 5} for i in range(30)]
     puzzles.append({"id": "a", "family": "analogy", "difficulty": 1})
@@ -117,8 +128,9 @@ def test_bank_views_and_submission(make_bank, tmp_path: Path) -> None:  # noqa: 
     assert bank_views.bank_thumbnails(bank)
     puzzle_id = bank_writes.submit_prompt(bank, "visitor1", "sequence", [_image(1), _image(2)], None, [], " Mine ")
     assert repository.get_puzzle(bank, puzzle_id).status == "pending"
-    with pytest.raises(ValueError, match="already in the bank"):
+    with pytest.raises(ValueError, match="already in the bank") as duplicate:
         bank_writes.submit_prompt(bank, "visitor1", "sequence", [_image(1), _image(2)], None, [], "again")
+    assert puzzle_id not in str(duplicate.value)  # an id means nothing to the visitor who sees the message
     with pytest.raises(ValueError, match="no puzzle 'nope'"):
         bank_views.fetch_puzzle(bank, "nope")
 

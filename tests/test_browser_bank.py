@@ -1,9 +1,37 @@
 """The Bank and Try it yourself pages in a real browser (Playwright + Debian's Chromium)."""
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 from playwright.sync_api import Page, expect
+
+from app import bank_views
+from tests.conftest import BROWSER_TIMEOUT_MS
+
+
+@pytest.fixture
+def clipboard_page(browser: Any) -> Iterator[Page]:
+    """A page whose scripts may write and read the clipboard (a person's click grants the writing in Chromium; a
+    test has to grant the reading)."""
+    context = browser.new_context(viewport={"width": 1280, "height": 1000},
+                                  permissions=["clipboard-read", "clipboard-write"])
+    page = context.new_page()
+    page.set_default_timeout(BROWSER_TIMEOUT_MS)
+    yield page
+    context.close()
+
+
+def read_clipboard(page: Page, changed_from: str, timeout_s: float = BROWSER_TIMEOUT_MS / 1000) -> str:
+    """The clipboard's text once it differs from `changed_from` (the copy runs after the click returns)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        text = page.evaluate("navigator.clipboard.readText()")
+        if text != changed_from or time.monotonic() > deadline:
+            return text
+        time.sleep(0.1)
 
 
 def open_bank(page: Page, url: str) -> None:
@@ -45,3 +73,24 @@ def test_try_it_yourself_counts_one_attempt_a_round_and_moves_on(page: Page, pla
     expect(page.locator("#try-puzzle-id input, #try-puzzle-id textarea").first).not_to_have_value(puzzle_id)
     expect(page.locator("#try-answer")).to_be_enabled()
     assert f"puzzle={puzzle_id}" not in page.url
+
+
+def test_bank_names_the_selected_puzzle_in_words_and_copy_link_copies_its_address(
+    clipboard_page: Page, playground: dict[str, Any],
+) -> None:
+    page = clipboard_page
+    open_bank(page, playground["url"])
+    page.locator("#bank-gallery img").first.click()
+    expect(page.locator("#bank-selected")).to_contain_text("Selected puzzle: ")
+    selected_text = page.locator("#bank-selected").inner_text()
+    page.locator("#bank-try").click()
+    expect(page.locator("#try-candidates img").first).to_be_visible()
+    puzzle_id = page.locator("#try-puzzle-id input, #try-puzzle-id textarea").first.input_value()
+    puzzle = bank_views.fetch_puzzle(playground["bank"], puzzle_id)
+    name = bank_views.puzzle_name(puzzle["title"], puzzle["family"], puzzle["difficulty"])
+    assert name in selected_text and puzzle_id not in selected_text  # words, as the gallery names puzzles
+    expect(page.locator("#try-title")).to_contain_text(name)
+    expect(page.locator("#try-title")).not_to_contain_text(puzzle_id)
+    page.evaluate("navigator.clipboard.writeText('nothing copied yet')")
+    page.locator("#try-copy-link").click()
+    assert read_clipboard(page, "nothing copied yet") == playground["url"] + f"?puzzle={puzzle_id}"

@@ -66,6 +66,16 @@ def test_ranking_chart_keeps_one_colour_per_role_on_a_second_solve(page: Page, p
     page.screenshot(path=str(SHOTS / "ranking.png"), full_page=True)
 
 
+def test_settings_line_names_the_model_in_words(page: Page, playground: dict[str, Any]) -> None:
+    _open(page, playground["url"])
+    _solve_example(page, 0)
+    settings = page.locator("#settings-used")
+    expect(settings).to_contain_text("model tiny-test (trained ")
+    expect(settings).not_to_contain_text("@")  # no "bundle name@hash" for a visitor to decode
+    exact = settings.locator("span[title]").first.get_attribute("title") or ""
+    assert exact.startswith("bundle tiny-test@"), "the exact bundle id stays at hand, as a tooltip"
+
+
 def _no_error_badges(page: Page, *selectors: str) -> None:
     for selector in selectors:
         expect(page.locator(selector).get_by_text("Error", exact=True)).to_have_count(0)

@@ -45,9 +45,18 @@ def first_page(*filters: Any) -> list[Any]:
 
 
 def select_puzzle(ids: list[str], event: gr.SelectData) -> tuple[str, str]:
-    """Remember the clicked puzzle and say which it is, so the buttons below act on a visible choice."""
+    """Remember the clicked puzzle and say which it is (in words, as the gallery names it), so the buttons below
+    act on a visible choice."""
     puzzle_id = ids[int(event.index)]
-    return puzzle_id, f"Selected puzzle `{puzzle_id}`"
+    try:
+        puzzle = published_puzzle(puzzle_id)
+    except ValueError as error:  # taken out of the bank since the page was shown
+        raise gr.Error(str(error)) from error
+    return puzzle_id, f"Selected puzzle: **{_name(puzzle)}**"
+
+
+def _name(puzzle: dict[str, Any]) -> str:
+    return bank_views.puzzle_name(puzzle["title"], puzzle["family"], puzzle["difficulty"])
 
 
 def published_puzzle(puzzle_id: str) -> dict[str, Any]:
@@ -70,7 +79,7 @@ def open_try(puzzle_id: str | None, request: gr.Request | None = None) -> list[A
     count = len(puzzle["candidates"])
     choices = [f"#{index + 1}" for index in range(count)] + [bank_views.GAVE_UP]
     candidates = [(image, f"#{index + 1}") for index, image in enumerate(puzzle["candidates"])]
-    title = f"### {puzzle['title'] or puzzle['family']} · level {puzzle['difficulty']} · `{puzzle['id']}`"
+    title = f"### {_name(puzzle)}"  # the id is in the address bar and the copied link, for sharing
     return [
         puzzle["id"], title, bank_views.puzzle_picture(puzzle, cell=96), candidates,
         gr.update(choices=choices, value=None), time.time(), "", None, None, "", gr.update(interactive=True),
@@ -87,9 +96,11 @@ def open_random(puzzle_id: str | None) -> list[Any]:
     return open_try(arc.random_id(puzzle_id))[:-1]
 
 
-# The address bar names the puzzle on screen, so it can be shared; the button copies that address.
-SHOW_LINK = "(id) => { if (id) history.replaceState(null, '', '?puzzle=' + encodeURIComponent(id)); }"
-COPY_LINK = "() => { navigator.clipboard && navigator.clipboard.writeText(location.href); }"
+# The address bar names the puzzle on screen, so it can be shared; the button copies the puzzle's link, built from
+# the id it is given rather than read from the address bar, which may not have caught up with the puzzle yet.
+PUZZLE_URL = "(id) => location.origin + location.pathname + '?puzzle=' + encodeURIComponent(id)"
+SHOW_LINK = f"(id) => {{ if (id) history.replaceState(null, '', ({PUZZLE_URL})(id)); }}"
+COPY_LINK = f"(id) => {{ if (id && navigator.clipboard) navigator.clipboard.writeText(({PUZZLE_URL})(id)); }}"
 
 
 def attempt(visitor_id: str | None, puzzle_id: str, choice: str, started: float | None) -> list[Any]:
@@ -183,7 +194,8 @@ def build_bank() -> dict[str, Any]:
 
 def build_try(visitor: gr.BrowserState) -> dict[str, Any]:
     started = gr.State(None)
-    puzzle_id = gr.Textbox(label="Puzzle id", elem_id="try-puzzle-id", interactive=False)
+    # The id drives the page (events, the address bar) but is no name for a person: kept on the page, not shown.
+    puzzle_id = gr.Textbox(label="Puzzle id", elem_id="try-puzzle-id", interactive=False, visible="hidden")
     title = gr.Markdown("Pick a puzzle in the Bank, or open a link with `?puzzle=ID`.", elem_id="try-title")
     with gr.Row():
         prompt = gr.Image(label="The puzzle", elem_id="try-prompt", interactive=False, format="png", height=360)
@@ -214,7 +226,7 @@ def build_try(visitor: gr.BrowserState) -> dict[str, Any]:
                     answer_button]
     next_button.click(open_next, puzzle_id, open_outputs, api_visibility="private")
     random_button.click(open_random, puzzle_id, open_outputs, api_visibility="private")
-    link_button.click(None, None, None, js=COPY_LINK)
+    link_button.click(None, puzzle_id, None, js=COPY_LINK)
     puzzle_id.change(None, puzzle_id, None, js=SHOW_LINK)
     puzzle_id.change(arc.open_grid, puzzle_id, arc.open_outputs(grid_parts, choice_row, candidates, reveal_row),
                      api_visibility="private")

@@ -1,6 +1,7 @@
 """Play: put images into a prompt layout, solve, look at what the model sees, rate, submit."""
 from __future__ import annotations
 
+import html
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -173,7 +174,15 @@ def submit(visitor_id: str | None, layout: str, pairs: str, *rest: Any) -> tuple
         )
     except ValueError as error:
         raise gr.Error(str(error)) from error
-    return f"Submitted for review as puzzle `{puzzle_id}` (pending).", visitor_id
+    return submitted_message(title, puzzle_id), visitor_id
+
+
+def submitted_message(title: str | None, puzzle_id: str) -> str:
+    """Thanks, naming the puzzle by the visitor's own title; its id stays out of sight (an HTML comment) for programs
+    that look the stored puzzle up."""
+    name = html.escape((title or "").strip()[:200])
+    named = f"your puzzle “{name}”" if name else "your puzzle"
+    return f"Thanks: {named} is waiting for a curator's review. <!-- (puzzle {puzzle_id}) -->"
 
 
 def keeper(count: int) -> Callable[[], Any]:
