@@ -192,6 +192,9 @@ def _card_text(manifest: dict[str, Any], metrics: dict[str, Any], report: dict[s
     failures = "\n".join(f"![{family}: typical wrong answers](failures_{family}.png)\n" for family, count
                          in strips.items() if count)
     parameters = manifest.get("parameters", {}).get("lvm", "?")
+    tokenizer_kind = (f"a patch codebook (k-means over {tok['patch_size']} px patches of training panels, flipped "
+                      "and turned; engine/patch_tokenizer.py)" if tok.get("kind") == "patch"
+                      else "a VQ tokenizer (diffusers `VQModel`)")
     panel_positions = (", rotary positions plus learned embeddings of each code's cell in its panel and of the "
                        "panel's index" if lvm.get("panel_tokens") else "")
     return f"""# Model card: {manifest['name']}
@@ -201,8 +204,8 @@ def _card_text(manifest: dict[str, Any], metrics: dict[str, Any], report: dict[s
 ## What it is
 A LLaMA-style decoder ({lvm['n_layer']} layers, width {lvm['d_model']}, {lvm['n_head']} heads, SwiGLU
 {lvm['ffn_hidden']}, context {lvm['context_length']}{panel_positions}; {parameters} parameters)
-over the codes of a VQ tokenizer (diffusers `VQModel`, {tok['image_size']} px images -> an
-{manifest['token_grid'][0]}x{manifest['token_grid'][1]} grid of codes from a codebook of {manifest['codebook_size']}).
+over the codes of {tokenizer_kind}, {tok['image_size']} px images -> an
+{manifest['token_grid'][0]}x{manifest['token_grid'][1]} grid of codes from a codebook of {manifest['codebook_size']}.
 Weights: {manifest.get('weights', 'fp32')}.
 A puzzle is a visual sentence (BOS, the codes of each panel in order); the answer is the next image.
 
