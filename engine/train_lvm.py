@@ -363,11 +363,14 @@ def shard_batches(shard: Shard, config: TrainLVMConfig, runtime: training.Traini
         yield [shard.sample(next(order)) for _ in range(config.batch_size)]
 
 
+LOSS_CURVES = ("loss", "loss/next_token", "loss/choice")  # the loss and its parts, drawn in loss_curve.png
+
+
 def train_step(
     trained: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, config: TrainLVMConfig, lr: float,
     device: torch.device, codebook_size: int, timer: StepTimer = NO_TIMER,
-) -> torch.Tensor:
-    """One optimizer step on a batch; returns this rank's loss, detached.
+) -> dict[str, float]:
+    """One optimizer step on a batch; returns this rank's loss and its parts (next-token, multiple-choice).
 
     `trained` is the model or its DistributedDataParallel wrapper, whose backward averages the gradients over
     ranks: with equal loss-weight sums per rank, that is the gradient of the global batch.
@@ -376,17 +379,19 @@ def train_step(
     with training.autocast(device, config.bf16):
         with timer.phase("forward"):
             logits, cache = trained(batch.inputs)
-            loss = weighted_loss(logits, batch.targets, batch.weights)
+            loss = next_token = weighted_loss(logits, batch.targets, batch.weights)
+        parts = {"loss/next_token": float(next_token)}
         if batch.choices:
             with timer.phase("choice"):
-                loss = loss + config.choice_weight * choice_loss(trained, logits, cache, batch.choices, codebook_size,
-                                                             config.choice_detach)
+                choice = choice_loss(trained, logits, cache, batch.choices, codebook_size, config.choice_detach)
+                loss = loss + config.choice_weight * choice
+            parts["loss/choice"] = float(choice)
     with timer.phase("backward"):
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trained.parameters(), config.grad_clip)
         optimizer.step()
-    return loss.detach()
+    return {"loss": float(loss), **parts}
 
 
 def train(config: TrainLVMConfig) -> Path:
@@ -452,18 +457,19 @@ def train(config: TrainLVMConfig) -> Path:
             samples = next(batches)
         batch = make_batch(samples, tokenizer, vocab, config, runtime.device, timer)
         lr = training.learning_rate(loop.step, fraction, config.lr, config.warmup_steps)
-        loss = train_step(trained, optimizer, batch, config, lr, runtime.device, vocab.codebook_size, timer)
+        losses = train_step(trained, optimizer, batch, config, lr, runtime.device, vocab.codebook_size, timer)
         loop.advance(batch.tokens * runtime.world_size)
         sentences_seen += batch.inputs.shape[0] * runtime.world_size
         if loop.log_due():
-            global_loss = training.mean_over_ranks(float(loss), runtime)  # every rank joins the reduction
+            # every rank joins each reduction
+            losses = {name: training.mean_over_ranks(value, runtime) for name, value in losses.items()}
             if runtime.is_main:
-                record = {"kind": "train", "step": loop.step, "tokens": loop.seen, "loss": global_loss, "lr": lr,
+                record = {"kind": "train", "step": loop.step, "tokens": loop.seen, **losses, "lr": lr,
                           "tok/s": loop.rate(), "elapsed": loop.budget.elapsed(), **timer.per_step(config.log_every)}
                 loop.log.write(record)
-                loop.log.plot()
+                loop.log.plot(LOSS_CURVES)
                 split = "/".join(f"{record[f'time/{name}'] * 1000:.0f}" for name in StepTimer.PHASES)
-                loop.progress.set_postfix(loss=f"{global_loss:.3f}", tok_s=f"{record['tok/s']:.0f}",
+                loop.progress.set_postfix(loss=f"{losses['loss']:.3f}", tok_s=f"{record['tok/s']:.0f}",
                                           ms_data_enc_fwd_choice_bwd=split)
         if next_eval is not None and loop.seen >= next_eval:
             if runtime.is_main:
@@ -474,7 +480,7 @@ def train(config: TrainLVMConfig) -> Path:
     save()  # before the final evaluation, so a run stopped by its time limit keeps its weights
     if runtime.is_main and items:
         run_eval()
-        loop.log.plot()
+        loop.log.plot(LOSS_CURVES)
     training.shutdown_runtime(runtime)
     return out_dir / "ckpt.pt"
 

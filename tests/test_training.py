@@ -241,6 +241,9 @@ def test_train_lvm_continues_a_bundle_and_exports_on_its_tokenizer(tiny_bundle_d
                     "--log-every", "1", "--eval-n", "1", "--device", "cpu", "--mix", "sequence=1"])
     trained = torch.load(out / "ckpt.pt", weights_only=False)
     assert trained["step"] == 2 and trained["lvm_config"] == load_model(lvm_path).config.to_dict()
+    logged = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    for record in (r for r in logged if r["kind"] == "train"):  # the loss and its parts, each logged
+        assert record["loss"] == pytest.approx(record["loss/next_token"] + 0.1 * record["loss/choice"], rel=1e-5)
     sizes = train_lvm.MODEL_SIZE_KEYS  # the bundle's sizes are recorded, not the size flags' defaults
     assert {key: trained["train_config"][key] for key in sizes} == {key: trained["lvm_config"][key] for key in sizes}
     assert trained["tokens_seen"] > 1234  # counted on from the bundle's provenance (tests/test_export.py)
