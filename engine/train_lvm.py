@@ -380,12 +380,12 @@ def train_step(
         with timer.phase("forward"):
             logits, cache = trained(batch.inputs)
             loss = next_token = weighted_loss(logits, batch.targets, batch.weights)
-        parts = {"loss/next_token": float(next_token)}
+        parts = {"loss/next_token": float(next_token.detach())}
         if batch.choices:
             with timer.phase("choice"):
                 choice = choice_loss(trained, logits, cache, batch.choices, codebook_size, config.choice_detach)
                 loss = loss + config.choice_weight * choice
-            parts["loss/choice"] = float(choice)
+            parts["loss/choice"] = float(choice.detach())
     with timer.phase("backward"):
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
