@@ -65,6 +65,9 @@ class TrainLVMConfig:
     choice_detach: bool = field(default=False, metadata={
         "help": "the multiple-choice loss reads the context's keys and values without a gradient into them "
                 "(a cheaper backward; the context still learns from the next-token loss)"})
+    choice_per_code: bool = field(default=False, metadata={
+        "help": "score candidates by their mean code log-probability instead of the sum (the sum's gradient "
+                "outweighs the next-token loss's by about the codes a panel has: docs/model-experiments.md)"})
     mix: str = field(default=DEFAULT_MIX, metadata={"help": "family weights"})
     shards: str | None = field(default=None, metadata={"help": "train on this pre-tokenized shard directory "
                                                                 "(python -m engine.shards) instead of streaming"})
@@ -206,8 +209,9 @@ def choice_groups(rows: list[int], context_lengths: list[int], candidates: list[
 
 
 def choice_loss(model: torch.nn.Module, logits: torch.Tensor, cache: list[tuple[torch.Tensor, torch.Tensor]],
-                groups: list[ChoiceGroup], codebook_size: int, detach_context: bool = False) -> torch.Tensor:
-    """Cross-entropy over candidates of log p(candidate | context), summed over its tokens.
+                groups: list[ChoiceGroup], codebook_size: int, detach_context: bool = False,
+                per_code: bool = False) -> torch.Tensor:
+    """Cross-entropy over candidates of log p(candidate | context), summed over its tokens (`per_code`: averaged).
 
     The context's keys/values come from the sentence forward (causal, so the answer after them does not change
     them): each candidate costs one pass over its own tokens. Its first token is predicted by the context's last
@@ -227,6 +231,8 @@ def choice_loss(model: torch.nn.Module, logits: torch.Tensor, cache: list[tuple[
         first = first.gather(1, group.candidates[:, :, 0])  # (n, C)
         rest = later[..., :codebook_size].float().log_softmax(-1).gather(-1, flat[:, 1:, None])[..., 0]
         scores = first + rest.sum(-1).view(n, choices)
+        if per_code:
+            scores = scores / group.candidates.shape[2]
         total = total + F.cross_entropy(scores, group.answer_index, reduction="sum")
         count += n
     return total / max(count, 1)
@@ -383,7 +389,8 @@ def train_step(
         parts = {"loss/next_token": float(next_token.detach())}
         if batch.choices:
             with timer.phase("choice"):
-                choice = choice_loss(trained, logits, cache, batch.choices, codebook_size, config.choice_detach)
+                choice = choice_loss(trained, logits, cache, batch.choices, codebook_size, config.choice_detach,
+                                     config.choice_per_code)
                 loss = loss + config.choice_weight * choice
             parts["loss/choice"] = float(choice.detach())
     with timer.phase("backward"):

@@ -165,6 +165,9 @@ def test_choice_loss_is_cross_entropy_of_candidate_likelihoods() -> None:
     assert loss.item() == pytest.approx(torch.nn.functional.cross_entropy(scores, answers).item(), abs=1e-4)
     loss.backward()
     assert model.model.embed_tokens.weight.grad.abs().sum() > 0
+    per_code = train_lvm.choice_loss(model, logits, cache, [group], codebook_size=16, per_code=True)
+    assert per_code.item() == pytest.approx(
+        torch.nn.functional.cross_entropy(scores / candidates.shape[2], answers).item(), abs=1e-4)
 
 
 def test_detached_choice_loss_reaches_the_context_only_through_the_first_code() -> None:
