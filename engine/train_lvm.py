@@ -398,7 +398,7 @@ def train_step(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trained.parameters(), config.grad_clip)
         optimizer.step()
-    return {"loss": float(loss), **parts}
+    return {"loss": float(loss.detach()), **parts}
 
 
 def train(config: TrainLVMConfig) -> Path:
