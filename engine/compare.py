@@ -3,7 +3,9 @@
     python -m engine.compare BASELINE.json CANDIDATE.json [--metric multiple_choice|generative] [--json OUT]
 
 A candidate bundle replaces the default only when it wins overall (p < 0.05) and loses no family beyond noise
-(docs/model-experiments.md). Puzzles are paired by id; only puzzles both reports scored count.
+(docs/model-experiments.md). Puzzles are paired by id; two reports of the same puzzle spec are paired by seed
+order instead (bundles of different image sizes render the same seeds as puzzles of different ids). Only puzzles
+both reports scored count.
 """
 from __future__ import annotations
 
@@ -49,9 +51,23 @@ def paired(baseline: list[dict[str, Any]], candidate: list[dict[str, Any]], key:
                         only_base, only_cand, sign_test_p(only_cand, only_base))
 
 
+def by_seed_order(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Entries with the id replaced by (family, configuration, k-th of them): the seed order of one spec."""
+    seen: dict[tuple[str, str], int] = {}
+    keyed = []
+    for entry in entries:
+        group = (entry["family"], str(entry.get("configuration")))
+        seen[group] = seen.get(group, -1) + 1
+        keyed.append({**entry, "id": f"{group[0]}/{group[1]}/{seen[group]}"})
+    return keyed
+
+
 def compare(baseline: dict[str, Any], candidate: dict[str, Any], metric: str) -> dict[str, PairedResult]:
     """Per family and "all": the paired result of `metric` (a METRICS name)."""
     key = METRICS[metric]
+    if baseline.get("puzzle_source") and baseline.get("puzzle_source") == candidate.get("puzzle_source"):
+        baseline = {**baseline, "puzzles": by_seed_order(baseline["puzzles"])}
+        candidate = {**candidate, "puzzles": by_seed_order(candidate["puzzles"])}
     families = dict.fromkeys(entry["family"] for entry in baseline["puzzles"])
     results = {}
     for family in families:

@@ -56,3 +56,16 @@ def test_cli_prints_both_metrics_and_writes_json(tmp_path: Path, capsys: pytest.
     out = capsys.readouterr().out
     assert "multiple_choice" in out and "generative" in out
     assert json.loads((tmp_path / "c.json").read_text())["generative"]["sequence"]["n"] == 12
+
+
+def test_reports_of_one_spec_pair_by_seed_order_when_ids_differ() -> None:
+    """Bundles of different image sizes render the same held-out seeds as puzzles of different ids."""
+    small = {**report([result("s1", "matrix", True), result("s2", "matrix", False), result("s3", "analogy", False)]),
+             "puzzle_source": "matrix,analogy"}
+    large = {**report([result("L1", "matrix", False), result("L2", "matrix", False), result("L3", "analogy", True)]),
+             "puzzle_source": "matrix,analogy"}
+    found = compare.compare(large, small, "multiple_choice")
+    assert found["matrix"].n == 2 and found["matrix"].only_candidate == 1 and found["matrix"].only_baseline == 0
+    assert found["analogy"].only_baseline == 1
+    with pytest.raises(ValueError, match="share no scored puzzle"):  # another spec: ids still rule
+        compare.compare(large, {**small, "puzzle_source": "matrix"}, "multiple_choice")
