@@ -196,7 +196,8 @@ def build_try(visitor: gr.BrowserState) -> dict[str, Any]:
     started = gr.State(None)
     # The id drives the page (events, the address bar) but is no name for a person: kept on the page, not shown.
     puzzle_id = gr.Textbox(label="Puzzle id", elem_id="try-puzzle-id", interactive=False, visible="hidden")
-    title = gr.Markdown("Pick a puzzle in the Bank (or open a link someone shared) to try it here.", elem_id="try-title")
+    title = gr.Markdown("Pick a puzzle in the Bank (or open a link someone shared) to try it here.",
+                        elem_id="try-title")
     with gr.Row():
         prompt = gr.Image(label="The puzzle", elem_id="try-prompt", interactive=False, format="png", height=360)
         candidates = gr.Gallery(label="Candidates", elem_id="try-candidates", columns=4, height=360, format="png",
