@@ -375,8 +375,9 @@ LOSS_CURVES = ("loss", "loss/next_token", "loss/choice")  # the loss and its par
 def train_step(
     trained: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, config: TrainLVMConfig, lr: float,
     device: torch.device, codebook_size: int, timer: StepTimer = NO_TIMER,
-) -> dict[str, float]:
-    """One optimizer step on a batch; returns this rank's loss and its parts (next-token, multiple-choice).
+) -> dict[str, torch.Tensor]:
+    """One optimizer step on a batch; returns this rank's loss and its parts (next-token, multiple-choice), detached
+    (read as numbers only when logged, so a GPU step does not wait for them).
 
     `trained` is the model or its DistributedDataParallel wrapper, whose backward averages the gradients over
     ranks: with equal loss-weight sums per rank, that is the gradient of the global batch.
@@ -386,19 +387,19 @@ def train_step(
         with timer.phase("forward"):
             logits, cache = trained(batch.inputs)
             loss = next_token = weighted_loss(logits, batch.targets, batch.weights)
-        parts = {"loss/next_token": float(next_token.detach())}
+        parts = {"loss/next_token": next_token.detach()}
         if batch.choices:
             with timer.phase("choice"):
                 choice = choice_loss(trained, logits, cache, batch.choices, codebook_size, config.choice_detach,
                                      config.choice_per_code)
                 loss = loss + config.choice_weight * choice
-            parts["loss/choice"] = float(choice.detach())
+            parts["loss/choice"] = choice.detach()
     with timer.phase("backward"):
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trained.parameters(), config.grad_clip)
         optimizer.step()
-    return {"loss": float(loss.detach()), **parts}
+    return {"loss": loss.detach(), **parts}
 
 
 def train(config: TrainLVMConfig) -> Path:
@@ -469,7 +470,7 @@ def train(config: TrainLVMConfig) -> Path:
         sentences_seen += batch.inputs.shape[0] * runtime.world_size
         if loop.log_due():
             # every rank joins each reduction
-            losses = {name: training.mean_over_ranks(value, runtime) for name, value in losses.items()}
+            losses = {name: training.mean_over_ranks(float(value), runtime) for name, value in losses.items()}
             if runtime.is_main:
                 record = {"kind": "train", "step": loop.step, "tokens": loop.seen, **losses, "lr": lr,
                           "tok/s": loop.rate(), "elapsed": loop.budget.elapsed(), **timer.per_step(config.log_every)}

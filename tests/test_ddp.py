@@ -125,7 +125,7 @@ def fixed_lvm_run(tokenizer_path: str, runtime: training.TrainingProcess) -> dic
     losses = []
     for _ in range(FIXED_STEPS):
         step = train_lvm.train_step(trained, optimizer, batch, config, config.lr, runtime.device, vocab.codebook_size)
-        losses.append(training.mean_over_ranks(step["loss"], runtime))
+        losses.append(training.mean_over_ranks(float(step["loss"]), runtime))
     stream_seeds = [sample["seed"] for _, sample in zip(range(3), train_lvm.make_stream(config, runtime, IMAGE_SIZE,
                                                                                          limit), strict=False)]
     return {"losses": losses, "parameters": flat_parameters(model), "stream_seeds": stream_seeds}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A candidate default on 16 codes per panel (docs/model-experiments.md, sections 5-6), all on this 2-core CPU
+# A candidate default on 16 codes per panel (docs/model-experiments.md, sections 5-7), all on this 2-core CPU
 # without AMX (fp32, one thread each). Run from the repository root.
 # Tokenizer: a k-means codebook of 8x8 px patches of 32 px panels (no network to train). LVM: next-token
 # prediction only (a multiple-choice loss at weight 1 stopped it from learning), on pre-tokenized shards.
