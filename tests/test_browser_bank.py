@@ -94,3 +94,29 @@ def test_bank_names_the_selected_puzzle_in_words_and_copy_link_copies_its_addres
     page.evaluate("navigator.clipboard.writeText('nothing copied yet')")
     page.locator("#try-copy-link").click()
     assert read_clipboard(page, "nothing copied yet") == playground["url"] + f"?puzzle={puzzle_id}"
+
+
+WATCH_FOR_ERROR_BADGES = """(selectors) => {
+    window.errorBadgesSeen = [];
+    const look = () => selectors.forEach((selector) => {
+        const box = document.querySelector(selector);
+        if (box && box.innerText.includes("Error") && !window.errorBadgesSeen.includes(selector)) {
+            window.errorBadgesSeen.push(selector);
+        }
+    });
+    new MutationObserver(look).observe(document.body, {subtree: true, childList: true, characterData: true});
+}"""
+
+
+def test_answer_without_a_puzzle_says_so_and_leaves_the_answer_boxes_alone(
+    page: Page, playground: dict[str, Any],
+) -> None:
+    page.goto(playground["url"])
+    page.get_by_role("tab", name="Try it yourself").click()
+    boxes = ["#try-truth", "#try-generated", "#try-verdict", "#try-stats"]
+    page.evaluate(WATCH_FOR_ERROR_BADGES, boxes)  # the failed event's badges may show only for a moment
+    page.locator("#try-answer").click()
+    expect(page.locator(".toast-message-item").first).to_contain_text("no puzzle chosen")
+    page.wait_for_timeout(2000)
+    assert page.evaluate("window.errorBadgesSeen") == []
+    expect(page.locator("#try-answer")).to_be_enabled()

@@ -1,9 +1,11 @@
 """The Play page in a real browser, as a first-time visitor meets it (Playwright + Debian's Chromium)."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from playwright.sync_api import Page, expect
 
 from tests.conftest import BROWSER_TIMEOUT_MS as TIMEOUT_MS
@@ -64,6 +66,34 @@ def test_ranking_chart_keeps_one_colour_per_role_on_a_second_solve(page: Page, p
     assert sum(int(text.split("%")[0]) for text in shares) in range(97, 104)  # rounded shares of 100%
     SHOTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SHOTS / "ranking.png"), full_page=True)
+
+
+def _chart_reading(page: Page) -> tuple[list[str], str]:
+    return page.locator("#ranking .gelato-bar-value").all_inner_texts(), page.locator("#pick").inner_text()
+
+
+def test_solve_pressed_right_after_choosing_an_example_answers_that_example(
+    page: Page, playground: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from app.pages import play
+
+    _open(page, playground["url"])
+    _solve_example(page, 0)
+    first = _chart_reading(page)
+    page.evaluate("document.querySelector('#ranking .gelato-ranking').dataset.stale = 'yes'")
+    fill = play.fill_from_puzzle
+
+    def slow_fill(*args: Any) -> Any:  # a busy server: the example arrives a while after it was chosen
+        time.sleep(1.5)
+        return fill(*args)
+
+    monkeypatch.setattr(play, "fill_from_puzzle", slow_fill)
+    choose_example(page, 1)
+    page.locator("#solve").click()  # at once, as a quick person does
+    expect(page.locator("#ranking .gelato-ranking[data-stale]")).to_have_count(0, timeout=TIMEOUT_MS * 2)
+    expect(page.locator("#ranking .gelato-bar-row")).to_have_count(8)
+    assert _chart_reading(page) != first, "the chart still reads the first example"
+    expect(page.locator("#solve")).to_be_enabled()
 
 
 def test_settings_line_names_the_model_in_words(page: Page, playground: dict[str, Any]) -> None:

@@ -206,13 +206,15 @@ def build(visitor: gr.BrowserState, puzzle_id: gr.Textbox, started: gr.State) ->
             truth = gr.Image(label="The answer", elem_id="arc-truth", interactive=False, format="png", height=220)
             models = gr.Image(label="The model's answer", elem_id="arc-model", interactive=False, format="png",
                               height=220)
-    checked = check_button.click(check, [visitor, puzzle_id, editor, tries, started],
-                                 [verdict, tries, mine, truth, models, check_button, visitor], js=READ_EDITOR,
+    check_outputs = [verdict, tries, mine, truth, models, check_button, visitor]
+    checked = check_button.click(check, [visitor, puzzle_id, editor, tries, started], check_outputs, js=READ_EDITOR,
                                  api_name="grid_check", concurrency_id=play.VISITOR_CONCURRENCY,
                                  concurrency_limit=play.VISITOR_CONCURRENCY_LIMIT)
-    checked.success(model_after_round, [puzzle_id, tries, verdict], [verdict, models], api_visibility="private",
-                    concurrency_id=play.MODEL_CONCURRENCY, concurrency_limit=play.MODEL_CONCURRENCY_LIMIT,
-                    show_progress_on=[models])
+    play.settle_on_failure(checked, check_outputs)
+    modelled = checked.success(model_after_round, [puzzle_id, tries, verdict], [verdict, models],
+                               api_visibility="private", concurrency_id=play.MODEL_CONCURRENCY,
+                               concurrency_limit=play.MODEL_CONCURRENCY_LIMIT, show_progress_on=[models])
+    play.settle_on_failure(modelled, [verdict, models])
     return {"group": group, "editor": editor, "note": note, "tries": tries, "verdict": verdict, "mine": mine,
             "truth": truth, "models": models, "check_button": check_button}
 

@@ -216,13 +216,16 @@ def build_try(visitor: gr.BrowserState) -> dict[str, Any]:
         next_button = gr.Button("Next puzzle", elem_id="try-next")
         random_button = gr.Button("Random puzzle", elem_id="try-random")
         link_button = gr.Button("Copy link to this puzzle", elem_id="try-copy-link")
+    answer_outputs = [verdict, truth, generated, stats, visitor, answer_button]
     answered = answer_button.click(
-        attempt, [visitor, puzzle_id, choice, started], [verdict, truth, generated, stats, visitor, answer_button],
+        attempt, [visitor, puzzle_id, choice, started], answer_outputs,
         api_name="attempt", concurrency_id=play.VISITOR_CONCURRENCY, concurrency_limit=play.VISITOR_CONCURRENCY_LIMIT,
     )
-    answered.success(attempt_model, [puzzle_id, verdict], [verdict, generated, stats], api_name="attempt_model",
-                     concurrency_id=play.MODEL_CONCURRENCY, concurrency_limit=play.MODEL_CONCURRENCY_LIMIT,
-                     show_progress_on=[generated])
+    play.settle_on_failure(answered, answer_outputs)
+    modelled = answered.success(attempt_model, [puzzle_id, verdict], [verdict, generated, stats],
+                                api_name="attempt_model", concurrency_id=play.MODEL_CONCURRENCY,
+                                concurrency_limit=play.MODEL_CONCURRENCY_LIMIT, show_progress_on=[generated])
+    play.settle_on_failure(modelled, [verdict, generated, stats])
     open_outputs = [puzzle_id, title, prompt, candidates, choice, started, verdict, truth, generated, stats,
                     answer_button]
     next_button.click(open_next, puzzle_id, open_outputs, api_visibility="private")

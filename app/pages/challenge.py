@@ -216,4 +216,4 @@ def build(visitor: gr.BrowserState) -> None:
                                  concurrency_limit=play.VISITOR_CONCURRENCY_LIMIT, show_progress_on=[result])
     answered.success(model_final, state, result, api_visibility="private", concurrency_id=play.MODEL_CONCURRENCY,
                      concurrency_limit=play.MODEL_CONCURRENCY_LIMIT, show_progress="hidden")
-    answered.failure(lambda: gr.skip(), None, result, api_visibility="private", show_progress="hidden", queue=False)
+    play.settle_on_failure(answered, [result])

@@ -25,6 +25,9 @@ VISITOR_CONCURRENCY = "visitor"  # a person's answers: bank reads and writes onl
 VISITOR_CONCURRENCY_LIMIT = 8
 SLOT_HEIGHT = 150
 VOTES = ("up", "down")
+# Before an example or a random puzzle is filled in, and after: see gelatoHoldModelButtons in static/js/gelato.js.
+HOLD_MODEL_BUTTONS = "(...args) => { window.gelatoHoldModelButtons?.(true); return args; }"
+RELEASE_MODEL_BUTTONS = "() => { window.gelatoHoldModelButtons?.(false); }"
 
 
 @dataclass
@@ -188,6 +191,12 @@ def submitted_message(title: str | None, puzzle_id: str) -> str:
 def keeper(count: int) -> Callable[[], Any]:
     """A handler that leaves its `count` outputs as they are (it settles outputs after a failed event)."""
     return lambda: gr.skip() if count == 1 else [gr.skip()] * count
+
+
+def settle_on_failure(event: Any, outputs: list[Any]) -> None:
+    """A failed event leaves an "Error" badge on each of its outputs; the toast has said what went wrong, so the
+    outputs are settled again, unchanged."""
+    event.failure(keeper(len(outputs)), None, outputs, api_visibility="private", show_progress="hidden", queue=False)
 
 
 def clear_status() -> str:
@@ -408,8 +417,12 @@ def build(visitor: gr.BrowserState) -> PlayComponents:
     layout.change(expectation, layout, expect_note, api_visibility="private", show_progress="hidden")
     pairs.change(layout_visibility, [layout, pairs], [*groups, *pair_rows[1:]], api_visibility="private")
     clear_button.click(clear_all, None, [*slot_list, candidates, puzzle_id, examples, *results], api_name="clear_all")
-    random_button.click(random_fill, None, components.fill_outputs(), api_name="random_puzzle")
-    examples.input(example_fill, examples, components.fill_outputs(), api_name="example")
+    filled = (random_button.click(random_fill, None, components.fill_outputs(), api_name="random_puzzle",
+                                  js=HOLD_MODEL_BUTTONS),
+              examples.input(example_fill, examples, components.fill_outputs(), api_name="example",
+                             js=HOLD_MODEL_BUTTONS))
+    for event in filled:  # after success and failure alike
+        event.then(None, None, None, js=RELEASE_MODEL_BUTTONS, api_visibility="private", queue=False)
     model_inputs = [layout, pairs, *slot_list, candidates]
     solved = solve_button.click(
         solve, [*model_inputs, n_samples, temperature, top_k, top_p, seed, puzzle_id], results, api_name="solve",
@@ -424,11 +437,9 @@ def build(visitor: gr.BrowserState) -> PlayComponents:
                               api_name="rate")
     submitted = submit_button.click(submit, [visitor, *model_inputs, answer, title], [submit_status, visitor],
                                     api_name="submit")
-    # A failed event leaves an "Error" badge on each of its outputs; the toast has said what went wrong, so the
-    # outputs are settled again (unchanged) and the rating and submission lines drop an outdated message.
+    # The rating and submission lines also drop an outdated message when their event fails.
     for event, outputs in ((solved, results), (scored, [ranking_chart, pick_text]), (seen, [sees])):
-        event.failure(keeper(len(outputs)), None, outputs, api_visibility="private", show_progress="hidden",
-                      queue=False)
+        settle_on_failure(event, outputs)
     rated.failure(clear_status, None, rate_status, api_visibility="private", show_progress="hidden", queue=False)
     submitted.failure(clear_status, None, submit_status, api_visibility="private", show_progress="hidden",
                       queue=False)

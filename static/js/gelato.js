@@ -184,3 +184,15 @@ setInterval(() => {
     clock.textContent = "⏱ " + Math.floor(seconds / 60) + ":" + String(seconds % 60).padStart(2, "0");
   });
 }, 1000);
+
+// Play (app/pages/play.py): while an example or a random puzzle is being filled in, the model's buttons wait, so a
+// quick click cannot send the previous prompt (the browser sends what the slots hold at the moment of the click).
+window.gelatoHoldModelButtons = (hold) => {
+  ["solve", "rank", "model-sees"].forEach((id) => {
+    const button = document.getElementById(id);
+    if (button) {
+      button.disabled = hold;
+      button.toggleAttribute("data-held", hold);
+    }
+  });
+};
