@@ -1,6 +1,8 @@
-"""Benchmark a model bundle on this machine: stage latencies, decode speed, engines, int8, floor, the app.
+"""Benchmark a model bundle on this machine: stage latencies, decode speed, engines, int8, floor.
 
-    python -m engine.bench --bundle DIR --json OUT [--markdown OUT.md] [--quick] [--skip-app]
+    python -m engine.bench --bundle DIR --json OUT [--markdown OUT.md] [--quick]
+
+The app end to end (start-up, memory, concurrent visitors, where a Solve's time goes) is `python -m app.bench`.
 
 Prints a table and writes JSON (and optionally the Markdown table for the README). Timings are medians over
 interleaved rounds, so engines compared with each other see the same machine load. PyTorch is imported only
@@ -34,8 +36,8 @@ from engine.runtime import Bundle, physical_cores, session_options
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
-FULL = {"repeats": 7, "rounds": 5, "bandwidth_mb": 512, "eval_n": 8, "visitors": (1, 4, 8), "solves": 4}
-QUICK = {"repeats": 2, "rounds": 2, "bandwidth_mb": 32, "eval_n": 1, "visitors": (1, 2), "solves": 1}
+FULL = {"repeats": 7, "rounds": 5, "bandwidth_mb": 512, "eval_n": 8}
+QUICK = {"repeats": 2, "rounds": 2, "bandwidth_mb": 32, "eval_n": 1}
 ANALOGY_IMAGES, MATRIX_CELLS, MATRIX_CANDIDATES = 3, 8, 8
 TARGETS = (  # (key in the flat results, comparison, limit, what the issue asks)
     ("speedup_vs_pytorch", ">=", 2.5, "decode ms/token, ONNX Runtime vs PyTorch eager (batch 1)"),
@@ -43,9 +45,6 @@ TARGETS = (  # (key in the flat results, comparison, limit, what the issue asks)
     ("analogy_1_p50_s", "<=", 0.5, "analogy solve, 1 sample, p50 (s)"),
     ("analogy_4_over_1", "<=", 2.0, "analogy solve, 4 samples vs 1 sample"),
     ("matrix_p50_s", "<=", 1.0, "matrix score (8 candidates), p50 (s)"),
-    ("visitors_8_p95_s", "<=", 6.0, "8 concurrent visitors solving, p95 (s)"),
-    ("app_startup_s", "<=", 10.0, "app start-up (s)"),
-    ("app_rss_mb", "<=", 1536.0, "app resident memory (MB)"),
 )
 
 
@@ -379,8 +378,7 @@ def bandwidth_floor(bundle: Bundle, engines: dict[str, Any], served_ms: float) -
 
 
 def flat_results(report: dict[str, Any]) -> dict[str, float | None]:
-    stages, engines, app = report["served"]["stages"], report["engines"], report.get("app") or {}
-    visitors = (app.get("visitors") or {}).get("8") or {}
+    stages, engines = report["served"]["stages"], report["engines"]
     one, four = stages["analogy_solve_1_sample"]["median_ms"], stages["analogy_solve_4_samples"]["median_ms"]
     return {
         "speedup_vs_pytorch": engines.get("speedup_vs_pytorch"),
@@ -388,16 +386,14 @@ def flat_results(report: dict[str, Any]) -> dict[str, float | None]:
         "analogy_1_p50_s": one / 1e3,
         "analogy_4_over_1": four / one,
         "matrix_p50_s": stages["matrix_score_8_candidates"]["median_ms"] / 1e3,
-        "visitors_8_p95_s": visitors.get("p95_s"),
-        "app_startup_s": app.get("startup_s"),
-        "app_rss_mb": app.get("peak_rss_mb"),
     }
 
 
-def check_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
-    values = flat_results(report)
+def check_targets(values: dict[str, float | None],
+                  targets: tuple[tuple[str, str, float, str], ...] = TARGETS) -> list[dict[str, Any]]:
+    """Each target with its measured value and whether it is met (None: not measured)."""
     checks = []
-    for key, comparison, limit, description in TARGETS:
+    for key, comparison, limit, description in targets:
         value = values[key]
         met = None if value is None else (value >= limit if comparison == ">=" else value <= limit)
         checks.append({"target": description, "key": key, "limit": f"{comparison} {limit:g}", "measured": value,
@@ -405,7 +401,7 @@ def check_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     return checks
 
 
-def _fmt(value: Any, digits: int = 2) -> str:
+def fmt(value: Any, digits: int = 2) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
@@ -415,50 +411,40 @@ def markdown(report: dict[str, Any]) -> str:
              f"{meta['load_before']} / {meta['load_after']}), bundle `{meta['bundle']}` ({meta['weights']}, "
              f"{meta['graph']}), ONNX Runtime {meta['onnxruntime']} on {meta['provider']}.",
              "", f"Command: `{meta['command']}`", "", "| stage | median ms | p95 ms |", "|---|---|---|"]
-    lines += [f"| {name.replace('_', ' ')} | {_fmt(s['median_ms'], 1)} | {_fmt(s['p95_ms'], 1)} |"
+    lines += [f"| {name.replace('_', ' ')} | {fmt(s['median_ms'], 1)} | {fmt(s['p95_ms'], 1)} |"
               for name, s in served["stages"].items()]
-    lines += [f"| decode, batch {key.split('_')[1]} (ms/token) | {_fmt(value)} | |"
+    lines += [f"| decode, batch {key.split('_')[1]} (ms/token) | {fmt(value)} | |"
               for key, value in served["decode_ms_per_token"].items()]
     lines += ["", "| engine, same weights, batch 1 | ms/token |", "|---|---|"]
-    lines += [f"| {name.replace('_', ' ')} | {_fmt(engines[name])} |" for name in
+    lines += [f"| {name.replace('_', ' ')} | {fmt(engines[name])} |" for name in
               ("onnxruntime_static_fp32", "onnxruntime_static_int8", "onnxruntime_growing_cache", "pytorch_eager",
                "pytorch_eager_1_thread")
               if name in engines]
     floor = report["floor"]
-    lines += ["", f"Memory bandwidth (numpy copy, read + write): {_fmt(floor['bandwidth_gb_s'], 1)} GB/s; "
-              f"{floor['weights_bytes'] / 1e6:.1f} MB of weights -> floor {_fmt(floor['floor_ms_per_token'])} "
-              f"ms/token; served path {_fmt(floor['measured_ms_per_token'])} ({_fmt(floor['ratio'], 1)}x the floor; "
-              f"{_fmt(floor['interleaved_ms_per_token'])} in the interleaved engine rounds)."]
+    lines += ["", f"Memory bandwidth (numpy copy, read + write): {fmt(floor['bandwidth_gb_s'], 1)} GB/s; "
+              f"{floor['weights_bytes'] / 1e6:.1f} MB of weights -> floor {fmt(floor['floor_ms_per_token'])} "
+              f"ms/token; served path {fmt(floor['measured_ms_per_token'])} ({fmt(floor['ratio'], 1)}x the floor; "
+              f"{fmt(floor['interleaved_ms_per_token'])} in the interleaved engine rounds)."]
     accuracy = report["int8"]
     if "delta_int8_minus_fp32" in accuracy:
         lines.append(f"int8 vs fp32 on {accuracy['n']} puzzles ({accuracy['puzzles']}): " + ", ".join(
-            f"{key} {_fmt(value, 3)}" for key, value in accuracy["delta_int8_minus_fp32"].items()) + " (int8 - fp32).")
+            f"{key} {fmt(value, 3)}" for key, value in accuracy["delta_int8_minus_fp32"].items()) + " (int8 - fp32).")
         by_family = accuracy.get("multiple_choice_by_family", {})
         if by_family:
             lines += ["", "| multiple choice | fp32 | int8 |", "|---|---|---|"]
-            lines += [f"| {family} | {_fmt(100 * value, 1)}% | {_fmt(100 * by_family['int8'].get(family, 0), 1)}% |"
+            lines += [f"| {family} | {fmt(100 * value, 1)}% | {fmt(100 * by_family['int8'].get(family, 0), 1)}% |"
                       for family, value in by_family["fp32"].items()]
-    app = report.get("app")
-    if app and "visitors" in app:
-        lines += ["", "| concurrent visitors (4 samples each) | p50 s | p95 s | solves/min | errors |",
-                  "|---|---|---|---|---|"]
-        lines += [f"| {count} | {_fmt(v['p50_s'])} | {_fmt(v['p95_s'])} | {_fmt(v['solves_per_minute'], 1)} | "
-                  f"{v['errors']} |" for count, v in app["visitors"].items()]
-        lines.append(f"\nApp start-up {_fmt(app['startup_s'])} s, first solve (model load) "
-                     f"{_fmt(app['first_solve_s'])} s, resident memory {_fmt(app['rss_mb'], 0)} MB "
-                     f"(peak {_fmt(app['peak_rss_mb'], 0)} MB).")
-        if "solve_split" in app:  # engine/bench_app.py: solve_split
-            split = app["solve_split"]
-            lines.append(f"An idle Solve (4 samples): click to samples {_fmt(split['click_to_samples_s'])} s = engine "
-                         f"{_fmt(split['engine_s'])} + run files {_fmt(split['run_files_s'])} + upload, queue, "
-                         f"Gradio and transport {_fmt(split['rest_s'])} s.")
-    lines += ["", "| target | limit | measured | met |", "|---|---|---|---|"]
-    lines += [f"| {t['target']} | {t['limit']} | {_fmt(t['measured'])} | {'n/a' if t['met'] is None else ('yes' if t['met'] else 'no')} |"  # noqa: E501
-              for t in report["targets"]]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + ["", targets_table(report["targets"])]) + "\n"
 
 
-def run(bundle_dir: Path, quick: bool = False, skip_app: bool = False, eval_spec: str = "matrix,analogy",
+def targets_table(targets: list[dict[str, Any]]) -> str:
+    lines = ["| target | limit | measured | met |", "|---|---|---|---|"]
+    lines += [f"| {t['target']} | {t['limit']} | {fmt(t['measured'])} | {'n/a' if t['met'] is None else ('yes' if t['met'] else 'no')} |"  # noqa: E501
+              for t in targets]
+    return "\n".join(lines)
+
+
+def run(bundle_dir: Path, quick: bool = False, eval_spec: str = "matrix,analogy",
         command: str = "", eval_n: int | None = None) -> dict[str, Any]:
     settings = {**(QUICK if quick else FULL), **({"eval_n": eval_n} if eval_n else {})}
     load_before = load_average()
@@ -469,8 +455,6 @@ def run(bundle_dir: Path, quick: bool = False, skip_app: bool = False, eval_spec
             "graph": "fixed-size KV cache" if bundle.static else "growing KV cache", "onnxruntime": ort.__version__,
             "python": platform.python_version(), "quick": quick, "command": command, "settings": dict(settings)}
     report: dict[str, Any] = {"meta": meta}
-    from engine.bench_app import measure_app  # it imports this module's helpers
-
     with tempfile.TemporaryDirectory(prefix="gelato-bench-") as scratch_name:
         scratch = Path(scratch_name)
         sections: list[tuple[str, Callable[[], Any]]] = [
@@ -479,7 +463,6 @@ def run(bundle_dir: Path, quick: bool = False, skip_app: bool = False, eval_spec
             ("floor", lambda: bandwidth_floor(bundle, report["engines"],
                                               report["served"]["decode_ms_per_token"]["batch_1"])),
             ("int8", lambda: int8_report(bundle, report["engines"], scratch, settings, eval_spec)),
-            ("app", lambda: {"skipped": "--skip-app"} if skip_app else measure_app(bundle_dir, scratch, settings)),
         ]
         meta["section_seconds"] = {}
         for name, section in tqdm(sections, desc="bench"):
@@ -487,7 +470,7 @@ def run(bundle_dir: Path, quick: bool = False, skip_app: bool = False, eval_spec
             report[name] = section()
             meta["section_seconds"][name] = round(time.perf_counter() - started, 1)
     meta["load_after"] = load_average()
-    report["targets"] = check_targets(report)
+    report["targets"] = check_targets(flat_results(report))
     return report
 
 
@@ -497,13 +480,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--json", required=True, help="where to write the JSON report")
     parser.add_argument("--markdown", default=None, help="also write the Markdown tables here (docs/benchmark.md)")
     parser.add_argument("--quick", action="store_true", help="few repeats and small loads (CI)")
-    parser.add_argument("--skip-app", action="store_true", help="do not start the app (no end-to-end numbers)")
     parser.add_argument("--eval-puzzles", default="matrix,analogy", help="engine.evaluate spec for int8 accuracy")
     parser.add_argument("--eval-n", type=int, default=None, help="puzzles per spec entry for int8 accuracy")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     command = "python -m engine.bench " + " ".join(argv if argv is not None else sys.argv[1:])
-    report = run(Path(args.bundle), quick=args.quick, skip_app=args.skip_app, eval_spec=args.eval_puzzles,
+    report = run(Path(args.bundle), quick=args.quick, eval_spec=args.eval_puzzles,
                  command=command, eval_n=args.eval_n)
     Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     table = markdown(report)

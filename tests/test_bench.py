@@ -64,30 +64,14 @@ def test_engines_int8_and_floor(quick_report: tuple[dict[str, Any], Path]) -> No
     assert floor["interleaved_ms_per_token"] == report["engines"][report["engines"]["served_engine"]]
 
 
-def test_app_end_to_end_numbers(quick_report: tuple[dict[str, Any], Path]) -> None:
-    app = quick_report[0]["app"]
-    assert positive(app["startup_s"]) and positive(app["first_solve_s"])
-    assert positive(app["rss_mb"]) and app["peak_rss_mb"] >= app["rss_mb"]
-    assert set(app["visitors"]) == {"1", "2"}
-    for round_ in app["visitors"].values():
-        assert round_["errors"] == 0, round_["error_samples"]
-        assert positive(round_["p50_s"]) and round_["p95_s"] >= round_["p50_s"]
-        assert positive(round_["solves_per_minute"])
-
-
 def test_targets_and_markdown(quick_report: tuple[dict[str, Any], Path]) -> None:
     report, root = quick_report
     assert [t["key"] for t in report["targets"]] == [key for key, *_ in bench.TARGETS]
     for target in report["targets"]:
-        assert target["met"] in (True, False, None)
-        if target["key"] != "visitors_8_p95_s":  # the quick run has no round of 8
-            assert target["measured"] is not None, target
+        assert target["met"] in (True, False) and target["measured"] is not None, target
     table = (root / "b.md").read_text()
     assert table.startswith("# Benchmark") and "| target | limit | measured | met |" in table
-    assert "pytorch eager" in table and "concurrent visitors" in table
-    split = report["app"]["solve_split"]  # where an idle Solve's time goes
-    assert all(positive(split[key]) for key in ("click_to_samples_s", "engine_s", "run_files_s"))
-    assert "An idle Solve (4 samples)" in table
+    assert "pytorch eager" in table and "app" not in report
 
 
 def test_summary_and_bandwidth_helpers() -> None:

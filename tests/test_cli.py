@@ -151,7 +151,7 @@ PUZZLES_BAD_ARGUMENTS = {
     "seed": ["--pack", MISSING + ".zip", "--data-dir", "{tmp}"],
 }
 ENGINE_BAD_ARGUMENTS = {
-    "bench": ["--bundle", MISSING, "--json", "{tmp}/b.json", "--quick", "--skip-app"],
+    "bench": ["--bundle", MISSING, "--json", "{tmp}/b.json", "--quick"],
     "evaluate": ["--bundle", MISSING, "--puzzles", "matrix", "--json", "{tmp}/e.json"],
     "export": ["--tokenizer", MISSING, "--lvm", MISSING, "--out", "{tmp}/bundle"],
     "export_static": ["--bundle", MISSING],

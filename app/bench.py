@@ -1,10 +1,20 @@
-"""The app end to end, for engine.bench: start `python -m app` on a free port, time its start and first solve,
-load it with concurrent visitors, read its memory."""
+"""Benchmark the app end to end: start `python -m app` on a free port, time its start and first solve, split an
+idle Solve's time, load it with concurrent visitors, read its memory.
+
+    python -m app.bench --bundle DIR --json OUT [--markdown OUT.md] [--quick]
+
+The engine alone (stages, decode speed, engines, int8, floor) is `python -m engine.bench`; the longer load test
+with every kind of visitor (attempts, browsing, ratings) is `python -m app.loadtest`.
+"""
 from __future__ import annotations
 
+import argparse
+import datetime
+import json
 import logging
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -12,7 +22,17 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from engine.bench import ANALOGY_IMAGES, ROOT, sample_images, summary
+from engine.bench import (
+    ANALOGY_IMAGES,
+    ROOT,
+    check_targets,
+    cpu_name,
+    fmt,
+    load_average,
+    sample_images,
+    summary,
+    targets_table,
+)
 from engine.bundle import read_manifest
 
 log = logging.getLogger(__name__)
@@ -124,6 +144,15 @@ def visitors_round(url: str, files: list[str], visitors: int, solves: int) -> di
             "solves_per_minute": len(latencies) / wall * 60, "errors": len(errors), "error_samples": errors[:3]}
 
 
+FULL = {"visitors": (1, 4, 8), "solves": 4}
+QUICK = {"visitors": (1, 2), "solves": 1}
+TARGETS = (  # (key in the flat results, comparison, limit, what is asked)
+    ("visitors_8_p95_s", "<=", 6.0, "8 concurrent visitors solving, p95 (s)"),
+    ("app_startup_s", "<=", 10.0, "app start-up (s)"),
+    ("app_rss_mb", "<=", 1536.0, "app resident memory (MB)"),
+)
+
+
 def measure_app(bundle_dir: Path, scratch: Path, settings: dict[str, Any]) -> dict[str, Any]:
     """Start `python -m app` on a free port, time its start and first solve, load it, read its memory."""
     port, data_dir = free_port(), scratch / "app-data"
@@ -160,3 +189,60 @@ def measure_app(bundle_dir: Path, scratch: Path, settings: dict[str, Any]) -> di
             process.kill()
             process.wait()
         log_file.close()
+
+
+def flat_results(app: dict[str, Any]) -> dict[str, float | None]:
+    return {"visitors_8_p95_s": (app["visitors"].get("8") or {}).get("p95_s"), "app_startup_s": app["startup_s"],
+            "app_rss_mb": app["peak_rss_mb"]}
+
+
+def markdown(report: dict[str, Any]) -> str:
+    meta, app = report["meta"], report["app"]
+    split = app["solve_split"]
+    lines = [f"Measured {meta['date']} on {meta['machine']} (load average before/after {meta['load_before']} / "
+             f"{meta['load_after']}), bundle directory `{meta['bundle_dir']}`.", "", f"Command: `{meta['command']}`",
+             "", "| concurrent visitors (4 samples each) | p50 s | p95 s | solves/min | errors |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {count} | {fmt(v['p50_s'])} | {fmt(v['p95_s'])} | {fmt(v['solves_per_minute'], 1)} | "
+              f"{v['errors']} |" for count, v in app["visitors"].items()]
+    lines += ["", f"App start-up {fmt(app['startup_s'])} s, first solve (model load) {fmt(app['first_solve_s'])} s, "
+              f"resident memory {fmt(app['rss_mb'], 0)} MB (peak {fmt(app['peak_rss_mb'], 0)} MB).",
+              f"An idle Solve (4 samples): click to samples {fmt(split['click_to_samples_s'])} s = engine "
+              f"{fmt(split['engine_s'])} + run files {fmt(split['run_files_s'])} + upload, queue, Gradio and "
+              f"transport {fmt(split['rest_s'])} s.", "", targets_table(report["targets"])]
+    return "\n".join(lines) + "\n"
+
+
+def run(bundle_dir: Path, quick: bool = False, command: str = "") -> dict[str, Any]:
+    settings = QUICK if quick else FULL
+    meta = {"date": datetime.datetime.now().isoformat(timespec="minutes"), "machine": cpu_name(),
+            "load_before": load_average(), "bundle_dir": str(bundle_dir), "quick": quick, "command": command,
+            "settings": {key: list(value) if isinstance(value, tuple) else value for key, value in settings.items()}}
+    with tempfile.TemporaryDirectory(prefix="gelato-app-bench-") as scratch:
+        app = measure_app(bundle_dir, Path(scratch), settings)
+    meta["load_after"] = load_average()
+    return {"meta": meta, "app": app, "targets": check_targets(flat_results(app), TARGETS)}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(prog="python -m app.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", required=True, help="model bundle directory")
+    parser.add_argument("--json", required=True, help="where to write the JSON report")
+    parser.add_argument("--markdown", default=None, help="also write the Markdown tables here")
+    parser.add_argument("--quick", action="store_true", help="small loads (CI)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    command = "python -m app.bench " + " ".join(argv if argv is not None else sys.argv[1:])
+    report = run(Path(args.bundle), quick=args.quick, command=command)
+    Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    table = markdown(report)
+    if args.markdown:
+        Path(args.markdown).write_text("# App benchmark\n\n" + table)
+    sys.stdout.write(table)
+    return report
+
+
+if __name__ == "__main__":
+    from puzzles.commands import main_exit
+
+    main_exit(main, "python -m app.bench")
