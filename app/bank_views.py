@@ -5,7 +5,7 @@ Ids and plain values in, plain values out (images as numpy arrays); the bank's o
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -80,12 +80,12 @@ def id_from_choice(choice: str) -> str:
     return choice
 
 
-def example_choices(bank: Bank, per_family: int = 3) -> list[str]:
-    """A few published puzzles of each play layout, as dropdown labels."""
+def example_choices(bank: Bank, per_family: int = 3, families: Sequence[str] = LAYOUTS) -> list[str]:
+    """A few published puzzles of each play layout (or of `families`), as dropdown labels."""
     from puzzles.bank import repository
 
     choices: list[str] = []
-    for family in LAYOUTS:
+    for family in families:
         items, _ = repository.list_puzzles(bank, family=family, per_page=per_family)
         choices += [choice_label(item) for item in items]
     return choices

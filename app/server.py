@@ -142,12 +142,11 @@ def launch_options() -> dict[str, Any]:
 
 
 def on_load(visitor_id: str | None, request: gr.Request) -> list[Any]:
-    """Page load: visitor id, examples, bank thumbnails, first bank page, About texts, and a `?puzzle=` deep link."""
+    """Page load: visitor id, what Play reads from the bank, first bank page, About texts, a `?puzzle=` deep link."""
     from app import visitors
     from app.pages import about, bank, play
 
     visitor_id = visitors.ensure_visitor_id(visitor_id)
-    examples, thumbnails = play.load_examples()
     browse = bank.browse("any", "any", "", 1, 5, False, 1)
     overview, card, evaluation = about.load_about()
     puzzle_id = (request.query_params.get("puzzle") if request is not None else None) or ""
@@ -157,7 +156,7 @@ def on_load(visitor_id: str | None, request: gr.Request) -> list[Any]:
             opened = bank.open_try(puzzle_id.strip())
         except gr.Error as error:  # a bad link must not break the page: say so and open nothing
             gr.Warning(error.message)
-    return [visitor_id, examples, thumbnails, *browse, overview, card, evaluation, *opened]
+    return [visitor_id, *play.load_examples(), *browse, overview, card, evaluation, *opened]
 
 
 def build_blocks() -> Any:

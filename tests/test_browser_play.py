@@ -253,3 +253,16 @@ def test_play_says_what_to_do_and_names_examples_in_words(page: Page, playground
     page.locator("#layout").get_by_text("matrix").click()
     expect(page.locator("#expectations")).to_contain_text("What to expect")
     expect(page.locator("#expectations")).to_contain_text("matrix puzzles")
+
+
+def test_one_click_fills_an_example_of_its_layout_and_solves_it(page: Page, playground: dict[str, Any]) -> None:
+    _open(page, playground["url"])
+    expect(page.locator("#one-click-sequence")).to_be_hidden()  # the playground's bank has no sequences
+    page.locator("#layout").get_by_text("matrix").click()  # another layout on screen: the button switches it
+    page.locator("#one-click-analogy").click()  # (the tiny test model's context is too short for a matrix)
+    expect(page.locator("#samples img").first).to_be_visible(timeout=TIMEOUT_MS * 2)
+    expect(page.locator("#layout input[value='analogy']")).to_be_checked()
+    expect(page.locator("#examples input")).not_to_have_value("")
+    expect(page.locator("#ranking .gelato-bar-row")).to_have_count(8)
+    expect(page.locator("#pick")).to_contain_text("the answer is #")
+    expect(page.locator("#solve")).to_be_enabled()

@@ -1,8 +1,10 @@
 """Play: put images into a prompt layout, solve, look at what the model sees, rate, submit."""
 from __future__ import annotations
 
+import functools
 import html
 import logging
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -257,6 +259,15 @@ def random_fill() -> list[Any]:
     return fill_from_puzzle(puzzle_id)
 
 
+def layout_example_fill(layout: str) -> list[Any]:
+    """Fill `layout` with one of the examples of it (chosen at random among them), ready to solve."""
+    choices = bank_views.example_choices(current().bank, families=[layout])
+    if not choices:
+        raise gr.Error(f"the bank has no published {layout} puzzles yet")
+    choice = random.choice(choices)
+    return fill_from_puzzle(bank_views.id_from_choice(choice), choice)
+
+
 def example_fill(title_and_id: str | None) -> list[Any]:
     """Fill the layout from the chosen example; a dropdown closed without a choice changes nothing."""
     if not title_and_id:
@@ -264,12 +275,15 @@ def example_fill(title_and_id: str | None) -> list[Any]:
     return fill_from_puzzle(bank_views.id_from_choice(title_and_id), title_and_id)
 
 
-def load_examples() -> tuple[Any, Any]:
-    """Example choices and the bank thumbnails (drag them into a slot), read from the bank at page load."""
+def load_examples() -> list[Any]:
+    """At page load, read from the bank: the example choices, the bank thumbnails (drag them into a slot) and
+    which one-click example buttons have an example to fill."""
     bank = current().bank
-    examples = example_labels(bank_views.example_choices(bank))
+    by_layout = {name: bank_views.example_choices(bank, families=[name]) for name in prompts.LAYOUTS}
+    examples = example_labels([choice for choices in by_layout.values() for choice in choices])
     thumbnails = bank_views.bank_thumbnails(bank)
-    return gr.update(choices=examples, value=None), thumbnails
+    return [gr.update(choices=examples, value=None), thumbnails,
+            *(gr.update(visible=bool(choices)) for choices in by_layout.values())]
 
 
 def first_expectation() -> str:
@@ -332,6 +346,9 @@ def build(visitor: gr.BrowserState) -> PlayComponents:
     gr.Markdown("Put pictures into the slots (from your computer, or drag one from the bank images) or pick an "
                 "example, then press **Solve**: the model draws the missing picture. Add candidates and it also "
                 "ranks them.", elem_id="play-intro")
+    with gr.Row(elem_id="one-click"):  # one click fills an example of the layout and solves it
+        one_click = {name: gr.Button(f"Solve {'an' if name[0] in 'aeiou' else 'a'} {name} example", size="sm",
+                                     elem_id=f"one-click-{name}") for name in prompts.LAYOUTS}
     with gr.Row():
         layout = gr.Radio(list(prompts.LAYOUTS), value="analogy", label="Prompt layout", elem_id="layout", scale=3)
         examples = gr.Dropdown([], label="Examples from the bank", elem_id="examples", scale=3)
@@ -421,13 +438,19 @@ def build(visitor: gr.BrowserState) -> PlayComponents:
                                   js=HOLD_MODEL_BUTTONS),
               examples.input(example_fill, examples, components.fill_outputs(), api_name="example",
                              js=HOLD_MODEL_BUTTONS))
-    for event in filled:  # after success and failure alike
+    one_click_filled = [button.click(functools.partial(layout_example_fill, name), None, components.fill_outputs(),
+                                     api_visibility="private", js=HOLD_MODEL_BUTTONS)
+                        for name, button in one_click.items()]
+    for event in (*filled, *one_click_filled):  # after success and failure alike
         event.then(None, None, None, js=RELEASE_MODEL_BUTTONS, api_visibility="private", queue=False)
     model_inputs = [layout, pairs, *slot_list, candidates]
-    solved = solve_button.click(
-        solve, [*model_inputs, n_samples, temperature, top_k, top_p, seed, puzzle_id], results, api_name="solve",
-        concurrency_id=SOLVE_CONCURRENCY, concurrency_limit=SOLVE_CONCURRENCY_LIMIT, show_progress_on=[samples],
-    )
+    solving_inputs = [*model_inputs, n_samples, temperature, top_k, top_p, seed, puzzle_id]
+    solving_queue = {"concurrency_id": SOLVE_CONCURRENCY, "concurrency_limit": SOLVE_CONCURRENCY_LIMIT,
+                     "show_progress_on": [samples]}
+    solved = solve_button.click(solve, solving_inputs, results, api_name="solve", **solving_queue)
+    for event in one_click_filled:  # the chained Solve reads the slots once the example is in them
+        settle_on_failure(event.success(solve, solving_inputs, results, api_visibility="private", **solving_queue),
+                          results)
     scored = score_button.click(score, [*model_inputs, puzzle_id], [ranking_chart, pick_text], api_name="score",
                                 concurrency_id=MODEL_CONCURRENCY, concurrency_limit=MODEL_CONCURRENCY_LIMIT)
     seen = sees_button.click(model_view, [layout, pairs, *slot_list], sees, api_name="model_sees",
@@ -443,5 +466,5 @@ def build(visitor: gr.BrowserState) -> PlayComponents:
     rated.failure(clear_status, None, rate_status, api_visibility="private", show_progress="hidden", queue=False)
     submitted.failure(clear_status, None, submit_status, api_visibility="private", show_progress="hidden",
                       queue=False)
-    components.load_examples_outputs = [examples, thumbnails]  # type: ignore[attr-defined]
+    components.load_examples_outputs = [examples, thumbnails, *one_click.values()]  # type: ignore[attr-defined]
     return components
