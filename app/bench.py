@@ -8,9 +8,7 @@ with every kind of visitor (attempts, browsing, ratings) is `python -m app.loadt
 """
 from __future__ import annotations
 
-import argparse
 import datetime
-import json
 import logging
 import subprocess
 import sys
@@ -25,6 +23,7 @@ from tqdm import tqdm
 from engine.bench import (
     ANALOGY_IMAGES,
     ROOT,
+    bench_parser,
     check_targets,
     cpu_name,
     fmt,
@@ -32,6 +31,7 @@ from engine.bench import (
     sample_images,
     summary,
     targets_table,
+    write_report,
 )
 from engine.bundle import read_manifest
 
@@ -225,20 +225,11 @@ def run(bundle_dir: Path, quick: bool = False, command: str = "") -> dict[str, A
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="python -m app.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--bundle", required=True, help="model bundle directory")
-    parser.add_argument("--json", required=True, help="where to write the JSON report")
-    parser.add_argument("--markdown", default=None, help="also write the Markdown tables here")
-    parser.add_argument("--quick", action="store_true", help="small loads (CI)")
-    args = parser.parse_args(argv)
+    args = bench_parser("python -m app.bench", __doc__.splitlines()[0]).parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     command = "python -m app.bench " + " ".join(argv if argv is not None else sys.argv[1:])
     report = run(Path(args.bundle), quick=args.quick, command=command)
-    Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-    table = markdown(report)
-    if args.markdown:
-        Path(args.markdown).write_text("# App benchmark\n\n" + table)
-    sys.stdout.write(table)
+    write_report(report, markdown(report), args, "App benchmark")
     return report
 
 

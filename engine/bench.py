@@ -474,12 +474,26 @@ def run(bundle_dir: Path, quick: bool = False, eval_spec: str = "matrix,analogy"
     return report
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="python -m engine.bench", description=__doc__.splitlines()[0])
+def bench_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The arguments every benchmark command takes (this one and app.bench)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--bundle", required=True, help="model bundle directory")
     parser.add_argument("--json", required=True, help="where to write the JSON report")
     parser.add_argument("--markdown", default=None, help="also write the Markdown tables here (docs/benchmark.md)")
     parser.add_argument("--quick", action="store_true", help="few repeats and small loads (CI)")
+    return parser
+
+
+def write_report(report: dict[str, Any], table: str, args: argparse.Namespace, heading: str) -> None:
+    """The JSON report, the Markdown tables when asked for, and the tables on stdout."""
+    Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    if args.markdown:
+        Path(args.markdown).write_text(f"# {heading}\n\n" + table)
+    sys.stdout.write(table)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = bench_parser("python -m engine.bench", __doc__.splitlines()[0])
     parser.add_argument("--eval-puzzles", default="matrix,analogy", help="engine.evaluate spec for int8 accuracy")
     parser.add_argument("--eval-n", type=int, default=None, help="puzzles per spec entry for int8 accuracy")
     args = parser.parse_args(argv)
@@ -487,11 +501,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     command = "python -m engine.bench " + " ".join(argv if argv is not None else sys.argv[1:])
     report = run(Path(args.bundle), quick=args.quick, eval_spec=args.eval_puzzles,
                  command=command, eval_n=args.eval_n)
-    Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-    table = markdown(report)
-    if args.markdown:
-        Path(args.markdown).write_text("# Benchmark\n\n" + table)
-    sys.stdout.write(table)
+    write_report(report, markdown(report), args, "Benchmark")
     return report
 
 
