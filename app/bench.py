@@ -96,7 +96,7 @@ def solve_split(url: str, files: list[str], bundle_dir: Path, scratch: Path, rou
     from PIL import Image
 
     from app import bank_writes, solving
-    from engine.runtime import Bundle
+    from engine.serving.runtime import Bundle
 
     client, bundle = Client(url, verbose=False), Bundle.load(bundle_dir)
     images = [np.asarray(Image.open(path).convert("RGB")) for path in files]

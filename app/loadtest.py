@@ -187,7 +187,7 @@ def engine_solves_per_s(bundle: Path | None, prompt_files: Sequence[str], second
     """Solves a second of the engine alone on the visitors' prompt (2 samples, one solve after another)."""
     from PIL import Image
 
-    from engine.runtime import Bundle
+    from engine.serving.runtime import Bundle
     from puzzles.images import to_rgb_array
 
     model = Bundle.load(bundle)

@@ -16,7 +16,7 @@ from app.bank_writes import BankWriteError, bank_write
 from app.solving import bundle_id, rank
 
 if TYPE_CHECKING:  # the runtime loads onnxruntime: typed here, passed in by the callers
-    from engine.runtime import Bundle
+    from engine.serving.runtime import Bundle
     from puzzles.bank import Bank
 
 log = logging.getLogger(__name__)

@@ -58,7 +58,7 @@ def prompt_images(layout: str, slots: Mapping[str, Any], pairs: int = 1) -> list
     """The prompt images in sentence order for a layout, checking that every needed slot is filled.
 
     analogy: A1, A1', ..., Ak, Ak', B (k = pairs); sequence: the filled frames 1..n, no gaps;
-    matrix: the 8 cells row-major. (engine.sentences then turns the images' codes into the model's tokens.)
+    matrix: the 8 cells row-major. (engine.serving.sentences then turns the images' codes into the model's tokens.)
     """
     images = {slot: as_image(slots.get(slot)) for slot in ALL_SLOTS}
     if layout == "analogy":

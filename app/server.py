@@ -20,7 +20,7 @@ from app.settings import AppSettings
 from app.uploads import mark_launched
 
 if TYPE_CHECKING:  # the runtime loads onnxruntime: typed here, loaded on first use
-    from engine.runtime import Bundle
+    from engine.serving.runtime import Bundle
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 from app.settings import AppSettings
 
 if TYPE_CHECKING:  # the runtime loads onnxruntime: imported on first use, typed here
-    from engine.decode import SamplingOptions
-    from engine.runtime import Bundle
+    from engine.serving.decode import SamplingOptions
+    from engine.serving.runtime import Bundle
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class Services:
         asks); plain sampling when the manifest cannot be read (loading the model will then say why)."""
         if self._sampling is None:
             from engine.bundle import read_manifest
-            from engine.runtime import SamplingOptions, sampling_defaults
+            from engine.serving.runtime import SamplingOptions, sampling_defaults
 
             try:
                 self._sampling = sampling_defaults(read_manifest(self.bundle_dir))
@@ -57,7 +57,7 @@ class Services:
         """The model bundle, loaded once on first use; a clear error when it cannot be loaded."""
         with self._lock:
             if self._bundle is None:
-                from engine.runtime import Bundle
+                from engine.serving.runtime import Bundle
 
                 try:
                     self._bundle = Bundle.load(self.bundle_dir)

@@ -2,7 +2,7 @@
 
 Sampling settings (the served bundle's measured defaults), a solve bounded in time, ranking candidates (raw
 log-likelihoods and their probabilities among the candidates), the id of the model that answered (and its name
-in words, for visitors), and what the model sees of a prompt. The model arrives as an `engine.runtime.Bundle`
+in words, for visitors), and what the model sees of a prompt. The model arrives as an `engine.serving.runtime.Bundle`
 (through `app.services`); this module imports no runtime, so pages stay importable without a model.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:  # the runtime loads onnxruntime: typed here, passed in by the callers
-    from engine.runtime import Bundle
+    from engine.serving.runtime import Bundle
 
 MIN_TEMPERATURE = 0.1  # the app always samples (several answers); a greedy manifest setting becomes the coolest one
 

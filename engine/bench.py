@@ -29,9 +29,10 @@ import numpy as np
 import onnxruntime as ort
 from tqdm import tqdm
 
-from engine import decode, export_static
+from engine import export_static
 from engine.bundle import REQUIRED_FILES, bundle_weights, with_static_graph, write_manifest
-from engine.runtime import Bundle, physical_cores, session_options
+from engine.serving import decode
+from engine.serving.runtime import Bundle, physical_cores, session_options
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ def measure_stages(bundle: Bundle, settings: dict[str, Any]) -> dict[str, Any]:
     cells, candidates = sample_images(n_cells, size, seed=3), sample_images(MATRIX_CANDIDATES, size, seed=4)
     matrix_context = bundle.context_tokens(bundle.encode(cells))
     candidate_codes, code_range = bundle.encode(candidates), tuple(bundle.manifest["code_range"])
-    from engine.runtime import images_to_tensor
+    from engine.serving.runtime import images_to_tensor
 
     pixels = images_to_tensor(analogy, size)
     context = context_for(bundle, ANALOGY_IMAGES)
@@ -361,7 +362,7 @@ def bandwidth_floor(bundle: Bundle, engines: dict[str, Any], served_ms: float) -
     """The served graph's weight bytes over the measured bandwidth, against the served path's batch-1 ms/token.
 
     The served path is timed alone: in the interleaved engine rounds the other sessions' spinning pool threads
-    (see engine.runtime.session_options) share the two cores, which slows every engine there; that round's
+    (see engine.serving.runtime.session_options) share the two cores, which slows every engine there; that round's
     figure for the served engine is kept as `interleaved_ms_per_token`.
     """
     bandwidth, measured_ms = engines["bandwidth_bytes_per_s"], served_ms

@@ -3,7 +3,7 @@ LVM's weights back out of a bundle's graphs.
 
 A bundle is a directory: manifest.json plus encoder.onnx, decoder.onnx and lvm.onnx (and lvm_static.onnx when
 engine.export_static added it); engine.export.build_manifest lists the fields. engine.export writes bundles,
-engine.runtime serves them, app/health.py checks them at start-up, training and the benchmark read their weights
+engine.serving.runtime serves them, app/health.py checks them at start-up, training and the benchmark read their weights
 back; all of them ask this module. Serving imports it, so it needs neither torch nor onnx: the weight read-back
 imports onnx when it is called.
 """
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engine.sentences import Vocabulary
+from engine.serving.sentences import Vocabulary
 
 if TYPE_CHECKING:
     import onnx
@@ -88,7 +88,7 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
 
 
 def check_vocabulary(path: Path, manifest: dict[str, Any]) -> None:
-    """Token ids must follow engine.sentences: codes 0..K-1, then BOS and EOS (the rule training used)."""
+    """Token ids must follow engine.serving.sentences: codes 0..K-1, then BOS and EOS (the rule training used)."""
     vocab = Vocabulary(int(manifest["codebook_size"]), int(manifest["tokens_per_image"]))
     expected = {"code_range": [0, vocab.codebook_size], "special_tokens": {"bos": vocab.bos, "eos": vocab.eos}}
     for key, value in expected.items():

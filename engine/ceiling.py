@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from engine.evaluate import configuration, load_puzzles, nearest_candidate, psnr
-from engine.runtime import Bundle
+from engine.serving.runtime import Bundle
 from puzzles.images import to_square
 from puzzles.puzzle import Puzzle
 

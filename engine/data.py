@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from engine.sentences import select_panels
+from engine.serving.sentences import select_panels
 from puzzles.generators import GENERATOR_FAMILIES, generate
 from puzzles.images import to_square
 from puzzles.puzzle import Puzzle

@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from engine.decode import SamplingOptions
-from engine.runtime import SCORING_RULES, Bundle
-from engine.sentences import select_panels
+from engine.serving.decode import SamplingOptions
+from engine.serving.runtime import SCORING_RULES, Bundle
+from engine.serving.sentences import select_panels
 from puzzles.images import to_square
 from puzzles.puzzle import Puzzle
 from puzzles.seeds import eval_seed

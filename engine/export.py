@@ -27,7 +27,7 @@ from engine.compact import store_matmul_weights_int8, store_weights_fp16
 from engine.export_static import STATIC_FILE, write_static_graph
 from engine.model import LVM, model_from_checkpoint
 from engine.patch_tokenizer import PatchTokenizer
-from engine.sentences import Vocabulary
+from engine.serving.sentences import Vocabulary
 from engine.tokenizer import TokenizerConfig
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ cannot express an attention that writes into a caller-owned buffer:
   buffer `[1, kv_heads, M, head_dim]`: when the caller binds the same buffer as `past_*` input and `present_*`
   output, the new keys/values are written in place at positions `seqlens_k + 1 - T ..`, and no step copies the
   cache. Rotary positions come from `position_ids` and an `attention_bias` hides keys from queries, so several
-  samples (or candidates) can extend one shared prompt inside a single sequence (engine.decode.StaticCache).
+  samples (or candidates) can extend one shared prompt inside a single sequence (engine.serving.decode.StaticCache).
 - `SimplifiedLayerNormalization` / `SkipSimplifiedLayerNormalization` for RMSNorm plus the residual add.
 - one packed q|k|v MatMul and one packed gate|up MatMul per layer.
 

@@ -104,7 +104,7 @@ class RotaryEmbedding(nn.Module):
 def panel_cells(positions: torch.Tensor, config: LVMConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """(cell within the panel, panel index) of sentence positions; BOS (position 0) counts as the first cell.
 
-    Images start at position 1 and each takes panel_tokens positions (engine.sentences), so both follow from
+    Images start at position 1 and each takes panel_tokens positions (engine.serving.sentences), so both follow from
     the position alone; the exported graphs compute them the same way from their position ids.
     """
     offset = (positions - 1).clamp(min=0)

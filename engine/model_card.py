@@ -24,8 +24,8 @@ from PIL import Image  # noqa: E402
 
 from engine.bundle import update_manifest  # noqa: E402
 from engine.evaluate import load_puzzles  # noqa: E402
-from engine.runtime import Bundle  # noqa: E402
 from engine.sample_sheet import sample_sheet  # noqa: E402
+from engine.serving.runtime import Bundle  # noqa: E402
 
 logger = logging.getLogger("engine.model_card")
 

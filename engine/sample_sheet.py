@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from engine.evaluate import context_panels, nearest_candidate
-from engine.runtime import Bundle
+from engine.serving.runtime import Bundle
 from puzzles.generators import generate
 from puzzles.images import to_square
 from puzzles.seeds import eval_seed

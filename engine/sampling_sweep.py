@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 
 from engine.bundle import update_manifest
-from engine.decode import SamplingOptions
 from engine.evaluate import context_panels, load_puzzles, nearest_candidate
-from engine.runtime import Bundle
+from engine.serving.decode import SamplingOptions
+from engine.serving.runtime import Bundle
 from puzzles.images import to_square
 from puzzles.puzzle import Puzzle
 

@@ -291,7 +291,7 @@ class BundleTokenizer:
     """
 
     def __init__(self, directory: str | Path) -> None:
-        from engine.runtime import Bundle  # ONNX Runtime; imported here so plain tokenizer use does not need it
+        from engine.serving.runtime import Bundle  # ONNX Runtime; imported here so plain tokenizer use does not need it
 
         self.bundle = Bundle.load(directory, providers=["CPUExecutionProvider"])
         self.directory = self.bundle.directory

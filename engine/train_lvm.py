@@ -37,7 +37,7 @@ from engine import training
 from engine.bundle import read_manifest
 from engine.data import DEFAULT_MIX, PuzzleStream, StreamConfig, make_loader, parse_mix, puzzle_config
 from engine.model import LVM, LVMConfig, model_checkpoint
-from engine.sentences import Vocabulary, build_sentence, max_images, select_panels
+from engine.serving.sentences import Vocabulary, build_sentence, max_images, select_panels
 from engine.shards import Shard, shard_order
 from engine.tokenizer import FrozenTokenizer, encode_uint8, load_frozen_tokenizer
 from puzzles.generators import generate

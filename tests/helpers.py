@@ -40,7 +40,7 @@ def free_port() -> int:
 
 class TinyConfigs(NamedTuple):
     tokenizer: Any  # engine.tokenizer.TokenizerConfig: 16x16 images, 16 tokens each, 32 codes
-    vocab: Any  # engine.sentences.Vocabulary
+    vocab: Any  # engine.serving.sentences.Vocabulary
     lvm: Any  # engine.model.LVMConfig of build_tiny_bundle: 2 layers, 4 heads, panel positions off
     static_lvm: Any  # the LVMConfig of build_tiny_static_bundle (see there)
 
@@ -49,7 +49,7 @@ class TinyConfigs(NamedTuple):
 def tiny_configs() -> TinyConfigs:
     from engine import tokenizer as vq
     from engine.model import LVMConfig
-    from engine.sentences import Vocabulary
+    from engine.serving.sentences import Vocabulary
 
     tokenizer = vq.TokenizerConfig(
         image_size=16, block_out_channels=(8, 8, 8), layers_per_block=1, latent_channels=8, vq_embed_dim=4,

@@ -240,7 +240,7 @@ def test_named_api_prompts_are_checked_like_the_play_layouts() -> None:
 
 @pytest.mark.parametrize("make_bank", ["sqlite"], indirect=True)
 def test_the_model_ranks_the_whole_bank_once_per_bundle(make_bank, tmp_path: Path, tiny_bundle_dir: Path) -> None:  # noqa: ANN001
-    from engine.runtime import Bundle
+    from engine.serving.runtime import Bundle
 
     bank = make_bank(tmp_path)
     for seed in range(3):

@@ -30,5 +30,5 @@ def test_no_floor_imports_a_floor_above_it(floor: str) -> None:
 
 def test_the_check_sees_an_import_inside_a_function(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
-    module.write_text("def f():\n    from app import prompts\n    import engine.runtime\n")
+    module.write_text("def f():\n    from app import prompts\n    import engine.serving.runtime\n")
     assert imported_packages(module) == {"app", "engine"}

@@ -1,4 +1,4 @@
-"""engine.batching: generations of different prompts share one run and give each request its tokens alone."""
+"""engine.serving.batching: generations of different prompts share one run and give each request its tokens alone."""
 from __future__ import annotations
 
 import shutil
@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine import batching, decode, export_static
-from engine.decode import SamplingOptions
-from engine.runtime import Bundle
+from engine import export_static
+from engine.serving import batching, decode
+from engine.serving.decode import SamplingOptions
+from engine.serving.runtime import Bundle
 from tests.helpers import build_tiny_static_bundle
 
 OPTIONS = (SamplingOptions(temperature=1.0), SamplingOptions(temperature=0.7, top_k=8),

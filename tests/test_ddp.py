@@ -26,7 +26,7 @@ import torch.distributed as dist
 from engine import train_lvm, train_tokenizer, training
 from engine.data import sentence_images
 from engine.model import LVM
-from engine.sentences import max_images
+from engine.serving.sentences import max_images
 from engine.tokenizer import build_tokenizer, load_frozen_tokenizer
 from puzzles.generators import generate
 from puzzles.images import to_square

@@ -11,7 +11,7 @@ import pytest
 from engine.bundle import default_bundle_dir
 from engine.evaluate import context_panels, load_puzzles
 from engine.model_card import metrics_table
-from engine.runtime import Bundle
+from engine.serving.runtime import Bundle
 from puzzles.images import to_square
 
 BUNDLE = Path(__file__).resolve().parent.parent / "engine" / "bundles" / "default"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from app import bank_views, solving
-from engine.runtime import Bundle
+from engine.serving.runtime import Bundle
 from puzzles.images import to_square
 
 BUNDLE = Path(__file__).resolve().parent.parent / "engine" / "bundles" / "default"

@@ -13,7 +13,7 @@ import torch
 
 from engine import evaluate, export
 from engine.model import load_model
-from engine.runtime import Bundle
+from engine.serving.runtime import Bundle
 from engine.train_lvm import TrainLVMConfig
 from engine.train_lvm import train as train_lvm
 from engine.train_tokenizer import TrainTokenizerConfig

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from engine import evaluate, sampling_sweep
-from engine.decode import SamplingOptions
-from engine.runtime import Bundle, sampling_defaults
+from engine.serving.decode import SamplingOptions
+from engine.serving.runtime import Bundle, sampling_defaults
 from puzzles.generators import generate
 from puzzles.generators.grid import puzzle_from_pairs
 from puzzles.pack import write_pack

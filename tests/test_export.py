@@ -14,10 +14,11 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from engine import decode, export
+from engine import export
 from engine import tokenizer as vq
 from engine.bundle import sha256_file
 from engine.model import LVM, LVMConfig, load_model
+from engine.serving import decode
 from tests.helpers import PROVENANCE, build_tiny_bundle, tiny_configs
 
 TOKENIZER_CONFIG, VOCAB, LVM_CONFIG, _ = tiny_configs()

@@ -10,7 +10,7 @@ import onnx
 import pytest
 import torch
 
-from engine import decode, export_static
+from engine import export_static
 from engine.bundle import (
     BundleError,
     bundle_weights,
@@ -19,7 +19,8 @@ from engine.bundle import (
     weights_from_traced_graph,
 )
 from engine.model import load_model
-from engine.runtime import Bundle
+from engine.serving import decode
+from engine.serving.runtime import Bundle
 from tests.helpers import build_tiny_static_bundle, tiny_configs
 
 TOKENIZER_CONFIG, VOCAB, _, LVM_CONFIG = tiny_configs()

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from app.prompts import as_image
-from engine.runtime import images_to_tensor
+from engine.serving.runtime import images_to_tensor
 from puzzles.bank import store
 from puzzles.images import png_bytes, to_rgb_array
 

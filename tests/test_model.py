@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from engine.model import LVM, LVMConfig, load_model, panel_cells, save_model
-from engine.sentences import (
+from engine.serving.sentences import (
     Vocabulary,
     build_sentence,
     image_span,

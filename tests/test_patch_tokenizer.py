@@ -11,8 +11,8 @@ from engine import export, patch_tokenizer, shards, train_lvm
 from engine import tokenizer as vq
 from engine.model import LVM, LVMConfig
 from engine.patch_tokenizer import PatchTokenizer, PatchTokenizerConfig
-from engine.runtime import Bundle
-from engine.sentences import Vocabulary
+from engine.serving.runtime import Bundle
+from engine.serving.sentences import Vocabulary
 from tests.helpers import TINY_LVM_FLAGS
 
 CONFIG = PatchTokenizerConfig(image_size=16, patch_size=4, codebook_size=64)

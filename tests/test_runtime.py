@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine import decode, runtime
 from engine.bundle import BUNDLE_ENV, BundleError, default_bundle_dir
-from engine.runtime import Bundle
+from engine.serving import decode, runtime
+from engine.serving.runtime import Bundle
 from tests.helpers import build_tiny_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,8 +43,9 @@ def pictures(count: int, size: int = 16, seed: int = 0) -> list[np.ndarray]:
 # --- import hygiene and loading -------------------------------------------------------------------------------
 
 
-def test_runtime_never_imports_torch() -> None:
-    code = "import sys, engine.runtime; " \
+def test_the_serving_package_never_imports_torch_onnx_or_the_generators() -> None:
+    code = "import sys, engine.serving.runtime, engine.serving.batching, engine.serving.decode, " \
+           "engine.serving.sentences; " \
            "bad = [m for m in ('torch', 'onnx', 'puzzles.generators') if m in sys.modules]; assert not bad, bad"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 

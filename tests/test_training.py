@@ -11,7 +11,7 @@ import torch
 from engine import train_lvm, train_tokenizer, training
 from engine.data import ImageStream, PuzzleStream, StreamConfig, parse_mix
 from engine.model import LVM, LVMConfig, load_model
-from engine.sentences import Vocabulary
+from engine.serving.sentences import Vocabulary
 from engine.tokenizer import build_tokenizer, load_tokenizer, save_tokenizer
 from puzzles.seeds import HELD_OUT_START
 from tests.helpers import TINY_LVM_FLAGS, tiny_training_tokenizer
@@ -225,7 +225,7 @@ def test_make_batch_groups_candidates_by_context_length(tiny_tokenizer_path: Pat
 def test_train_lvm_continues_a_bundle_and_exports_on_its_tokenizer(tiny_bundle_dir: Path, tmp_path: Path) -> None:
     """Tokenizer and starting weights come from an exported bundle; the export reuses its tokenizer graphs."""
     from engine import export
-    from engine.runtime import Bundle
+    from engine.serving.runtime import Bundle
     from engine.tokenizer import BundleTokenizer
     from tests.helpers import build_tiny_bundle
 

@@ -1,6 +1,6 @@
 """Generations asked for at the same time share one ONNX Runtime run (numpy + onnxruntime, never torch).
 
-The fixed-size cache graph (engine/decode.py, `StaticLvmRunner`) takes a position id per token and an attention
+The fixed-size cache graph (engine/serving/decode.py, `StaticLvmRunner`) takes a position id per token and an attention
 bias, so prompts of different lengths can lie side by side in one cache: one prefill runs them all (each token
 sees its own prompt only), and every decode step appends one token per sample of every request, each sample
 attending to its own prompt and its own tokens. A request's tokens are the ones it would get alone: its rows
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnxruntime as ort
 
-from engine.decode import (
+from engine.serving.decode import (
     Progress,
     SamplingOptions,
     StaticCache,

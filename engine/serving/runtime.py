@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from engine import decode
-from engine.batching import MAX_ROWS, MAX_WAIT_S, Batcher
 from engine.bundle import BundleError, default_bundle_dir, static_graph_file, verify_bundle
-from engine.decode import Progress, SamplingOptions
-from engine.sentences import Vocabulary, build_sentence, max_images
+from engine.serving import decode
+from engine.serving.batching import MAX_ROWS, MAX_WAIT_S, Batcher
+from engine.serving.decode import Progress, SamplingOptions
+from engine.serving.sentences import Vocabulary, build_sentence, max_images
 from puzzles.images import ImageSource, to_rgb_array, to_square
 
 log = logging.getLogger(__name__)
@@ -158,8 +158,9 @@ class Bundle:
         return cls(directory, verify_bundle(directory), providers or wanted_providers(), static=static)
 
     def share_batches(self, max_wait_s: float = MAX_WAIT_S, max_rows: int = MAX_ROWS) -> bool:
-        """Let generations and scorings asked for at once from several threads run as one batch (engine.batching);
-        only the fixed-size cache graph takes a position per token, so the growing-cache graph keeps one call a run."""
+        """Let generations and scorings asked for at once from several threads run as one batch
+        (engine.serving.batching); only the fixed-size cache graph takes a position per token, so the growing-cache
+        graph keeps one call a run."""
         if isinstance(self.runner, decode.StaticLvmRunner) and self.batcher is None:
             self.batcher = Batcher(self.runner, self.tokens_per_image, tuple(self.manifest["code_range"]),
                                    max_wait_s, max_rows)

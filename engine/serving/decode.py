@@ -231,7 +231,7 @@ class StaticCache:
         return bias.reshape(1, 1, rows * new_per_row, total)
 
     def branch(self, spans: list[tuple[int, int]], counts: list[int]) -> StaticCache:
-        """Branch rows off several prompts that lie side by side in the filled positions (engine.batching):
+        """Branch rows off several prompts that lie side by side in the filled positions (engine.serving.batching):
         `counts[i]` rows attend to the buffer span `spans[i]` = (start, end) and continue from its length."""
         if self.rows != 1 or len(spans) != len(counts) or min(counts, default=0) < 1:
             raise ValueError("branch a one-row cache into at least one row per prompt")
