@@ -347,8 +347,9 @@ def build(visitor: gr.BrowserState) -> PlayComponents:
                 "example, then press **Solve**: the model draws the missing picture. Add candidates and it also "
                 "ranks them.", elem_id="play-intro")
     with gr.Row(elem_id="one-click"):  # one click fills an example of the layout and solves it
+        # Shown by the page load, which also resets the examples list: a click before it would be undone.
         one_click = {name: gr.Button(f"Solve {'an' if name[0] in 'aeiou' else 'a'} {name} example", size="sm",
-                                     elem_id=f"one-click-{name}") for name in prompts.LAYOUTS}
+                                     elem_id=f"one-click-{name}", visible=False) for name in prompts.LAYOUTS}
     with gr.Row():
         layout = gr.Radio(list(prompts.LAYOUTS), value="analogy", label="Prompt layout", elem_id="layout", scale=3)
         examples = gr.Dropdown([], label="Examples from the bank", elem_id="examples", scale=3)
