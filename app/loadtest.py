@@ -1,7 +1,7 @@
 """A bounded load test of the playground over HTTP, on loopback only; it stops by itself.
 
-`python -m app.loadtest --visitors 32 --seconds 60 [--bundle DIR]` starts the app in this process on a free
-127.0.0.1 port with a fresh SQLite bank of small generated puzzles, lets simulated visitors browse, solve,
+`python -m app.loadtest --visitors 32 --seconds 60 [--bundle DIR]` starts the app in a process of its own on a
+free 127.0.0.1 port with a fresh SQLite bank of small generated puzzles, lets simulated visitors browse, solve,
 rate and attempt for the given time, then checks that every acknowledged rating and attempt is in the
 database. An attempt is followed by the model's part of it (`attempt_model`), as a browser asks for it. It prints
 requests, errors, busy refusals, p50/p95 latency per action, lost writes, and a line of the serving targets (the
@@ -11,13 +11,16 @@ non-zero when there were errors or lost writes.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import random
 import re
 import statistics
+import subprocess
 import tempfile
 import threading
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,6 +35,7 @@ ACTIONS = {"browse": 0.35, "attempt": 0.25, "solve": 0.2, "rate": 0.2}  # a visi
 THINK_S = (0.05, 0.3)  # pause between a visitor's actions
 MAX_VISITORS = 256
 MAX_SECONDS = 3600
+READY_FILE = "ready.json"  # the server process writes it once the app is built
 BUSY = ("queue is full", "try again")  # the words of a deliberate "busy" refusal
 RATE_LIMITED = "too many"
 
@@ -94,18 +98,53 @@ class LoadReport:
                 f"lost writes {self.lost_writes}")
 
 
+class WireClient:
+    """Gradio's HTTP API spoken directly, as light as a browser is on the server's machine (gradio_client spends
+    about as much CPU per request as the server does, which on a small machine would measure the client):
+    POST /gradio_api/call/NAME, then read its event stream; files are uploaded once, as a dropped image is."""
+
+    def __init__(self, url: str, timeout_s: float = 180.0) -> None:
+        import httpx
+
+        self.http = httpx.Client(base_url=url.rstrip("/") + "/gradio_api", timeout=timeout_s)
+        self.session_hash = uuid.uuid4().hex[:11]  # one visitor's session: its states (last solve) follow it
+
+    def upload(self, paths: Sequence[str]) -> list[dict[str, Any]]:
+        files = [("files", (Path(path).name, Path(path).read_bytes(), "image/png")) for path in paths]
+        response = self.http.post("/upload", files=files)
+        response.raise_for_status()
+        return [{"path": stored, "orig_name": Path(path).name, "meta": {"_type": "gradio.FileData"}}
+                for stored, path in zip(response.json(), paths, strict=True)]
+
+    def call(self, api_name: str, *data: Any) -> list[Any]:
+        """The event's outputs; a refusal or an error raises RuntimeError with the server's message."""
+        joined = self.http.post(f"/call/{api_name}", json={"data": list(data), "session_hash": self.session_hash})
+        if joined.status_code != 200:
+            raise RuntimeError(f"{joined.status_code}: {joined.text[:300]}")
+        event = None
+        with self.http.stream("GET", f"/call/{api_name}/{joined.json()['event_id']}") as stream:
+            for line in stream.iter_lines():
+                if line.startswith("event: "):
+                    event = line[len("event: "):]
+                elif line.startswith("data: ") and event in ("complete", "error"):
+                    payload = json.loads(line[len("data: "):])
+                    if event == "error":
+                        raise RuntimeError(f"the server answered an error: {payload}")
+                    return payload
+        raise RuntimeError(f"{api_name}: the event stream ended without a result")
+
+
 class _Visitor:
-    """One simulated visitor: its own client session (so a rating follows its own solve) and visitor id."""
+    """One simulated visitor: its own session (so a rating follows its own solve) and visitor id."""
 
     def __init__(self, url: str, report: LoadReport, lock: threading.Lock, puzzle_ids: Sequence[str],
                  prompt_files: Sequence[str], seed: int) -> None:
-        from gradio_client import Client
-
         from app import visitors
 
-        self.client = Client(url, verbose=False)
+        self.client = WireClient(url)
         self.report, self.lock = report, lock
         self.puzzle_ids, self.prompt_files = list(puzzle_ids), list(prompt_files)
+        self.prompt: list[dict[str, Any]] | None = None  # the uploaded panels, once
         self.visitor_id = visitors.new_visitor_id()
         self.rng = random.Random(seed)
         self.solved = False
@@ -147,23 +186,23 @@ class _Visitor:
 
     def browse(self) -> None:
         family = self.rng.choice(["any", "matrix", "analogy"])
-        self.client.predict(family, "any", "", 1, 5, False, 1, api_name="/browse")
+        self.client.call("browse", family, "any", "", 1, 5, False, 1)
 
     def solve(self) -> None:
-        from gradio_client import handle_file
-
         from app import prompts
 
+        if self.prompt is None:
+            self.prompt = self.client.upload(self.prompt_files)
         slots: list[Any] = [None] * len(prompts.ALL_SLOTS)
-        for name, path in zip(("slot-a1", "slot-a1p", "slot-b"), self.prompt_files, strict=True):
-            slots[prompts.ALL_SLOTS.index(name)] = handle_file(path)
+        for name, file in zip(("slot-a1", "slot-a1p", "slot-b"), self.prompt, strict=True):
+            slots[prompts.ALL_SLOTS.index(name)] = file
         seed = self.rng.randrange(1000)
-        self.client.predict("analogy", "1", *slots, None, 2, 1.0, 0, 1.0, seed, api_name="/solve")
+        self.client.call("solve", "analogy", "1", *slots, None, 2, 1.0, 0, 1.0, seed)
         self.solved = True
 
     def rate(self) -> None:
         vote = self.rng.choice(["up", "down"])
-        status, _ = self.client.predict(self.visitor_id, self.rng.randint(1, 2), vote, False, api_name="/rate")
+        status, _ = self.client.call("rate", self.visitor_id, self.rng.randint(1, 2), vote, False)
         found = re.search(r"\(rating (\d+)\)", status)
         if not found:
             raise RuntimeError(f"a rating was answered without its id: {status!r}")
@@ -174,13 +213,13 @@ class _Visitor:
         puzzle_id = self.rng.choice(self.puzzle_ids)
         choice = self.rng.choice(["#1", "#2", "I give up"])
         self.answered = None
-        verdict, *_ = self.client.predict(self.visitor_id, puzzle_id, choice, api_name="/attempt")
+        verdict, *_ = self.client.call("attempt", self.visitor_id, puzzle_id, choice)
         with self.lock:
             self.report.acknowledged_attempts[self.visitor_id] += 1
         self.answered = (puzzle_id, verdict)
 
     def attempt_model(self) -> None:
-        self.client.predict(*self.answered, api_name="/attempt_model")
+        self.client.call("attempt_model", *self.answered)
 
 
 def engine_solves_per_s(bundle: Path | None, prompt_files: Sequence[str], seconds: float = 5.0) -> float:
@@ -276,19 +315,20 @@ def write_prompt_files(panels: Sequence[Any], folder: Path) -> list[str]:
     return paths
 
 
-def serve_in_process(bundle: Path | None, data_dir: Path) -> tuple[str, Any, Any, list[str], list[str]]:
-    """The app on a free loopback port: (url, server, bank, puzzle ids, prompt files)."""
+def free_loopback_port() -> int:
     import socket
 
-    import uvicorn
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
+
+def build_app(bundle: Path | None, data_dir: Path, port: int) -> tuple[Any, Any, list[str], list[str]]:
+    """The app over a fresh bank of small puzzles in `data_dir`: (Starlette app, bank, puzzle ids, prompt files)."""
     from app.server import create_app
     from app.settings import resolve
     from puzzles.bank import connect
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
     values = {"data_dir": str(data_dir), "port": str(port), "bundle": str(bundle) if bundle else None,
               # the simulated visitors share one loopback address: its per-client limits would count them as one
               **dict.fromkeys(("writes_per_minute", "new_visitors_per_hour", "queue_places", "upload_mb_per_hour",
@@ -297,14 +337,49 @@ def serve_in_process(bundle: Path | None, data_dir: Path) -> tuple[str, Any, Any
     bank = connect(f"sqlite:///{data_dir / 'gelato.db'}")
     ids, panels = fill_bank(bank)
     app = create_app(settings, bank=bank, seed=False, check_bundle=True)
+    return app, bank, ids, write_prompt_files(panels, data_dir)
+
+
+def serve_forever(bundle: Path | None, data_dir: Path, port: int) -> None:
+    """The server side of a load run (its own process): build the app, say so in READY_FILE, serve until killed."""
+    import uvicorn
+
+    app, _, ids, files = build_app(bundle, data_dir, port)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
-    deadline = time.monotonic() + 60
-    while not server.started:
+    (data_dir / READY_FILE).write_text(json.dumps({"ids": ids, "files": files}))
+    server.run()
+
+
+def serve_in_child(bundle: Path | None, data_dir: Path) -> tuple[str, Any, Any, list[str], list[str]]:
+    """The app in a process of its own, as a real server is (the visitors' clients are not in its process):
+    (url, process, bank, puzzle ids, prompt files)."""
+    import sys
+    import urllib.request
+
+    from app import visitors
+    from puzzles.bank import connect
+
+    port = free_loopback_port()
+    command = [sys.executable, "-m", "app.loadtest", "--serve", str(port), "--data-dir", str(data_dir)]
+    command += ["--bundle", str(bundle)] if bundle else []
+    process = subprocess.Popen(command)
+    url, deadline = f"http://127.0.0.1:{port}/", time.monotonic() + 120
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"the app exited with code {process.returncode} before it served")
         if time.monotonic() > deadline:
-            raise RuntimeError("the app did not start within 60 s")
-        time.sleep(0.05)
-    return f"http://127.0.0.1:{port}/", server, bank, ids, write_prompt_files(panels, data_dir)
+            process.kill()
+            raise RuntimeError("the app did not start within 120 s")
+        if (data_dir / READY_FILE).exists():
+            try:
+                urllib.request.urlopen(url, timeout=5).close()
+                break
+            except OSError:
+                pass
+        time.sleep(0.1)
+    ready = json.loads((data_dir / READY_FILE).read_text())
+    visitors.install_visitor_key(data_dir)  # the visitors' ids are signed as the server signs them (its key file)
+    return url, process, connect(f"sqlite:///{data_dir / 'gelato.db'}"), ready["ids"], ready["files"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -313,16 +388,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="how long the load runs (default 60)")
     parser.add_argument("--bundle", type=Path, default=None, help="model bundle (default: the shipped one)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the visitors' choices")
+    parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)  # the server's own process
+    parser.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
     arguments = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if arguments.serve:
+        serve_forever(arguments.bundle, arguments.data_dir, arguments.serve)
+        return 0
     with tempfile.TemporaryDirectory(prefix="gelato-load-") as folder:
-        url, server, bank, ids, files = serve_in_process(arguments.bundle, Path(folder))
+        url, process, bank, ids, files = serve_in_child(arguments.bundle, Path(folder))
         try:
             engine_rate = engine_solves_per_s(arguments.bundle, files)
             report = run_load(url, bank, ids, files, arguments.visitors, arguments.seconds, arguments.seed)
             report.engine_solves_per_s = engine_rate
         finally:
-            server.should_exit = True
+            process.terminate()
+            try:  # open client connections can hold uvicorn's graceful shutdown; the figures are taken by now
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
             bank.close()
     print(report.summary())  # the tool's output: the figures
     return 1 if report.errors or report.lost_writes else 0

@@ -258,3 +258,28 @@ def test_the_model_ranks_the_whole_bank_once_per_bundle(make_bank, tmp_path: Pat
              [item.id for item in repository.list_puzzles(bank, family="analogy")[0]]]
     wrong = sum(not results[0]["correct"] for results in known)
     assert len(bank_views.bank_page(bank, wrong_filter, 0)[1]) == wrong
+
+
+def test_the_models_answer_to_a_bank_puzzle_is_made_once_per_bundle_and_settings(
+        tiny_bundle_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from collections import OrderedDict
+
+    from engine.serving.runtime import Bundle
+
+    monkeypatch.setattr(model_picks, "_answers", OrderedDict())
+    bundle = Bundle.load(tiny_bundle_dir)
+    calls = []
+    real_complete = bundle.complete
+    monkeypatch.setattr(bundle, "complete", lambda *a, **k: calls.append(k["seed"]) or real_complete(*a, **k))
+    puzzle = generate("analogy", 0, size=32)
+    puzzle_dict = {"id": "p1", "panels": puzzle.panels[-3:]}
+    settings = solving.SampleSettings(n_samples=1, seed=0)
+    first = model_picks.model_answer(bundle, puzzle_dict, settings)
+    again = model_picks.model_answer(bundle, puzzle_dict, settings)
+    assert calls == [0] and again is first
+    model_picks.model_answer(bundle, puzzle_dict, solving.SampleSettings(n_samples=1, seed=5))  # other settings
+    model_picks.model_answer(bundle, {**puzzle_dict, "id": "p2"}, settings)  # another puzzle
+    assert calls == [0, 5, 0]
+    monkeypatch.setattr(model_picks, "KEPT_ANSWERS", 2)
+    model_picks.model_answer(bundle, {**puzzle_dict, "id": "p3"}, settings)
+    assert len(model_picks._answers) == 2 and ("p1" not in {key[1] for key in model_picks._answers})

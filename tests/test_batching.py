@@ -1,7 +1,9 @@
 """engine.serving.batching: generations of different prompts share one run and give each request its tokens alone."""
 from __future__ import annotations
 
+import os
 import shutil
+import sys
 import threading
 from pathlib import Path
 
@@ -158,3 +160,20 @@ def test_the_app_solves_through_the_batcher(bundle: Bundle, tmp_path: Path) -> N
     result = solving.solve(served, images, solving.SampleSettings(n_samples=2, seed=4))
     assert served.batcher.batches == 1
     assert [a.tobytes() for a in result.samples] == [b.tobytes() for b in bundle.complete(images, n_samples=2, seed=4)]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
+def test_a_bundle_loaded_nicer_runs_its_threads_nicer_and_leaves_the_callers_alone(bundle: Bundle) -> None:
+    def nice_of_threads() -> dict[int, int]:
+        return {int(task): os.getpriority(os.PRIO_PROCESS, int(task)) for task in os.listdir("/proc/self/task")}
+
+    before = nice_of_threads()
+    bundle = Bundle.load(bundle.directory, niceness=7)
+    assert bundle.share_batches()
+    images = [np.full((16, 16, 3), value, np.uint8) for value in (0, 120, 250)]
+    assert len(bundle.complete(images, n_samples=2, seed=1)) == 2
+    threads = nice_of_threads()
+    assert threads[threading.get_native_id()] == before[threading.get_native_id()]  # the caller's is untouched
+    assert threads[bundle.batcher._worker.native_id] == 7
+    new = {task: nice for task, nice in threads.items() if task not in before}
+    assert sum(nice == 7 for nice in new.values()) >= 2, new  # the batcher and ONNX Runtime's pool threads

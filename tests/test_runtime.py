@@ -248,3 +248,4 @@ def test_pmi_scoring_subtracts_the_last_panel_baseline(bundle: Bundle, bundle_co
     baseline = bundle.score(prompt[-1:], candidates)
     assert bundle.scoring == "sum" and pmi.scoring == "pmi_last_panel"
     np.testing.assert_allclose(pmi.score(prompt, candidates), raw - baseline, rtol=1e-5, atol=1e-4)
+

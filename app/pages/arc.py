@@ -16,7 +16,7 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
-from app import bank_views, bank_writes, solving, visitors
+from app import bank_views, bank_writes, model_picks, solving, visitors
 from app.pages import play
 from app.services import current
 from puzzles.generators import grid as arc_grid
@@ -74,7 +74,7 @@ def model_answer(puzzle: dict[str, Any]) -> tuple[np.ndarray | None, str]:
     """The model's generated answer for the puzzle and a line about it (right, wrong, or why there is none)."""
     try:
         settings = solving.SampleSettings(n_samples=1, temperature=1.0, seed=0)
-        image = solving.solve(current().bundle(), puzzle["panels"], settings).samples[0]
+        image = model_picks.model_answer(current().bundle(), puzzle, settings)
     except (RuntimeError, ValueError) as error:
         log.warning("model unavailable for grid puzzle %s: %s", puzzle["id"], error)
         return None, f"The model could not answer: {error}"

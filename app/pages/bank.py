@@ -147,7 +147,7 @@ def attempt_model(puzzle_id: str, verdict: str, progress: gr.Progress = gr.Progr
                 text += "\n\n" + model_picks.pick_line(pick, puzzle["answer_index"])
         settings = replace(solving.default_sampling(), n_samples=1, seed=0)
         report = lambda f, m: progress(f, desc=m)  # noqa: E731
-        generated = solving.solve(bundle, puzzle["panels"], settings, progress=report).samples[0]
+        generated = model_picks.model_answer(bundle, puzzle, settings, progress=report)
     except (RuntimeError, ValueError) as error:
         log.warning("model unavailable for puzzle %s: %s", puzzle_id, error)
         text += f"\n\n(The model could not answer: {error})"

@@ -32,6 +32,7 @@ from engine.serving.decode import (
     restrict_to_codes,
     sample_tokens,
 )
+from engine.serving.priority import lower_this_thread
 
 log = logging.getLogger(__name__)
 
@@ -130,9 +131,9 @@ class Batcher:
     thread."""
 
     def __init__(self, runner: StaticLvmRunner, n_tokens: int, code_range: tuple[int, int],
-                 max_wait_s: float = MAX_WAIT_S, max_rows: int = MAX_ROWS) -> None:
+                 max_wait_s: float = MAX_WAIT_S, max_rows: int = MAX_ROWS, niceness: int = 0) -> None:
         self.runner, self.n_tokens, self.code_range = runner, n_tokens, tuple(code_range)
-        self.max_wait_s, self.max_rows = max_wait_s, max_rows
+        self.max_wait_s, self.max_rows, self.niceness = max_wait_s, max_rows, niceness
         self.max_positions = runner.max_positions or np.iinfo(np.int64).max
         self._queue: queue.Queue[Request] = queue.Queue()
         self._worker: threading.Thread | None = None
@@ -168,6 +169,7 @@ class Batcher:
                 self._worker.start()
 
     def _serve(self) -> None:
+        lower_this_thread(self.niceness)
         carried: Request | None = None
         while True:
             batch = [carried or self._queue.get()]

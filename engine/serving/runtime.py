@@ -20,6 +20,7 @@ from engine.bundle import BundleError, default_bundle_dir, static_graph_file, ve
 from engine.serving import decode
 from engine.serving.batching import MAX_ROWS, MAX_WAIT_S, Batcher
 from engine.serving.decode import Progress, SamplingOptions
+from engine.serving.priority import run_lowered
 from engine.serving.sentences import Vocabulary, build_sentence, max_images
 from puzzles.images import ImageSource, to_rgb_array, to_square
 
@@ -144,18 +145,24 @@ class Bundle:
         else:
             self.runner = decode.make_runner(self.lvm)  # IO binding: the KV cache stays on the session's device
         self.batcher: Batcher | None = None  # set by share_batches: concurrent generations share runs
+        self.niceness = 0  # the nice value of the model's threads (see `load`)
         log.info("bundle %s loaded from %s on %s (%s)", self.name, self.directory, self.provider,
                  "fixed-size KV cache" if self.static else "growing KV cache")
 
     @classmethod
     def load(cls, directory: str | Path | None = None, providers: Sequence[str] | None = None,
-             static: bool = True) -> Bundle:
+             static: bool = True, niceness: int = 0) -> Bundle:
         """Read and verify a bundle (default: default_bundle_dir()); refuse it naming the first bad file.
 
         `static=False` serves lvm.onnx even when the bundle also has the fixed-cache graph (for comparisons).
+        `niceness` > 0 runs the sessions' threads and the batcher's at that nice value (engine.serving.priority):
+        a server's lighter requests then get the CPU first.
         """
         directory = Path(directory) if directory is not None else default_bundle_dir()
-        return cls(directory, verify_bundle(directory), providers or wanted_providers(), static=static)
+        manifest, providers = verify_bundle(directory), providers or wanted_providers()
+        bundle = run_lowered(niceness, lambda: cls(directory, manifest, providers, static=static))
+        bundle.niceness = niceness
+        return bundle
 
     def share_batches(self, max_wait_s: float = MAX_WAIT_S, max_rows: int = MAX_ROWS) -> bool:
         """Let generations and scorings asked for at once from several threads run as one batch
@@ -163,7 +170,7 @@ class Bundle:
         graph keeps one call a run."""
         if isinstance(self.runner, decode.StaticLvmRunner) and self.batcher is None:
             self.batcher = Batcher(self.runner, self.tokens_per_image, tuple(self.manifest["code_range"]),
-                                   max_wait_s, max_rows)
+                                   max_wait_s, max_rows, niceness=self.niceness)
         return self.batcher is not None
 
     # manifest facts used on every call
