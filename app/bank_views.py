@@ -5,6 +5,8 @@ Ids and plain values in, plain values out (images as numpy arrays); the bank's o
 """
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +20,9 @@ if TYPE_CHECKING:
     from puzzles.bank.repository import PuzzleFilter, PuzzleSummary
 
 PER_PAGE = 12
+KEPT_PICTURES = 256  # gallery pictures kept in memory (at most 144 x 144 px: 62 KB each)
+_pictures: OrderedDict[tuple[str, tuple[str, ...]], np.ndarray] = OrderedDict()
+_pictures_lock = threading.Lock()
 GAVE_UP = "I give up"
 # The answer radios start with eight candidates (the usual count) so the API accepts any of them; opening a
 # puzzle narrows the choices to its own candidates.
@@ -109,6 +114,25 @@ def puzzle_picture(puzzle: Mapping[str, Any], cell: int = 64) -> np.ndarray:
     return montage(panels, columns, cell)
 
 
+def gallery_picture(bank: Bank, item: PuzzleSummary) -> np.ndarray:
+    """A puzzle's picture in the bank's gallery, drawn once: it depends on its family and images alone, and the
+    bank names images by their content, so a page of the bank reads no image again after the first time."""
+    from puzzles.bank import repository
+
+    key = (item.family, tuple(item.panel_hashes))
+    with _pictures_lock:
+        if key in _pictures:
+            _pictures.move_to_end(key)
+            return _pictures[key]
+    panels = [decode_png(repository.get_image(bank, h)) for h in item.panel_hashes]
+    picture = puzzle_picture({"family": item.family, "panels": panels}, cell=48)
+    with _pictures_lock:
+        _pictures[key] = picture
+        while len(_pictures) > KEPT_PICTURES:
+            _pictures.popitem(last=False)
+    return picture
+
+
 def puzzle_filter(family: Any, layout: Any, tag: Any, low: Any, high: Any, model_wrong: Any,
                   status: Any = "published") -> PuzzleFilter:
     """The bank's filter from a form's values (the Bank page's, the curator export's): "any" or empty takes every
@@ -140,11 +164,7 @@ def bank_page(bank: Bank, filters: PuzzleFilter, page: int) -> tuple[list[tuple[
     from puzzles.bank import repository
 
     items, total = repository.list_puzzles(bank, filters, page=max(0, int(page)), per_page=PER_PAGE)
-    pictures = []
-    for item in items:
-        panels = [decode_png(repository.get_image(bank, h)) for h in item.panel_hashes]
-        picture = puzzle_picture({"family": item.family, "panels": panels}, cell=48)
-        pictures.append((picture, puzzle_name(item.title, item.family, item.difficulty)))
+    pictures = [(gallery_picture(bank, item), puzzle_name(item.title, item.family, item.difficulty)) for item in items]
     pages = max(1, -(-total // PER_PAGE))
     return pictures, [item.id for item in items], pages
 

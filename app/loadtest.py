@@ -99,38 +99,52 @@ class LoadReport:
 
 
 class WireClient:
-    """Gradio's HTTP API spoken directly, as light as a browser is on the server's machine (gradio_client spends
-    about as much CPU per request as the server does, which on a small machine would measure the client):
-    POST /gradio_api/call/NAME, then read its event stream; files are uploaded once, as a dropped image is."""
+    """Gradio's HTTP API spoken as a browser speaks it, and as light on the server's machine as a browser is
+    (gradio_client spends about as much CPU per request as the server does, which on a small machine would measure
+    the client): POST /gradio_api/queue/join, then read the session's event stream, progress messages and all, up
+    to the event's result. Files are uploaded once, as a dropped image is."""
 
     def __init__(self, url: str, timeout_s: float = 180.0) -> None:
         import httpx
 
-        self.http = httpx.Client(base_url=url.rstrip("/") + "/gradio_api", timeout=timeout_s)
+        self.http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout_s)
+        config = self.http.get("/config")
+        config.raise_for_status()
+        kinds = {component["id"]: component.get("type") for component in config.json()["components"]}
+        # per named event: its id, and which inputs and outputs are server-side state (a browser sends None for
+        # those and shows nothing of them)
+        self.events = {event["api_name"]: (event["id"], [kinds.get(i) == "state" for i in event["inputs"]],
+                                           [kinds.get(o) == "state" for o in event["outputs"]])
+                       for event in config.json()["dependencies"] if event.get("api_name")}
         self.session_hash = uuid.uuid4().hex[:11]  # one visitor's session: its states (last solve) follow it
 
     def upload(self, paths: Sequence[str]) -> list[dict[str, Any]]:
         files = [("files", (Path(path).name, Path(path).read_bytes(), "image/png")) for path in paths]
-        response = self.http.post("/upload", files=files)
+        response = self.http.post("/gradio_api/upload", files=files)
         response.raise_for_status()
         return [{"path": stored, "orig_name": Path(path).name, "meta": {"_type": "gradio.FileData"}}
                 for stored, path in zip(response.json(), paths, strict=True)]
 
     def call(self, api_name: str, *data: Any) -> list[Any]:
         """The event's outputs; a refusal or an error raises RuntimeError with the server's message."""
-        joined = self.http.post(f"/call/{api_name}", json={"data": list(data), "session_hash": self.session_hash})
+        fn_index, state_inputs, state_outputs = self.events[api_name]
+        values = iter(data)
+        body = {"data": [None if state else next(values) for state in state_inputs], "fn_index": fn_index,
+                "session_hash": self.session_hash, "event_data": None, "trigger_id": None}
+        joined = self.http.post("/gradio_api/queue/join", json=body)
         if joined.status_code != 200:
             raise RuntimeError(f"{joined.status_code}: {joined.text[:300]}")
-        event = None
-        with self.http.stream("GET", f"/call/{api_name}/{joined.json()['event_id']}") as stream:
+        event_id = joined.json()["event_id"]
+        with self.http.stream("GET", "/gradio_api/queue/data", params={"session_hash": self.session_hash}) as stream:
             for line in stream.iter_lines():
-                if line.startswith("event: "):
-                    event = line[len("event: "):]
-                elif line.startswith("data: ") and event in ("complete", "error"):
-                    payload = json.loads(line[len("data: "):])
-                    if event == "error":
-                        raise RuntimeError(f"the server answered an error: {payload}")
-                    return payload
+                if not line.startswith("data: "):
+                    continue
+                message = json.loads(line[len("data: "):])
+                if message.get("msg") == "process_completed" and message.get("event_id") == event_id:
+                    if not message.get("success"):
+                        raise RuntimeError(f"the server answered an error: {message.get('output')}")
+                    outputs = message["output"]["data"]
+                    return [value for value, state in zip(outputs, state_outputs, strict=True) if not state]
         raise RuntimeError(f"{api_name}: the event stream ended without a result")
 
 

@@ -61,6 +61,8 @@ def make_gradio_cache_writes_atomic() -> None:
         folder = Path(cache_dir) / processing_utils.hash_bytes(data)
         folder.mkdir(exist_ok=True, parents=True)
         target = (folder / f"{name}.{format}").resolve()
+        if target.exists():  # named by its content: the same picture, complete (written by a rename)
+            return str(target)
         temporary = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         temporary.write_bytes(data)
         os.replace(temporary, target)
