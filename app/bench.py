@@ -116,6 +116,56 @@ def solve_split(url: str, files: list[str], bundle_dir: Path, scratch: Path, rou
     return split
 
 
+CHROMIUM = "/usr/bin/chromium"  # Debian's package; Playwright cannot download browsers here
+CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def browser_split(url: str, bank: Any, bundle_dir: Path, rounds: int = 7) -> dict[str, float]:
+    """A Solve as a person sees it, medians of `rounds` (Chromium through Playwright, seeds 1..rounds): from the
+    click on Solve until the settings line names the new seed and the 4 samples are on screen, on the bank's first
+    analogy example (its candidates are ranked too), against the engine's own solve and ranking of that prompt."""
+    import statistics
+
+    from playwright.sync_api import expect, sync_playwright
+
+    from app import bank_views, prompts, solving
+    from app.pages.play import example_labels
+    from engine.serving.runtime import Bundle
+
+    bundle, clicks, engine = Bundle.load(bundle_dir), [], []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(url)
+        page.locator("#examples input").click()
+        option = page.get_by_role("option").filter(has_text="nalogy").first
+        value_of = dict(example_labels([choice for layout in prompts.LAYOUTS  # the list as the page makes it
+                                        for choice in bank_views.example_choices(bank, families=[layout])]))
+        puzzle = bank_views.fetch_puzzle(bank, bank_views.id_from_choice(value_of[option.inner_text().strip()]))
+        option.click()
+        expect(page.locator("#candidates img")).to_have_count(len(puzzle["candidates"]), timeout=60_000)
+        page.get_by_text("Advanced").click()  # the seed lives in the closed "Advanced" section
+        for seed in range(1, rounds + 1):
+            page.locator("#seed input").fill(str(seed))
+            started = time.perf_counter()
+            page.locator("#solve").click()
+            expect(page.locator("#settings-used")).to_contain_text(f"seed {seed}", timeout=60_000)
+            expect(page.locator("#samples img")).to_have_count(4)
+            clicks.append(time.perf_counter() - started)
+        browser.close()
+    chosen = bundle.sampling  # the app's defaults, as its Solve uses them; timed with the browser closed
+    for seed in range(1, rounds + 1):
+        settings = solving.SampleSettings(n_samples=4, seed=seed, top_k=chosen.top_k, top_p=chosen.top_p,
+                                          temperature=max(chosen.temperature, solving.MIN_TEMPERATURE))
+        started = time.perf_counter()
+        solving.solve(bundle, puzzle["panels"], settings, puzzle["candidates"])
+        engine.append(time.perf_counter() - started)
+    split = {"browser_click_to_samples_s": statistics.median(clicks), "browser_engine_s": statistics.median(engine)}
+    split["browser_outside_engine_s"] = split["browser_click_to_samples_s"] - split["browser_engine_s"]
+    return split
+
+
 def visitors_round(url: str, files: list[str], visitors: int, solves: int) -> dict[str, Any]:
     """`visitors` clients solving `solves` times each at once (4 samples a solve, the app's default)."""
     from concurrent.futures import ThreadPoolExecutor
@@ -144,10 +194,11 @@ def visitors_round(url: str, files: list[str], visitors: int, solves: int) -> di
             "solves_per_minute": len(latencies) / wall * 60, "errors": len(errors), "error_samples": errors[:3]}
 
 
-FULL = {"visitors": (1, 4, 8), "solves": 4}
-QUICK = {"visitors": (1, 2), "solves": 1}
+FULL = {"visitors": (1, 4, 8), "solves": 4, "browser_rounds": 7}
+QUICK = {"visitors": (1, 2), "solves": 1, "browser_rounds": 0}  # the browser's part: tests/test_app_bench.py
 TARGETS = (  # (key in the flat results, comparison, limit, what is asked)
     ("visitors_8_p95_s", "<=", 6.0, "8 concurrent visitors solving, p95 (s)"),
+    ("browser_outside_engine_s", "<=", 0.4, "a Solve in a browser, click to samples beyond the engine's time (s)"),
     ("app_startup_s", "<=", 10.0, "app start-up (s)"),
     ("app_rss_mb", "<=", 1536.0, "app resident memory (MB)"),
 )
@@ -175,6 +226,14 @@ def measure_app(bundle_dir: Path, scratch: Path, settings: dict[str, Any]) -> di
 
         result["first_solve_s"] = solve_request(Client(url, verbose=False), files, 4, seed=0)  # loads the model
         result["solve_split"] = solve_split(url, files, bundle_dir, scratch)
+        if settings["browser_rounds"]:
+            from puzzles.bank import connect
+
+            bank = connect(f"sqlite:///{data_dir / 'gelato.db'}")
+            try:
+                result["solve_split"].update(browser_split(url, bank, bundle_dir, settings["browser_rounds"]))
+            finally:
+                bank.close()
         log.info("an idle Solve, 4 samples (s): %s", {k: round(v, 3) for k, v in result["solve_split"].items()})
         result["visitors"] = {str(count): visitors_round(url, files, count, settings["solves"])
                               for count in tqdm(settings["visitors"], desc="visitors", leave=False)}
@@ -193,7 +252,8 @@ def measure_app(bundle_dir: Path, scratch: Path, settings: dict[str, Any]) -> di
 
 def flat_results(app: dict[str, Any]) -> dict[str, float | None]:
     return {"visitors_8_p95_s": (app["visitors"].get("8") or {}).get("p95_s"), "app_startup_s": app["startup_s"],
-            "app_rss_mb": app["peak_rss_mb"]}
+            "app_rss_mb": app["peak_rss_mb"],
+            "browser_outside_engine_s": app["solve_split"].get("browser_outside_engine_s")}
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -209,8 +269,17 @@ def markdown(report: dict[str, Any]) -> str:
               f"resident memory {fmt(app['rss_mb'], 0)} MB (peak {fmt(app['peak_rss_mb'], 0)} MB).",
               f"An idle Solve (4 samples): click to samples {fmt(split['click_to_samples_s'])} s = engine "
               f"{fmt(split['engine_s'])} + run files {fmt(split['run_files_s'])} + upload, queue, Gradio and "
-              f"transport {fmt(split['rest_s'])} s.", "", targets_table(report["targets"])]
+              f"transport {fmt(split['rest_s'])} s.",
+              browser_line(split), "", targets_table(report["targets"])]
     return "\n".join(lines) + "\n"
+
+
+def browser_line(split: dict[str, float]) -> str:
+    if "browser_click_to_samples_s" not in split:
+        return "A Solve in a browser: not measured (--quick)."
+    return (f"In Chromium, on the bank's first analogy example (4 samples and its candidates ranked): click to samples "
+            f"{fmt(split['browser_click_to_samples_s'])} s = the engine's solve and ranking "
+            f"{fmt(split['browser_engine_s'])} + outside the engine {fmt(split['browser_outside_engine_s'])} s.")
 
 
 def run(bundle_dir: Path, quick: bool = False, command: str = "") -> dict[str, Any]:

@@ -35,6 +35,7 @@ ACTIONS = {"browse": 0.35, "attempt": 0.25, "solve": 0.2, "rate": 0.2}  # a visi
 THINK_S = (0.05, 0.3)  # pause between a visitor's actions
 MAX_VISITORS = 256
 MAX_SECONDS = 3600
+SERVER_NICENESS = 10  # the model's threads as a server for many visitors runs them (docs/deploy.md)
 READY_FILE = "ready.json"  # the server process writes it once the app is built
 BUSY = ("queue is full", "try again")  # the words of a deliberate "busy" refusal
 RATE_LIMITED = "too many"
@@ -344,6 +345,7 @@ def build_app(bundle: Path | None, data_dir: Path, port: int) -> tuple[Any, Any,
     from puzzles.bank import connect
 
     values = {"data_dir": str(data_dir), "port": str(port), "bundle": str(bundle) if bundle else None,
+              "model_niceness": str(SERVER_NICENESS),
               # the simulated visitors share one loopback address: its per-client limits would count them as one
               **dict.fromkeys(("writes_per_minute", "new_visitors_per_hour", "queue_places", "upload_mb_per_hour",
                                "submissions_per_hour"), str(10 * MAX_VISITORS * MAX_SECONDS))}

@@ -19,9 +19,6 @@ if TYPE_CHECKING:  # the runtime loads onnxruntime: imported on first use, typed
 log = logging.getLogger(__name__)
 
 _current: Services | None = None
-# The model's threads run "nicer" than the request threads: on a busy CPU a person's answer, a page of the bank or
-# a rating goes first and solves take what is left (docs/benchmark.md: attempt p95 1.2 s -> 0.47 s at 32 visitors).
-MODEL_NICENESS = 10
 
 
 class Services:
@@ -63,7 +60,9 @@ class Services:
                 from engine.serving.runtime import Bundle
 
                 try:
-                    self._bundle = Bundle.load(self.bundle_dir, niceness=MODEL_NICENESS)
+                    # "nicer" model threads: on a busy CPU a person's answer, a page of the bank or a rating goes
+                    # first (docs/benchmark.md); a browser on the same machine then slows a Solve, hence a setting
+                    self._bundle = Bundle.load(self.bundle_dir, niceness=self.settings.model_niceness)
                     self._bundle.share_batches()  # concurrent visitors' solves run as one batch
                 except (OSError, ValueError) as error:
                     raise RuntimeError(f"the model bundle could not be loaded: {error}") from error

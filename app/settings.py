@@ -43,7 +43,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("submissions_per_hour", "10", "GELATO_SUBMISSIONS_PER_HOUR",
             "puzzle submissions per client address per hour", int),
     Setting("queue_places", "8", "GELATO_QUEUE_PLACES", "queued or running events per client address", int),
+    Setting("model_niceness", "0", "GELATO_MODEL_NICENESS",
+            "nice value (0-19) of the model's threads; 10 on a server for many visitors puts answers, browsing "
+            "and ratings first", int),
 )
+MAX_NICENESS = 19  # the kernel's highest nice value
 LIMIT_SETTINGS = ("trusted_proxies", "max_request_mb", "writes_per_minute", "new_visitors_per_hour",
                   "upload_mb_per_hour", "submissions_per_hour", "queue_places")
 
@@ -62,6 +66,7 @@ class AppSettings:
     upload_mb_per_hour: int
     submissions_per_hour: int
     queue_places: int
+    model_niceness: int  # 0: the model's threads at the server's priority (a browser on the same machine)
 
     @property
     def temp_dir(self) -> Path:
@@ -101,6 +106,8 @@ def resolve(
         if not isinstance(values[name], int) or values[name] < (0 if name == "trusted_proxies" else 1):
             raise ValueError(f"{name} must be a whole number of at least {0 if name == 'trusted_proxies' else 1}, "
                              f"got {values[name]!r}")
+    if not isinstance(values["model_niceness"], int) or not 0 <= values["model_niceness"] <= MAX_NICENESS:
+        raise ValueError(f"model_niceness must be between 0 and {MAX_NICENESS}, got {values['model_niceness']!r}")
     return AppSettings(
         host=str(values["host"]),
         port=port,
@@ -108,6 +115,7 @@ def resolve(
         database_url=values["database_url"] if values["database_url"] else None,  # type: ignore[arg-type]
         data_dir=Path(str(values["data_dir"])),
         **{name: values[name] for name in LIMIT_SETTINGS},  # type: ignore[arg-type]
+        model_niceness=values["model_niceness"],  # type: ignore[arg-type]
     )
 
 

@@ -191,15 +191,14 @@ def _keep_gradio_temp_dir(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("GRADIO_TEMP_DIR", os.environ["GRADIO_TEMP_DIR"])
 
 
-CHROMIUM = "/usr/bin/chromium"  # Debian's package (tests/run.sh installs it); Playwright cannot download browsers here
-CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 BROWSER_TIMEOUT_MS = 30_000  # a loaded 2-core CI machine is slower than Playwright's 5 s default
 
 
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
+
+    from app.bench import CHROMIUM, CHROMIUM_ARGS  # Debian's Chromium (tests/run.sh installs it)
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)

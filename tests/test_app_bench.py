@@ -47,9 +47,11 @@ def test_targets_and_markdown(quick_report: tuple[dict[str, Any], Path]) -> None
     by_key = {t["key"]: t for t in report["targets"]}
     assert by_key["visitors_8_p95_s"]["measured"] is None and by_key["visitors_8_p95_s"]["met"] is None  # no round of 8
     assert by_key["app_startup_s"]["measured"] == report["app"]["startup_s"]
+    assert by_key["browser_outside_engine_s"]["measured"] is None  # --quick leaves the browser out
     table = (root / "b.md").read_text()
     assert table.startswith("# App benchmark") and "| concurrent visitors (4 samples each) |" in table
     assert "An idle Solve (4 samples)" in table and "| target | limit | measured | met |" in table
+    assert "A Solve in a browser: not measured (--quick)." in table
     assert report["meta"]["command"].startswith("python -m app.bench --bundle")
 
 
@@ -58,3 +60,11 @@ def test_a_missing_bundle_is_one_error_line(tmp_path: Path) -> None:
     result = subprocess.run(argv, capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
     assert result.returncode == 1, result.stderr
     assert result.stderr.count("python -m app.bench: error: ") == 1 and "Traceback" not in result.stderr
+
+
+def test_a_solve_in_a_browser_is_timed_against_the_engines_own_time(playground: dict[str, Any],
+                                                                    tiny_bundle_dir: Path) -> None:
+    split = bench.browser_split(playground["url"], playground["bank"], tiny_bundle_dir, rounds=2)
+    assert positive(split["browser_click_to_samples_s"]) and positive(split["browser_engine_s"])
+    assert split["browser_outside_engine_s"] == pytest.approx(
+        split["browser_click_to_samples_s"] - split["browser_engine_s"])

@@ -151,6 +151,11 @@ def test_settings_resolve_cli_over_env_over_default() -> None:
     assert settings.resolve({}, environ={"GELATO_DATA_DIR": "/x"}).temp_dir == Path("/x/tmp")
     with pytest.raises(ValueError, match="port must be an integer"):
         settings.resolve({"port": "http"}, environ={})
+    assert settings.resolve({}, environ={}).model_niceness == 0  # a browser on the same machine: no handicap
+    assert settings.resolve({}, environ={"GELATO_MODEL_NICENESS": "10"}).model_niceness == 10
+    for wrong in ("-1", "20"):
+        with pytest.raises(ValueError, match="model_niceness must be between 0 and 19"):
+            settings.resolve({"model_niceness": wrong}, environ={})
 
 
 def test_settings_table_lists_every_setting() -> None:
