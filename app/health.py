@@ -115,7 +115,7 @@ def health_report(services: Any) -> tuple[int, dict[str, Any]]:
     database_part = database_health(services.bank)
     ok = bundle_part["ok"] and provider_part["ok"] and database_part["ok"]
     body = {"status": "ok" if ok else "error", "bundle": bundle_part, "provider": provider_part,
-            "database": database_part}
+            "database": database_part, "background_work": services.background_work}
     return (200 if ok else 503), body
 
 

@@ -86,24 +86,30 @@ def open_services(
     install_visitor_key(settings.data_dir)
     if bank is None:
         bank = connect(settings.database_url, settings.data_dir)
+    services = install(Services(settings, bank, bundle, bundle_note))
     if seed:
         # Seeding reads the whole starter pack (seconds); the server starts meanwhile, and the seeder is
         # idempotent, so a restart or a second replica only finds every puzzle already there.
-        threading.Thread(target=seed_and_rank, args=(bank,), name="seed-bank", daemon=True).start()
-    return install(Services(settings, bank, bundle, bundle_note))
+        services.background_work = "seeding the bank"
+        threading.Thread(target=seed_and_rank, args=(services,), name="seed-bank", daemon=True).start()
+    return services
 
 
-def seed_and_rank(bank: Any) -> None:
+def seed_and_rank(services: Services) -> None:
     """Seed the bank, then let the model rank every puzzle it has no result for yet (once per bundle), so the
-    "model gets it wrong" filter knows the whole bank; both run in the background while the server serves."""
+    "model gets it wrong" filter knows the whole bank; both run in the background while the server serves (a
+    minute or two of the CPU after a first start; /healthz says while it lasts)."""
     from app.model_picks import record_model_picks
-    from app.services import current
 
-    seed_starter_pack(bank)
     try:
-        log.info("the model ranked %d bank puzzles", record_model_picks(bank, current().bundle()))
-    except RuntimeError as error:  # no usable bundle: the filter knows what visitors' runs tell it
-        log.warning("bank puzzles not ranked: %s", error)
+        seed_starter_pack(services.bank)
+        services.background_work = "the model ranks the bank's puzzles"
+        try:
+            log.info("the model ranked %d bank puzzles", record_model_picks(services.bank, services.bundle()))
+        except RuntimeError as error:  # no usable bundle: the filter knows what visitors' runs tell it
+            log.warning("bank puzzles not ranked: %s", error)
+    finally:
+        services.background_work = None
 
 
 def seed_starter_pack(bank: Any, pack_path: Path | None = None) -> None:

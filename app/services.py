@@ -31,6 +31,7 @@ class Services:
         self._bundle_error: str | None = None
         self._lock = threading.Lock()
         self._sampling: SamplingOptions | None = None  # the manifest's, read on first use
+        self.background_work: str | None = None  # what the server does after its start (seeding, ranking), if any
 
     @property
     def bundle_dir(self) -> Path:

@@ -29,7 +29,7 @@ def quick_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, An
 
 def test_app_end_to_end_numbers(quick_report: tuple[dict[str, Any], Path]) -> None:
     app = quick_report[0]["app"]
-    assert positive(app["startup_s"]) and positive(app["first_solve_s"])
+    assert positive(app["startup_s"]) and positive(app["first_solve_s"]) and app["background_work_s"] >= 0
     assert positive(app["rss_mb"]) and app["peak_rss_mb"] >= app["rss_mb"]
     assert set(app["visitors"]) == {"1", "2"}
     for round_ in app["visitors"].values():

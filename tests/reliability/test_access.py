@@ -2,6 +2,7 @@
 signed visitor ids, the file route serves only what the app made, and /healthz."""
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -178,4 +179,37 @@ def test_healthz_is_503_naming_the_failing_part(tmp_path: Path) -> None:
         status, body = health_report(Services(settings, bank))
         assert status == 503 and "expected '0001'" in body["database"]["error"]
     finally:
+        bank.close()
+
+
+def test_healthz_says_what_the_server_does_after_its_start_until_it_is_done(
+        tmp_path: Path, tiny_bundle_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from app import server
+    from app import services as services_module
+
+    monkeypatch.setattr(services_module, "_current", services_module._current)  # the playground's come back after
+    monkeypatch.setattr(server, "seed_starter_pack", lambda bank, pack_path=None: slow_seed())
+
+    settings = resolve({"data_dir": str(tmp_path), "bundle": str(tiny_bundle_dir)}, environ={})
+    bank = connect(f"sqlite:///{tmp_path / 'gelato.db'}")
+    seeding, go_on = threading.Event(), threading.Event()
+
+    def slow_seed() -> None:
+        seeding.set()
+        go_on.wait(30)
+
+    try:
+        services = server.open_services(settings, bank=bank)
+        assert seeding.wait(30)
+        assert health_report(services)[1]["background_work"] == "seeding the bank"
+        go_on.set()
+        deadline = time.monotonic() + 60
+        while services.background_work is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        status, body = health_report(services)
+        assert status == 200 and body["background_work"] is None
+    finally:
+        go_on.set()
         bank.close()
