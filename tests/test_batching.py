@@ -177,3 +177,5 @@ def test_a_bundle_loaded_nicer_runs_its_threads_nicer_and_leaves_the_callers_alo
     assert threads[bundle.batcher._worker.native_id] == 7
     new = {task: nice for task, nice in threads.items() if task not in before}
     assert sum(nice == 7 for nice in new.values()) >= 2, new  # the batcher and ONNX Runtime's pool threads
+    ran_on = bundle.nicer.submit(threading.get_native_id).result()  # where encoder and decoder run
+    assert nice_of_threads()[ran_on] == 7

@@ -11,6 +11,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -51,3 +52,11 @@ def run_lowered(niceness: int, make: Callable[[], T]) -> T:
     if "error" in outcome:
         raise outcome["error"]  # type: ignore[misc]
     return outcome["value"]  # type: ignore[return-value]
+
+
+def nicer_threads(niceness: int, workers: int) -> ThreadPoolExecutor | None:
+    """Threads at `niceness` for model calls made from a request's thread (the calling thread works inside ONNX
+    Runtime's run as one of its pool); None where no priority is asked for or none can be set."""
+    if niceness <= 0 or not PER_THREAD:
+        return None
+    return ThreadPoolExecutor(workers, thread_name_prefix="model", initializer=lower_this_thread, initargs=(niceness,))

@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from engine.bundle import BundleError, default_bundle_dir, static_graph_file, ve
 from engine.serving import decode
 from engine.serving.batching import MAX_ROWS, MAX_WAIT_S, Batcher
 from engine.serving.decode import Progress, SamplingOptions
-from engine.serving.priority import run_lowered
+from engine.serving.priority import nicer_threads, run_lowered
 from engine.serving.sentences import Vocabulary, build_sentence, max_images
 from puzzles.images import ImageSource, to_rgb_array, to_square
 
@@ -146,6 +147,7 @@ class Bundle:
             self.runner = decode.make_runner(self.lvm)  # IO binding: the KV cache stays on the session's device
         self.batcher: Batcher | None = None  # set by share_batches: concurrent generations share runs
         self.niceness = 0  # the nice value of the model's threads (see `load`)
+        self.nicer: ThreadPoolExecutor | None = None  # where encoder and decoder run when niceness > 0
         log.info("bundle %s loaded from %s on %s (%s)", self.name, self.directory, self.provider,
                  "fixed-size KV cache" if self.static else "growing KV cache")
 
@@ -161,7 +163,7 @@ class Bundle:
         directory = Path(directory) if directory is not None else default_bundle_dir()
         manifest, providers = verify_bundle(directory), providers or wanted_providers()
         bundle = run_lowered(niceness, lambda: cls(directory, manifest, providers, static=static))
-        bundle.niceness = niceness
+        bundle.niceness, bundle.nicer = niceness, nicer_threads(niceness, physical_cores())
         return bundle
 
     def share_batches(self, max_wait_s: float = MAX_WAIT_S, max_rows: int = MAX_ROWS) -> bool:
@@ -205,7 +207,7 @@ class Bundle:
     def encode(self, images: Sequence[ImageSource]) -> np.ndarray:
         """Images -> int64 codes (N, h*w)."""
         pixels = images_to_tensor(images, self.image_size)
-        (codes,) = self.encoder.run(None, {self.encoder.get_inputs()[0].name: pixels})
+        (codes,) = self._run(self.encoder, {self.encoder.get_inputs()[0].name: pixels})
         return codes.astype(np.int64)
 
     def decode(self, codes: np.ndarray) -> list[np.ndarray]:
@@ -215,8 +217,14 @@ class Bundle:
             raise ValueError(f"codes must be (N, {self.tokens_per_image}), got {codes.shape}")
         if codes.min() < 0 or codes.max() >= self.manifest["codebook_size"]:
             raise ValueError(f"codes must lie in [0, {self.manifest['codebook_size']})")
-        (pixels,) = self.decoder.run(None, {self.decoder.get_inputs()[0].name: codes})
+        (pixels,) = self._run(self.decoder, {self.decoder.get_inputs()[0].name: codes})
         return tensor_to_images(pixels)
+
+    def _run(self, session: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """A session's run, on the nicer threads when there are any (the caller's thread takes part in a run)."""
+        if self.nicer is None:
+            return session.run(None, feeds)
+        return self.nicer.submit(session.run, None, feeds).result()
 
     def roundtrip(self, images: Sequence[ImageSource]) -> list[np.ndarray]:
         """What the model sees: each image through the tokenizer and back."""
