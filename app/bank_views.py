@@ -126,6 +126,7 @@ def gallery_picture(bank: Bank, item: PuzzleSummary) -> np.ndarray:
             return _pictures[key]
     panels = [decode_png(repository.get_image(bank, h)) for h in item.panel_hashes]
     picture = puzzle_picture({"family": item.family, "panels": panels}, cell=48)
+    picture.setflags(write=False)  # shared by every request that reads it
     with _pictures_lock:
         _pictures[key] = picture
         while len(_pictures) > KEPT_PICTURES:

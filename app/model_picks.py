@@ -42,6 +42,7 @@ def model_answer(bundle: Bundle, puzzle: Mapping[str, Any], settings: SampleSett
             _answers.move_to_end(key)
             return _answers[key]
     image = solve(bundle, puzzle["panels"], settings, progress=progress).samples[0]
+    image.setflags(write=False)  # shared by every request that reads it
     with _answers_lock:
         _answers[key] = image
         while len(_answers) > KEPT_ANSWERS:
