@@ -120,3 +120,21 @@ def test_answer_without_a_puzzle_says_so_and_leaves_the_answer_boxes_alone(
     page.wait_for_timeout(2000)
     assert page.evaluate("window.errorBadgesSeen") == []
     expect(page.locator("#try-answer")).to_be_enabled()
+
+
+def test_on_a_phone_every_candidate_and_every_bank_puzzle_is_in_sight(page: Page, playground: dict[str, Any]) -> None:
+    def outside(gallery: str) -> list[int]:
+        """Pictures of the gallery whose right edge lies past the gallery's own (cut off, out of reach)."""
+        return page.evaluate("""(selector) => {
+            const box = document.querySelector(selector).getBoundingClientRect();
+            return [...document.querySelectorAll(selector + ' img')].map((img, index) => [index, img])
+                .filter(([, img]) => img.getBoundingClientRect().right > box.right + 1).map(([index]) => index + 1);
+        }""", gallery)
+
+    page.set_viewport_size({"width": 390, "height": 900})
+    page.goto(playground["url"] + f"?puzzle={playground['puzzle_ids'][4]}")
+    expect(page.locator("#try-candidates img")).to_have_count(8)
+    assert outside("#try-candidates") == []  # before: candidates 4 and 8 were cut off
+    page.get_by_role("tab", name="Bank").click()
+    expect(page.locator("#bank-gallery img").nth(3)).to_be_attached()
+    assert outside("#bank-gallery") == []
