@@ -163,8 +163,12 @@ def browser_split(url: str, bank: Any, bundle_dir: Path, rounds: int = 7) -> dic
         option.click()
         expect(page.locator("#candidates img")).to_have_count(len(puzzle["candidates"]), timeout=60_000)
         page.get_by_text("Advanced").click()  # the seed lives in the closed "Advanced" section
+        expect(page.locator("#seed input")).to_be_visible()
+        page.wait_for_timeout(500)  # a value typed while the section's fields are still being set up is lost
         for seed in range(1, rounds + 1):
             page.locator("#seed input").fill(str(seed))
+            page.locator("#seed input").press("Tab")  # the page takes the value in when the field is left
+            expect(page.locator("#seed input")).to_have_value(str(seed))
             started = time.perf_counter()
             page.locator("#solve").click()
             expect(page.locator("#settings-used")).to_contain_text(f"seed {seed}", timeout=60_000)
