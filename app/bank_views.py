@@ -5,13 +5,12 @@ Ids and plain values in, plain values out (images as numpy arrays); the bank's o
 """
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from app.kept import KeptImages
 from app.prompts import LAYOUTS
 from puzzles.images import to_rgb_array
 
@@ -20,9 +19,7 @@ if TYPE_CHECKING:
     from puzzles.bank.repository import PuzzleFilter, PuzzleSummary
 
 PER_PAGE = 12
-KEPT_PICTURES = 256  # gallery pictures kept in memory (at most 144 x 144 px: 62 KB each)
-_pictures: OrderedDict[tuple[str, tuple[str, ...]], np.ndarray] = OrderedDict()
-_pictures_lock = threading.Lock()
+_pictures = KeptImages(256)  # gallery pictures (at most 144 x 144 px: 62 KB each)
 GAVE_UP = "I give up"
 # The answer radios start with eight candidates (the usual count) so the API accepts any of them; opening a
 # puzzle narrows the choices to its own candidates.
@@ -119,19 +116,11 @@ def gallery_picture(bank: Bank, item: PuzzleSummary) -> np.ndarray:
     bank names images by their content, so a page of the bank reads no image again after the first time."""
     from puzzles.bank import repository
 
-    key = (item.family, tuple(item.panel_hashes))
-    with _pictures_lock:
-        if key in _pictures:
-            _pictures.move_to_end(key)
-            return _pictures[key]
-    panels = [decode_png(repository.get_image(bank, h)) for h in item.panel_hashes]
-    picture = puzzle_picture({"family": item.family, "panels": panels}, cell=48)
-    picture.setflags(write=False)  # shared by every request that reads it
-    with _pictures_lock:
-        _pictures[key] = picture
-        while len(_pictures) > KEPT_PICTURES:
-            _pictures.popitem(last=False)
-    return picture
+    def draw() -> np.ndarray:
+        panels = [decode_png(repository.get_image(bank, h)) for h in item.panel_hashes]
+        return puzzle_picture({"family": item.family, "panels": panels}, cell=48)
+
+    return _pictures.get((item.family, tuple(item.panel_hashes)), draw)
 
 
 def puzzle_filter(family: Any, layout: Any, tag: Any, low: Any, high: Any, model_wrong: Any,

@@ -8,8 +8,6 @@ made on first demand and kept in memory (`model_answer`).
 from __future__ import annotations
 
 import logging
-import threading
-from collections import OrderedDict
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +15,7 @@ import numpy as np
 
 from app.bank_views import fetch_puzzle
 from app.bank_writes import BankWriteError, bank_write
+from app.kept import KeptImages
 from app.solving import ProgressFn, SampleSettings, bundle_id, rank, solve
 
 if TYPE_CHECKING:  # the runtime loads onnxruntime: typed here, passed in by the callers
@@ -26,28 +25,15 @@ if TYPE_CHECKING:  # the runtime loads onnxruntime: typed here, passed in by the
 log = logging.getLogger(__name__)
 
 PICK_WORDS = "The model picked"
-KEPT_ANSWERS = 1024  # generated answers kept in memory (a 64 px answer is 12 KB)
-
-_answers: OrderedDict[tuple[str, str, SampleSettings], np.ndarray] = OrderedDict()
-_answers_lock = threading.Lock()
+_answers = KeptImages(1024)  # generated answers (a 64 px answer is 12 KB)
 
 
 def model_answer(bundle: Bundle, puzzle: Mapping[str, Any], settings: SampleSettings,
                  progress: ProgressFn | None = None) -> np.ndarray:
     """The model's first generated sample for a bank puzzle at these settings (a fixed seed: always the same
     image), made once per bundle and kept, so every person's answer after the first costs the model nothing."""
-    key = (bundle_id(bundle), str(puzzle["id"]), settings)
-    with _answers_lock:
-        if key in _answers:
-            _answers.move_to_end(key)
-            return _answers[key]
-    image = solve(bundle, puzzle["panels"], settings, progress=progress).samples[0]
-    image.setflags(write=False)  # shared by every request that reads it
-    with _answers_lock:
-        _answers[key] = image
-        while len(_answers) > KEPT_ANSWERS:
-            _answers.popitem(last=False)
-    return image
+    return _answers.get((bundle_id(bundle), str(puzzle["id"]), settings),
+                        lambda: solve(bundle, puzzle["panels"], settings, progress=progress).samples[0])
 
 
 def model_pick(bank: Bank, bundle: Bundle, puzzle: Mapping[str, Any]) -> int | None:

@@ -267,11 +267,10 @@ def test_the_model_ranks_the_whole_bank_once_per_bundle(make_bank, tmp_path: Pat
 
 def test_the_models_answer_to_a_bank_puzzle_is_made_once_per_bundle_and_settings(
         tiny_bundle_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from collections import OrderedDict
-
+    from app.kept import KeptImages
     from engine.serving.runtime import Bundle
 
-    monkeypatch.setattr(model_picks, "_answers", OrderedDict())
+    monkeypatch.setattr(model_picks, "_answers", KeptImages(2))
     bundle = Bundle.load(tiny_bundle_dir)
     calls = []
     real_complete = bundle.complete
@@ -285,6 +284,6 @@ def test_the_models_answer_to_a_bank_puzzle_is_made_once_per_bundle_and_settings
     model_picks.model_answer(bundle, puzzle_dict, solving.SampleSettings(n_samples=1, seed=5))  # other settings
     model_picks.model_answer(bundle, {**puzzle_dict, "id": "p2"}, settings)  # another puzzle
     assert calls == [0, 5, 0]
-    monkeypatch.setattr(model_picks, "KEPT_ANSWERS", 2)
-    model_picks.model_answer(bundle, {**puzzle_dict, "id": "p3"}, settings)
-    assert len(model_picks._answers) == 2 and ("p1" not in {key[1] for key in model_picks._answers})
+    assert not first.flags.writeable  # shared by every request
+    model_picks.model_answer(bundle, {**puzzle_dict, "id": "p3"}, settings)  # two kept: the oldest leaves
+    assert len(model_picks._answers) == 2 and "p1" not in {key[1] for key in model_picks._answers.keys()}

@@ -3,7 +3,6 @@ model is told their place in the queue. A stand-in bundle holds every place of t
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from gradio_client import Client
 from gradio_client.utils import Status
 
 from app import bank_views, model_picks, services, visitors
+from app.kept import KeptImages
 from app.pages import play
 from tests.apps import analogy_files, slot_args
 
@@ -40,7 +40,7 @@ def held(playground: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: 
     current = services.current()
     bundle = HeldBundle(current.bundle())
     monkeypatch.setattr(current, "_bundle", bundle)
-    monkeypatch.setattr(model_picks, "_answers", OrderedDict())  # the model's part is made again, on the held bundle
+    monkeypatch.setattr(model_picks, "_answers", KeptImages(8))  # the model's part is made again, on the held bundle
     client = Client(playground["url"], verbose=False)
     slots = slot_args(analogy_files(1, tmp_path))
     solve = ("analogy", "1", *slots, [], 1, 1.0, 0, 1.0, 3)
