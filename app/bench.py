@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from app.loadtest import free_port
 from engine.bench import (
     ANALOGY_IMAGES,
     ROOT,
@@ -36,14 +37,6 @@ from engine.bench import (
 from engine.bundle import read_manifest
 
 log = logging.getLogger(__name__)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_for_http(url: str, process: subprocess.Popen, timeout: float) -> float:

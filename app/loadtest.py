@@ -330,7 +330,8 @@ def write_prompt_files(panels: Sequence[Any], folder: Path) -> list[str]:
     return paths
 
 
-def free_loopback_port() -> int:
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
     import socket
 
     with socket.socket() as probe:
@@ -338,8 +339,8 @@ def free_loopback_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def build_app(bundle: Path | None, data_dir: Path, port: int) -> tuple[Any, Any, list[str], list[str]]:
-    """The app over a fresh bank of small puzzles in `data_dir`: (Starlette app, bank, puzzle ids, prompt files)."""
+def build_app(bundle: Path | None, data_dir: Path, port: int) -> tuple[Any, list[str], list[str]]:
+    """The app over a fresh bank of small puzzles in `data_dir`: (Starlette app, puzzle ids, prompt files)."""
     from app.server import create_app
     from app.settings import resolve
     from puzzles.bank import connect
@@ -353,14 +354,14 @@ def build_app(bundle: Path | None, data_dir: Path, port: int) -> tuple[Any, Any,
     bank = connect(f"sqlite:///{data_dir / 'gelato.db'}")
     ids, panels = fill_bank(bank)
     app = create_app(settings, bank=bank, seed=False, check_bundle=True)
-    return app, bank, ids, write_prompt_files(panels, data_dir)
+    return app, ids, write_prompt_files(panels, data_dir)
 
 
 def serve_forever(bundle: Path | None, data_dir: Path, port: int) -> None:
     """The server side of a load run (its own process): build the app, say so in READY_FILE, serve until killed."""
     import uvicorn
 
-    app, _, ids, files = build_app(bundle, data_dir, port)
+    app, ids, files = build_app(bundle, data_dir, port)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     (data_dir / READY_FILE).write_text(json.dumps({"ids": ids, "files": files}))
     server.run()
@@ -375,7 +376,7 @@ def serve_in_child(bundle: Path | None, data_dir: Path) -> tuple[str, Any, Any, 
     from app import visitors
     from puzzles.bank import connect
 
-    port = free_loopback_port()
+    port = free_port()
     command = [sys.executable, "-m", "app.loadtest", "--serve", str(port), "--data-dir", str(data_dir)]
     command += ["--bundle", str(bundle)] if bundle else []
     process = subprocess.Popen(command)
