@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from engine.serving.sentences import select_panels
-from puzzles.generators import GENERATOR_FAMILIES, generate
+from puzzles.generators import GENERATOR_FAMILIES, generate, variant_options
 from puzzles.images import to_square
 from puzzles.puzzle import Puzzle
 from puzzles.seeds import check_training_seed
@@ -29,25 +29,38 @@ DEFAULT_MIX = "matrix=4,analogy=2,sequence=2,grid=1"
 
 
 def parse_mix(text: str) -> dict[str, float]:
-    """'matrix=4,analogy=2' -> {'matrix': 4.0, 'analogy': 2.0}; unknown families or bad weights are refused."""
+    """'matrix=4,analogy=2' -> {'matrix': 4.0, 'analogy': 2.0}; an entry may name one variant of a family
+    ('matrix:center=1': centred matrices only, for a curriculum). Unknown entries or bad weights are refused."""
     mix: dict[str, float] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
-        family, sep, weight = item.partition("=")
-        family = family.strip()
+        entry, sep, weight = item.partition("=")
+        entry = entry.strip()
         if not sep:
             raise ValueError(f"mixture entry {item!r} is not family=weight")
-        if family not in GENERATOR_FAMILIES:
-            raise ValueError(f"unknown family {family!r} in mixture; choose from {', '.join(GENERATOR_FAMILIES)}")
+        mix_entry(entry)  # refuses an unknown family or variant
         try:
             value = float(weight)
         except ValueError:
-            raise ValueError(f"weight {weight!r} for {family} is not a number") from None
+            raise ValueError(f"weight {weight!r} for {entry} is not a number") from None
         if value < 0:
-            raise ValueError(f"weight for {family} must be >= 0, got {value}")
-        mix[family] = value
+            raise ValueError(f"weight for {entry} must be >= 0, got {value}")
+        mix[entry] = value
     if not mix or sum(mix.values()) <= 0:
         raise ValueError(f"mixture {text!r} has no family with a positive weight")
-    return {family: weight for family, weight in mix.items() if weight > 0}
+    return {entry: weight for entry, weight in mix.items() if weight > 0}
+
+
+def mix_entry(entry: str) -> tuple[str, dict[str, str]]:
+    """'matrix:center' -> ('matrix', {'layout': 'center'}); 'analogy' -> ('analogy', {})."""
+    family, _, variant = entry.partition(":")
+    if family not in GENERATOR_FAMILIES:
+        raise ValueError(f"unknown family {family!r} in mixture; choose from {', '.join(GENERATOR_FAMILIES)}")
+    return family, variant_options(family, variant or None)
+
+
+def mix_families(mix: dict[str, float]) -> list[str]:
+    """The families a mixture draws from, each once, in order ('matrix:center', 'matrix' -> 'matrix')."""
+    return list(dict.fromkeys(mix_entry(entry)[0] for entry in mix))
 
 
 def puzzle_config(puzzle: Puzzle) -> str:
@@ -80,7 +93,7 @@ def augment(images: np.ndarray, rng: random.Random) -> np.ndarray:
 
 @dataclass
 class StreamConfig:
-    mix: dict[str, float]  # family -> weight
+    mix: dict[str, float]  # mixture entry (family or family:variant) -> weight
     image_size: int = 64  # images are resized to this square
     max_images: int = 9  # images per sentence, answer included
     base_seed: int = 0  # first training seed
@@ -96,8 +109,8 @@ class PuzzleStream(IterableDataset):
         super().__init__()
         self.config = config
         check_training_seed(config.base_seed)
-        self.families = list(config.mix)
-        self.weights = [config.mix[family] for family in self.families]
+        self.entries = list(config.mix)
+        self.weights = [config.mix[entry] for entry in self.entries]
 
     def seeds(self) -> Iterator[int]:
         info = get_worker_info()
@@ -109,16 +122,20 @@ class PuzzleStream(IterableDataset):
             yield check_training_seed(config.base_seed + stream * workers + worker)
             counter += 1
 
-    def family_for(self, seed: int) -> str:
-        return random.Random(seed).choices(self.families, weights=self.weights)[0]
+    def entry_for(self, seed: int) -> str:
+        """The mixture entry ('matrix', 'matrix:center') a seed draws from."""
+        return random.Random(seed).choices(self.entries, weights=self.weights)[0]
+
+    def puzzle_for(self, seed: int, size: int | None = None) -> Puzzle:
+        family, options = mix_entry(self.entry_for(seed))
+        return generate(family, seed, size=size or self.config.image_size, **options)
 
     def __iter__(self) -> Iterator[Any]:
         for seed in self.seeds():
-            family = self.family_for(seed)
             try:
-                puzzle = generate(family, seed, size=self.config.image_size)
+                puzzle = self.puzzle_for(seed)
             except Exception:  # a generator bug on one seed must not stop a long run
-                logger.exception("generator %s failed on seed %d; skipping it", family, seed)
+                logger.exception("generator %s failed on seed %d; skipping it", self.entry_for(seed), seed)
                 continue
             yield from self.samples(puzzle, seed)
 

@@ -48,33 +48,16 @@ METRIC_KEYS = ("n", "n_multiple_choice", "multiple_choice_accuracy", "n_generati
 # --- where puzzles come from ----------------------------------------------------------------------------------
 
 
-def variant_values(family: str) -> tuple[str, tuple[str, ...]]:
-    """The generator option a variant sets, and its values (for `family:all`)."""
-    if family == "matrix":
-        from puzzles.generators import matrix
-
-        return "layout", tuple(matrix.LAYOUTS)
-    if family == "analogy":
-        from puzzles.generators import analogy
-
-        return "transform", tuple(analogy.TRANSFORMS)
-    if family == "sequence":
-        from puzzles.generators import sequence
-
-        return "kind", tuple(sequence.KINDS)
-    raise ValueError(f"unknown puzzle family {family!r} in the spec; use matrix, analogy, sequence or arc")
-
-
 def generated_puzzles(family: str, variant: str | None, n: int, size: int) -> list[Puzzle]:
     """n puzzles of one spec entry on held-out seeds eval_seed(0..n-1)."""
-    from puzzles.generators import generate
+    from puzzles.generators import VARIANT_OPTIONS, generate, variant_options, variant_values
 
-    option, values = variant_values(family)
-    if variant not in (None, "all") and variant not in values:
-        raise ValueError(f"unknown {family} {option} {variant!r}; choose from all, {', '.join(values)}")
+    if family not in VARIANT_OPTIONS:
+        raise ValueError(f"unknown puzzle family {family!r} in the spec; use matrix, analogy, sequence or arc")
+    values = variant_values(family)[1] if variant == "all" else None
     puzzles = []
     for index in range(n):
-        options = {} if variant is None else {option: values[index % len(values)] if variant == "all" else variant}
+        options = variant_options(family, values[index % len(values)] if values else variant)
         puzzles.append(generate(family, eval_seed(index), size=size, **options))
     return puzzles
 

@@ -119,16 +119,15 @@ def training_patches(config: PatchTokenizerConfig, puzzles: int, mix: str, seed:
     from tqdm import tqdm
 
     from engine.data import PuzzleStream, StreamConfig, augment, parse_mix
-    from puzzles.generators import generate
     from puzzles.images import to_square
     from puzzles.seeds import check_training_seed
 
-    families = PuzzleStream(StreamConfig(mix=parse_mix(mix), base_seed=seed))
+    stream = PuzzleStream(StreamConfig(mix=parse_mix(mix), base_seed=seed))
     model = PatchTokenizer(config)
     found: list[torch.Tensor] = []
     for index in tqdm(range(puzzles), desc="puzzles", file=sys.stderr):
         puzzle_seed = check_training_seed(seed + index)
-        puzzle = generate(families.family_for(puzzle_seed), puzzle_seed, size=config.image_size)
+        puzzle = stream.puzzle_for(puzzle_seed, size=config.image_size)
         images = [*puzzle.panels, *([puzzle.answer] if puzzle.answer is not None else []), *puzzle.candidates]
         stack = augment(np.stack([to_square(image, config.image_size) for image in images]),
                         random.Random(puzzle_seed))

@@ -79,7 +79,7 @@ def write_shards(spec: ShardSpec, progress: bool = True) -> Path:
     import torch
     from tqdm import tqdm
 
-    from engine.data import PuzzleStream, StreamConfig, parse_mix
+    from engine.data import PuzzleStream, StreamConfig, mix_families, parse_mix
     from engine.tokenizer import encode_uint8, load_frozen_tokenizer
 
     check_seed_range(spec.seed, spec.n)
@@ -88,7 +88,7 @@ def write_shards(spec: ShardSpec, progress: bool = True) -> Path:
     mix = parse_mix(spec.mix)
     stream = PuzzleStream(StreamConfig(mix=mix, image_size=config.image_size, max_images=spec.max_images,
                                        base_seed=spec.seed, candidates=True))
-    families = list(mix)
+    families = mix_families(mix)
     parts: dict[str, list[np.ndarray]] = {"codes": [], "candidates": []}
     image_counts, candidate_counts, answers, seeds, family_ids = [], [], [], [], []
     pending: list[dict[str, Any]] = []

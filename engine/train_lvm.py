@@ -35,7 +35,8 @@ import torch.nn.functional as F
 
 from engine import training
 from engine.bundle import read_manifest
-from engine.data import DEFAULT_MIX, PuzzleStream, StreamConfig, make_loader, parse_mix, puzzle_config
+from engine.data import (DEFAULT_MIX, PuzzleStream, StreamConfig, make_loader, mix_entry, parse_mix,
+                         puzzle_config)
 from engine.model import LVM, LVMConfig, model_checkpoint
 from engine.serving.sentences import Vocabulary, build_sentence, max_images, select_panels
 from engine.shards import Shard, shard_order
@@ -53,7 +54,10 @@ class TrainLVMConfig:
     init_bundle: str | None = field(default=None, metadata={"help": "start from this bundle's LVM weights and size"})
     out: str = field(default="runs/lvm", metadata={"help": "output directory (ckpt.pt, log.jsonl, loss_curve.png)"})
     steps: int | None = field(default=None, metadata={"type": int, "help": "optimizer steps"})
-    minutes: float | None = field(default=None, metadata={"type": float, "help": "wall-clock budget"})
+    minutes: float | None = field(default=None, metadata={"type": float, "help": "time budget (see --clock)"})
+    clock: str = field(default="wall", metadata={
+        "help": "what --minutes counts: wall (wall-clock) or cpu (this process's CPU time, so that runs sharing "
+                "a busy machine get equal compute)"})
     batch_size: int = field(default=16, metadata={"help": "sentences per step per rank"})
     lr: float = field(default=1e-3, metadata={"help": "peak learning rate"})
     warmup_steps: int = field(default=100, metadata={"help": "linear warmup steps"})
@@ -255,14 +259,14 @@ class EvalItem:
 
 
 def held_out_items(
-    families: list[str], count: int, tokenizer: FrozenTokenizer, vocab: Vocabulary, limit: int, size: int,
+    entries: list[str], count: int, tokenizer: FrozenTokenizer, vocab: Vocabulary, limit: int, size: int,
     device: torch.device,
 ) -> list[EvalItem]:
-    """Tokenize `count` held-out puzzles per family (those with candidates), once per run."""
+    """Tokenize `count` held-out puzzles per mixture entry (those with candidates), once per run."""
     items = []
-    for family in families:
+    for family, options in map(mix_entry, entries):
         for index in range(count):
-            puzzle = generate(family, eval_seed(index), size=size)
+            puzzle = generate(family, eval_seed(index), size=size, **options)
             if not puzzle.candidates or puzzle.answer_index is None:
                 continue
             keep = select_panels(puzzle.family, len(puzzle.panels), limit)
@@ -417,7 +421,7 @@ def train(config: TrainLVMConfig) -> Path:
     limit = max_images(model.config.context_length, vocab)  # the model's own (a resumed or bundle model's)
     optimizer = training.make_optimizer(model, config.lr, config.weight_decay, runtime.device)
     loop = training.TrainingLoop(out_dir, runtime, config.steps, config.minutes, config.log_every,
-                                 config.save_every_min, "lvm", state)
+                                 config.save_every_min, "lvm", state, clock=config.clock)
     sentences_seen = state["sentences_seen"] if state is not None else 0
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
@@ -435,7 +439,7 @@ def train(config: TrainLVMConfig) -> Path:
     else:
         stream = make_stream(config, runtime, tokenizer.tokenizer_config.image_size, limit, sentences_seen)
         batches = training.infinite(make_loader(stream, config.batch_size, config.workers, collate=False))
-    items = (held_out_items([f for f in parse_mix(config.mix) if f != "grid"], config.eval_n, tokenizer, vocab,
+    items = (held_out_items([e for e in parse_mix(config.mix) if mix_entry(e)[0] != "grid"], config.eval_n, tokenizer, vocab,
                             limit, tokenizer.tokenizer_config.image_size, runtime.device) if runtime.is_main else [])
     next_eval = loop.seen + config.eval_every_tokens if config.eval_every_tokens else None
 

@@ -127,23 +127,31 @@ def default_workers() -> int:
     return max(0, min(8, (os.cpu_count() or 1) - 1))
 
 
+CLOCKS = {"wall": time.monotonic, "cpu": time.process_time}  # what a budget's minutes count
+
+
 class Budget:
     """Training length by steps, wall-clock minutes, or both; `fraction` drives the LR schedule.
 
     With minutes set, the cosine follows the elapsed-time fraction (a GPU run has fixed minutes); with both
-    set, whichever is further along wins, and training stops at the first limit reached.
+    set, whichever is further along wins, and training stops at the first limit reached. Minutes count wall-clock
+    time, or with clock "cpu" this process's CPU time: two runs sharing a busy machine then get the same compute.
     """
 
-    def __init__(self, steps: int | None, minutes: float | None, start_step: int = 0, elapsed: float = 0.0) -> None:
+    def __init__(self, steps: int | None, minutes: float | None, start_step: int = 0, elapsed: float = 0.0,
+                 clock: str = "wall") -> None:
         if not steps and not minutes:
             raise ValueError("give --steps or --minutes (or both)")
+        if clock not in CLOCKS:
+            raise ValueError(f"unknown clock {clock!r}; choose from {', '.join(CLOCKS)}")
         self.steps, self.minutes = steps, minutes
         self.start_step = start_step
         self.elapsed_before = elapsed  # seconds spent in earlier runs of a resumed training
-        self.started = time.monotonic()
+        self.now = CLOCKS[clock]
+        self.started = self.now()
 
     def elapsed(self) -> float:
-        return self.elapsed_before + time.monotonic() - self.started
+        return self.elapsed_before + self.now() - self.started
 
     def fraction(self, step: int) -> float:
         parts = []
@@ -182,12 +190,12 @@ class TrainingLoop:
 
     def __init__(self, out_dir: Path, runtime: TrainingProcess, steps: int | None, minutes: float | None,
                  log_every: int, save_every_min: float, desc: str, resumed: dict[str, Any] | None = None,
-                 seen_key: str = "tokens_seen") -> None:
+                 seen_key: str = "tokens_seen", clock: str = "wall") -> None:
         self.runtime, self.log_every, self.save_every_s = runtime, log_every, 60.0 * save_every_min
         self.seen_key = seen_key
         self.step = int(resumed["step"]) if resumed else 0
         self.seen = int(resumed[seen_key]) if resumed else 0
-        self.budget = Budget(steps, minutes, self.step, float(resumed["elapsed"]) if resumed else 0.0)
+        self.budget = Budget(steps, minutes, self.step, float(resumed["elapsed"]) if resumed else 0.0, clock)
         self.log = RunLog(out_dir, enabled=runtime.is_main, resume_step=self.step if resumed else None)
         self.progress = tqdm(total=steps, initial=self.step, disable=not runtime.is_main, desc=desc)
         self._last_save = self._window_start = time.monotonic()

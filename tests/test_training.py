@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from engine import train_lvm, train_tokenizer, training
-from engine.data import ImageStream, PuzzleStream, StreamConfig, parse_mix
+from engine.data import ImageStream, PuzzleStream, StreamConfig, mix_families, parse_mix
 from engine.model import LVM, LVMConfig, load_model
 from engine.serving.sentences import Vocabulary
 from engine.tokenizer import build_tokenizer, load_tokenizer, save_tokenizer
@@ -30,9 +31,20 @@ def tiny_tokenizer_path(tmp_path_factory) -> Path:
 def test_parse_mix() -> None:
     assert parse_mix("matrix=4, analogy=2,grid=0") == {"matrix": 4.0, "analogy": 2.0}
     for bad, message in [("matrix", "family=weight"), ("chess=1", "unknown family"), ("matrix=x", "not a number"),
-                         ("matrix=0", "no family"), ("matrix=-1", ">= 0")]:
+                         ("matrix=0", "no family"), ("matrix=-1", ">= 0"),
+                         ("matrix:spiral=1", "unknown matrix layout 'spiral'"), ("grid:x=1", "no variants")]:
         with pytest.raises(ValueError, match=message):
             parse_mix(bad)
+
+
+def test_a_mixture_entry_can_name_one_variant_of_a_family() -> None:
+    mix = parse_mix("matrix:center=1,analogy:hflip=1")
+    assert mix == {"matrix:center": 1.0, "analogy:hflip": 1.0} and mix_families(mix) == ["matrix", "analogy"]
+    stream = PuzzleStream(StreamConfig(mix=mix, image_size=16, base_seed=1000))
+    puzzles = [stream.puzzle_for(seed) for seed in range(1000, 1012)]
+    assert {p.family for p in puzzles} == {"matrix", "analogy"}
+    assert {p.layout["kind"] for p in puzzles if p.family == "matrix"} == {"center"}
+    assert {p.meta["transform"] for p in puzzles if p.family == "analogy"} == {"hflip"}
 
 
 def test_streams_use_distinct_training_seeds() -> None:
@@ -82,6 +94,18 @@ def test_learning_rate_schedule_and_budget() -> None:
     assert training.Budget(steps=None, minutes=1.0, elapsed=60.0).done(0)
     with pytest.raises(ValueError, match="--steps or --minutes"):
         training.Budget(steps=None, minutes=None)
+    with pytest.raises(ValueError, match="unknown clock 'sundial'"):
+        training.Budget(steps=None, minutes=1.0, clock="sundial")
+
+
+def test_a_cpu_clock_budget_counts_the_compute_a_run_got_not_the_time_it_waited() -> None:
+    wall, cpu = training.Budget(None, minutes=1.0), training.Budget(None, minutes=1.0, clock="cpu")
+    time.sleep(0.3)  # waiting for a core another job holds
+    assert wall.elapsed() >= 0.3 and cpu.elapsed() < 0.1
+    deadline = time.process_time() + 0.3
+    while time.process_time() < deadline:  # computing
+        pass
+    assert cpu.elapsed() >= 0.3
 
 
 def test_batch_weights_answer_tokens(tiny_tokenizer_path: Path) -> None:

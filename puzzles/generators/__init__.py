@@ -12,6 +12,7 @@ from typing import Any
 from puzzles.puzzle import Puzzle
 
 GENERATOR_FAMILIES = ("matrix", "analogy", "sequence", "grid")
+VARIANT_OPTIONS = {"matrix": "layout", "analogy": "transform", "sequence": "kind"}  # what `family:variant` sets
 
 
 def generate(family: str, seed: int, size: int = 64, **options: Any) -> Puzzle:
@@ -31,3 +32,22 @@ def _check_option_names(family: str, function: Any, options: dict[str, Any]) -> 
     unknown = sorted(set(options) - set(known))
     if unknown:
         raise ValueError(f"{family} has no option {', '.join(unknown)}; choose from {', '.join(known)}")
+
+
+def variant_values(family: str) -> tuple[str, tuple[str, ...]]:
+    """The generator option a variant (`matrix:center`) sets, and its values."""
+    if family not in VARIANT_OPTIONS:
+        raise ValueError(f"{family!r} has no variants; choose from {', '.join(VARIANT_OPTIONS)}")
+    module = importlib.import_module(f"puzzles.generators.{family}")
+    names = {"layout": "LAYOUTS", "transform": "TRANSFORMS", "kind": "KINDS"}
+    return VARIANT_OPTIONS[family], tuple(getattr(module, names[VARIANT_OPTIONS[family]]))
+
+
+def variant_options(family: str, variant: str | None) -> dict[str, str]:
+    """Generator options for one variant ('matrix', 'center' -> {'layout': 'center'}); none for None."""
+    if variant is None:
+        return {}
+    option, values = variant_values(family)
+    if variant not in values:
+        raise ValueError(f"unknown {family} {option} {variant!r}; choose from {', '.join(values)}")
+    return {option: variant}
