@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -83,9 +84,11 @@ class PatchTokenizer(nn.Module):
         return grid.permute(0, 1, 3, 2, 4, 5).reshape(n, g * g, cfg.patch_dim)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return self.encode_patches(self.patches(images))
+
+    def encode_patches(self, flat: torch.Tensor) -> torch.Tensor:
         """Nearest code per patch: argmin of |x|^2 - 2 x.c + |c|^2, the same in PyTorch and in the ONNX graph."""
-        flat = self.patches(images)
-        distances = (self.codebook * self.codebook).sum(-1) - 2.0 * flat @ self.codebook.T
+        distances = (self.codebook * self.codebook).sum(-1) - 2.0 * flat.float() @ self.codebook.T
         return distances.argmin(-1)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
@@ -93,6 +96,43 @@ class PatchTokenizer(nn.Module):
         n, g, p = codes.shape[0], cfg.grid, cfg.patch_size
         patches = self.codebook[codes.long()].reshape(n, g, g, p, p, 3)
         return patches.permute(0, 5, 1, 3, 2, 4).reshape(n, 3, cfg.image_size, cfg.image_size).clamp(0.0, 1.0)
+
+
+# --- the 8 square symmetries in code space (whole-puzzle augmentation of pre-tokenized shards) -----------------
+
+SYMMETRIES = 8  # quarter turns k = s % 4, then a left-right flip when s >= 4 (engine.data.augment's order)
+
+
+def turn_and_flip(array: np.ndarray, symmetry: int) -> np.ndarray:
+    """One of the 8 square symmetries of an (H, W, ...) array: as engine.data.augment turns and flips a panel."""
+    turned = np.rot90(array, k=symmetry % 4, axes=(0, 1))
+    return turned[:, ::-1] if symmetry >= 4 else turned
+
+
+@dataclass
+class CodeSymmetries:
+    """Where each grid cell's code goes and which code a turned or flipped patch is nearest to, for each symmetry:
+    a panel's codes under a flip or turn without decoding and re-encoding it."""
+
+    cells: np.ndarray  # (8, g*g): the new panel's cell i holds the old panel's cell cells[s, i]
+    codes: np.ndarray  # (8, K): code c's patch under symmetry s is nearest to code codes[s, c]
+
+    def apply(self, codes: np.ndarray, symmetry: int) -> np.ndarray:
+        """Codes (..., g*g) of panels, all under one symmetry."""
+        return self.codes[symmetry][codes[..., self.cells[symmetry]]]
+
+
+def code_symmetries(model: PatchTokenizer) -> CodeSymmetries:
+    cfg = model.tokenizer_config
+    g, p = cfg.grid, cfg.patch_size
+    grid = np.arange(g * g).reshape(g, g)
+    cells = np.stack([turn_and_flip(grid, s).ravel() for s in range(SYMMETRIES)])
+    entries = model.codebook.detach().cpu().numpy().reshape(-1, p, p, 3)
+    table = []
+    for symmetry in range(SYMMETRIES):
+        moved = np.stack([turn_and_flip(entry, symmetry) for entry in entries]).reshape(len(entries), -1)
+        table.append(model.encode_patches(torch.from_numpy(np.ascontiguousarray(moved))).numpy())
+    return CodeSymmetries(cells, np.stack(table))
 
 
 def patch_tokenizer_from_checkpoint(checkpoint: dict[str, Any]) -> PatchTokenizer:
@@ -115,7 +155,6 @@ def training_patches(config: PatchTokenizerConfig, puzzles: int, mix: str, seed:
     images under one random flip or quarter turn."""
     import random
 
-    import numpy as np
     from tqdm import tqdm
 
     from engine.data import PuzzleStream, StreamConfig, augment, parse_mix

@@ -40,6 +40,7 @@ from engine.data import (DEFAULT_MIX, PuzzleStream, StreamConfig, make_loader, m
 from engine.model import LVM, LVMConfig, model_checkpoint
 from engine.serving.sentences import Vocabulary, build_sentence, max_images, select_panels
 from engine.shards import Shard, shard_order
+from engine.patch_tokenizer import SYMMETRIES, CodeSymmetries, PatchTokenizer, code_symmetries
 from engine.tokenizer import FrozenTokenizer, encode_uint8, load_frozen_tokenizer
 from puzzles.generators import generate
 from puzzles.images import to_square
@@ -73,6 +74,9 @@ class TrainLVMConfig:
         "help": "score candidates by their mean code log-probability instead of the sum (the sum's gradient "
                 "outweighs the next-token loss's by about the codes a panel has: docs/model-experiments.md)"})
     mix: str = field(default=DEFAULT_MIX, metadata={"help": "family weights"})
+    augment: bool = field(default=False, metadata={
+        "help": "whole-puzzle augmentation: each shard puzzle under one of the 8 flips and quarter turns, the same "
+                "for all its panels and candidates (every family's rule survives it); shards of a patch tokenizer"})
     shards: str | None = field(default=None, metadata={"help": "train on this pre-tokenized shard directory "
                                                                 "(python -m engine.shards) instead of streaming"})
     context_length: int = field(default=640, metadata={"help": "longest sentence"})
@@ -365,12 +369,29 @@ def make_stream(config: TrainLVMConfig, runtime: training.TrainingProcess, image
                                      rank=runtime.rank, world_size=runtime.world_size))
 
 
-def shard_batches(shard: Shard, config: TrainLVMConfig, runtime: training.TrainingProcess, sentences_seen: int
-                  ) -> Iterator[list[dict[str, Any]]]:
-    """Batches of shard samples, reshuffled every epoch (a resumed run draws a new order)."""
+def shard_batches(shard: Shard, config: TrainLVMConfig, runtime: training.TrainingProcess, sentences_seen: int,
+                  symmetries: CodeSymmetries | None = None) -> Iterator[list[dict[str, Any]]]:
+    """Batches of shard samples, reshuffled every epoch (a resumed run draws a new order); with `symmetries`, each
+    puzzle turned or flipped as a whole."""
     order = shard_order(len(shard), config.seed + sentences_seen, runtime.rank, runtime.world_size)
+    rng = np.random.default_rng(config.seed + sentences_seen + 1)
     while True:
-        yield [shard.sample(next(order)) for _ in range(config.batch_size)]
+        batch = [shard.sample(next(order)) for _ in range(config.batch_size)]
+        if symmetries is not None:
+            batch = [symmetric_sample(sample, symmetries, int(rng.integers(SYMMETRIES))) for sample in batch]
+        yield batch
+
+
+def symmetric_sample(sample: dict[str, Any], symmetries: CodeSymmetries, symmetry: int) -> dict[str, Any]:
+    turned = {key: symmetries.apply(sample[key], symmetry) for key in ("codes", "candidate_codes") if key in sample}
+    return {**sample, **turned}
+
+
+def code_symmetries_for(tokenizer: FrozenTokenizer) -> CodeSymmetries:
+    if not isinstance(tokenizer, PatchTokenizer):
+        raise ValueError("--augment turns and flips puzzles in code space, which needs a patch tokenizer "
+                         "(python -m engine.patch_tokenizer); this one is a learned encoder")
+    return code_symmetries(tokenizer)
 
 
 LOSS_CURVES = ("loss", "loss/next_token", "loss/choice")  # the loss and its parts, drawn in loss_curve.png
@@ -435,8 +456,11 @@ def train(config: TrainLVMConfig) -> Path:
     if config.shards:
         shard = Shard(config.shards)
         shard.check_fits(tokenizer.tokenizer_config.to_dict(), limit)
-        batches = shard_batches(shard, config, runtime, sentences_seen)
+        batches = shard_batches(shard, config, runtime, sentences_seen,
+                                code_symmetries_for(tokenizer) if config.augment else None)
     else:
+        if config.augment:
+            raise ValueError("--augment works on pre-tokenized puzzles: give --shards")
         stream = make_stream(config, runtime, tokenizer.tokenizer_config.image_size, limit, sentences_seen)
         batches = training.infinite(make_loader(stream, config.batch_size, config.workers, collate=False))
     items = (held_out_items([e for e in parse_mix(config.mix) if mix_entry(e)[0] != "grid"], config.eval_n, tokenizer, vocab,

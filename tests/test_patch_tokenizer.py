@@ -100,6 +100,29 @@ def test_train_lvm_trains_on_patch_codes_from_shards(tmp_path: Path) -> None:
     patch_tokenizer.save_patch_tokenizer(random_tokenizer(), tmp_path / "tok.pt")
     shards.main(["--tokenizer", str(tmp_path / "tok.pt"), "--mix", "matrix=1,sequence=1", "--n", "4", "--seed", "700",
                  "--max-images", "9", "--out", str(tmp_path / "shards")])
-    train_lvm.main(["--tokenizer", str(tmp_path / "tok.pt"), "--shards", str(tmp_path / "shards"),
-                    "--out", str(tmp_path / "lvm"), "--steps", "2", *TINY_LVM_FLAGS])
-    assert (tmp_path / "lvm" / "ckpt.pt").is_file()
+    for run, extra in (("lvm", []), ("augmented", ["--augment"])):
+        train_lvm.main(["--tokenizer", str(tmp_path / "tok.pt"), "--shards", str(tmp_path / "shards"),
+                        "--out", str(tmp_path / run), "--steps", "2", *TINY_LVM_FLAGS, *extra])
+        assert (tmp_path / run / "ckpt.pt").is_file()
+    with pytest.raises(ValueError, match="give --shards"):
+        train_lvm.main(["--tokenizer", str(tmp_path / "tok.pt"), "--out", str(tmp_path / "streamed"), "--steps", "1",
+                        "--augment", *TINY_LVM_FLAGS])
+
+
+@pytest.mark.parametrize("symmetry", range(patch_tokenizer.SYMMETRIES))
+def test_codes_turned_in_code_space_are_the_codes_of_the_turned_picture(symmetry: int) -> None:
+    """A panel drawn from codebook entries, turned or flipped as a picture and encoded again, has exactly the codes
+    that the code-space symmetry gives (the whole-puzzle augmentation of shards)."""
+    model = random_tokenizer()
+    codes = torch.randint(0, CONFIG.codebook_size, (3, CONFIG.tokens_per_image))
+    pictures = model.decode(codes).permute(0, 2, 3, 1).numpy()  # (n, H, W, 3)
+    turned = np.stack([patch_tokenizer.turn_and_flip(picture, symmetry) for picture in pictures])
+    encoded = model.encode(torch.from_numpy(np.ascontiguousarray(turned)).permute(0, 3, 1, 2))
+    symmetries = patch_tokenizer.code_symmetries(model)
+    assert np.array_equal(symmetries.apply(codes.numpy(), symmetry), encoded.numpy())
+    assert (symmetry == 0) == np.array_equal(symmetries.apply(codes.numpy(), symmetry), codes.numpy())
+
+
+def test_augmentation_needs_a_patch_tokenizer() -> None:
+    with pytest.raises(ValueError, match="needs a patch tokenizer"):
+        train_lvm.code_symmetries_for(vq.build_tokenizer(vq.TokenizerConfig()))
