@@ -35,12 +35,11 @@ import torch.nn.functional as F
 
 from engine import training
 from engine.bundle import read_manifest
-from engine.data import (DEFAULT_MIX, PuzzleStream, StreamConfig, make_loader, mix_entry, parse_mix,
-                         puzzle_config)
+from engine.data import DEFAULT_MIX, PuzzleStream, StreamConfig, make_loader, mix_entry, parse_mix, puzzle_config
 from engine.model import LVM, LVMConfig, model_checkpoint
+from engine.patch_tokenizer import SYMMETRIES, CodeSymmetries, PatchTokenizer, code_symmetries
 from engine.serving.sentences import Vocabulary, build_sentence, max_images, select_panels
 from engine.shards import Shard, shard_order
-from engine.patch_tokenizer import SYMMETRIES, CodeSymmetries, PatchTokenizer, code_symmetries
 from engine.tokenizer import FrozenTokenizer, encode_uint8, load_frozen_tokenizer
 from puzzles.generators import generate
 from puzzles.images import to_square
@@ -463,8 +462,9 @@ def train(config: TrainLVMConfig) -> Path:
             raise ValueError("--augment works on pre-tokenized puzzles: give --shards")
         stream = make_stream(config, runtime, tokenizer.tokenizer_config.image_size, limit, sentences_seen)
         batches = training.infinite(make_loader(stream, config.batch_size, config.workers, collate=False))
-    items = (held_out_items([e for e in parse_mix(config.mix) if mix_entry(e)[0] != "grid"], config.eval_n, tokenizer, vocab,
-                            limit, tokenizer.tokenizer_config.image_size, runtime.device) if runtime.is_main else [])
+    entries = [entry for entry in parse_mix(config.mix) if mix_entry(entry)[0] != "grid"]
+    items = (held_out_items(entries, config.eval_n, tokenizer, vocab, limit, tokenizer.tokenizer_config.image_size,
+                            runtime.device) if runtime.is_main else [])
     next_eval = loop.seen + config.eval_every_tokens if config.eval_every_tokens else None
 
     def save() -> None:
