@@ -83,12 +83,19 @@ def sentence_images(puzzle: Puzzle, limit: int, size: int) -> np.ndarray:
     return np.stack([to_square(image, size) for image in images])
 
 
+SYMMETRIES = 8  # the square's symmetries: quarter turns k = s % 4, then a left-right flip when s >= 4
+
+
+def turn_and_flip(array: np.ndarray, symmetry: int) -> np.ndarray:
+    """One of the 8 square symmetries of an (H, W, ...) array (a panel, or a grid of a panel's codes)."""
+    turned = np.rot90(array, k=symmetry % 4, axes=(0, 1))
+    return turned[:, ::-1] if symmetry >= 4 else turned
+
+
 def augment(images: np.ndarray, rng: random.Random) -> np.ndarray:
-    """One random flip/rotation (of the 8 square symmetries) applied to a stack (n, H, W, 3)."""
-    images = np.rot90(images, k=rng.randrange(4), axes=(1, 2))
-    if rng.random() < 0.5:
-        images = images[:, :, ::-1]
-    return np.ascontiguousarray(images)
+    """One random symmetry of the 8 applied to every image of a stack (n, H, W, 3)."""
+    symmetry = rng.randrange(4) + (4 if rng.random() < 0.5 else 0)
+    return np.ascontiguousarray(np.stack([turn_and_flip(image, symmetry) for image in images]))
 
 
 @dataclass

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from engine.data import SYMMETRIES, turn_and_flip
+
 KIND = "patch"
 
 
@@ -99,14 +101,6 @@ class PatchTokenizer(nn.Module):
 
 
 # --- the 8 square symmetries in code space (whole-puzzle augmentation of pre-tokenized shards) -----------------
-
-SYMMETRIES = 8  # quarter turns k = s % 4, then a left-right flip when s >= 4 (engine.data.augment's order)
-
-
-def turn_and_flip(array: np.ndarray, symmetry: int) -> np.ndarray:
-    """One of the 8 square symmetries of an (H, W, ...) array: as engine.data.augment turns and flips a panel."""
-    turned = np.rot90(array, k=symmetry % 4, axes=(0, 1))
-    return turned[:, ::-1] if symmetry >= 4 else turned
 
 
 @dataclass

@@ -12,7 +12,9 @@ from typing import Any
 from puzzles.puzzle import Puzzle
 
 GENERATOR_FAMILIES = ("matrix", "analogy", "sequence", "grid")
-VARIANT_OPTIONS = {"matrix": "layout", "analogy": "transform", "sequence": "kind"}  # what `family:variant` sets
+# what `family:variant` sets: the generator option, and the family module's tuple of its values
+VARIANT_OPTIONS = {"matrix": ("layout", "LAYOUTS"), "analogy": ("transform", "TRANSFORMS"),
+                   "sequence": ("kind", "KINDS")}
 
 
 def generate(family: str, seed: int, size: int = 64, **options: Any) -> Puzzle:
@@ -38,9 +40,8 @@ def variant_values(family: str) -> tuple[str, tuple[str, ...]]:
     """The generator option a variant (`matrix:center`) sets, and its values."""
     if family not in VARIANT_OPTIONS:
         raise ValueError(f"{family!r} has no variants; choose from {', '.join(VARIANT_OPTIONS)}")
-    module = importlib.import_module(f"puzzles.generators.{family}")
-    names = {"layout": "LAYOUTS", "transform": "TRANSFORMS", "kind": "KINDS"}
-    return VARIANT_OPTIONS[family], tuple(getattr(module, names[VARIANT_OPTIONS[family]]))
+    option, values = VARIANT_OPTIONS[family]
+    return option, tuple(getattr(importlib.import_module(f"puzzles.generators.{family}"), values))
 
 
 def variant_options(family: str, variant: str | None) -> dict[str, str]:
