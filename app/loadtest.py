@@ -6,7 +6,8 @@ rate and attempt for the given time, then checks that every acknowledged rating 
 database. An attempt is followed by the model's part of it (`attempt_model`), as a browser asks for it. It prints
 requests, errors, busy refusals, p50/p95 latency per action, lost writes, and a line of the serving targets (the
 app's solves a second against the engine's own, measured alone on the same prompt before the load), and exits
-non-zero when there were errors or lost writes.
+non-zero when there were errors or lost writes. `--only ACTION` makes every visitor do that one action (a
+rating first needs a solve); the summary's CPU line (Linux) says what a request costs the server, by kind.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,7 @@ class LoadReport:
     lost_ratings: int = 0
     lost_attempts: int = 0
     engine_solves_per_s: float | None = None  # the engine alone, one solve after another, on the same prompt
+    server_cpu_s: float | None = None  # CPU seconds the server's process spent during the load (None: unknown)
 
     @property
     def lost_writes(self) -> int:
@@ -81,6 +83,9 @@ class LoadReport:
         for action, (p50, p95, count) in self.percentiles().items():
             lines.append(f"  {action:8s} n={count:5d}  p50 {p50:8.1f} ms  p95 {p95:8.1f} ms")
         lines.append(self.targets())
+        if self.server_cpu_s is not None and self.requests:
+            lines.append(f"  server CPU: {self.server_cpu_s:.1f} s for {self.requests} requests, "
+                         f"{1000 * self.server_cpu_s / self.requests:.1f} ms a request")
         lines += [f"  error: {sample}" for sample in self.error_samples[:5]]
         return "\n".join(lines)
 
@@ -153,7 +158,7 @@ class _Visitor:
     """One simulated visitor: its own session (so a rating follows its own solve) and visitor id."""
 
     def __init__(self, url: str, report: LoadReport, lock: threading.Lock, puzzle_ids: Sequence[str],
-                 prompt_files: Sequence[str], seed: int) -> None:
+                 prompt_files: Sequence[str], seed: int, actions: Mapping[str, float] = ACTIONS) -> None:
         from app import visitors
 
         self.client = WireClient(url)
@@ -162,12 +167,13 @@ class _Visitor:
         self.prompt: list[dict[str, Any]] | None = None  # the uploaded panels, once
         self.visitor_id = visitors.new_visitor_id()
         self.rng = random.Random(seed)
+        self.actions, self.weights = list(actions), list(actions.values())
         self.solved = False
         self.answered: tuple[str, str] | None = None  # (puzzle id, verdict) of the last attempt
 
     def run(self, deadline: float) -> None:
         while time.monotonic() < deadline:
-            action = self.rng.choices(list(ACTIONS), weights=list(ACTIONS.values()))[0]
+            action = self.rng.choices(self.actions, weights=self.weights)[0]
             if action == "rate" and not self.solved:
                 action = "solve"
             self._timed(action)
@@ -264,13 +270,19 @@ def check_loopback(url: str) -> None:
 
 
 def run_load(url: str, bank: Any, puzzle_ids: Sequence[str], prompt_files: Sequence[str], visitors: int = 8,
-             seconds: float = 10.0, seed: int = 0) -> LoadReport:
-    """Run `visitors` simulated visitors against `url` for `seconds`, then count lost writes in `bank`."""
+             seconds: float = 10.0, seed: int = 0, actions: Mapping[str, float] = ACTIONS,
+             server_pid: int | None = None) -> LoadReport:
+    """Run `visitors` simulated visitors against `url` for `seconds`, then count lost writes in `bank`; with
+    `server_pid`, also the CPU the server's process spent meanwhile."""
     check_loopback(url)
     if not 1 <= visitors <= MAX_VISITORS or not 0 < seconds <= MAX_SECONDS:
         raise ValueError(f"visitors must be 1-{MAX_VISITORS} and seconds 0-{MAX_SECONDS}")
+    if not actions or any(action not in ACTIONS or weight < 0 for action, weight in actions.items()):
+        raise ValueError(f"actions must be some of {', '.join(ACTIONS)} with weights >= 0, got {dict(actions)}")
     report, lock = LoadReport(visitors, seconds), threading.Lock()
-    people = [_Visitor(url, report, lock, puzzle_ids, prompt_files, seed * 1000 + n) for n in range(visitors)]
+    people = [_Visitor(url, report, lock, puzzle_ids, prompt_files, seed * 1000 + n, actions)
+              for n in range(visitors)]
+    cpu_before = process_cpu_seconds(server_pid)
     deadline = time.monotonic() + seconds
     threads = [threading.Thread(target=person.run, args=(deadline,), daemon=True) for person in people]
     for thread in threads:
@@ -281,8 +293,22 @@ def run_load(url: str, bank: Any, puzzle_ids: Sequence[str], prompt_files: Seque
             bar.update(1)
     for thread in threads:
         thread.join(timeout=120)  # the last requests finish; a solve has its own time limit
+    cpu_after = process_cpu_seconds(server_pid)
+    if cpu_before is not None and cpu_after is not None:
+        report.server_cpu_s = cpu_after - cpu_before
     count_lost_writes(bank, report)
     return report
+
+
+def process_cpu_seconds(pid: int | None) -> float | None:
+    """User and system CPU seconds of a process so far, from /proc (None without a pid or on another system)."""
+    import os
+
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split() if pid else None
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") if fields else None
 
 
 def count_lost_writes(bank: Any, report: LoadReport) -> None:
@@ -405,6 +431,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="how long the load runs (default 60)")
     parser.add_argument("--bundle", type=Path, default=None, help="model bundle (default: the shipped one)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the visitors' choices")
+    parser.add_argument("--only", choices=sorted(ACTIONS), help="every visitor does this action alone (what it costs)")
     parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)  # the server's own process
     parser.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
     arguments = parser.parse_args(argv)
@@ -416,7 +443,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         url, process, bank, ids, files = serve_in_child(arguments.bundle, Path(folder))
         try:
             engine_rate = engine_solves_per_s(arguments.bundle, files)
-            report = run_load(url, bank, ids, files, arguments.visitors, arguments.seconds, arguments.seed)
+            actions = {arguments.only: 1.0} if arguments.only else ACTIONS
+            report = run_load(url, bank, ids, files, arguments.visitors, arguments.seconds, arguments.seed, actions,
+                              server_pid=process.pid)
             report.engine_solves_per_s = engine_rate
         finally:
             process.terminate()

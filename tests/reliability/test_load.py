@@ -10,7 +10,7 @@ import pytest
 from gradio_client import Client, handle_file
 
 from app import bank_views, prompts, solving
-from app.loadtest import check_loopback, run_load, write_prompt_files
+from app.loadtest import check_loopback, process_cpu_seconds, run_load, write_prompt_files
 from tests.reliability import figures
 
 CI_VISITORS, CI_SECONDS = 8, 10
@@ -28,6 +28,28 @@ def test_short_load_loses_nothing_and_makes_no_errors(playground: dict[str, Any]
     assert report.lost_writes == 0
     assert report.requests >= CI_VISITORS * 3 and report.acknowledged_writes > 0
     assert set(report.percentiles()) >= {"browse", "attempt", "solve"}
+
+
+def test_visitors_can_do_one_action_alone(playground: dict[str, Any], tmp_path: Path) -> None:
+    bank = playground["bank"]
+    files = write_prompt_files(bank_views.fetch_puzzle(bank, playground["puzzle_ids"][0])["panels"], tmp_path)
+    report = run_load(playground["url"], bank, playground["puzzle_ids"], files, 2, 3, actions={"browse": 1.0})
+    assert set(report.latencies) == {"browse"} and report.errors == 0
+    with pytest.raises(ValueError, match="actions must be some of browse"):
+        run_load(playground["url"], bank, playground["puzzle_ids"], files, 2, 3, actions={"delete": 1.0})
+
+
+def test_a_process_cpu_time_counts_its_work_and_is_unknown_without_a_process() -> None:
+    import os
+
+    before = process_cpu_seconds(os.getpid())
+    assert before is not None
+    deadline = time.process_time() + 0.3
+    while time.process_time() < deadline:  # work, not sleep: only work is CPU time
+        pass
+    assert process_cpu_seconds(os.getpid()) - before >= 0.2
+    assert process_cpu_seconds(None) is None
+    assert process_cpu_seconds(2**22 + 12345) is None  # above Linux's largest pid: no such process
 
 
 def test_the_load_tool_refuses_other_hosts() -> None:
