@@ -50,16 +50,22 @@ METRIC_KEYS = ("n", "n_multiple_choice", "multiple_choice_accuracy", "n_generati
 
 def generated_puzzles(family: str, variant: str | None, n: int, size: int) -> list[Puzzle]:
     """n puzzles of one spec entry on held-out seeds eval_seed(0..n-1)."""
-    from puzzles.generators import VARIANT_OPTIONS, generate, variant_options, variant_values
+    from puzzles.generators import generate
+
+    return [generate(family, eval_seed(index), size=size, **entry_options(family, variant, index))
+            for index in range(n)]
+
+
+def entry_options(family: str, variant: str | None, index: int) -> dict[str, str]:
+    """The generator options of a spec entry's index-th puzzle ('all' takes each variant in turn)."""
+    from puzzles.generators import VARIANT_OPTIONS, variant_options, variant_values
 
     if family not in VARIANT_OPTIONS:
         raise ValueError(f"unknown puzzle family {family!r} in the spec; use matrix, analogy, sequence or arc")
-    values = variant_values(family)[1] if variant == "all" else None
-    puzzles = []
-    for index in range(n):
-        options = variant_options(family, values[index % len(values)] if values else variant)
-        puzzles.append(generate(family, eval_seed(index), size=size, **options))
-    return puzzles
+    if variant == "all":
+        values = variant_values(family)[1]
+        return variant_options(family, values[index % len(values)])
+    return variant_options(family, variant)
 
 
 def arc_puzzles(dataset: str | None, n: int, size: int) -> list[Puzzle]:

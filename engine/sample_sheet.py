@@ -1,10 +1,11 @@
 """A picture of what the model answers at the app's default settings: held-out puzzles, one row each.
 
-    python -m engine.sample_sheet --bundle engine/bundles/default [--per-family 8] [--samples 4]
+    python -m engine.sample_sheet --bundle engine/bundles/default [--per-family 8] [--samples 4] [--puzzles SPEC]
 
 Each row is a puzzle's prompt panels, the true answer (green frame), then the samples drawn at the bundle's sampling
 defaults (its manifest's "sampling", what Solve on Play uses), each framed green when its nearest candidate is the
 answer and red otherwise. Written to BUNDLE/samples.png, which the model card and the About page show.
+`--puzzles` takes engine.evaluate's spec (e.g. `matrix:center` for one layout); default: every family.
 """
 from __future__ import annotations
 
@@ -15,13 +16,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from engine.evaluate import context_panels, nearest_candidate
+from engine.evaluate import context_panels, entry_options, nearest_candidate, parse_spec
 from engine.serving.runtime import Bundle
 from puzzles.generators import generate
 from puzzles.images import to_square
 from puzzles.seeds import eval_seed
 
-FAMILIES = ("matrix", "analogy", "sequence")
+FAMILIES = "matrix,analogy,sequence"  # the default spec
 RIGHT, WRONG, ANSWER = (40, 160, 40), (220, 40, 40), (40, 160, 40)
 GAP = 3  # pixels around each cell
 FIRST_INDEX = 5000  # held-out seeds past those the evaluation tables use, so the picture is not cherry-picked
@@ -34,10 +35,11 @@ def framed(image: np.ndarray, colour: tuple[int, int, int] | None, width: int = 
     return np.pad(out, ((GAP, GAP), (GAP, GAP), (0, 0)), constant_values=255)
 
 
-def puzzle_row(bundle: Bundle, family: str, index: int, samples: int) -> np.ndarray:
+def puzzle_row(bundle: Bundle, family: str, index: int, samples: int, variant: str | None = None) -> np.ndarray:
     """Prompt | answer | samples of one held-out puzzle, as one uint8 strip."""
     size = bundle.image_size
-    puzzle = generate(family, eval_seed(FIRST_INDEX + index), size=size)
+    puzzle = generate(family, eval_seed(FIRST_INDEX + index), size=size,
+                      **entry_options(family, variant, index))
     options = bundle.sampling
     drawn = bundle.complete(context_panels(bundle, puzzle), n_samples=samples, temperature=options.temperature,
                             top_k=options.top_k, top_p=options.top_p, seed=index)
@@ -52,9 +54,10 @@ def puzzle_row(bundle: Bundle, family: str, index: int, samples: int) -> np.ndar
     return np.concatenate(cells, axis=1)
 
 
-def sample_sheet(bundle: Bundle, per_family: int = 8, samples: int = 4) -> np.ndarray:
-    """All families' rows, left-aligned on white, as one image."""
-    rows = [puzzle_row(bundle, family, index, samples) for family in FAMILIES for index in range(per_family)]
+def sample_sheet(bundle: Bundle, per_family: int = 8, samples: int = 4, spec: str = FAMILIES) -> np.ndarray:
+    """The rows of every spec entry, left-aligned on white, as one image."""
+    rows = [puzzle_row(bundle, family, index, samples, variant)
+            for family, variant in parse_spec(spec) for index in range(per_family)]
     width = max(row.shape[1] for row in rows)
     rows = [np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0)), constant_values=255) for row in rows]
     return np.concatenate(rows, axis=0)
@@ -66,12 +69,18 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--per-family", type=int, default=8, help="held-out puzzles per family")
     parser.add_argument("--samples", type=int, default=4, help="samples per puzzle")
     parser.add_argument("--out", help="PNG to write (default: BUNDLE/samples.png)")
+    parser.add_argument("--puzzles", default=FAMILIES, help=f"puzzle spec, as engine.evaluate's (default {FAMILIES})")
     args = parser.parse_args(argv)
     if args.per_family < 1 or args.samples < 1:
         parser.error("--per-family and --samples must be at least 1")
+    try:  # a bad spec is refused before the model loads
+        for family, variant in parse_spec(args.puzzles):
+            entry_options(family, variant, 0)
+    except ValueError as error:
+        parser.error(str(error))
     bundle = Bundle.load(args.bundle)
     out = Path(args.out) if args.out else Path(args.bundle) / "samples.png"
-    Image.fromarray(sample_sheet(bundle, args.per_family, args.samples)).save(out, optimize=True)
+    Image.fromarray(sample_sheet(bundle, args.per_family, args.samples, args.puzzles)).save(out, optimize=True)
     sys.stdout.write(f"wrote {out}\n")
     return out
 

@@ -220,6 +220,21 @@ def test_sample_sheet_shows_prompt_answer_and_framed_samples(bundle: Bundle, tmp
     assert frame in (sample_sheet.RIGHT, sample_sheet.WRONG)
 
 
+def test_sample_sheet_takes_one_layout_and_refuses_an_unknown_one(bundle: Bundle, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from engine import sample_sheet
+
+    out = sample_sheet.main(["--bundle", str(bundle.directory), "--per-family", "2", "--samples", "1",
+                             "--puzzles", "matrix:center", "--out", str(tmp_path / "center.png")])
+    cell = bundle.image_size + 2 * sample_sheet.GAP
+    assert np.asarray(Image.open(out)).shape[0] == 2 * cell  # two rows, both of the one entry
+    row = sample_sheet.puzzle_row(bundle, "matrix", 0, 1, "center")
+    assert row.shape[0] == cell
+    with pytest.raises(SystemExit):
+        sample_sheet.main(["--bundle", str(bundle.directory), "--puzzles", "matrix:spiral"])
+
+
 def test_ceiling_counts_answers_the_tokenizer_keeps_apart(bundle: Bundle) -> None:
     from engine import ceiling
 
