@@ -96,7 +96,8 @@ def test_past_the_queue_size_a_visitor_is_told_to_try_again(tmp_path: Path, tiny
     monkeypatch.setattr(server_module, "QUEUE_MAX_SIZE", 2)
     monkeypatch.setattr(services, "_current", services._current)  # the playground's services come back after
     port = free_port()
-    settings = resolve({"data_dir": str(tmp_path), "port": str(port)}, environ={})
+    # One address sends every call: lift its own place limit (app.limits) so the queue's size is what refuses
+    settings = resolve({"data_dir": str(tmp_path), "port": str(port), "queue_places": "64"}, environ={})
     bank = connect(f"sqlite:///{tmp_path / 'gelato.db'}")
     _, panels = fill_bank(bank)
     app = server_module.create_app(settings, bank=bank, bundle=_SlowBundle(), seed=False)
