@@ -217,6 +217,8 @@ def test_galleries_show_every_picture_whole(page: Page, playground: dict[str, An
     page.locator("#advanced").get_by_text("Advanced").click()
     page.locator("#n-samples input[type=number]").fill("8")
     page.locator("#n-samples input[type=number]").press("Enter")
+    page.locator("#n-samples input[type=number]").blur()  # the slider takes the box's value when it loses focus
+    expect(page.locator("#n-samples input[type=range]")).to_have_value("8")  # the slider took it, not only the box
     _solve_example(page, 0)
     expect(page.locator("#samples img")).to_have_count(8)
     page.locator("#model-sees").click()
