@@ -215,9 +215,10 @@ CLIPPED = """el => {
 def test_galleries_show_every_picture_whole(page: Page, playground: dict[str, Any]) -> None:
     _open(page, playground["url"])
     page.locator("#advanced").get_by_text("Advanced").click()
-    page.locator("#n-samples input[type=number]").fill("8")
-    page.locator("#n-samples input[type=number]").press("Enter")
-    page.locator("#n-samples input[type=number]").blur()  # the slider takes the box's value when it loses focus
+    box = page.locator("#n-samples input[type=number]")
+    box.fill("8")
+    box.press("Enter")
+    box.blur()
     expect(page.locator("#n-samples input[type=range]")).to_have_value("8")  # the slider took it, not only the box
     _solve_example(page, 0)
     expect(page.locator("#samples img")).to_have_count(8)

@@ -90,14 +90,14 @@ def test_past_the_queue_size_a_visitor_is_told_to_try_again(tmp_path: Path, tiny
     from app.pages import play
     from app.settings import resolve
     from puzzles.bank import connect
-    from tests.conftest import serve_in_thread
+    from tests.conftest import MANY_CLIENTS_LIMITS, serve_in_thread
     from tests.helpers import free_port
 
     monkeypatch.setattr(server_module, "QUEUE_MAX_SIZE", 2)
     monkeypatch.setattr(services, "_current", services._current)  # the playground's services come back after
     port = free_port()
-    # One address sends every call: lift its own place limit (app.limits) so the queue's size is what refuses
-    settings = resolve({"data_dir": str(tmp_path), "port": str(port), "queue_places": "64"}, environ={})
+    # One address sends every call: lift its per-client limits so the queue's size is what refuses
+    settings = resolve({**MANY_CLIENTS_LIMITS, "data_dir": str(tmp_path), "port": str(port)}, environ={})
     bank = connect(f"sqlite:///{tmp_path / 'gelato.db'}")
     _, panels = fill_bank(bank)
     app = server_module.create_app(settings, bank=bank, bundle=_SlowBundle(), seed=False)
