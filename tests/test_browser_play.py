@@ -19,6 +19,22 @@ def _open(page: Page, url: str) -> None:
     expect(page.locator("#examples")).to_be_visible()
 
 
+def _set_slider(page: Page, elem_id: str, value: int, tries: int = 5) -> None:
+    """Set a Slider through its range input until its number box shows the value too. In whole-suite runs the
+    first setting was sometimes not kept (box and range back at the default, cause not found), so it is retried;
+    a slider that never takes the value still fails here, by name."""
+    number = page.locator(f"#{elem_id} input[type=number]")
+    for _ in range(tries - 1):
+        page.locator(f"#{elem_id} input[type=range]").fill(str(value))
+        try:
+            expect(number).to_have_value(str(value), timeout=3_000)
+            return
+        except AssertionError:
+            continue
+    page.locator(f"#{elem_id} input[type=range]").fill(str(value))
+    expect(number).to_have_value(str(value))
+
+
 def choose_example(page: Page, index: int) -> None:
     """Open the examples dropdown and click its `index`-th choice."""
     page.locator("#examples input").click()
@@ -215,9 +231,7 @@ CLIPPED = """el => {
 def test_galleries_show_every_picture_whole(page: Page, playground: dict[str, Any]) -> None:
     _open(page, playground["url"])
     page.locator("#advanced").get_by_text("Advanced").click()
-    slider = page.locator("#n-samples input[type=range]")
-    slider.fill("8")  # the range input itself: typing into the number box does not always reach the slider
-    expect(page.locator("#n-samples input[type=number]")).to_have_value("8")
+    _set_slider(page, "n-samples", 8)
     _solve_example(page, 0)
     expect(page.locator("#samples img")).to_have_count(8)
     page.locator("#model-sees").click()
