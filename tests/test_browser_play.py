@@ -24,15 +24,14 @@ def _set_slider(page: Page, elem_id: str, value: int, tries: int = 5) -> None:
     first setting was sometimes not kept (box and range back at the default, cause not found), so it is retried;
     a slider that never takes the value still fails here, by name."""
     number = page.locator(f"#{elem_id} input[type=number]")
-    for _ in range(tries - 1):
+    for attempt in range(1, tries + 1):
         page.locator(f"#{elem_id} input[type=range]").fill(str(value))
         try:
             expect(number).to_have_value(str(value), timeout=3_000)
             return
         except AssertionError:
-            continue
-    page.locator(f"#{elem_id} input[type=range]").fill(str(value))
-    expect(number).to_have_value(str(value))
+            if attempt == tries:
+                raise
 
 
 def choose_example(page: Page, index: int) -> None:
