@@ -23,7 +23,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +136,9 @@ class PuzzleResult:
     psnr_ceiling: float | None
     seconds: float
     correct_by_rule: dict[str, bool] | None = None  # multiple choice under each scoring rule (SCORING_RULES)
+    # "component.attribute" where the chosen candidate differs from the answer ([] when right); None unless the
+    # puzzle's meta lists every candidate's attributes (generated matrices)
+    attributes_wrong: list[str] | None = None
 
 
 def configuration(puzzle: Puzzle) -> str:
@@ -167,6 +170,18 @@ def read_grid_or_none(image: np.ndarray) -> list[list[int]] | None:
         return read_grid(image)
     except ValueError:  # the image is not a rendered grid
         return None
+
+
+def attributes_wrong(puzzle: Puzzle, chosen: int | None) -> list[str] | None:
+    """Where the chosen candidate's attributes differ from the answer's, by the matrix generator's meta."""
+    described = puzzle.meta.get("candidates")
+    if chosen is None or puzzle.answer_index is None or not isinstance(described, list) \
+            or len(described) != len(puzzle.candidates) \
+            or not all(isinstance(c, dict) and all(isinstance(v, dict) for v in c.values()) for c in described):
+        return None
+    answer, picked = described[puzzle.answer_index], described[chosen]
+    return [f"{component}.{attribute}" for component, values in sorted(answer.items())
+            for attribute, value in sorted(values.items()) if picked.get(component, {}).get(attribute) != value]
 
 
 def context_panels(bundle: Bundle, puzzle: Puzzle) -> list[np.ndarray]:
@@ -207,6 +222,7 @@ def evaluate_puzzle(bundle: Bundle, puzzle: Puzzle, sampling: SamplingOptions | 
         multiple_choice_correct=None if chosen is None else chosen == puzzle.answer_index,
         chosen_candidate=chosen,
         correct_by_rule=None if by_rule is None else {r: c == puzzle.answer_index for r, c in by_rule.items()},
+        attributes_wrong=attributes_wrong(puzzle, chosen),
         generative_correct=generative,
         pass_at_2=pass2,
         psnr_generated=None if answer is None else psnr(samples[0], answer),
@@ -238,7 +254,16 @@ def summarise(results: list[PuzzleResult]) -> dict[str, Any]:
         "multiple_choice_accuracy_by_rule": {
             rule: _mean(r.correct_by_rule[rule] for r in results if r.correct_by_rule) for rule in SCORING_RULES
         },
+        "multiple_choice_errors_by_attribute": errors_by_attribute(results),
     }
+
+
+def errors_by_attribute(results: list[PuzzleResult]) -> dict[str, float]:
+    """Per attribute, the share of described puzzles whose chosen candidate got it wrong (a wrong choice may
+    miss several attributes, so the shares can add up to more than the error rate)."""
+    described = [r.attributes_wrong for r in results if r.attributes_wrong is not None]
+    names = sorted({name for wrong in described for name in wrong})
+    return {name: sum(name in wrong for wrong in described) / len(described) for name in names}
 
 
 def build_report(results: list[PuzzleResult]) -> dict[str, Any]:
@@ -320,8 +345,9 @@ def validate_report(report: Any) -> None:
             raise ValueError(f"report.families.{family}: configuration counts do not add up to n")
     if not isinstance(report["puzzles"], list) or len(report["puzzles"]) != report["overall"]["n"]:
         raise ValueError("report.puzzles: must list one entry per evaluated puzzle")
-    for index, entry in enumerate(report["puzzles"]):
-        missing = [key for key in PuzzleResult.__dataclass_fields__ if key not in entry]
+    required = [name for name, spec in PuzzleResult.__dataclass_fields__.items() if spec.default is MISSING]
+    for index, entry in enumerate(report["puzzles"]):  # later, optional fields may be absent from older reports
+        missing = [key for key in required if key not in entry]
         if missing:
             raise ValueError(f"report.puzzles[{index}]: missing {', '.join(missing)}")
 
@@ -348,6 +374,10 @@ def format_table(report: dict[str, Any]) -> str:
         if len(metrics["configurations"]) > 1:
             lines += [row(f"  {name}", inner) for name, inner in metrics["configurations"].items()]
     lines += ["-" * len(header), row("all", report["overall"])]
+    errors = report["overall"].get("multiple_choice_errors_by_attribute")
+    if errors:
+        lines.append("choices wrong by attribute: " + ", ".join(f"{name} {100 * share:.1f}%"
+                                                               for name, share in errors.items()))
     return "\n".join(lines)
 
 

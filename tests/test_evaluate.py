@@ -96,6 +96,34 @@ def test_oracle_gets_every_metric_right() -> None:
     assert result.chosen_candidate == puzzle.answer_index and result.configuration == "center"
     assert result.psnr_generated == 100.0 and 45.0 < result.psnr_ceiling < 100.0
     assert result.pass_at_2 is None
+    assert result.attributes_wrong == []
+
+
+def test_wrong_choices_are_broken_down_by_the_attribute_they_miss() -> None:
+    """The chosen candidate's attributes against the answer's, by the generator's meta; a report counts each."""
+    puzzle = generate("matrix", 1_000_000_000, size=64, layout="center")
+    changed = {f"{component}.{attribute}" for component, attribute in puzzle.meta["candidate_changes"]}
+    described = puzzle.meta["candidates"]
+    wrong = {index: evaluate.attributes_wrong(puzzle, index) for index in range(8)}
+    assert wrong[puzzle.answer_index] == []
+    assert {name for names in wrong.values() for name in names} == changed  # the cube's three attributes
+    assert sum(len(names) == 3 for names in wrong.values()) == 1  # one corner differs in all three
+    one_off = next(i for i, names in wrong.items() if len(names) == 1)
+    name = wrong[one_off][0]
+    component, attribute = name.split(".")
+    assert described[one_off][component][attribute] != described[puzzle.answer_index][component][attribute]
+    results = [evaluate.PuzzleResult("a", "matrix", "center", False, one_off, False, None, 1.0, 1.0, 0.1,
+                                     attributes_wrong=wrong[one_off]),
+               evaluate.PuzzleResult("b", "matrix", "center", True, 0, True, None, 1.0, 1.0, 0.1, attributes_wrong=[]),
+               evaluate.PuzzleResult("c", "sequence", "s", True, 0, True, None, 1.0, 1.0, 0.1)]
+    report = {"schema": evaluate.SCHEMA, "created": "now", "bundle": {"name": "b", "provider": "cpu"},
+              **evaluate.build_report(results)}
+    assert report["overall"]["multiple_choice_errors_by_attribute"] == {name: 0.5}
+    assert f"choices wrong by attribute: {name} 50.0%" in evaluate.format_table(report)
+    assert evaluate.attributes_wrong(generate("sequence", 1_000_000_000, size=64), 0) is None
+    for entry in report["puzzles"]:  # a report written before the breakdown existed still reads
+        del entry["attributes_wrong"]
+    evaluate.validate_report(report)
 
 
 def test_generation_samples_at_the_bundle_defaults_unless_told_otherwise() -> None:
