@@ -206,7 +206,7 @@ def tokenizer_from_bundle(directory: str | Path) -> VQModel | PatchTokenizer:
     directory = Path(directory)
     config = tokenizer_config_from_dict(read_manifest(directory)["tokenizer_config"])
     if isinstance(config, PatchTokenizerConfig):
-        return _patch_tokenizer_from_graph(config, directory / "decoder.onnx")
+        return _patch_tokenizer_from_graph(config, directory)
     model = build_tokenizer(config)
     state: dict[str, torch.Tensor] = {}
     for graph, part in (("encoder.onnx", "encoder"), ("decoder.onnx", "decoder")):
@@ -218,20 +218,25 @@ def tokenizer_from_bundle(directory: str | Path) -> VQModel | PatchTokenizer:
     return model.eval()
 
 
-def _patch_tokenizer_from_graph(config: PatchTokenizerConfig, path: Path) -> PatchTokenizer:
-    """The codebook is the decoder graph's one (codes, patch pixels) matrix (the exporter renames buffers)."""
+def _patch_tokenizer_from_graph(config: PatchTokenizerConfig, directory: Path) -> PatchTokenizer:
+    """The codebook is the decoder graph's one (codes, patch pixels) matrix (the exporter renames buffers); a
+    gist codebook is the encoder graph's one (gist pixels, gist codes) matrix (stored transposed for the search)."""
+    model = PatchTokenizer(config)
+    model.codebook.copy_(_one_matrix(directory / "decoder.onnx", (config.patch_codes, config.patch_dim)))
+    if config.gist_codes:
+        model.gist_codebook.copy_(_one_matrix(directory / "encoder.onnx", (config.gist_dim, config.gist_codes)).T)
+    return model.eval()
+
+
+def _one_matrix(path: Path, shape: tuple[int, int]) -> torch.Tensor:
     import onnx
 
     from engine.bundle import stored_weights
 
-    expected = (config.codebook_size, config.patch_dim)
-    found = [array for array in stored_weights(onnx.load(str(path))).values() if array.shape == expected]
+    found = [array for array in stored_weights(onnx.load(str(path))).values() if array.shape == shape]
     if len(found) != 1:
-        raise ValueError(f"{path}: expected one codebook of shape {expected}, found {len(found)}")
-    codebook = found[0]
-    model = PatchTokenizer(config)
-    model.codebook.copy_(torch.from_numpy(codebook.astype(np.float32)))
-    return model.eval()
+        raise ValueError(f"{path}: expected one codebook of shape {shape}, found {len(found)}")
+    return torch.from_numpy(found[0].astype(np.float32))
 
 
 def _graph_state(model: VQModel, path: Path, part: str) -> dict[str, torch.Tensor]:

@@ -126,3 +126,64 @@ def test_codes_turned_in_code_space_are_the_codes_of_the_turned_picture(symmetry
 def test_augmentation_needs_a_patch_tokenizer() -> None:
     with pytest.raises(ValueError, match="needs a patch tokenizer"):
         train_lvm.code_symmetries_for(vq.build_tokenizer(vq.TokenizerConfig()))
+
+
+# --- the gist token: the panel shrunk to a few pixels, one code ahead of the patches ---------------------------
+
+GIST_CONFIG = PatchTokenizerConfig(image_size=16, patch_size=4, codebook_size=64 + 8, gist_codes=8, gist_size=4)
+
+
+def gist_tokenizer(seed: int = 0) -> PatchTokenizer:
+    model = PatchTokenizer(GIST_CONFIG)
+    model.codebook.copy_(random_tokenizer(seed).codebook)
+    model.gist_codebook.copy_(torch.linspace(0, 1, 8)[:, None].repeat(1, GIST_CONFIG.gist_dim))  # flat greys
+    return model.eval()
+
+
+def test_the_gist_code_comes_first_and_names_the_shrunk_panel() -> None:
+    model = gist_tokenizer()
+    grey = torch.full((1, 3, 16, 16), 0.6)  # a flat grey panel: its gist is the nearest flat grey, 4/7
+    codes = model.encode(grey)
+    assert GIST_CONFIG.tokens_per_image == 17 and codes.shape == (1, 17)
+    assert codes[0, 0] == GIST_CONFIG.patch_codes + 4
+    assert torch.equal(codes[:, 1:], random_tokenizer().encode(grey))  # the patches are the plain tokenizer's
+
+
+def test_the_decoder_draws_the_patches_and_ignores_the_gist() -> None:
+    model, plain = gist_tokenizer(), random_tokenizer()
+    patches = torch.randint(0, 64, (3, 16))
+    for gist in (64, 71):
+        codes = torch.cat([torch.full((3, 1), gist), patches], 1)
+        assert torch.equal(model.decode(codes), plain.decode(patches))
+    stray = patches.clone()
+    stray[:, 5] = 70  # a gist code sampled into a patch's place draws the brightest patch
+    brightest = int(model.codebook.sum(-1).argmax())
+    expected = patches.clone()
+    expected[:, 5] = brightest
+    assert torch.equal(model.decode(torch.cat([torch.full((3, 1), 64), stray], 1)), plain.decode(expected))
+
+
+def test_gist_sizes_are_checked() -> None:
+    with pytest.raises(ValueError, match="gist_codes"):
+        PatchTokenizerConfig(image_size=16, patch_size=4, codebook_size=8, gist_codes=8)
+    with pytest.raises(ValueError, match="gist_size"):
+        PatchTokenizerConfig(image_size=16, patch_size=4, codebook_size=72, gist_codes=8, gist_size=5)
+    with pytest.raises(ValueError, match="without gist codes"):
+        patch_tokenizer.code_symmetries(gist_tokenizer())
+
+
+def test_a_gist_bundle_serves_as_pytorch_and_reads_back(tmp_path: Path) -> None:
+    model = gist_tokenizer()
+    vocab = Vocabulary(GIST_CONFIG.codebook_size, GIST_CONFIG.tokens_per_image)
+    lvm = LVM(LVMConfig(vocab_size=vocab.vocab_size, context_length=1 + 6 * 18, n_layer=1, d_model=32, n_head=2,
+                        n_kv_head=1, ffn_hidden=64))
+    directory = export.export_bundle(model, lvm, tmp_path / "gist", name="gist")
+    bundle = Bundle.load(directory, providers=["CPUExecutionProvider"])
+    images = (np.random.default_rng(1).random((4, 16, 16, 3)) * 255).astype(np.uint8)
+    pytorch = model.encode(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0)
+    assert bundle.tokens_per_image == 17 and np.array_equal(bundle.encode(list(images)), pytorch.numpy())
+    decoded = bundle.decode(pytorch.numpy())
+    expected = (model.decode(pytorch).permute(0, 2, 3, 1).numpy() * 255).round()
+    assert all(np.abs(a.astype(int) - b).max() <= 1 for a, b in zip(decoded, expected, strict=True))
+    back = vq.tokenizer_from_bundle(directory)
+    assert torch.equal(back.codebook, model.codebook) and torch.equal(back.gist_codebook, model.gist_codebook)
