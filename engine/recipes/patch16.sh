@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# A candidate default on 16 codes per panel (docs/model-experiments.md, sections 5-14), all on this 2-core CPU
-# without AMX (fp32, one thread each). Run from the repository root; step 3 takes several sessions.
+# A candidate default on 16 patch codes and a gist code per panel (docs/model-experiments.md, sections 5-16),
+# all on this 2-core CPU without AMX (fp32, one thread each). Run from the repository root; step 3 takes
+# several sessions.
 # Tokenizer: a k-means codebook of 8x8 px patches of 32 px panels (no network to train). LVM: next-token
 # prediction only (a multiple-choice loss at weight 1 stopped it from learning), on pre-tokenized shards.
 set -euo pipefail
-RUN=${RUN:-runs/patch16}
+RUN=${RUN:-runs/gist17}
 export OMP_NUM_THREADS=1
 
-# 1. Tokenizer: 2,048 codes from patches of 1,500 training puzzles (87 s).
-[ -f $RUN/tokenizer.pt ] || python -m engine.patch_tokenizer --out $RUN/tokenizer.pt --puzzles 1500
+# 1. Tokenizer: 2,048 patch codes and 1,024 gist codes from the images of 1,500 training puzzles (50 s).
+[ -f $RUN/tokenizer.pt ] || python -m engine.patch_tokenizer --out $RUN/tokenizer.pt --puzzles 1500 --gist-codes 1024
 
 # 2. Shards: 200,000 training puzzles encoded once (18 minutes at one thread; 100 MB).
 [ -f $RUN/shards200000/manifest.json ] || python -m engine.shards --tokenizer $RUN/tokenizer.pt \
