@@ -19,8 +19,8 @@ def test_gpu_recipe_dry_run_brings_back_weights_that_export_under_the_size_limit
     out, run = tmp_path / "out", tmp_path / "run"
     env = {**os.environ, "DEVICE": "cpu", "MINUTES": "0.02", "BATCH": "2", "WORKERS": "0", "EVAL_N": "1",
            "EVAL_EVERY": "0", "TOKENIZER": str(tmp_path / "none.pt"), "TOKENIZER_PUZZLES": "30",
-           "KMEANS_ITERATIONS": "1", "GIST_CODES": "64", "RUN": str(run), "OUT": str(out),
-           "PYTHON": sys.executable, "WHEELS": str(tmp_path / "no-wheels")}
+           "KMEANS_ITERATIONS": "1", "RUN": str(run), "OUT": str(out), "PYTHON": sys.executable,
+           "WHEELS": str(tmp_path / "no-wheels")}
     result = subprocess.run(["bash", "engine/recipes/gpu.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr

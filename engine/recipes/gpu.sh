@@ -7,7 +7,7 @@
 # int8 bundle under 30 MB).
 # Everything worth keeping is left in $OUT: the tokenizer, the fp16 weights in parts under 16 MiB (for machines
 # that hand back only small files), the log with its held-out evaluations (the learning curve), the loss curve,
-# the output. The tokenizer is $TOKENIZER when that file exists (carry runs/gist/tokenizer.pt), else fitted here.
+# the output. The tokenizer is $TOKENIZER when that file exists (carry runs/patch16/tokenizer.pt), else fitted here.
 #
 # For a GPU machine with PyTorch, onnx, onnxruntime, matplotlib and tqdm but no package index, first download
 # what it lacks into .whl/ (installed from there when the folder exists):
@@ -24,7 +24,7 @@
 #
 # A dry run on a CPU goes through every step at toy length (tests/test_recipes.py does):
 #   DEVICE=cpu MINUTES=0.05 BATCH=2 WORKERS=0 EVAL_N=1 EVAL_EVERY=0 TOKENIZER_PUZZLES=30 KMEANS_ITERATIONS=1 \
-#     GIST_CODES=64 RUN=/tmp/gpu OUT=/tmp/out bash engine/recipes/gpu.sh
+#     RUN=/tmp/gpu OUT=/tmp/out bash engine/recipes/gpu.sh
 set -euo pipefail
 OUT=${OUT:?set OUT to the folder whose files come back}
 RUN=${RUN:-runs/gpu}
@@ -35,10 +35,9 @@ WORKERS=${WORKERS:-14}  # of 16 cores: puzzle generation must keep up with the G
 EVAL_N=${EVAL_N:-64}
 EVAL_EVERY=${EVAL_EVERY:-25000000}
 PYTHON=${PYTHON:-python3}
-TOKENIZER=${TOKENIZER:-runs/gist/tokenizer.pt}  # 2,048 patch codes + 1,024 gist codes (section 16)
+TOKENIZER=${TOKENIZER:-runs/patch16/tokenizer.pt}
 TOKENIZER_PUZZLES=${TOKENIZER_PUZZLES:-1500}  # when the tokenizer is fitted here (87 s on one CPU core)
 KMEANS_ITERATIONS=${KMEANS_ITERATIONS:-25}
-GIST_CODES=${GIST_CODES:-1024}  # when fitted here; a dry run's few puzzles have fewer distinct gists
 WHEELS=${WHEELS:-.whl}  # packages to install first, where the folder exists
 export PYTHONUNBUFFERED=1
 mkdir -p "$OUT" "$RUN"
@@ -61,7 +60,7 @@ EOF
 
 if [ ! -f "$TOKENIZER" ]; then
   TOKENIZER="$RUN/tokenizer.pt"
-  "$PYTHON" -m engine.patch_tokenizer --out "$TOKENIZER" --puzzles "$TOKENIZER_PUZZLES" --gist-codes "$GIST_CODES" \
+  "$PYTHON" -m engine.patch_tokenizer --out "$TOKENIZER" --puzzles "$TOKENIZER_PUZZLES" \
     --iterations "$KMEANS_ITERATIONS" 2>&1 | tail -n 1
 fi
 cp "$TOKENIZER" "$OUT/tokenizer.pt"
