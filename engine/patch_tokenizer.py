@@ -10,8 +10,9 @@ At 32 px with 8 px patches a panel is 16 codes: a 3x3 matrix is 146 tokens inste
 With `--gist-codes N` each panel starts with one more code, a gist: the panel shrunk to 8 x 8 px and matched
 against a second k-means codebook of N entries, so the shape's size, place and grey are one token that the LVM
 reads (and, generating, decides) before the patches. The decoder draws the patches and ignores the gist.
+
 Its checkpoint is a tokenizer checkpoint (`tokenizer_config` with `"kind": "patch"`, `tokenizer` with the
-codebook), which engine.tokenizer.load_tokenizer reads like the VQ tokenizer's.
+codebooks), which engine.tokenizer.load_tokenizer reads like the VQ tokenizer's.
 """
 from __future__ import annotations
 
