@@ -146,6 +146,18 @@ def _framed(image: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
     return framed
 
 
+def _panel_codes(manifest: dict[str, Any]) -> str:
+    """What one panel becomes: a grid of codes, after a gist code when the tokenizer has one."""
+    rows, columns = manifest["token_grid"]
+    gist_codes = manifest["tokenizer_config"].get("gist_codes", 0)
+    grid = f"a {rows}x{columns} grid of codes from a codebook of {manifest['codebook_size'] - gist_codes}"
+    if not gist_codes:
+        return grid
+    side = manifest["tokenizer_config"]["gist_size"]
+    return (f"one gist code (the panel shrunk to {side}x{side} px, from a second codebook of {gist_codes}; the "
+            f"model reads it first, the decoder ignores it), then {grid}")
+
+
 def write_card(bundle: Path, report: dict[str, Any], spec: str, n: int, lvm_log: Path, tokenizer_log: Path | None,
                recipe: str, eval_command: str, notes: str = "", curve: Path | None = None) -> Path:
     metrics = headline_metrics(report)
@@ -204,8 +216,7 @@ def _card_text(manifest: dict[str, Any], metrics: dict[str, Any], report: dict[s
 ## What it is
 A LLaMA-style decoder ({lvm['n_layer']} layers, width {lvm['d_model']}, {lvm['n_head']} heads, SwiGLU
 {lvm['ffn_hidden']}, context {lvm['context_length']}{panel_positions}; {parameters} parameters)
-over the codes of {tokenizer_kind}, {tok['image_size']} px images -> an
-{manifest['token_grid'][0]}x{manifest['token_grid'][1]} grid of codes from a codebook of {manifest['codebook_size']}.
+over the codes of {tokenizer_kind}, {tok['image_size']} px images -> {_panel_codes(manifest)}.
 Weights: {manifest.get('weights', 'fp32')}.
 A puzzle is a visual sentence (BOS, the codes of each panel in order); the answer is the next image.
 

@@ -1,6 +1,7 @@
 """The patch tokenizer: codes round-trip, the k-means fit, its checkpoint, its bundle graphs and training on it."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 from engine import export, patch_tokenizer, shards, train_lvm
 from engine import tokenizer as vq
 from engine.model import LVM, LVMConfig
+from engine.model_card import _panel_codes
 from engine.patch_tokenizer import PatchTokenizer, PatchTokenizerConfig
 from engine.serving.runtime import Bundle
 from engine.serving.sentences import Vocabulary
@@ -187,3 +189,16 @@ def test_a_gist_bundle_serves_as_pytorch_and_reads_back(tmp_path: Path) -> None:
     assert all(np.abs(a.astype(int) - b).max() <= 1 for a, b in zip(decoded, expected, strict=True))
     back = vq.tokenizer_from_bundle(directory)
     assert torch.equal(back.codebook, model.codebook) and torch.equal(back.gist_codebook, model.gist_codebook)
+
+
+def test_the_model_card_names_the_gist_and_the_patch_codebook_apart(tmp_path: Path) -> None:
+    lvm = LVM(LVMConfig(vocab_size=Vocabulary(72, 17).vocab_size, context_length=1 + 6 * 18, n_layer=1, d_model=32,
+                        n_head=2, n_kv_head=1, ffn_hidden=64))
+    gist = json.loads((export.export_bundle(gist_tokenizer(), lvm, tmp_path / "gist") / "manifest.json").read_text())
+    assert _panel_codes(gist) == ("one gist code (the panel shrunk to 4x4 px, from a second codebook of 8; the model "
+                                  "reads it first, the decoder ignores it), then a 4x4 grid of codes from a codebook "
+                                  "of 64")
+    lvm = LVM(LVMConfig(vocab_size=Vocabulary(64, 16).vocab_size, context_length=1 + 6 * 17, n_layer=1, d_model=32,
+                        n_head=2, n_kv_head=1, ffn_hidden=64))
+    plain = json.loads((export.export_bundle(random_tokenizer(), lvm, tmp_path / "plain") / "manifest.json").read_text())
+    assert _panel_codes(plain) == "a 4x4 grid of codes from a codebook of 64"
