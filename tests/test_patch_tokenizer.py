@@ -200,5 +200,6 @@ def test_the_model_card_names_the_gist_and_the_patch_codebook_apart(tmp_path: Pa
                                   "of 64")
     lvm = LVM(LVMConfig(vocab_size=Vocabulary(64, 16).vocab_size, context_length=1 + 6 * 17, n_layer=1, d_model=32,
                         n_head=2, n_kv_head=1, ffn_hidden=64))
-    plain = json.loads((export.export_bundle(random_tokenizer(), lvm, tmp_path / "plain") / "manifest.json").read_text())
+    plain_bundle = export.export_bundle(random_tokenizer(), lvm, tmp_path / "plain")
+    plain = json.loads((plain_bundle / "manifest.json").read_text())
     assert _panel_codes(plain) == "a 4x4 grid of codes from a codebook of 64"
