@@ -6,7 +6,7 @@
 # prediction only (a multiple-choice loss at weight 1 stopped it from learning), on pre-tokenized shards.
 set -euo pipefail
 RUN=${RUN:-runs/gist17}
-export OMP_NUM_THREADS=1
+export OMP_NUM_THREADS=${THREADS:-1}  # threads each step may use (THREADS=2 takes both cores)
 
 # 1. Tokenizer: 2,048 patch codes and 1,024 gist codes from the images of 1,500 training puzzles (50 s).
 [ -f $RUN/tokenizer.pt ] || python -m engine.patch_tokenizer --out $RUN/tokenizer.pt --puzzles 1500 --gist-codes 1024
@@ -32,6 +32,6 @@ python -m engine.export --tokenizer $RUN/tokenizer.pt --lvm $RUN/lvm/ckpt.pt --o
   --fp16-storage
 python -m engine.export_static --bundle $RUN/bundle --int8
 python -m engine.evaluate --bundle $RUN/bundle --puzzles matrix:all,analogy,sequence --n 350 --json $RUN/eval350.json
-python -m engine.evaluate --bundle engine/bundles/default --puzzles matrix:all,analogy,sequence --n 350 \
-  --json $RUN/eval_default350.json
+[ -f $RUN/eval_default350.json ] || python -m engine.evaluate --bundle engine/bundles/default \
+  --puzzles matrix:all,analogy,sequence --n 350 --json $RUN/eval_default350.json
 python -m engine.compare $RUN/eval_default350.json $RUN/eval350.json --metric both
