@@ -224,7 +224,11 @@ class Shard:
 
     def check_fits(self, tokenizer_config: dict[str, Any], max_images: int) -> None:
         """Refuse a shard made with another tokenizer, or with longer sentences than the model's context holds."""
-        if self.manifest["tokenizer_config"] != tokenizer_config:
+        from engine.tokenizer import tokenizer_config_from_dict
+
+        # filled in with the defaults of fields added since, so older shards of the same tokenizer still fit
+        ours, theirs = tokenizer_config, self.manifest["tokenizer_config"]
+        if tokenizer_config_from_dict(ours).to_dict() != tokenizer_config_from_dict(theirs).to_dict():
             raise ShardError(f"{self.directory}: made with another tokenizer ({self.manifest.get('tokenizer')}); "
                              "its codes mean nothing to this one")
         if int(self.manifest["max_images"]) > max_images:

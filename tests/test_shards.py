@@ -10,6 +10,7 @@ import torch
 
 from engine import shards, train_lvm
 from engine.data import PuzzleStream, StreamConfig, parse_mix
+from engine.patch_tokenizer import PatchTokenizerConfig
 from engine.tokenizer import build_tokenizer, encode_uint8, load_tokenizer, save_tokenizer
 from puzzles.seeds import HELD_OUT_START
 from tests.helpers import TINY_LVM_FLAGS, tiny_training_tokenizer
@@ -100,3 +101,13 @@ def test_train_lvm_trains_from_shards(shard_dir: Path, tokenizer_path: Path, tmp
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     train = [r for r in records if r["kind"] == "train"]
     assert all(r["time/forward"] > 0 and r["time/backward"] > 0 and r["time/choice"] > 0 for r in train)
+
+
+def test_a_shard_written_before_the_gist_fields_fits_the_same_patch_tokenizer(shard_dir: Path) -> None:
+    shard = shards.Shard(shard_dir)
+    config = PatchTokenizerConfig(image_size=32, patch_size=8, codebook_size=2048)
+    shard.manifest["tokenizer_config"] = {"image_size": 32, "patch_size": 8, "codebook_size": 2048, "kind": "patch"}
+    shard.check_fits(config.to_dict(), 9)  # the manifest lacks gist_codes and gist_size: their defaults hold
+    gist = PatchTokenizerConfig(image_size=32, patch_size=8, codebook_size=3072, gist_codes=1024)
+    with pytest.raises(shards.ShardError, match="another tokenizer"):
+        shard.check_fits(gist.to_dict(), 9)
