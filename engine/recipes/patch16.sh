@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A candidate default on 16 patch codes and a gist code per panel (docs/model-experiments.md, sections 5-16),
-# all on this 2-core CPU without AMX (fp32, one thread each). Run from the repository root; step 3 takes
-# several sessions.
+# all on this 2-core CPU without AMX (fp32; THREADS=2 trains on both cores, section 17). Run from the repository
+# root; step 3 takes several sessions.
 # Tokenizer: a k-means codebook of 8x8 px patches of 32 px panels (no network to train). LVM: next-token
 # prediction only (a multiple-choice loss at weight 1 stopped it from learning), on pre-tokenized shards.
 set -euo pipefail
@@ -11,12 +11,12 @@ export OMP_NUM_THREADS=${THREADS:-1}  # threads each step may use (THREADS=2 tak
 # 1. Tokenizer: 2,048 patch codes and 1,024 gist codes from the images of 1,500 training puzzles (50 s).
 [ -f $RUN/tokenizer.pt ] || python -m engine.patch_tokenizer --out $RUN/tokenizer.pt --puzzles 1500 --gist-codes 1024
 
-# 2. Shards: 200,000 training puzzles encoded once (18 minutes at one thread; 100 MB).
+# 2. Shards: 200,000 training puzzles encoded once (42 minutes beside an evaluation; 106 MB).
 [ -f $RUN/shards200000/manifest.json ] || python -m engine.shards --tokenizer $RUN/tokenizer.pt \
   --mix matrix=3,analogy=2,sequence=2 --n 200000 --seed 47000000 --out $RUN/shards200000
 
-# 3. LVM: 600 CPU-minutes in all (--clock cpu), one thread, checkpoints every 5 minutes. Run the recipe again to
-#    continue after a stop: steps 1-2 are skipped when their output exists, and step 3 resumes from its
+# 3. LVM: 600 CPU-minutes in all (--clock cpu: two threads spend them in about half the wall time), checkpoints
+#    every 5 minutes. Run the recipe again to continue after a stop: steps 1-2 are skipped when their output exists, and step 3 resumes from its
 #    checkpoint, its cosine following the 600-minute plan. Sections 11-15 put the knee of one layout at 7-9M
 #    tokens; the mix of 9 layouts and kinds needs several times that.
 LVM="--n-layer 6 --d-model 256 --n-head 4 --n-kv-head 4 --ffn-hidden 704 --lr 1e-3 --warmup-steps 50 \
