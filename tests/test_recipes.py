@@ -18,7 +18,7 @@ MAX_FILE_BACK = 16 * 1024 * 1024  # the largest file a GPU machine's run hands b
 def test_gpu_recipe_dry_run_brings_back_weights_that_export_under_the_size_limit(tmp_path: Path) -> None:
     out, run = tmp_path / "out", tmp_path / "run"
     env = {**os.environ, "DEVICE": "cpu", "MINUTES": "0.02", "BATCH": "2", "WORKERS": "0", "EVAL_N": "1",
-           "EVAL_EVERY": "0", "TOKENIZER": str(tmp_path / "none.pt"), "TOKENIZER_PUZZLES": "30",
+           "EVAL_EVERY": "0", "TOKENIZER": str(tmp_path / "none.pt"), "TOKENIZER_PUZZLES": "100",
            "KMEANS_ITERATIONS": "1", "RUN": str(run), "OUT": str(out), "PYTHON": sys.executable,
            "WHEELS": str(tmp_path / "no-wheels")}
     result = subprocess.run(["bash", "engine/recipes/gpu.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
@@ -32,7 +32,7 @@ def test_gpu_recipe_dry_run_brings_back_weights_that_export_under_the_size_limit
     weights.write_bytes(b"".join(part.read_bytes() for part in parts))
     checkpoint = torch.load(weights, weights_only=False)
     config = checkpoint["lvm_config"]
-    assert (config["n_layer"], config["d_model"], config["vocab_size"]) == (8, 320, 2056)  # 2,048 patch codes
+    assert (config["n_layer"], config["d_model"], config["vocab_size"]) == (8, 320, 3080)  # 2,048 + 1,024 gist
     assert checkpoint["train_config"]["choice_weight"] == 0 and checkpoint["step"] >= 1
 
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]

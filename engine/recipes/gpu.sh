@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The next default model in one run on one GPU, sized to fit a 10-minute job, on what the CPU comparisons of
-# docs/model-experiments.md chose: the 16-code sentence (a k-means codebook of 2,048 8x8 px patches of 32 px
-# panels: a 3x3 matrix is 146 tokens), next-token loss only (a multiple-choice loss at weight 1 stopped next-token
-# learning), fresh puzzles every step. On the CPU every lever but tokens left the knee where it was (7-8M tokens
-# for one layout); a GPU brings the tens of millions the mix needs. LVM: 8 layers, width 320 (11M parameters,
-# int8 bundle under 30 MB).
+# docs/model-experiments.md chose: the 17-code sentence (a gist code, the panel at 8x8 px from a codebook of 1,024,
+# then a k-means codebook of 2,048 8x8 px patches of 32 px panels: a 3x3 matrix is 155 tokens), next-token loss
+# only (a multiple-choice loss at weight 1 stopped next-token learning), fresh puzzles every step. On the CPU no lever
+# moved the knee (7-8M tokens for one layout; the gist lifts the curve); a GPU brings the tens of millions of tokens
+# the mix needs. LVM: 8 layers, width 320, SwiGLU 640 (10.2M parameters; its int8 bundle is 29.3 MB: the
+# gist's codes cost the FFN 864 -> 640 to stay under 30 MB, docs/model-experiments.md section 17).
 # Everything worth keeping is left in $OUT: the tokenizer, the fp16 weights in parts under 16 MiB (for machines
 # that hand back only small files), the log with its held-out evaluations (the learning curve), the loss curve,
-# the output. The tokenizer is $TOKENIZER when that file exists (carry runs/patch16/tokenizer.pt), else fitted here.
+# the output. The tokenizer is $TOKENIZER when that file exists (carry runs/gist/tokenizer.pt), else fitted here.
 #
 # For a GPU machine with PyTorch, onnx, onnxruntime, matplotlib and tqdm but no package index, first download
 # what it lacks into .whl/ (installed from there when the folder exists):
@@ -23,7 +24,7 @@
 #   python -m engine.compare <the shipped bundle's report on the same puzzles> runs/gpu/eval.json --metric both
 #
 # A dry run on a CPU goes through every step at toy length (tests/test_recipes.py does):
-#   DEVICE=cpu MINUTES=0.05 BATCH=2 WORKERS=0 EVAL_N=1 EVAL_EVERY=0 TOKENIZER_PUZZLES=30 KMEANS_ITERATIONS=1 \
+#   DEVICE=cpu MINUTES=0.05 BATCH=2 WORKERS=0 EVAL_N=1 EVAL_EVERY=0 TOKENIZER_PUZZLES=100 KMEANS_ITERATIONS=1 \
 #     RUN=/tmp/gpu OUT=/tmp/out bash engine/recipes/gpu.sh
 set -euo pipefail
 OUT=${OUT:?set OUT to the folder whose files come back}
@@ -35,7 +36,7 @@ WORKERS=${WORKERS:-14}  # of 16 cores: puzzle generation must keep up with the G
 EVAL_N=${EVAL_N:-64}
 EVAL_EVERY=${EVAL_EVERY:-25000000}
 PYTHON=${PYTHON:-python3}
-TOKENIZER=${TOKENIZER:-runs/patch16/tokenizer.pt}
+TOKENIZER=${TOKENIZER:-runs/gist/tokenizer.pt}
 TOKENIZER_PUZZLES=${TOKENIZER_PUZZLES:-1500}  # when the tokenizer is fitted here (87 s on one CPU core)
 KMEANS_ITERATIONS=${KMEANS_ITERATIONS:-25}
 WHEELS=${WHEELS:-.whl}  # packages to install first, where the folder exists
@@ -61,7 +62,7 @@ EOF
 if [ ! -f "$TOKENIZER" ]; then
   TOKENIZER="$RUN/tokenizer.pt"
   "$PYTHON" -m engine.patch_tokenizer --out "$TOKENIZER" --puzzles "$TOKENIZER_PUZZLES" \
-    --iterations "$KMEANS_ITERATIONS" 2>&1 | tail -n 1
+    --iterations "$KMEANS_ITERATIONS" --gist-codes 1024 2>&1 | tail -n 1
 fi
 cp "$TOKENIZER" "$OUT/tokenizer.pt"
 
@@ -71,7 +72,7 @@ status=0
 timeout "$("$PYTHON" -c "print(int(60 * $MINUTES) + 90)")" "$PYTHON" -m engine.train_lvm --device "$DEVICE" \
   --tokenizer "$TOKENIZER" --out "$RUN/lvm" --minutes "$MINUTES" --batch-size "$BATCH" --lr 1.5e-3 \
   --warmup-steps 150 --mix matrix=3,analogy=2,sequence=2 --choice-weight 0 --context-length 160 --n-layer 8 \
-  --d-model 320 --n-head 5 --n-kv-head 5 --ffn-hidden 864 --seed 20000000 --workers "$WORKERS" \
+  --d-model 320 --n-head 5 --n-kv-head 5 --ffn-hidden 640 --seed 20000000 --workers "$WORKERS" \
   --eval-every-tokens "$EVAL_EVERY" --eval-n "$EVAL_N" --log-every 100 --save-every-min 2 \
   --half-weights-out "$RUN/lvm_fp16.pt" > "$OUT/train.log" 2>&1 || status=$?
 
