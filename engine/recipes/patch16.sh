@@ -11,7 +11,7 @@ export OMP_NUM_THREADS=${THREADS:-1}  # threads each step may use (THREADS=2 tak
 # 1. Tokenizer: 2,048 patch codes and 1,024 gist codes from the images of 1,500 training puzzles (50 s).
 [ -f $RUN/tokenizer.pt ] || python -m engine.patch_tokenizer --out $RUN/tokenizer.pt --puzzles 1500 --gist-codes 1024
 
-# 2. Shards: 200,000 training puzzles encoded once (42 minutes beside an evaluation; 106 MB).
+# 2. Shards: 200,000 training puzzles encoded once (about 37 minutes at one thread beside other work; 106 MB).
 [ -f $RUN/shards200000/manifest.json ] || python -m engine.shards --tokenizer $RUN/tokenizer.pt \
   --mix matrix=3,analogy=2,sequence=2 --n 200000 --seed 47000000 --out $RUN/shards200000
 
