@@ -199,7 +199,7 @@ def browser_split(url: str, bank: Any, bundle_dir: Path, rounds: int = 7) -> dic
         settings = solving.SampleSettings(n_samples=4, seed=seed, top_k=chosen.top_k, top_p=chosen.top_p,
                                           temperature=max(chosen.temperature, solving.MIN_TEMPERATURE))
         started = time.perf_counter()
-        solving.solve(bundle, puzzle["panels"], settings, puzzle["candidates"])
+        solving.solve(bundle, puzzle["panels"], settings, puzzle["candidates"], family=puzzle.get("family"))
         engine.append(time.perf_counter() - started)
     split = {"browser_click_to_samples_s": statistics.median(clicks), "browser_engine_s": statistics.median(engine)}
     split["browser_outside_engine_s"] = split["browser_click_to_samples_s"] - split["browser_engine_s"]

@@ -42,7 +42,7 @@ def model_pick(bank: Bank, bundle: Bundle, puzzle: Mapping[str, Any]) -> int | N
 
     if not puzzle["candidates"]:
         return None
-    scores = rank(bundle, puzzle["panels"], puzzle["candidates"])
+    scores = rank(bundle, puzzle["panels"], puzzle["candidates"], family=puzzle.get("family"))
     pick = int(np.argmax(scores))
     if puzzle.get("answer_index") is not None:
         try:

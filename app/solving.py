@@ -128,9 +128,10 @@ def _to_images(batch: Any) -> list[np.ndarray]:
 
 def solve(
     bundle: Bundle, images: Sequence[np.ndarray], settings: SampleSettings, candidates: Sequence[np.ndarray] = (),
-    progress: ProgressFn | None = None,
+    progress: ProgressFn | None = None, family: str | None = None,
 ) -> SolveResult:
-    """Generate `settings.n_samples` answers in one batch; also rank the candidates when there are any.
+    """Generate `settings.n_samples` answers in one batch; also rank the candidates (as a `family` puzzle's, see
+    `rank`) when there are any.
 
     The whole call is bounded by SOLVE_TIME_LIMIT_S: past it, SolveTimeout (a RuntimeError) at the next step.
     """
@@ -147,18 +148,20 @@ def solve(
     result = SolveResult(samples=_to_images(samples), settings=settings, bundle_id=bundle_id(bundle),
                          model_name=model_name(bundle))
     if candidates:
-        result.scores = rank(bundle, images, candidates, progress)
+        result.scores = rank(bundle, images, candidates, progress, family)
         result.pick = int(np.argmax(result.scores))
     return result
 
 
 def rank(
-    bundle: Bundle, images: Sequence[np.ndarray], candidates: Sequence[np.ndarray], progress: ProgressFn | None = None
+    bundle: Bundle, images: Sequence[np.ndarray], candidates: Sequence[np.ndarray], progress: ProgressFn | None = None,
+    family: str | None = None,
 ) -> list[float]:
-    """One score per candidate (the model's log-likelihood of it following the prompt)."""
+    """One score per candidate (the model's log-likelihood of it following the prompt, under the bundle's scoring
+    rule for the puzzle's family)."""
     if not candidates:
         raise ValueError("there are no candidates to rank")
-    scores = bundle.score(list(images), list(candidates), progress=progress)
+    scores = bundle.score(list(images), list(candidates), progress=progress, family=family)
     return [float(score) for score in np.asarray(scores, dtype=np.float64).reshape(-1)]
 
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.bundle import update_manifest
 from engine.serving.decode import SamplingOptions
 from engine.serving.runtime import SCORING_RULES, Bundle
 from engine.serving.sentences import select_panels
@@ -48,12 +49,12 @@ METRIC_KEYS = ("n", "n_multiple_choice", "multiple_choice_accuracy", "n_generati
 # --- where puzzles come from ----------------------------------------------------------------------------------
 
 
-def generated_puzzles(family: str, variant: str | None, n: int, size: int) -> list[Puzzle]:
-    """n puzzles of one spec entry on held-out seeds eval_seed(0..n-1)."""
+def generated_puzzles(family: str, variant: str | None, n: int, size: int, first: int = 0) -> list[Puzzle]:
+    """n puzzles of one spec entry on held-out seeds eval_seed(first..first+n-1)."""
     from puzzles.generators import generate
 
     return [generate(family, eval_seed(index), size=size, **entry_options(family, variant, index))
-            for index in range(n)]
+            for index in range(first, first + n)]
 
 
 def entry_options(family: str, variant: str | None, index: int) -> dict[str, str]:
@@ -68,15 +69,16 @@ def entry_options(family: str, variant: str | None, index: int) -> dict[str, str
     return variant_options(family, variant)
 
 
-def arc_puzzles(dataset: str | None, n: int, size: int) -> list[Puzzle]:
-    """The first n tasks of an ARC dataset (default: the ARC-AGI-1 evaluation set), first test pair each."""
+def arc_puzzles(dataset: str | None, n: int, size: int, first: int = 0) -> list[Puzzle]:
+    """n tasks of an ARC dataset from task `first` (default: the ARC-AGI-1 evaluation set), first test pair each."""
     from puzzles.generators import grid
 
     dataset = dataset or "arcagi1-eval"
     if dataset not in grid.DATASETS:
         raise ValueError(f"unknown ARC dataset {dataset!r}; choose from {', '.join(grid.DATASETS)}")
-    tasks = grid.load_tasks(dataset)[:n]
-    return [grid.generate(eval_seed(i), size=size, dataset=dataset, task_id=task.id) for i, task in enumerate(tasks)]
+    tasks = grid.load_tasks(dataset)[first:first + n]
+    return [grid.generate(eval_seed(i), size=size, dataset=dataset, task_id=task.id)
+            for i, task in enumerate(tasks, start=first)]
 
 
 def parse_spec(spec: str) -> list[tuple[str, str | None]]:
@@ -97,8 +99,9 @@ def raven_puzzles(directory: Path, size: int) -> list[Puzzle]:
     return import_raven(directory, size=size)
 
 
-def load_puzzles(source: str, n: int | None, size: int) -> list[Puzzle]:
-    """Puzzles from a pack (.zip or directory with pack.json), a RAVEN .npz tree, or a generator spec."""
+def load_puzzles(source: str, n: int | None, size: int, first: int = 0) -> list[Puzzle]:
+    """Puzzles from a pack (.zip or directory with pack.json), a RAVEN .npz tree, or a generator spec; `first`
+    skips that many of each source (a second held-out set, e.g. for choosing a setting apart from comparing)."""
     path = Path(source)
     if path.exists():
         if path.suffix == ".zip" or (path / "pack.json").is_file():
@@ -109,14 +112,14 @@ def load_puzzles(source: str, n: int | None, size: int) -> list[Puzzle]:
             puzzles = raven_puzzles(path, size)
         else:
             raise ValueError(f"{path}: not a puzzle pack (.zip or a directory with pack.json) nor a directory")
-        return puzzles[:n] if n is not None else puzzles
+        return puzzles[first:first + n] if n is not None else puzzles[first:]
     count = n if n is not None else DEFAULT_N
     puzzles = []
     for family, variant in parse_spec(source):
         if family in ARC_FAMILIES:
-            puzzles += arc_puzzles(variant, count, size)
+            puzzles += arc_puzzles(variant, count, size, first)
         else:
-            puzzles += generated_puzzles(family, variant, count, size)
+            puzzles += generated_puzzles(family, variant, count, size, first)
     return puzzles
 
 
@@ -199,7 +202,7 @@ def evaluate_puzzle(bundle: Bundle, puzzle: Puzzle, sampling: SamplingOptions | 
     has_choices = bool(candidates) and puzzle.answer_index is not None
     by_rule = ({rule: int(np.argmax(bundle.score(panels, candidates, scoring=rule))) for rule in SCORING_RULES}
                if has_choices else None)
-    chosen = by_rule[bundle.scoring] if by_rule else None
+    chosen = by_rule[bundle.scoring_rule(puzzle.family)] if by_rule else None
     is_grid = puzzle.family == "grid"
     if is_grid:
         samples = [*bundle.complete(panels, n_samples=1, temperature=0.0),
@@ -302,6 +305,19 @@ def evaluate(
     return report
 
 
+def best_scoring(report: dict[str, Any]) -> dict[str, str]:
+    """Per family, the scoring rule with the most right choices in the report, where that is not "sum" (a tie
+    keeps the rule listed first in SCORING_RULES)."""
+    rules = {}
+    for family, metrics in report["families"].items():
+        by_rule = metrics["multiple_choice_accuracy_by_rule"]
+        if any(value is not None for value in by_rule.values()):
+            best = max(SCORING_RULES, key=lambda rule: -1.0 if by_rule.get(rule) is None else by_rule[rule])
+            if best != "sum":
+                rules[family] = best
+    return rules
+
+
 def _check_metrics(metrics: Any, where: str) -> None:
     if not isinstance(metrics, dict):
         raise ValueError(f"{where}: metrics must be an object")
@@ -378,6 +394,11 @@ def format_table(report: dict[str, Any]) -> str:
     if errors:
         lines.append("choices wrong by attribute: " + ", ".join(f"{name} {100 * share:.1f}%"
                                                                for name, share in errors.items()))
+    by_rule = {family: " / ".join(f"{rule} {_cell(value, True)}" for rule, value in
+                                  metrics["multiple_choice_accuracy_by_rule"].items())
+               for family, metrics in report["families"].items() if metrics["n_multiple_choice"]}
+    if by_rule:
+        lines.append("multiple choice by scoring rule: " + "; ".join(f"{f} {text}" for f, text in by_rule.items()))
     return "\n".join(lines)
 
 
@@ -392,9 +413,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                                                          "accuracy (default: the bundle's; 0 greedy)")
     parser.add_argument("--top-k", type=int, default=None, help="top-k cut (default: the bundle's; 0 off)")
     parser.add_argument("--top-p", type=float, default=None, help="nucleus mass (default: the bundle's)")
+    parser.add_argument("--first", type=int, default=0, help="skip this many held-out puzzles of each entry "
+                                                             "(choose settings on other puzzles than you compare on)")
+    parser.add_argument("--write-scoring", action="store_true",
+                        help="store each family's best multiple-choice scoring rule here in the bundle's manifest")
     args = parser.parse_args(argv)
     if args.n is not None and args.n < 1:
         parser.error("--n must be at least 1")
+    if args.first < 0:
+        parser.error("--first must be 0 or more")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from tqdm import tqdm
 
@@ -407,13 +434,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             top_p=defaults.top_p if args.top_p is None else args.top_p)
     except ValueError as error:
         parser.error(str(error))
-    puzzles = load_puzzles(args.puzzles, args.n, bundle.image_size)
+    puzzles = load_puzzles(args.puzzles, args.n, bundle.image_size, args.first)
     with tqdm(total=len(puzzles), desc="evaluating", file=sys.stderr) as bar:
         report = evaluate(bundle, puzzles, progress=lambda fraction, message: bar.update(1), sampling=sampling)
     report["puzzle_source"] = args.puzzles
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     sys.stdout.write(format_table(report) + "\n")
+    if args.write_scoring:
+        rules = best_scoring(report)
+        source = f"engine.evaluate --puzzles {args.puzzles} --n {args.n} --first {args.first}"
+        update_manifest(args.bundle, scoring={"rules": rules, "chosen_by": source})
+        sys.stdout.write(f"scoring rules written to {args.bundle}: {rules or 'sum for every family'}\n")
     return report
 
 

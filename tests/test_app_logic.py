@@ -243,6 +243,30 @@ def test_named_api_prompts_are_checked_like_the_play_layouts() -> None:
         api.sentence("matrix", [_image(k) for k in range(7)])
 
 
+def test_candidates_are_ranked_by_the_bundles_rule_for_the_layouts_family(
+        tmp_path: Path, tiny_bundle_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+    import shutil
+    from types import SimpleNamespace
+
+    from app import services
+    from app.pages import api
+    from engine.serving.runtime import Bundle
+
+    bundle_dir = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle_dir, bundle_dir)
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    manifest["scoring"] = {"rules": {"analogy": "pmi_last_panel"}, "chosen_by": "test"}
+    (bundle_dir / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setattr(services, "_current", services.Services(SimpleNamespace(bundle=bundle_dir, model_niceness=0),
+                                                                bank=None))
+    bundle = Bundle.load(bundle_dir)
+    prompt, candidates = [_image(k * 40) for k in range(3)], [_image(k * 30 + 5) for k in range(4)]
+    for layout, rule in (("analogy", "pmi_last_panel"), ("sequence", "sum")):
+        expected = solving.candidate_probabilities(list(bundle.score(prompt, candidates, scoring=rule)))
+        np.testing.assert_allclose(api.rank(prompt, candidates, layout), expected, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("make_bank", ["sqlite"], indirect=True)
 def test_the_model_ranks_the_whole_bank_once_per_bundle(make_bank, tmp_path: Path, tiny_bundle_dir: Path) -> None:  # noqa: ANN001
     from engine.serving.runtime import Bundle

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -28,12 +29,14 @@ class OracleBundle:
     """Stands in for a Bundle: generates the true answer and scores it highest, so every metric is known."""
 
     name, directory, provider, manifest, image_size, max_images = "oracle", Path("."), "none", {}, 64, 10
-    scoring = "sum"
     sampling = SamplingOptions(temperature=0.7, top_k=10)
 
     def __init__(self, answer: np.ndarray, answer_index: int | None) -> None:
         self.answer, self.answer_index = answer, answer_index
         self.sampled_with: list[dict[str, Any]] = []
+
+    def scoring_rule(self, family: str | None = None) -> str:
+        return "sum"
 
     def score(self, images: list[np.ndarray], candidates: list[np.ndarray], scoring: str | None = None) -> np.ndarray:
         return np.array([0.0 if i == self.answer_index else -1.0 for i in range(len(candidates))])
@@ -213,6 +216,35 @@ def test_cli_writes_json_and_prints_a_table(tmp_path: Path, capsys: pytest.Captu
     evaluate.validate_report(report)
     assert report["puzzle_source"] == "matrix:center" and report["overall"]["n"] == 1
     assert "MC acc" in capsys.readouterr().out
+
+
+def test_first_takes_the_next_held_out_puzzles() -> None:
+    both = evaluate.load_puzzles("matrix:all,analogy", 4, 16)
+    later = evaluate.load_puzzles("matrix:all,analogy", 2, 16, first=2)
+    assert [p.id for p in later] == [p.id for p in both[2:4] + both[6:8]]
+    assert [p.meta["layout"] for p in later[:2]] == [p.meta["layout"] for p in both[2:4]]  # variants keep turning
+
+
+def test_each_family_gets_the_scoring_rule_that_chose_best(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def results(family: str, by_rule: list[dict[str, bool]]) -> list[evaluate.PuzzleResult]:
+        return [evaluate.PuzzleResult(f"{family}{i}", family, "c", rule["sum"], 0, False, None, 12.0, 20.0, 0.5,
+                                      correct_by_rule=rule) for i, rule in enumerate(by_rule)]
+    sum_wins, pmi_wins, tie = ({"sum": True, "pmi_last_panel": False}, {"sum": False, "pmi_last_panel": True},
+                               {"sum": True, "pmi_last_panel": True})
+    report = evaluate.build_report([*results("analogy", [pmi_wins, pmi_wins, sum_wins]),
+                                    *results("sequence", [sum_wins, tie]), *results("matrix", [tie])])
+    assert evaluate.best_scoring(report) == {"analogy": "pmi_last_panel"}
+
+    bundle_dir = tmp_path / "bundle"
+    shutil.copytree(build_tiny_bundle()[0], bundle_dir)
+    evaluate.main(["--bundle", str(bundle_dir), "--puzzles", "analogy", "--n", "2", "--first", "5",
+                   "--json", str(tmp_path / "choose.json"), "--write-scoring"])
+    chosen = json.loads((tmp_path / "choose.json").read_text())
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    assert manifest["scoring"] == {"rules": evaluate.best_scoring(chosen),
+                                   "chosen_by": "engine.evaluate --puzzles analogy --n 2 --first 5"}
+    assert "multiple choice by scoring rule: analogy sum" in capsys.readouterr().out
+    Bundle.load(bundle_dir)  # the bundle still verifies
 
 
 def test_cli_help() -> None:

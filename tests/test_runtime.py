@@ -237,15 +237,36 @@ def test_too_long_prompt_is_refused(bundle: Bundle) -> None:
         bundle.complete(pictures(2), n_samples=0)
 
 
-def test_pmi_scoring_subtracts_the_last_panel_baseline(bundle: Bundle, bundle_copy: Path) -> None:
+def _with_scoring(bundle_copy: Path, scoring: object) -> Path:
     manifest_path = bundle_copy / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
-    manifest["scoring"] = "pmi_last_panel"
+    manifest["scoring"] = scoring
     manifest_path.write_text(json.dumps(manifest))
-    pmi = Bundle.load(bundle_copy)
+    return bundle_copy
+
+
+def test_pmi_scoring_subtracts_the_last_panel_baseline(bundle: Bundle, bundle_copy: Path) -> None:
+    pmi = Bundle.load(_with_scoring(bundle_copy, "pmi_last_panel"))  # one rule for every family
     prompt, candidates = pictures(3, seed=5), pictures(4, seed=6)
     raw = bundle.score(prompt, candidates)
     baseline = bundle.score(prompt[-1:], candidates)
-    assert bundle.scoring == "sum" and pmi.scoring == "pmi_last_panel"
+    assert bundle.scoring_rule("analogy") == "sum" and pmi.scoring_rule("matrix") == "pmi_last_panel"
     np.testing.assert_allclose(pmi.score(prompt, candidates), raw - baseline, rtol=1e-5, atol=1e-4)
+
+
+def test_scoring_rules_are_chosen_per_family(bundle: Bundle, bundle_copy: Path) -> None:
+    chosen = Bundle.load(_with_scoring(bundle_copy, {"rules": {"analogy": "pmi_last_panel"}, "chosen_by": "test"}))
+    prompt, candidates = pictures(3, seed=5), pictures(4, seed=6)
+    raw = bundle.score(prompt, candidates)
+    pmi = raw - bundle.score(prompt[-1:], candidates)
+    np.testing.assert_allclose(chosen.score(prompt, candidates, family="analogy"), pmi, rtol=1e-5, atol=1e-4)
+    for family in ("sequence", None, "no such family"):  # families without a rule, and none, use the plain sum
+        np.testing.assert_allclose(chosen.score(prompt, candidates, family=family), raw, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(chosen.score(prompt, candidates, family="analogy", scoring="sum"), raw,
+                               rtol=1e-5, atol=1e-4)
+
+
+def test_an_unknown_scoring_rule_is_refused_at_load(bundle_copy: Path) -> None:
+    with pytest.raises(BundleError, match="manifest.json: unknown scoring rule 'vote'"):
+        Bundle.load(_with_scoring(bundle_copy, {"rules": {"matrix": "vote"}}))
 

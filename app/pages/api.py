@@ -57,7 +57,7 @@ def rank(images: list[Any], candidates: list[Any], layout: str) -> list[float]:
     """Each candidate's probability of being the answer, among the candidates (they sum to 1)."""
     try:
         prompt = sentence(layout, _images(images, "the prompt"))
-        scores = solving.rank(current().bundle(), prompt, _images(candidates, "candidates"))
+        scores = solving.rank(current().bundle(), prompt, _images(candidates, "candidates"), family=layout)
     except (ValueError, RuntimeError) as error:
         raise gr.Error(str(error)) from error
     return solving.candidate_probabilities(scores)

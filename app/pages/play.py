@@ -100,7 +100,8 @@ def solve(layout: str, pairs: str, *rest: Any, progress: gr.Progress = gr.Progre
         settings = solving.SampleSettings.from_inputs(n_samples, temperature, top_k, top_p, seed)
         candidate_images = [prompts.as_image(item) for item in candidates or []]
         bundle = services.bundle()
-        result = solving.solve(bundle, images, settings, candidate_images, progress=lambda f, m: progress(f, desc=m))
+        result = solving.solve(bundle, images, settings, candidate_images, progress=lambda f, m: progress(f, desc=m),
+                               family=layout)
     except (ValueError, RuntimeError) as error:
         raise gr.Error(str(error)) from error
     try:
@@ -130,7 +131,8 @@ def score(layout: str, pairs: str, *rest: Any, progress: gr.Progress = gr.Progre
     try:
         images = prompts.prompt_images(layout, _slot_values(tuple(slot_values)), int(pairs or 1))
         candidate_images = [prompts.as_image(item) for item in candidates or []]
-        scores = solving.rank(current().bundle(), images, candidate_images, progress=lambda f, m: progress(f, desc=m))
+        scores = solving.rank(current().bundle(), images, candidate_images, progress=lambda f, m: progress(f, desc=m),
+                              family=layout)
     except (ValueError, RuntimeError) as error:
         raise gr.Error(str(error)) from error
     pick = int(np.argmax(scores))

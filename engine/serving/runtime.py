@@ -82,6 +82,18 @@ def sampling_defaults(manifest: dict[str, Any]) -> SamplingOptions:
                            top_p=float(values.get("top_p", 1.0)))
 
 
+def scoring_rules(manifest: dict[str, Any]) -> dict[str, str]:
+    """The manifest's `"scoring"` as {family: rule} for the families whose rule is not "sum" (chosen by
+    `engine.evaluate --write-scoring`); a single rule name holds for every family ("*")."""
+    value = manifest.get("scoring") or {}
+    rules = {"*": value} if isinstance(value, str) else dict(value.get("rules", {}))
+    unknown = sorted(set(rules.values()) - set(SCORING_RULES))
+    if unknown:
+        raise ValueError(f"unknown scoring rule {unknown[0]!r} in the manifest; "
+                         f"expected one of {', '.join(SCORING_RULES)}")
+    return rules
+
+
 def wanted_providers() -> list[str]:
     """CUDA first where a device is there, CPU always as the fallback."""
     if cuda_device_present():
@@ -127,6 +139,10 @@ class Bundle:
                  static: bool = True) -> None:
         self.directory = Path(directory)
         self.manifest = manifest
+        try:
+            scoring_rules(manifest)
+        except ValueError as error:
+            raise BundleError(f"{self.directory / 'manifest.json'}: {error}") from error
         self.encoder = create_session(self.directory / "encoder.onnx", providers)
         self.decoder = create_session(self.directory / "decoder.onnx", providers)
         # the fused fixed-cache graph (engine.export_static) when the bundle has one: it replaces lvm.onnx
@@ -306,18 +322,18 @@ class Bundle:
 
     def score(
         self, images: Sequence[ImageSource], candidates: Sequence[ImageSource], progress: Progress | None = None,
-        scoring: str | None = None,
+        scoring: str | None = None, family: str | None = None,
     ) -> np.ndarray:
         """Score of each candidate following `images` (float64, one per candidate); higher is likelier.
 
-        The score is the candidate's log-likelihood after the prompt. With the manifest's `"scoring":
-        "pmi_last_panel"` the log-likelihood after the last prompt image alone is subtracted, so a candidate
-        is not favoured for being easy to predict anyway (a copy of a prompt image, a blank panel).
-        `scoring` overrides the manifest's rule (evaluation compares the rules).
+        The score is the candidate's log-likelihood after the prompt. Under the rule "pmi_last_panel" the
+        log-likelihood after the last prompt image alone is subtracted, so a candidate is not favoured for being
+        easy to predict anyway (a copy of a prompt image, a blank panel). The rule is the manifest's for the
+        puzzle's `family` (`scoring_rules`); `scoring` overrides it (evaluation compares the rules).
         """
         if len(candidates) == 0:
             raise ValueError("no candidates to score")
-        scoring = scoring or self.scoring
+        scoring = scoring or self.scoring_rule(family)
         if scoring not in SCORING_RULES:
             raise ValueError(f"unknown scoring rule {scoring!r}; expected one of {', '.join(SCORING_RULES)}")
         report = progress or (lambda fraction, message: None)
@@ -342,7 +358,7 @@ class Bundle:
         return np.concatenate([decode.score(self.runner, context, self._cache_for(context, len(part)), part,
                                             code_range) for part in parts])
 
-    @property
-    def scoring(self) -> str:
-        """How `score` ranks candidates: "sum" (log-likelihood) or "pmi_last_panel" (see `score`)."""
-        return self.manifest.get("scoring", "sum")
+    def scoring_rule(self, family: str | None = None) -> str:
+        """How `score` ranks the candidates of a puzzle family (see `scoring_rules`)."""
+        rules = scoring_rules(self.manifest)
+        return rules.get(family or "", rules.get("*", "sum"))
