@@ -305,16 +305,25 @@ def evaluate(
     return report
 
 
+SCORING_EVIDENCE = 0.05  # a family leaves the plain sum only for a rule that wins beyond this p
+
+
 def best_scoring(report: dict[str, Any]) -> dict[str, str]:
-    """Per family, the scoring rule with the most right choices in the report, where that is not "sum" (a tie
-    keeps the rule listed first in SCORING_RULES)."""
+    """Per family, the scoring rule to use where it is not "sum": the most accurate rule among those that win
+    against the sum puzzle by puzzle beyond noise (paired sign test p < SCORING_EVIDENCE) in the report."""
+    from engine.compare import sign_test_p
+
     rules = {}
-    for family, metrics in report["families"].items():
-        by_rule = metrics["multiple_choice_accuracy_by_rule"]
-        if any(value is not None for value in by_rule.values()):
-            best = max(SCORING_RULES, key=lambda rule: -1.0 if by_rule.get(rule) is None else by_rule[rule])
-            if best != "sum":
-                rules[family] = best
+    for family in report["families"]:
+        entries = [e["correct_by_rule"] for e in report["puzzles"] if e["family"] == family and e["correct_by_rule"]]
+        better = {}
+        for rule in SCORING_RULES[1:]:
+            wins = sum(e[rule] and not e["sum"] for e in entries)
+            losses = sum(e["sum"] and not e[rule] for e in entries)
+            if wins > losses and sign_test_p(wins, losses) < SCORING_EVIDENCE:
+                better[rule] = sum(e[rule] for e in entries)
+        if better:
+            rules[family] = max(better, key=better.__getitem__)
     return rules
 
 
@@ -416,7 +425,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--first", type=int, default=0, help="skip this many held-out puzzles of each entry "
                                                              "(choose settings on other puzzles than you compare on)")
     parser.add_argument("--write-scoring", action="store_true",
-                        help="store each family's best multiple-choice scoring rule here in the bundle's manifest")
+                        help="store in the bundle's manifest, per family, a scoring rule that beats the plain sum "
+                             "on these puzzles beyond noise (best_scoring)")
     args = parser.parse_args(argv)
     if args.n is not None and args.n < 1:
         parser.error("--n must be at least 1")
