@@ -19,6 +19,8 @@
 #   cat <kept folder>/lvm_fp16.pt.part* > runs/gpu/lvm_fp16.pt
 #   python -m engine.export --tokenizer <kept folder>/tokenizer.pt --lvm runs/gpu/lvm_fp16.pt --out runs/gpu/bundle \
 #     --name default --int8 --static --fp16-storage
+#   python -m engine.evaluate --bundle runs/gpu/bundle --puzzles matrix:all,analogy,sequence --n 200 --first 350 \
+#     --json runs/gpu/choose.json --write-scoring      # each family's scoring rule, on other held-out puzzles
 #   python -m engine.evaluate --bundle runs/gpu/bundle --puzzles matrix:all,analogy,sequence --n 350 \
 #     --json runs/gpu/eval.json
 #   python -m engine.compare <the shipped bundle's report on the same puzzles> runs/gpu/eval.json --metric both
