@@ -158,6 +158,21 @@ def _panel_codes(manifest: dict[str, Any]) -> str:
             f"model reads it first, the decoder ignores it), then {grid}")
 
 
+def _scoring_text(manifest: dict[str, Any]) -> str:
+    """How the bundle ranks candidates, in words (engine.serving.runtime.scoring_rules)."""
+    from engine.serving.runtime import scoring_rules
+
+    rules = scoring_rules(manifest)
+    text = "Multiple choice ranks the candidates by the sum of their codes' log-likelihoods after the prompt"
+    pmi = sorted(family for family, rule in rules.items() if rule == "pmi_last_panel")
+    if pmi:
+        where = "every family" if pmi == ["*"] else ", ".join(pmi)
+        chosen = manifest["scoring"].get("chosen_by") if isinstance(manifest["scoring"], dict) else None
+        text += (f"; for {where}, less their log-likelihood after the last prompt panel alone (`pmi_last_panel`: "
+                 "a copy of a prompt panel is not favoured" + (f"; chosen by `{chosen}`" if chosen else "") + ")")
+    return text + "."
+
+
 def write_card(bundle: Path, report: dict[str, Any], spec: str, n: int, lvm_log: Path, tokenizer_log: Path | None,
                recipe: str, eval_command: str, notes: str = "", curve: Path | None = None) -> Path:
     metrics = headline_metrics(report)
@@ -234,6 +249,8 @@ Reproduce:
 
 ## Evaluation (held-out seeds)
 `{eval_command}`
+
+{_scoring_text(manifest)}
 
 {metrics_table(metrics)}
 

@@ -327,3 +327,13 @@ def test_model_card_shows_samples_at_the_defaults(bundle: Bundle, tmp_path: Path
     card = write_card(copy_dir, report, "matrix:center,sequence", 2, log, None, "# recipe", "evaluate ...").read_text()
     assert "![samples at the default settings](samples.png)" in card
     assert (copy_dir / "samples.png").stat().st_size > 0
+    assert "ranks the candidates by the sum of their codes' log-likelihoods after the prompt." in card
+
+
+def test_model_card_says_which_families_subtract_the_last_panels_prediction() -> None:
+    from engine.model_card import _scoring_text
+
+    chosen = _scoring_text({"scoring": {"rules": {"analogy": "pmi_last_panel"}, "chosen_by": "engine.evaluate x"}})
+    assert "for analogy, less their log-likelihood after the last prompt panel alone" in chosen
+    assert "chosen by `engine.evaluate x`" in chosen
+    assert "for every family" in _scoring_text({"scoring": "pmi_last_panel"})
