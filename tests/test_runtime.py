@@ -266,7 +266,13 @@ def test_scoring_rules_are_chosen_per_family(bundle: Bundle, bundle_copy: Path) 
                                rtol=1e-5, atol=1e-4)
 
 
-def test_an_unknown_scoring_rule_is_refused_at_load(bundle_copy: Path) -> None:
-    with pytest.raises(BundleError, match="manifest.json: unknown scoring rule 'vote'"):
-        Bundle.load(_with_scoring(bundle_copy, {"rules": {"matrix": "vote"}}))
+@pytest.mark.parametrize(("scoring", "message"), [
+    ({"rules": {"matrix": "vote"}}, "unknown scoring rule 'vote'"),
+    ({"rules": {"matrix": ["sum"]}}, r"unknown scoring rule \['sum'\]"),
+    ({"rules": ["sum"]}, "scoring must be a rule name or"),
+    (7, "scoring must be a rule name or"),
+])
+def test_a_bad_scoring_rule_is_refused_at_load(bundle_copy: Path, scoring: object, message: str) -> None:
+    with pytest.raises(BundleError, match=f"manifest.json: {message}"):
+        Bundle.load(_with_scoring(bundle_copy, scoring))
 

@@ -86,12 +86,14 @@ def scoring_rules(manifest: dict[str, Any]) -> dict[str, str]:
     """The manifest's `"scoring"` as {family: rule} for the families whose rule is not "sum" (chosen by
     `engine.evaluate --write-scoring`); a single rule name holds for every family ("*")."""
     value = manifest.get("scoring") or {}
-    rules = {"*": value} if isinstance(value, str) else dict(value.get("rules", {}))
-    unknown = sorted(set(rules.values()) - set(SCORING_RULES))
+    rules = {"*": value} if isinstance(value, str) else value.get("rules", {}) if isinstance(value, dict) else None
+    if not isinstance(rules, dict):
+        raise ValueError(f"scoring must be a rule name or {{\"rules\": {{family: rule}}}}, not {value!r}")
+    unknown = [rule for rule in rules.values() if rule not in SCORING_RULES]
     if unknown:
         raise ValueError(f"unknown scoring rule {unknown[0]!r} in the manifest; "
                          f"expected one of {', '.join(SCORING_RULES)}")
-    return rules
+    return dict(rules)
 
 
 def wanted_providers() -> list[str]:
