@@ -40,6 +40,8 @@ def test_about_summary_first_details_folded_every_image_shown(page: Page, shippe
     expect(page.locator("#about-card")).not_to_be_visible()  # folded until asked for
     page.locator("#about-card-accordion").get_by_text("Model card").click()
     page.locator("#about-evaluation-accordion").get_by_text("Every evaluation measure").click()
+    page.locator("#about-sentence").get_by_text("How a visual sentence is built").click()
+    expect(page.locator("#about-sentence")).to_contain_text("so that a copy of that panel is not favoured")
     expect(page.locator("#about-card img")).to_have_count(len(about.card_images(SHIPPED)))
     page.wait_for_function("() => Array.from(document.querySelectorAll('#tab-about img')).every(i => i.complete)")
     assert _broken_images(page, "#tab-about") == []
@@ -50,6 +52,7 @@ def test_about_summary_first_details_folded_every_image_shown(page: Page, shippe
     expect(table).not_to_contain_text("None")
     SHOTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SHOTS / "about.png"), full_page=True)
+    page.locator("#about-sentence").screenshot(path=str(SHOTS / "about-sentence.png"))
 
 
 def test_card_pictures_are_found_and_served_links(tmp_path: Path) -> None:

@@ -146,7 +146,7 @@ def build() -> tuple[gr.Markdown, gr.Markdown, gr.Markdown]:
             "The codes of all images, in order, after a start token, form one *visual sentence*; the transformer "
             "continues it one code at a time, and the tokenizer's decoder turns the new codes back into pixels. "
             "To rank candidates, the model scores how likely each candidate's codes are after the prompt "
-            "(its log-likelihood; where the model card says so for a family, less how likely they are after the "
+            "(its log-likelihood; for some families, named in the card below, less how likely they are after the "
             "last prompt panel alone, so that a copy of that panel is not favoured); the Play page shows each "
             "candidate's share of that score."
         )
