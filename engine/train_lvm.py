@@ -294,7 +294,9 @@ def score_candidates(model: LVM, context: torch.Tensor, candidates: torch.Tensor
 
 def evaluate(model: LVM, items: list[EvalItem], vocab: Vocabulary, device: torch.device, bf16: bool,
              group: int = 8) -> dict[str, float]:
-    """Multiple-choice accuracy per family and per family/configuration."""
+    """Multiple-choice accuracy per family and per family/configuration ("acc/..."), and per family under the
+    serving rule "pmi_last_panel" ("acc_pmi/<family>": less each candidate's log-likelihood after BOS and the last
+    prompt panel alone, which a next-token model's liking for copies needs; docs/model-experiments.md, section 18)."""
     model.eval()
     hits: dict[str, list[bool]] = defaultdict(list)
     by_shape: dict[tuple, list[EvalItem]] = defaultdict(list)
@@ -305,14 +307,19 @@ def evaluate(model: LVM, items: list[EvalItem], vocab: Vocabulary, device: torch
             chunk = same_shape[start : start + group]
             context = torch.from_numpy(np.stack([item.context for item in chunk])).to(device)
             candidates = torch.from_numpy(np.stack([item.candidates for item in chunk])).to(device)
+            last_panel = torch.cat([context[:, :1], context[:, -vocab.tokens_per_image:]], dim=1)
             with training.autocast(device, bf16):
                 scores = score_candidates(model, context, candidates, vocab.codebook_size)
-            for item, best in zip(chunk, scores.argmax(dim=1).tolist(), strict=True):
+                pmi = scores - score_candidates(model, last_panel, candidates, vocab.codebook_size)
+            for item, best, best_pmi in zip(chunk, scores.argmax(dim=1).tolist(), pmi.argmax(dim=1).tolist(),
+                                            strict=True):
                 hits[f"acc/{item.family}"].append(best == item.answer_index)
                 hits[f"acc/{item.family}/{item.config}"].append(best == item.answer_index)
+                hits[f"acc_pmi/{item.family}"].append(best_pmi == item.answer_index)
     model.train()
     results = {key: float(np.mean(values)) for key, values in sorted(hits.items())}
-    results.update({key.replace("acc/", "n/"): len(values) for key, values in hits.items() if key.count("/") == 1})
+    results.update({key.replace("acc/", "n/"): len(values) for key, values in hits.items()
+                    if key.startswith("acc/") and key.count("/") == 1})
     return results
 
 

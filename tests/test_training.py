@@ -134,6 +134,27 @@ def test_score_candidates_matches_per_candidate_likelihood() -> None:
     assert scores[1, 2].item() == pytest.approx(expected.item(), abs=1e-4)
 
 
+def test_held_out_checks_also_score_by_the_last_panel_rule() -> None:
+    torch.manual_seed(0)
+    model = LVM(LVMConfig(vocab_size=24, n_layer=1, d_model=32, n_head=2, n_kv_head=2, ffn_hidden=32)).eval()
+    vocab = Vocabulary(codebook_size=16, tokens_per_image=4)
+    rng = np.random.default_rng(0)
+    items = [train_lvm.EvalItem("analogy", "x", np.concatenate([[vocab.bos], rng.integers(0, 16, 12)]),
+                                rng.integers(0, 16, (5, 4)), int(rng.integers(0, 5))) for _ in range(6)]
+    results = train_lvm.evaluate(model, items, vocab, torch.device("cpu"), bf16=False, group=4)
+    assert model.training  # evaluation hands the model back in training mode
+    model.eval()
+    right = []
+    for item in items:
+        candidates = torch.from_numpy(item.candidates)[None]
+        full = train_lvm.score_candidates(model, torch.from_numpy(item.context)[None], candidates, 16)
+        alone = train_lvm.score_candidates(model, torch.from_numpy(item.context[[0, *range(9, 13)]])[None],
+                                           candidates, 16)
+        right.append(int((full - alone).argmax()) == item.answer_index)
+    assert results["acc_pmi/analogy"] == pytest.approx(np.mean(right))
+    assert results["n/analogy"] == 6 and "acc/analogy" in results
+
+
 def test_train_lvm_runs_and_resumes(tiny_tokenizer_path: Path, tmp_path: Path) -> None:
     out = tmp_path / "lvm"
     common = ["--tokenizer", str(tiny_tokenizer_path), "--out", str(out), *TINY_LVM_FLAGS]
@@ -145,7 +166,8 @@ def test_train_lvm_runs_and_resumes(tiny_tokenizer_path: Path, tmp_path: Path) -
     assert second["step"] == 3 and second["tokens_seen"] > first["tokens_seen"]
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2, 3]
-    assert {"acc/matrix", "acc/sequence", "tokens"} <= set(next(r for r in records if r["kind"] == "eval"))
+    assert {"acc/matrix", "acc/sequence", "acc_pmi/matrix", "tokens"} <= set(
+        next(r for r in records if r["kind"] == "eval"))
     assert (out / "loss_curve.png").stat().st_size > 0
     half = load_model(tmp_path / "half.pt")
     assert half.config.vocab_size == Vocabulary(16, 16).vocab_size
