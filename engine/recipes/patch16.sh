@@ -26,11 +26,14 @@ RESUME=""; [ -f $RUN/lvm/ckpt.pt ] && RESUME="--resume"
 python -m engine.train_lvm $LVM --minutes 600 --shards $RUN/shards200000 --mix matrix=3,analogy=2,sequence=2 \
   --eval-every-tokens 2000000 $RESUME
 
-# 4. Export (fp16-stored weights plus the int8 fixed-cache graph that serving runs) and evaluate on the same
-#    held-out puzzles as the shipped bundle, then compare puzzle by puzzle.
+# 4. Export (fp16-stored weights plus the int8 fixed-cache graph that serving runs), choose each family's scoring
+#    rule on 200 other held-out puzzles (section 18), evaluate on the same held-out puzzles as the shipped bundle,
+#    then compare puzzle by puzzle.
 python -m engine.export --tokenizer $RUN/tokenizer.pt --lvm $RUN/lvm/ckpt.pt --out $RUN/bundle --name patch16 \
   --fp16-storage
 python -m engine.export_static --bundle $RUN/bundle --int8
+python -m engine.evaluate --bundle $RUN/bundle --puzzles matrix:all,analogy,sequence --n 200 --first 350 \
+  --json $RUN/choose.json --write-scoring
 python -m engine.evaluate --bundle $RUN/bundle --puzzles matrix:all,analogy,sequence --n 350 --json $RUN/eval350.json
 [ -f $RUN/eval_default350.json ] || python -m engine.evaluate --bundle engine/bundles/default \
   --puzzles matrix:all,analogy,sequence --n 350 --json $RUN/eval_default350.json
