@@ -33,6 +33,7 @@ def test_gpu_recipe_dry_run_brings_back_weights_that_export_under_the_size_limit
     checkpoint = torch.load(weights, weights_only=False)
     config = checkpoint["lvm_config"]
     assert (config["n_layer"], config["d_model"], config["vocab_size"]) == (8, 320, 3080)  # 2,048 + 1,024 gist
+    assert config["panel_tokens"] == 17  # learned cell and panel positions (docs/model-experiments.md, section 19)
     assert checkpoint["train_config"]["choice_weight"] == 0 and checkpoint["step"] >= 1
 
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]

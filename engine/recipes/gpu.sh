@@ -5,7 +5,8 @@
 # only (a multiple-choice loss at weight 1 stopped next-token learning), fresh puzzles every step. On the CPU no lever
 # moved the knee (7-8M tokens for one layout; the gist lifts the curve); a GPU brings the tens of millions of tokens
 # the mix needs. LVM: 8 layers, width 320, SwiGLU 640 (10.2M parameters; its int8 bundle is 29.3 MB: the
-# gist's codes cost the FFN 864 -> 640 to stay under 30 MB, docs/model-experiments.md section 17).
+# gist's codes cost the FFN 864 -> 640 to stay under 30 MB, docs/model-experiments.md section 17), with learned
+# embeddings of each code's cell in its panel and of the panel's index (section 19).
 # Everything worth keeping is left in $OUT: the tokenizer, the fp16 weights in parts under 16 MiB (for machines
 # that hand back only small files), the log with its held-out evaluations (the learning curve), the loss curve,
 # the output. The tokenizer is $TOKENIZER when that file exists (carry runs/gist/tokenizer.pt), else fitted here.
@@ -74,7 +75,7 @@ status=0
 timeout "$("$PYTHON" -c "print(int(60 * $MINUTES) + 90)")" "$PYTHON" -m engine.train_lvm --device "$DEVICE" \
   --tokenizer "$TOKENIZER" --out "$RUN/lvm" --minutes "$MINUTES" --batch-size "$BATCH" --lr 1.5e-3 \
   --warmup-steps 150 --mix matrix=3,analogy=2,sequence=2 --choice-weight 0 --context-length 160 --n-layer 8 \
-  --d-model 320 --n-head 5 --n-kv-head 5 --ffn-hidden 640 --seed 20000000 --workers "$WORKERS" \
+  --d-model 320 --n-head 5 --n-kv-head 5 --ffn-hidden 640 --panel-positions --seed 20000000 --workers "$WORKERS" \
   --eval-every-tokens "$EVAL_EVERY" --eval-n "$EVAL_N" --log-every 100 --save-every-min 2 \
   --half-weights-out "$RUN/lvm_fp16.pt" > "$OUT/train.log" 2>&1 || status=$?
 
