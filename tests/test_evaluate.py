@@ -231,10 +231,10 @@ def test_each_family_gets_the_scoring_rule_that_chose_best(tmp_path: Path, capsy
                                       correct_by_rule=rule) for i, rule in enumerate(by_rule)]
     sum_wins, pmi_wins, tie = ({"sum": True, "pmi_last_panel": False}, {"sum": False, "pmi_last_panel": True},
                                {"sum": True, "pmi_last_panel": True})
-    report = evaluate.build_report([*results("analogy", [pmi_wins] * 9 + [sum_wins, tie]),
+    report = evaluate.build_report([*results("analogy", [pmi_wins] * 12 + [sum_wins, tie]),
                                     *results("sequence", [sum_wins] * 9 + [tie]),
-                                    *results("matrix", [pmi_wins] * 4 + [sum_wins, tie])])
-    # analogy: 9 wins to 1 (p 0.021); matrix: 4 to 1 is within noise (p 0.38), so it keeps the sum
+                                    *results("matrix", [pmi_wins] * 9 + [sum_wins, tie])])
+    # analogy: 12 wins to 1 (p 0.003); matrix: 9 to 1 (p 0.021) is not enough evidence, so it keeps the sum
     assert evaluate.best_scoring(report) == {"analogy": "pmi_last_panel"}
 
     bundle_dir = tmp_path / "bundle"
