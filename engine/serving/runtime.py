@@ -142,7 +142,7 @@ class Bundle:
         self.directory = Path(directory)
         self.manifest = manifest
         try:
-            scoring_rules(manifest)
+            self.scoring_rules = scoring_rules(manifest)  # read once: every ranking asks for its family's rule
         except ValueError as error:
             raise BundleError(f"{self.directory / 'manifest.json'}: {error}") from error
         self.encoder = create_session(self.directory / "encoder.onnx", providers)
@@ -362,5 +362,4 @@ class Bundle:
 
     def scoring_rule(self, family: str | None = None) -> str:
         """How `score` ranks the candidates of a puzzle family (see `scoring_rules`)."""
-        rules = scoring_rules(self.manifest)
-        return rules.get(family or "", rules.get("*", "sum"))
+        return self.scoring_rules.get(family or "", self.scoring_rules.get("*", "sum"))
