@@ -206,6 +206,19 @@ def browser() -> Iterator[Any]:
         browser.close()
 
 
+def open_playground(page: Any, url: str) -> None:
+    """Open the playground and wait for its load event to end (it stores the visitor id in the browser): the
+    examples, the bank's first page and the About texts arrive with it."""
+
+    from playwright.sync_api import expect
+
+    from app.server import VISITOR_KEY
+
+    page.goto(url)
+    expect(page.locator("#solve")).to_be_visible()
+    page.wait_for_function(f"() => !!localStorage.getItem({VISITOR_KEY!r})", timeout=BROWSER_TIMEOUT_MS)
+
+
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
     from playwright.sync_api import expect

@@ -10,11 +10,11 @@ from app import bank_views
 from puzzles.bank import repository
 from puzzles.images import png_bytes
 from tests.conftest import BROWSER_TIMEOUT_MS as TIMEOUT_MS
+from tests.conftest import open_playground
 
 
 def _open(page: Page, url: str) -> None:
-    page.goto(url)
-    expect(page.locator("#solve")).to_be_visible()
+    open_playground(page, url)
 
 
 def _panel_files(playground: dict[str, Any], tmp_path: Path) -> list[Path]:

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # A candidate default on 16 patch codes and a gist code per panel (docs/model-experiments.md, sections 5-16),
-# all on this 2-core CPU without AMX (fp32; THREADS=2 trains on both cores, section 17). Run from the repository
-# root; step 3 takes several sessions.
+# all on a 2-core CPU (THREADS=2 trains on both cores, section 17): bf16 autocast where the CPU has AMX, fp32
+# where it has not (bf16 without AMX is slower than fp32; section 20). Run from the repository root; step 3 takes
+# several sessions.
 # Tokenizer: a k-means codebook of 8x8 px patches of 32 px panels (no network to train). LVM: next-token
 # prediction only (a multiple-choice loss at weight 1 stopped it from learning), on pre-tokenized shards.
 set -euo pipefail
 RUN=${RUN:-runs/gist17}
 export OMP_NUM_THREADS=${THREADS:-1}  # threads each step may use (THREADS=2 takes both cores)
+PRECISION="--no-bf16"; grep -q amx_bf16 /proc/cpuinfo && PRECISION=""
 
 # 1. Tokenizer: 2,048 patch codes and 1,024 gist codes from the images of 1,500 training puzzles (50 s).
 [ -f $RUN/tokenizer.pt ] || python -m engine.patch_tokenizer --out $RUN/tokenizer.pt --puzzles 1500 --gist-codes 1024
@@ -20,7 +22,7 @@ export OMP_NUM_THREADS=${THREADS:-1}  # threads each step may use (THREADS=2 tak
 #    exists, and step 3 resumes from its checkpoint, its cosine following the 600-minute plan. Sections 11-15 put
 #    the knee of one layout at 7-9M tokens; the mix of 9 layouts and kinds needs several times that.
 LVM="--n-layer 6 --d-model 256 --n-head 4 --n-kv-head 4 --ffn-hidden 704 --lr 1e-3 --warmup-steps 50 \
-  --choice-weight 0 --no-bf16 --workers 0 --log-every 20 --eval-n 64 --save-every-min 5 --seed 0 --clock cpu \
+  --choice-weight 0 $PRECISION --workers 0 --log-every 20 --eval-n 64 --save-every-min 5 --seed 0 --clock cpu \
   --compile --tokenizer $RUN/tokenizer.pt --context-length 160 --batch-size 32 --out $RUN/lvm"
 RESUME=""; [ -f $RUN/lvm/ckpt.pt ] && RESUME="--resume"
 python -m engine.train_lvm $LVM --minutes 600 --shards $RUN/shards200000 --mix matrix=3,analogy=2,sequence=2 \
