@@ -19,13 +19,14 @@ PRECISION="--no-bf16"; grep -q amx_bf16 /proc/cpuinfo && PRECISION=""
 
 # 3. LVM: 600 CPU-minutes in all (--clock cpu: two threads spend them in about half the wall time), checkpoints
 #    every 5 minutes. Run the recipe again to continue after a stop: steps 1-2 are skipped when their output
-#    exists, and step 3 resumes from its checkpoint, its cosine following the 600-minute plan. Sections 11-15 put
+#    exists, and step 3 resumes from its checkpoint, its cosine following the 600-minute plan (MINUTES=N moves
+#    the plan's end, and with it the cosine's, to N CPU-minutes). Sections 11-15 put
 #    the knee of one layout at 7-9M tokens; the mix of 9 layouts and kinds needs several times that.
 LVM="--n-layer 6 --d-model 256 --n-head 4 --n-kv-head 4 --ffn-hidden 704 --lr 1e-3 --warmup-steps 50 \
   --choice-weight 0 $PRECISION --workers 0 --log-every 20 --eval-n 64 --save-every-min 5 --seed 0 --clock cpu \
   --compile --tokenizer $RUN/tokenizer.pt --context-length 160 --batch-size 32 --out $RUN/lvm"
 RESUME=""; [ -f $RUN/lvm/ckpt.pt ] && RESUME="--resume"
-python -m engine.train_lvm $LVM --minutes 600 --shards $RUN/shards200000 --mix matrix=3,analogy=2,sequence=2 \
+python -m engine.train_lvm $LVM --minutes ${MINUTES:-600} --shards $RUN/shards200000 --mix matrix=3,analogy=2,sequence=2 \
   --eval-every-tokens 2000000 $RESUME
 
 # 4. Export (fp16-stored weights plus the int8 fixed-cache graph that serving runs), choose each family's scoring
