@@ -219,12 +219,18 @@ def tokenizer_from_bundle(directory: str | Path) -> VQModel | PatchTokenizer:
 
 
 def _patch_tokenizer_from_graph(config: PatchTokenizerConfig, directory: Path) -> PatchTokenizer:
-    """The codebook is the decoder graph's one (codes, patch pixels) matrix (the exporter renames buffers); a
-    gist codebook is the encoder graph's one (gist pixels, gist codes) matrix (stored transposed for the search)."""
+    """The codebook is the decoder graph's one (codes, patch pixels) matrix (the exporter may rename buffers); a
+    gist codebook is the encoder graph's one (gist codes, gist pixels) matrix, or its transpose where the exporter
+    stored it transposed for the search."""
     model = PatchTokenizer(config)
     model.codebook.copy_(_one_matrix(directory / "decoder.onnx", (config.patch_codes, config.patch_dim)))
     if config.gist_codes:
-        model.gist_codebook.copy_(_one_matrix(directory / "encoder.onnx", (config.gist_dim, config.gist_codes)).T)
+        shape = (config.gist_codes, config.gist_dim)
+        try:
+            gists = _one_matrix(directory / "encoder.onnx", shape)
+        except ValueError:
+            gists = _one_matrix(directory / "encoder.onnx", shape[::-1]).T
+        model.gist_codebook.copy_(gists)
     return model.eval()
 
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The commands that made engine/bundles/default. Run from the repository root.
+# The commands that made engine/bundles/default until 6 December 2026 (since then: engine/recipes/patch16.sh).
+# Run from the repository root.
 # Tokenizer: two stages on one NVIDIA H100 (about 6 minutes). LVM: six stages on this 2-core CPU (bf16 autocast):
 # next-token prediction, then the same plus a multiple-choice loss over each puzzle's candidates, then a heavier
 # multiple-choice loss with more matrices, then heavier still on fresh puzzles (three times).

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# A candidate default on 16 patch codes and a gist code per panel (docs/model-experiments.md, sections 5-16),
-# all on a 2-core CPU (THREADS=2 trains on both cores, section 17): bf16 autocast where the CPU has AMX, fp32
-# where it has not (bf16 without AMX is slower than fp32; section 20). Run from the repository root; step 3 takes
-# several sessions.
+# The commands that made engine/bundles/default (since 6 December 2026): 16 patch codes and a gist code per panel
+# (docs/model-experiments.md, sections 5-20), all on a 2-core CPU (THREADS=2 trains on both cores, section 17):
+# bf16 autocast where the CPU has AMX (1.6x the tokens a second, section 20), fp32 where it has not (no faster
+# there, section 2). Run from the repository root; step 3 takes several sessions. The shipped bundle ended its
+# plan at 520 CPU-minutes (MINUTES=520, 79.9M tokens).
 # Tokenizer: a k-means codebook of 8x8 px patches of 32 px panels (no network to train). LVM: next-token
 # prediction only (a multiple-choice loss at weight 1 stopped it from learning), on pre-tokenized shards.
 set -euo pipefail
@@ -41,3 +42,10 @@ python -m engine.evaluate --bundle $RUN/bundle --puzzles matrix:all,analogy,sequ
 [ -f $RUN/eval_default350.json ] || python -m engine.evaluate --bundle engine/bundles/default \
   --puzzles matrix:all,analogy,sequence --n 350 --json $RUN/eval_default350.json
 python -m engine.compare $RUN/eval_default350.json $RUN/eval350.json --metric both
+
+# 5. Sampling defaults for Solve, then MODEL_CARD.md (RUN=... as above; the shipped bundle was renamed "default").
+python -m engine.sampling_sweep --bundle $RUN/bundle --puzzles matrix:all,analogy:all,sequence:all --n 48 \
+  --json $RUN/sweep.json --write
+python -m engine.evaluate --bundle $RUN/bundle --puzzles matrix:all,analogy,sequence --n 350 --json $RUN/eval350.json
+python -m engine.model_card --bundle $RUN/bundle --eval $RUN/eval350.json --puzzles matrix:all,analogy,sequence \
+  --n 350 --lvm-log $RUN/lvm/log.jsonl --recipe engine/recipes/patch16.sh --notes engine/recipes/patch16_card_notes.md
