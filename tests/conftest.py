@@ -209,7 +209,6 @@ def browser() -> Iterator[Any]:
 def open_playground(page: Any, url: str) -> None:
     """Open the playground and wait for its load event to end (it stores the visitor id in the browser): the
     examples, the bank's first page and the About texts arrive with it."""
-
     from playwright.sync_api import expect
 
     from app.server import VISITOR_KEY
