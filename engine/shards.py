@@ -236,6 +236,49 @@ class Shard:
                              f"model's context holds {max_images}")
 
 
+class ShardSet:
+    """Several shard directories read as one: puzzle indices run through them in the order given."""
+
+    def __init__(self, directories: list[str | Path], verify: bool = True) -> None:
+        if not directories:
+            raise ShardError("no shard directory given")
+        self.shards = [Shard(directory, verify) for directory in directories]
+        self.starts = np.cumsum([0] + [len(shard) for shard in self.shards])
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def sample(self, index: int) -> dict[str, Any]:
+        which = int(np.searchsorted(self.starts, index, side="right")) - 1
+        return self.shards[which].sample(index - int(self.starts[which]))
+
+    def check_fits(self, tokenizer_config: dict[str, Any], max_images: int) -> None:
+        for shard in self.shards:
+            shard.check_fits(tokenizer_config, max_images)
+
+    def family_names(self) -> np.ndarray:
+        """Each puzzle's family name, in index order."""
+        return np.concatenate([np.asarray(shard.manifest["families"])[np.asarray(shard.arrays["families"])]
+                               for shard in self.shards])
+
+
+def family_weighted_order(families: np.ndarray, weights: dict[str, float], seed: int, rank: int = 0,
+                          world_size: int = 1) -> Iterator[int]:
+    """Endless puzzle indices whose families follow `weights` (renormalised over the families the shards hold; a
+    family without weight is never drawn); within a family, shuffled epochs as in `shard_order`."""
+    drawn = [name for name in dict.fromkeys(families.tolist()) if weights.get(name, 0) > 0]
+    if not drawn:
+        raise ShardError(f"the mixture {weights} weights none of the shards' families "
+                         f"({', '.join(sorted(set(families.tolist())))})")
+    members = [np.flatnonzero(families == name) for name in drawn]
+    orders = [shard_order(len(indices), seed + k, rank, world_size) for k, indices in enumerate(members)]
+    share = np.array([weights[name] for name in drawn], dtype=float)
+    rng = np.random.default_rng([seed, rank])
+    while True:
+        k = int(rng.choice(len(drawn), p=share / share.sum()))
+        yield int(members[k][next(orders[k])])
+
+
 def shard_order(count: int, seed: int, rank: int = 0, world_size: int = 1) -> Iterator[int]:
     """Endless epochs over `count` puzzles, each shuffled anew; ranks take interleaved slices."""
     epoch = 0

@@ -39,7 +39,7 @@ from engine.data import DEFAULT_MIX, PuzzleStream, StreamConfig, make_loader, mi
 from engine.model import LVM, LVMConfig, model_checkpoint
 from engine.patch_tokenizer import SYMMETRIES, CodeSymmetries, PatchTokenizer, code_symmetries
 from engine.serving.sentences import Vocabulary, build_sentence, max_images, select_panels
-from engine.shards import Shard, shard_order
+from engine.shards import ShardSet, family_weighted_order
 from engine.tokenizer import FrozenTokenizer, encode_uint8, load_frozen_tokenizer
 from puzzles.generators import generate
 from puzzles.images import to_square
@@ -76,8 +76,9 @@ class TrainLVMConfig:
     augment: bool = field(default=False, metadata={
         "help": "whole-puzzle augmentation: each shard puzzle under one of the 8 flips and quarter turns, the same "
                 "for all its panels and candidates (every family's rule survives it); shards of a patch tokenizer"})
-    shards: str | None = field(default=None, metadata={"help": "train on this pre-tokenized shard directory "
-                                                                "(python -m engine.shards) instead of streaming"})
+    shards: str | None = field(default=None, metadata={
+        "help": "train on these pre-tokenized shard directories (comma-separated; python -m engine.shards) instead "
+                "of streaming; --mix weights their families"})
     context_length: int = field(default=640, metadata={"help": "longest sentence"})
     n_layer: int = field(default=8, metadata={"help": "transformer blocks"})
     d_model: int = field(default=384, metadata={"help": "width"})
@@ -375,11 +376,20 @@ def make_stream(config: TrainLVMConfig, runtime: training.TrainingProcess, image
                                      rank=runtime.rank, world_size=runtime.world_size))
 
 
-def shard_batches(shard: Shard, config: TrainLVMConfig, runtime: training.TrainingProcess, sentences_seen: int,
+def family_weights(mix: str) -> dict[str, float]:
+    """A mixture's weight per family (a shard records families, not layouts: 'matrix:center' counts as matrix)."""
+    weights: dict[str, float] = defaultdict(float)
+    for entry, weight in parse_mix(mix).items():
+        weights[mix_entry(entry)[0]] += weight
+    return dict(weights)
+
+
+def shard_batches(shard: ShardSet, config: TrainLVMConfig, runtime: training.TrainingProcess, sentences_seen: int,
                   symmetries: CodeSymmetries | None = None) -> Iterator[list[dict[str, Any]]]:
-    """Batches of shard samples, reshuffled every epoch (a resumed run draws a new order); with `symmetries`, each
-    puzzle turned or flipped as a whole."""
-    order = shard_order(len(shard), config.seed + sentences_seen, runtime.rank, runtime.world_size)
+    """Batches of shard samples, families drawn by --mix, each family reshuffled every epoch (a resumed run draws
+    a new order); with `symmetries`, each puzzle turned or flipped as a whole."""
+    order = family_weighted_order(shard.family_names(), family_weights(config.mix), config.seed + sentences_seen,
+                                  runtime.rank, runtime.world_size)
     rng = np.random.default_rng(config.seed + sentences_seen + 1)
     while True:
         batch = [shard.sample(next(order)) for _ in range(config.batch_size)]
@@ -460,7 +470,7 @@ def train(config: TrainLVMConfig) -> Path:
     if config.compile:
         trained = torch.compile(trained, dynamic=True)
     if config.shards:
-        shard = Shard(config.shards)
+        shard = ShardSet(config.shards.split(","))
         shard.check_fits(tokenizer.tokenizer_config.to_dict(), limit)
         batches = shard_batches(shard, config, runtime, sentences_seen,
                                 code_symmetries_for(tokenizer) if config.augment else None)

@@ -111,3 +111,30 @@ def test_a_shard_written_before_the_gist_fields_fits_the_same_patch_tokenizer(sh
     gist = PatchTokenizerConfig(image_size=32, patch_size=8, codebook_size=3072, gist_codes=1024)
     with pytest.raises(shards.ShardError, match="another tokenizer"):
         shard.check_fits(gist.to_dict(), 9)
+
+
+def test_several_shards_read_as_one(shard_dir: Path) -> None:
+    one, both = shards.Shard(shard_dir), shards.ShardSet([shard_dir, shard_dir])
+    assert len(both) == 2 * len(one)
+    for index in range(len(one)):
+        again = both.sample(len(one) + index)
+        assert again["seed"] == one.sample(index)["seed"]
+        assert np.array_equal(again["codes"], one.sample(index)["codes"])
+    assert [both.sample(i)["family"] for i in range(len(both))] == both.family_names().tolist()
+
+
+def test_the_mixture_weights_the_shards_families() -> None:
+    families = np.array(["matrix"] * 6 + ["sequence"] * 6)
+    order = shards.family_weighted_order(families, {"matrix": 3, "sequence": 1, "analogy": 5}, seed=0)
+    drawn = [next(order) for _ in range(4000)]
+    matrix_share = np.mean([index < 6 for index in drawn])
+    assert abs(matrix_share - 0.75) < 0.03  # analogy is absent from the shards: renormalised over the others
+    assert sorted(set(drawn)) == list(range(12))
+    only = shards.family_weighted_order(families, {"sequence": 1}, seed=0)
+    assert all(next(only) >= 6 for _ in range(100))
+    with pytest.raises(shards.ShardError, match="none of the shards' families"):
+        next(shards.family_weighted_order(families, {"analogy": 1}, seed=0))
+
+
+def test_family_weights_count_a_layout_as_its_family() -> None:
+    assert train_lvm.family_weights("matrix:center=1,matrix=2,analogy=1") == {"matrix": 3.0, "analogy": 1.0}
