@@ -273,9 +273,10 @@ def family_weighted_order(families: np.ndarray, weights: dict[str, float], seed:
     members = [np.flatnonzero(families == name) for name in drawn]
     orders = [shard_order(len(indices), seed + k, rank, world_size) for k, indices in enumerate(members)]
     share = np.array([weights[name] for name in drawn], dtype=float)
+    share /= share.sum()
     rng = np.random.default_rng([seed, rank])
     while True:
-        k = int(rng.choice(len(drawn), p=share / share.sum()))
+        k = int(rng.choice(len(drawn), p=share))
         yield int(members[k][next(orders[k])])
 
 
