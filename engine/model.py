@@ -211,6 +211,18 @@ class Backbone(nn.Module):
         if config.panel_tokens:
             self.panel_cell_embed = nn.Embedding(config.panel_tokens, config.d_model)
             self.panel_index_embed = nn.Embedding(config.max_panels, config.d_model)
+            # the context's (cell, panel) ids, looked up by slicing: Inductor cannot bound `%` and `//` on a
+            # dynamic length ("vr must not be None"), so torch.compile failed with panel positions
+            cell, panel = panel_cells(torch.arange(config.context_length), config)
+            self.register_buffer("panel_ids", torch.stack((cell, panel)), persistent=False)
+
+    def panel_embedding(self, start: int, length: int, config: LVMConfig) -> torch.Tensor:
+        """The learned (cell + panel index) embedding of sentence positions start .. start + length - 1."""
+        if start + length <= self.panel_ids.shape[1]:
+            cell, panel = self.panel_ids[:, start:start + length]
+        else:  # past the context (a cached decode beyond it): computed, not looked up
+            cell, panel = panel_cells(torch.arange(length, device=self.panel_ids.device) + start, config)
+        return self.panel_cell_embed(cell) + self.panel_index_embed(panel)
 
 
 class LVM(nn.Module):
@@ -252,8 +264,7 @@ class LVM(nn.Module):
         cos, sin = self.model.rotary(positions)
         x = self.model.embed_tokens(input_ids)  # (B, T, C)
         if self.config.panel_tokens:
-            cell, panel = panel_cells(positions, self.config)
-            x = x + self.model.panel_cell_embed(cell) + self.model.panel_index_embed(panel)
+            x = x + self.model.panel_embedding(past_len, new_len, self.config)
         presents = []
         for index, layer in enumerate(self.model.layers):
             past = None if past_key_values is None else past_key_values[index]

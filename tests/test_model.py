@@ -126,6 +126,32 @@ def test_panel_positions_start_at_zero_and_then_tell_cells_apart(tiny_model: LVM
     torch.testing.assert_close(torch.cat([head, tail], dim=1), full, atol=1e-5, rtol=1e-5)
 
 
+def test_panel_embedding_looks_up_the_context_and_computes_past_it() -> None:
+    """The table lookup (which torch.compile can bound) gives panel_cells' ids, also for a cached decode that runs
+    past the context, where it computes them instead."""
+    config = replace(TINY, panel_tokens=4)
+    backbone = LVM(config).model
+    torch.nn.init.normal_(backbone.panel_cell_embed.weight)
+    torch.nn.init.normal_(backbone.panel_index_embed.weight)
+    for start, length in ((0, 64), (5, 7), (60, 10), (70, 3)):
+        cell, panel = panel_cells(torch.arange(start, start + length), config)
+        expected = backbone.panel_cell_embed(cell) + backbone.panel_index_embed(panel)
+        torch.testing.assert_close(backbone.panel_embedding(start, length, config), expected, atol=0, rtol=0)
+
+
+def test_panel_positions_compile_with_dynamic_lengths() -> None:
+    """torch.compile(dynamic=True) of a model with panel positions runs and matches eager at two lengths (it
+    failed in Inductor while the ids were computed with % and // on the symbolic length)."""
+    torch.manual_seed(0)
+    model = LVM(replace(TINY, panel_tokens=4, n_layer=1)).eval()
+    torch.nn.init.normal_(model.model.panel_cell_embed.weight)
+    compiled = torch.compile(model, dynamic=True)
+    with torch.no_grad():
+        for length in (11, 23):
+            ids = torch.randint(0, TINY.vocab_size, (2, length))
+            torch.testing.assert_close(compiled(ids)[0], model(ids)[0], atol=1e-4, rtol=1e-4)
+
+
 def test_config_rejects_bad_heads() -> None:
     with pytest.raises(ValueError, match="divisible by n_head"):
         LVMConfig(d_model=30, n_head=4)
