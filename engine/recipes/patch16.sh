@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The commands that made engine/bundles/default (since 6 December 2026): 16 patch codes and a gist code per panel
-# (docs/model-experiments.md, sections 5-20), all on a 2-core CPU (THREADS=2 trains on both cores, section 17):
+# (docs/model-experiments.md, sections 5-22), all on a 2-core CPU (THREADS=2 trains on both cores, section 17):
 # bf16 autocast where the CPU has AMX (1.6x the tokens a second, section 20), fp32 where it has not (no faster
-# there, section 2). Run from the repository root; step 3 takes several sessions. The shipped bundle ended its
-# plan at 520 CPU-minutes (MINUTES=520, 79.9M tokens).
+# there, section 2). Run from the repository root; step 3 takes several sessions. Steps 1-5 ended their
+# plan at 520 CPU-minutes (MINUTES=520, 79.9M tokens); steps 6-7 continued it to 139.8M tokens (sections 21-22).
 # Tokenizer: a k-means codebook of 8x8 px patches of 32 px panels (no network to train). LVM: next-token
 # prediction only (a multiple-choice loss at weight 1 stopped it from learning), on pre-tokenized shards.
 set -euo pipefail
@@ -49,3 +49,16 @@ python -m engine.sampling_sweep --bundle $RUN/bundle --puzzles matrix:all,analog
 python -m engine.evaluate --bundle $RUN/bundle --puzzles matrix:all,analogy,sequence --n 350 --json $RUN/eval350.json
 python -m engine.model_card --bundle $RUN/bundle --eval $RUN/eval350.json --puzzles matrix:all,analogy,sequence \
   --n 350 --lvm-log $RUN/lvm/log.jsonl --recipe engine/recipes/patch16.sh --notes engine/recipes/patch16_card_notes.md
+# 6. Since 6 December 2026 (docs/model-experiments.md, sections 21-22): the bundle of steps 1-5 continued on a
+#    matrix-heavier mix, 150,000 fresh matrices beside the shards of step 2, learned panel positions added at zero,
+#    a new cosine from 5e-4. It first ran 75 CPU-minutes at one thread uncompiled, then resumed (--resume) with
+#    the plan's end at 240 CPU-minutes, two threads, compiled; one uninterrupted run is:
+[ -f $RUN/shards_matrix150000/manifest.json ] || python -m engine.shards --tokenizer $RUN/tokenizer.pt \
+  --mix matrix=1 --n 150000 --seed 48000000 --out $RUN/shards_matrix150000
+python -m engine.train_lvm --init-bundle $RUN/bundle --panel-positions --tokenizer $RUN/tokenizer.pt \
+  --context-length 160 --batch-size 32 --lr 5e-4 --warmup-steps 50 --choice-weight 0 $PRECISION --workers 0 \
+  --log-every 20 --eval-n 64 --save-every-min 5 --seed 1 --clock cpu --compile --minutes 240 \
+  --shards $RUN/shards200000,$RUN/shards_matrix150000 --mix matrix=4,analogy=1,sequence=1 \
+  --eval-every-tokens 8000000 --out $RUN/matrix4
+# 7. Export, rules, sampling defaults, evaluation and card as in steps 4-5, with --lvm $RUN/matrix4/ckpt.pt and
+#    --name default; the card's log is both runs' (cat $RUN/lvm/log.jsonl $RUN/matrix4/log.jsonl).
