@@ -197,6 +197,14 @@ def plot_training_curve(records: list[dict[str, Any]], out: Path) -> None:
         plot_curves(records, out, ("loss",), "tokens")
 
 
+def _data_source(provenance: dict[str, Any]) -> str:
+    """How the LVM's last run read its puzzles: pre-tokenized shards or fresh from the generators."""
+    shards = provenance.get("lvm", {}).get("train_config", {}).get("shards")
+    if shards:
+        return f"Puzzles generated once and pre-tokenized into shards (`{shards}`)"
+    return "Puzzles streamed fresh from the generators"
+
+
 def _card_text(manifest: dict[str, Any], metrics: dict[str, Any], report: dict[str, Any], points: list[dict[str, Any]],
                strips: dict[str, int], records: list[dict[str, Any]], tokenizer_log: Path | None, recipe: str,
                eval_command: str, notes: str) -> str:
@@ -236,7 +244,7 @@ Weights: {manifest.get('weights', 'fp32')}.
 A puzzle is a visual sentence (BOS, the codes of each panel in order); the answer is the next image.
 
 ## Data
-Puzzles streamed fresh from the generators on training seeds (below {1_000_000_000:,}; evaluation uses the
+{_data_source(provenance)} (training seeds below {1_000_000_000:,}; evaluation uses the
 held-out range from there on). LVM mixture: `{provenance.get('lvm', {}).get('data', '?')}`.
 LVM tokens seen: {last.get('tokens', 0) / 1e6:.1f}M in all; its last training run took
 {last.get('elapsed', 0) / 60:.0f} minutes ({lvm_hardware}). Tokenizer hardware: {tokenizer_hardware};

@@ -337,3 +337,12 @@ def test_model_card_says_which_families_subtract_the_last_panels_prediction() ->
     assert "for analogy, less their log-likelihood after the last prompt panel alone" in chosen
     assert "chosen by `engine.evaluate x`" in chosen
     assert "for every family" in _scoring_text({"scoring": "pmi_last_panel"})
+
+
+def test_model_card_says_whether_the_lvm_read_shards_or_fresh_puzzles() -> None:
+    from engine.model_card import _data_source
+
+    sharded = {"lvm": {"train_config": {"shards": "runs/a,runs/b"}}}
+    assert _data_source(sharded) == "Puzzles generated once and pre-tokenized into shards (`runs/a,runs/b`)"
+    assert _data_source({"lvm": {"train_config": {"shards": None}}}) == "Puzzles streamed fresh from the generators"
+    assert _data_source({}) == "Puzzles streamed fresh from the generators"
