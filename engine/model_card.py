@@ -244,7 +244,7 @@ Weights: {manifest.get('weights', 'fp32')}.
 A puzzle is a visual sentence (BOS, the codes of each panel in order); the answer is the next image.
 
 ## Data
-{_data_source(provenance)} (training seeds below {1_000_000_000:,}; evaluation uses the
+{_data_source(provenance)}, on training seeds below {1_000_000_000:,} (evaluation uses the
 held-out range from there on). LVM mixture: `{provenance.get('lvm', {}).get('data', '?')}`.
 LVM tokens seen: {last.get('tokens', 0) / 1e6:.1f}M in all; its last training run took
 {last.get('elapsed', 0) / 60:.0f} minutes ({lvm_hardware}). Tokenizer hardware: {tokenizer_hardware};
