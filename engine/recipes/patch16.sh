@@ -2,7 +2,7 @@
 # The commands that made engine/bundles/default (since 6 December 2026): 16 patch codes and a gist code per panel
 # (docs/model-experiments.md, sections 5-23), all on a 2-core CPU (THREADS=2 trains on both cores, section 17):
 # bf16 autocast where the CPU has AMX (1.6x the tokens a second, section 20), fp32 where it has not (no faster
-# there on an Intel CPU, section 2; step 8 asks for bf16, 1.4x on an AMD one). Run from the repository root; step 3
+# there on an Intel CPU, section 2; step 8 asks for bf16, 1.5x on an AMD one). Run from the repository root; step 3
 # takes several sessions. Steps 1-5 ended their plan at 520 CPU-minutes (MINUTES=520, 79.9M tokens); steps 6-7
 # continued it to 139.8M tokens (sections 21-22), step 8 to 161.8M (section 23).
 # Tokenizer: a k-means codebook of 8x8 px patches of 32 px panels (no network to train). LVM: next-token
@@ -66,9 +66,9 @@ python -m engine.train_lvm --init-bundle $RUN/bundle --panel-positions --tokeniz
 # 8. Since 6 December 2026, evening (docs/model-experiments.md, section 23): the bundle of step 7 (B7; it is
 #    engine/bundles/default at commit 7e9bdc8: git archive 7e9bdc8 engine/bundles/default | tar -x -C DIR) continued
 #    150 CPU-minutes on fresh shards written with its own tokenizer (a bundle directory serves as one), the same
-#    matrix-heavier mix, a new cosine from 3e-4, two threads, compiled, bf16 (1.4x fp32 on the AMD CPU without AMX
-#    this ran on, section 23); export, rules, a sweep of four
-#    sampling settings and the evaluation as in steps 4-5 (--lvm $RUN/step8/ckpt.pt --name default).
+#    matrix-heavier mix, a new cosine from 3e-4, two threads, compiled, bf16 (1.5x fp32 on the AMD CPU without AMX
+#    this ran on, section 23); export, rules, a sweep of four sampling settings and the evaluation as in steps 4-5
+#    (--lvm $RUN/step8/ckpt.pt --name default).
 B7=${B7:-$RUN/bundle7}
 [ -f $RUN/shards_matrix120000/manifest.json ] || python -m engine.shards --tokenizer $B7 \
   --mix matrix=1 --n 120000 --seed 49000000 --out $RUN/shards_matrix120000
