@@ -199,7 +199,8 @@ def plot_training_curve(records: list[dict[str, Any]], out: Path) -> None:
 
 def _data_source(provenance: dict[str, Any]) -> str:
     """How the LVM's last run read its puzzles: pre-tokenized shards or fresh from the generators."""
-    shards = provenance.get("lvm", {}).get("train_config", {}).get("shards")
+    # export writes train_config as null when the checkpoint recorded none
+    shards = ((provenance.get("lvm") or {}).get("train_config") or {}).get("shards")
     if shards:
         return f"Puzzles generated once and pre-tokenized into shards (`{shards}`)"
     return "Puzzles streamed fresh from the generators"

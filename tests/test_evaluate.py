@@ -346,3 +346,4 @@ def test_model_card_says_whether_the_lvm_read_shards_or_fresh_puzzles() -> None:
     assert _data_source(sharded) == "Puzzles generated once and pre-tokenized into shards (`runs/a,runs/b`)"
     assert _data_source({"lvm": {"train_config": {"shards": None}}}) == "Puzzles streamed fresh from the generators"
     assert _data_source({}) == "Puzzles streamed fresh from the generators"
+    assert _data_source({"lvm": {"train_config": None}}) == "Puzzles streamed fresh from the generators"
