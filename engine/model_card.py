@@ -29,12 +29,13 @@ from engine.serving.runtime import Bundle  # noqa: E402
 
 logger = logging.getLogger("engine.model_card")
 
-# (row label, family, configuration or None for the family, or "mean" for the mean over configurations)
-TARGETS = {  # label: (multiple-choice target, floor, generative target) from the project's quality bar
-    "analogy": (0.90, 0.80, 0.70),
-    "sequence": (0.90, 0.80, 0.70),
-    "matrix, mean of the 7 layouts": (0.75, 0.45, 0.40),
-    "matrix, one centred shape": (0.90, 0.70, 0.60),
+# The project's quality bar for the model (held-out seeds, served int8 graph): row label: ((multiple-choice target,
+# floor), (generative target, floor)); generation has one bar for every family.
+TARGETS = {
+    "analogy": ((0.85, 0.65), (0.60, 0.35)),
+    "sequence": ((0.95, 0.85), (0.60, 0.35)),
+    "matrix, mean of the 7 layouts": ((0.60, 0.40), (0.60, 0.35)),
+    "matrix, one centred shape": ((0.98, 0.85), (0.60, 0.35)),
 }
 
 
@@ -75,10 +76,10 @@ def metrics_table(metrics: dict[str, Any]) -> str:
                           ("matrix, one centred shape", layouts.get("center"))):
         if source is None:
             continue
-        target, floor, generative = TARGETS[label]
+        (target, floor), (generative, generative_floor) = TARGETS[label]
         n = source.get("n", sum(m["n"] for m in layouts.values()))
         rows.append(f"| {label} | {n} | {_pct(source['multiple_choice_accuracy'])} | {target:.0%} ({floor:.0%}) "
-                    f"| {_pct(source['generative_accuracy'])} | {generative:.0%} |")
+                    f"| {_pct(source['generative_accuracy'])} | {generative:.0%} ({generative_floor:.0%}) |")
     for name, source in layouts.items():
         rows.append(f"| matrix: {name} | {source['n']} | {_pct(source['multiple_choice_accuracy'])} | | "
                     f"{_pct(source['generative_accuracy'])} | |")
@@ -86,7 +87,7 @@ def metrics_table(metrics: dict[str, Any]) -> str:
         grid = families["grid"]
         rows.append(f"| ARC-AGI-1 evaluation (pass@2 of the decoded grid) | {grid['n']} | — | report | "
                     f"{_pct(grid['pass_at_2'])} | report |")
-    header = ("| family | n | multiple choice | target (floor) | generative (nearest candidate) | target |\n"
+    header = ("| family | n | multiple choice | target (floor) | generative (nearest candidate) | target (floor) |\n"
               "|---|---|---|---|---|---|")
     return "\n".join([header, *rows])
 

@@ -347,3 +347,18 @@ def test_model_card_says_whether_the_lvm_read_shards_or_fresh_puzzles() -> None:
     assert _data_source({"lvm": {"train_config": {"shards": None}}}) == "Puzzles streamed fresh from the generators"
     assert _data_source({}) == "Puzzles streamed fresh from the generators"
     assert _data_source({"lvm": {"train_config": None}}) == "Puzzles streamed fresh from the generators"
+
+
+def test_model_card_table_gives_each_headline_row_its_target_and_floor() -> None:
+    from engine.model_card import metrics_table
+
+    summary = {"n": 350, "multiple_choice_accuracy": 0.5, "generative_accuracy": 0.25}
+    table = metrics_table({"families": {"analogy": summary, "sequence": summary},
+                           "matrix_layout_mean": {"multiple_choice_accuracy": 0.3, "generative_accuracy": 0.2},
+                           "matrix_layouts": {"center": {**summary, "n": 50}}})
+    rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines()[2:]}
+    assert rows["analogy"] == "| analogy | 350 | 50.0% | 85% (65%) | 25.0% | 60% (35%) |"
+    assert rows["sequence"].endswith("| 95% (85%) | 25.0% | 60% (35%) |")
+    assert rows["matrix, mean of the 7 layouts"] == ("| matrix, mean of the 7 layouts | 50 | 30.0% | 60% (40%) "
+                                                     "| 20.0% | 60% (35%) |")
+    assert rows["matrix, one centred shape"].startswith("| matrix, one centred shape | 50 | 50.0% | 98% (85%) |")
