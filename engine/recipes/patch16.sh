@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The commands that made engine/bundles/default (since 6 December 2026): 16 patch codes and a gist code per panel
-# (docs/model-experiments.md, sections 5-23), all on a 2-core CPU (THREADS=2 trains on both cores, section 17):
+# (docs/model-experiments.md, sections 5-24), all on a 2-core CPU (THREADS=2 trains on both cores, section 17):
 # bf16 autocast where the CPU has AMX (1.6x the tokens a second, section 20), fp32 where it has not (no faster
 # there on an Intel CPU, section 2; step 8 asks for bf16, 1.5x on an AMD one). Run from the repository root; step 3
 # takes several sessions. Steps 1-5 ended their plan at 520 CPU-minutes (MINUTES=520, 79.9M tokens); steps 6-7
@@ -69,6 +69,8 @@ python -m engine.train_lvm --init-bundle $RUN/bundle --panel-positions --tokeniz
 #    matrix-heavier mix, a new cosine from 3e-4, two threads, compiled, bf16 (1.5x fp32 on the AMD CPU without AMX
 #    this ran on, section 23); export, rules, a sweep of four sampling settings and the evaluation as in steps 4-5
 #    (--lvm $RUN/step8/ckpt.pt --name default).
+#    Running this step once more from its own bundle on 180,000 other fresh puzzles moved nothing beyond noise, nor
+#    did averaging its last checkpoints (section 24): more minutes of this recipe no longer pay.
 B7=${B7:-$RUN/bundle7}
 [ -f $RUN/shards_matrix120000/manifest.json ] || python -m engine.shards --tokenizer $B7 \
   --mix matrix=1 --n 120000 --seed 49000000 --out $RUN/shards_matrix120000
