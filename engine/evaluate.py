@@ -142,6 +142,9 @@ class PuzzleResult:
     # "component.attribute" where the chosen candidate differs from the answer ([] when right); None unless the
     # puzzle's meta lists every candidate's attributes (generated matrices)
     attributes_wrong: list[str] | None = None
+    # a wrong choice: whether it has less ink than the answer (a pull to panels with less drawn shows as a share
+    # well above one half); None when the choice is right or there is none
+    chosen_lighter: bool | None = None
 
 
 def configuration(puzzle: Puzzle) -> str:
@@ -187,6 +190,18 @@ def attributes_wrong(puzzle: Puzzle, chosen: int | None) -> list[str] | None:
             for attribute, value in sorted(values.items()) if picked.get(component, {}).get(attribute) != value]
 
 
+def ink(image: np.ndarray) -> float:
+    """How much is drawn on a panel: its mean darkness, 0 (white) to 255 (black)."""
+    return 255.0 - float(np.mean(image))
+
+
+def chosen_lighter(candidates: list[np.ndarray], chosen: int | None, answer_index: int | None) -> bool | None:
+    """Whether a wrong choice has less ink than the answer (None when right or not a choice)."""
+    if chosen is None or answer_index is None or chosen == answer_index:
+        return None
+    return ink(candidates[chosen]) < ink(candidates[answer_index])
+
+
 def context_panels(bundle: Bundle, puzzle: Puzzle) -> list[np.ndarray]:
     """The panels that fit the bundle's context with the answer (same selection as training)."""
     keep = select_panels(puzzle.family, len(puzzle.panels), bundle.max_images, puzzle.layout)
@@ -226,6 +241,7 @@ def evaluate_puzzle(bundle: Bundle, puzzle: Puzzle, sampling: SamplingOptions | 
         chosen_candidate=chosen,
         correct_by_rule=None if by_rule is None else {r: c == puzzle.answer_index for r, c in by_rule.items()},
         attributes_wrong=attributes_wrong(puzzle, chosen),
+        chosen_lighter=chosen_lighter(candidates, chosen, puzzle.answer_index),
         generative_correct=generative,
         pass_at_2=pass2,
         psnr_generated=None if answer is None else psnr(samples[0], answer),
@@ -258,6 +274,7 @@ def summarise(results: list[PuzzleResult]) -> dict[str, Any]:
             rule: _mean(r.correct_by_rule[rule] for r in results if r.correct_by_rule) for rule in SCORING_RULES
         },
         "multiple_choice_errors_by_attribute": errors_by_attribute(results),
+        "wrong_choices_lighter_than_answer": _mean(r.chosen_lighter for r in results),
     }
 
 
@@ -385,6 +402,14 @@ def _cell(value: float | None, percent: bool = False) -> str:
     return f"{100 * value:.1f}%" if percent else f"{value:.2f}"
 
 
+def _lighter_text(family: str, metrics: dict[str, Any]) -> str:
+    """"matrix 58.0% (center 42.3%, grid3x3 69.6%)": a family's share of wrong choices lighter than the answer."""
+    inner = [f"{name} {_cell(m.get('wrong_choices_lighter_than_answer'), True)}"
+             for name, m in metrics["configurations"].items() if m.get("wrong_choices_lighter_than_answer") is not None]
+    text = f"{family} {_cell(metrics['wrong_choices_lighter_than_answer'], True)}"
+    return f"{text} ({', '.join(inner)})" if len(inner) > 1 else text
+
+
 def format_table(report: dict[str, Any]) -> str:
     """A plain-text table: one row per family and per configuration, then the total."""
     header = f"{'family / configuration':34} {'n':>5} {'MC acc':>8} {'gen acc':>8} {'pass@2':>8} " \
@@ -405,6 +430,11 @@ def format_table(report: dict[str, Any]) -> str:
     if errors:
         lines.append("choices wrong by attribute: " + ", ".join(f"{name} {100 * share:.1f}%"
                                                                for name, share in errors.items()))
+    lighter = [_lighter_text(family, metrics) for family, metrics in report["families"].items()
+               if metrics.get("wrong_choices_lighter_than_answer") is not None]
+    if lighter:
+        lines.append("wrong choices with less ink than the answer (about half when nothing pulls): "
+                     + "; ".join(lighter))
     by_rule = {family: " / ".join(f"{rule} {_cell(value, True)}" for rule, value in
                                   metrics["multiple_choice_accuracy_by_rule"].items())
                for family, metrics in report["families"].items() if metrics["n_multiple_choice"]}

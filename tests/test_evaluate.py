@@ -362,3 +362,35 @@ def test_model_card_table_gives_each_headline_row_its_target_and_floor() -> None
     assert rows["matrix, mean of the 7 layouts"] == ("| matrix, mean of the 7 layouts | 50 | 30.0% | 60% (40%) "
                                                      "| 20.0% | 60% (35%) |")
     assert rows["matrix, one centred shape"].startswith("| matrix, one centred shape | 50 | 50.0% | 98% (85%) |")
+
+
+def test_a_report_says_how_often_a_wrong_choice_has_less_ink_than_the_answer() -> None:
+    """A pull to panels with less drawn (a ranking that favours cheap codes) shows as a share above one half."""
+    white, grey, black = (np.full((8, 8, 3), value, np.uint8) for value in (255, 128, 0))
+    assert evaluate.ink(white) == 0.0 and evaluate.ink(black) == 255.0
+    candidates = [white, grey, black]
+    assert evaluate.chosen_lighter(candidates, 0, 1) is True
+    assert evaluate.chosen_lighter(candidates, 2, 1) is False
+    assert evaluate.chosen_lighter(candidates, 1, 1) is None  # right
+    assert evaluate.chosen_lighter(candidates, None, 1) is None  # no choice
+
+    def result(name: str, layout: str, lighter: bool | None) -> evaluate.PuzzleResult:
+        return evaluate.PuzzleResult(name, "matrix", layout, lighter is None, 0, False, None, 1.0, 1.0, 0.1,
+                                     chosen_lighter=lighter)
+
+    results = [result("a", "grid3x3", True), result("b", "grid3x3", True), result("c", "grid3x3", False),
+               result("d", "center", False), result("e", "center", None)]
+    report = {"schema": evaluate.SCHEMA, "created": "now", "bundle": {"name": "b", "provider": "cpu"},
+              **evaluate.build_report(results)}
+    matrix = report["families"]["matrix"]
+    assert matrix["wrong_choices_lighter_than_answer"] == 0.5
+    assert matrix["configurations"]["grid3x3"]["wrong_choices_lighter_than_answer"] == 2 / 3
+    assert matrix["configurations"]["center"]["wrong_choices_lighter_than_answer"] == 0.0
+    assert ("wrong choices with less ink than the answer (about half when nothing pulls): matrix 50.0% "
+            "(center 0.0%, grid3x3 66.7%)") in evaluate.format_table(report)
+    for entry in report["puzzles"]:  # a report written before the share existed still reads and prints
+        del entry["chosen_lighter"]
+    for summary in (report["overall"], matrix, *matrix["configurations"].values()):
+        del summary["wrong_choices_lighter_than_answer"]
+    evaluate.validate_report(report)
+    assert "less ink" not in evaluate.format_table(report)
