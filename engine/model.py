@@ -11,7 +11,7 @@ and the ONNX Runtime decode loop use: no Python branching on tensor values, only
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -280,6 +280,33 @@ class LVM(nn.Module):
         shape = (batch, self.config.n_kv_head, 0, self.config.head_dim)
         return [(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype))
                 for _ in range(self.config.n_layer)]
+
+
+def deepen(model: LVM, new_layers: int) -> LVM:
+    """`model` with `new_layers` more blocks spread evenly through its depth, computing exactly what it did.
+
+    Each new block is a copy of the block before it with its two residual output projections (o_proj, down_proj)
+    at zero, so it adds nothing until training moves them: a trained model grows without losing what it knows.
+    """
+    if new_layers < 0:
+        raise ValueError(f"new_layers must be 0 or more, got {new_layers}")
+    old = list(model.model.layers)
+    after = {-(-(index + 1) * len(old) // (new_layers + 1)) - 1 for index in range(new_layers)}  # ceil: >= 0
+    if len(after) < new_layers:
+        raise ValueError(f"cannot spread {new_layers} new blocks among {len(old)}")
+    grown = LVM(replace(model.config, n_layer=len(old) + new_layers))
+    grown.load_state_dict(model.state_dict(), strict=False)  # embeddings, final norm, head, panel positions
+    layers = []
+    for index, block in enumerate(old):
+        layers.append(block)
+        if index in after:
+            copy = Block(model.config)
+            copy.load_state_dict(block.state_dict())
+            nn.init.zeros_(copy.self_attn.o_proj.weight)
+            nn.init.zeros_(copy.mlp.down_proj.weight)
+            layers.append(copy)
+    grown.model.layers = nn.ModuleList(layers)
+    return grown
 
 
 def model_checkpoint(model: LVM, half: bool = False) -> dict[str, Any]:

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from engine import training
 from engine.bundle import read_manifest
 from engine.data import DEFAULT_MIX, PuzzleStream, StreamConfig, make_loader, mix_entry, parse_mix, puzzle_config
-from engine.model import LVM, LVMConfig, model_checkpoint
+from engine.model import LVM, LVMConfig, deepen, model_checkpoint
 from engine.patch_tokenizer import SYMMETRIES, CodeSymmetries, PatchTokenizer, code_symmetries
 from engine.serving.sentences import Vocabulary, build_sentence, max_images, select_panels
 from engine.shards import ShardSet, family_weighted_order
@@ -85,6 +85,9 @@ class TrainLVMConfig:
     n_head: int = field(default=6, metadata={"help": "query heads"})
     n_kv_head: int = field(default=6, metadata={"help": "key/value heads"})
     ffn_hidden: int = field(default=1024, metadata={"help": "SwiGLU hidden width"})
+    grow_layers: int = field(default=0, metadata={
+        "help": "with --init-bundle, this many more blocks spread through the depth, each starting as the identity "
+                "(engine.model.deepen): a larger model that begins where the bundle is"})
     panel_positions: bool = field(default=False, metadata={
         "help": "learned cell and panel-index embeddings (engine.model.LVMConfig.panel_tokens); with --init-bundle "
                 "they are added at zero to a bundle without them"})
@@ -328,7 +331,9 @@ def evaluate(model: LVM, items: list[EvalItem], vocab: Vocabulary, device: torch
 
 def build_model(config: TrainLVMConfig, vocab: Vocabulary, checkpoint: dict[str, Any] | None) -> LVM:
     if checkpoint is None and config.init_bundle:
-        return model_from_bundle(config.init_bundle, vocab, config.panel_positions)
+        return deepen(model_from_bundle(config.init_bundle, vocab, config.panel_positions), config.grow_layers)
+    if config.grow_layers and checkpoint is None:
+        raise ValueError("--grow-layers grows the model of --init-bundle; give one")
     if checkpoint is None:
         return LVM(config.lvm_config(vocab))
     lvm_config = LVMConfig.from_dict(checkpoint["lvm_config"])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.model import LVM, LVMConfig, load_model, panel_cells, save_model
+from engine.model import LVM, LVMConfig, deepen, load_model, panel_cells, save_model
 from engine.serving.sentences import (
     Vocabulary,
     build_sentence,
@@ -96,6 +96,27 @@ def test_save_load_gives_identical_outputs(tiny_model: LVM, tmp_path) -> None:
     ids = torch.randint(0, TINY.vocab_size, (2, 9))
     with torch.no_grad():
         assert torch.equal(loaded(ids)[0], tiny_model(ids)[0])
+
+
+def test_deepen_adds_identity_blocks_that_training_can_move(tiny_model: LVM) -> None:
+    """The grown model computes what the original did; its new blocks copy a neighbour but add nothing yet."""
+    grown = deepen(tiny_model, 2).eval()
+    assert grown.config.n_layer == 4 and tiny_model.config.n_layer == 2
+    ids = torch.randint(0, TINY.vocab_size, (2, 20))
+    with torch.no_grad():
+        torch.testing.assert_close(grown(ids)[0], tiny_model(ids)[0], atol=0, rtol=0)
+    old, new = tiny_model.model.layers, grown.model.layers
+    assert new[0] is old[0] and new[2] is old[1]  # the originals keep their order
+    assert new[1].self_attn.o_proj.weight.abs().max() == 0 and new[1].mlp.down_proj.weight.abs().max() == 0
+    torch.testing.assert_close(new[1].self_attn.q_proj.weight, old[0].self_attn.q_proj.weight)
+    grown.train()
+    loss = grown(ids)[0].logsumexp(-1).mean()
+    loss.backward()
+    assert new[1].mlp.down_proj.weight.grad.abs().max() > 0  # the zero projections get a gradient
+    with pytest.raises(ValueError, match="0 or more"):
+        deepen(tiny_model, -1)
+    with pytest.raises(ValueError, match="cannot spread"):
+        deepen(tiny_model, 3)  # at most one new block after each old one
 
 
 def test_panel_cells_follow_the_sentence_layout() -> None:

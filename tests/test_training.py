@@ -322,6 +322,23 @@ def test_panel_positions_are_added_to_a_bundle_at_zero_and_trained(tiny_bundle_d
     assert trained.model.panel_cell_embed.weight.abs().max() > 0
 
 
+def test_grow_layers_deepens_a_bundle_and_resumes_at_its_new_depth(tiny_bundle_dir: Path, tmp_path: Path) -> None:
+    """--grow-layers starts a deeper model from a bundle; the checkpoint and a resume keep the new depth."""
+    depth = train_lvm.model_from_bundle(tiny_bundle_dir, Vocabulary(32, 16)).config.n_layer
+    out = tmp_path / "lvm"
+    args = ["--tokenizer", str(tiny_bundle_dir), "--init-bundle", str(tiny_bundle_dir), "--grow-layers", "1",
+            "--out", str(out), "--batch-size", "3", "--workers", "0", "--log-every", "1", "--eval-n", "1",
+            "--device", "cpu", "--mix", "sequence=1"]
+    train_lvm.main([*args, "--steps", "1"])
+    assert load_model(out / "ckpt.pt").config.n_layer == depth + 1
+    train_lvm.main([*args, "--steps", "2", "--resume"])
+    trained = torch.load(out / "ckpt.pt", weights_only=False)
+    assert trained["step"] == 2 and trained["lvm_config"]["n_layer"] == depth + 1
+    with pytest.raises(ValueError, match="--init-bundle"):
+        train_lvm.main(["--tokenizer", str(tiny_bundle_dir), "--grow-layers", "1", "--out", str(tmp_path / "x"),
+                        "--steps", "1", "--workers", "0", "--device", "cpu"])
+
+
 def _randomized_tokenizer_bundle(directory: Path) -> torch.nn.Module:
     """The tiny test tokenizer with every weight random (norms too) and fp16-exact, exported with fp16 storage."""
     from engine import export
