@@ -45,7 +45,7 @@ from engine.bundle import (
     with_static_graph,
     write_manifest,
 )
-from engine.compact import store_matmul_weights_int8
+from engine.compact import store_matmul_weights_int8, store_weights_fp16
 
 log = logging.getLogger(__name__)
 
@@ -210,11 +210,13 @@ def buffer_positions(manifest: Mapping[str, Any]) -> int:
 
 def write_static_graph(weights: Mapping[str, np.ndarray], config: Mapping[str, Any], path: str | Path,
                        int8: bool = False, max_positions: int | None = None) -> Path:
-    """Write lvm_static.onnx (int8: MatMul weights stored as int8 per output column, engine.compact)."""
+    """Write lvm_static.onnx (int8: MatMul weights stored as int8 per output column, and the tables that fp16 holds
+    exactly, such as the embeddings of an fp16-stored bundle, as fp16: engine.compact)."""
     path = Path(path)
     onnx.save(build_static_graph(weights, config, max_positions), str(path))
     if int8:
         store_matmul_weights_int8(path)
+        store_weights_fp16(path, lossless_only=True, check=False)
     log.info("wrote %s (%.1f MB)", path, path.stat().st_size / 1e6)
     return path
 

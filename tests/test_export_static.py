@@ -158,6 +158,18 @@ def test_int8_static_graph_is_smaller_and_close(static_bundle: Path, tmp_path: P
         assert np.abs(dequantized[name] - weights[name]).max() < 0.02 * np.abs(weights[name]).max()
 
 
+def test_int8_static_graph_stores_fp16_exact_tables_as_fp16(static_bundle: Path, tmp_path: Path) -> None:
+    """The embedding table of an fp16-stored bundle takes half the bytes and comes back bit for bit."""
+    weights = dict(weights_from_static_graph(static_bundle / export_static.STATIC_FILE))
+    embeddings = weights["model.embed_tokens.weight"].astype(np.float16).astype(np.float32)
+    weights["model.embed_tokens.weight"] = embeddings
+    path = export_static.write_static_graph(weights, LVM_CONFIG.to_dict(), tmp_path / "int8.onnx", int8=True)
+    stored = {tensor.name: tensor.data_type for tensor in onnx.load(str(path)).graph.initializer}
+    assert stored["model.embed_tokens.weight__fp16"] == onnx.TensorProto.FLOAT16
+    assert stored["rotary.cos_cache"] == onnx.TensorProto.FLOAT  # derived at export: fp16 would change it
+    np.testing.assert_array_equal(weights_from_static_graph(path)["model.embed_tokens.weight"], embeddings)
+
+
 def test_bad_inputs_are_named(static_bundle: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="weights lack"):
         export_static.build_static_graph({}, LVM_CONFIG.to_dict())
