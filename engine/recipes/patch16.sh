@@ -70,7 +70,8 @@ python -m engine.train_lvm --init-bundle $RUN/bundle --panel-positions --tokeniz
 #    this ran on, section 23); export, rules, a sweep of four sampling settings and the evaluation as in steps 4-5
 #    (--lvm $RUN/step8/ckpt.pt --name default).
 #    Running this step once more from its own bundle on 180,000 other fresh puzzles moved nothing beyond noise, nor
-#    did averaging its last checkpoints (section 24): more minutes of this recipe no longer pay.
+#    did averaging its last checkpoints (section 24): more minutes of this recipe no longer pay. Nor did two more
+#    blocks grown into it (--grow-layers 2) and trained as long (section 25).
 B7=${B7:-$RUN/bundle7}
 [ -f $RUN/shards_matrix120000/manifest.json ] || python -m engine.shards --tokenizer $B7 \
   --mix matrix=1 --n 120000 --seed 49000000 --out $RUN/shards_matrix120000
