@@ -287,6 +287,7 @@ def deepen(model: LVM, new_layers: int) -> LVM:
 
     Each new block is a copy of the block before it with its two residual output projections (o_proj, down_proj)
     at zero, so it adds nothing until training moves them: a trained model grows without losing what it knows.
+    The grown model shares the original's blocks (it is built to be trained in its place).
     """
     if new_layers < 0:
         raise ValueError(f"new_layers must be 0 or more, got {new_layers}")
