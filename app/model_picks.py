@@ -33,7 +33,8 @@ def model_answer(bundle: Bundle, puzzle: Mapping[str, Any], settings: SampleSett
     """The model's first generated sample for a bank puzzle at these settings (a fixed seed: always the same
     image), made once per bundle and kept, so every person's answer after the first costs the model nothing."""
     return _answers.get((bundle_id(bundle), str(puzzle["id"]), settings),
-                        lambda: solve(bundle, puzzle["panels"], settings, progress=progress).samples[0])
+                        lambda: solve(bundle, puzzle["panels"], settings, progress=progress,
+                                      family=puzzle.get("family")).samples[0])
 
 
 def model_pick(bank: Bank, bundle: Bundle, puzzle: Mapping[str, Any]) -> int | None:

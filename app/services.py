@@ -30,7 +30,7 @@ class Services:
         self._bundle = bundle
         self._bundle_error: str | None = None
         self._lock = threading.Lock()
-        self._sampling: SamplingOptions | None = None  # the manifest's, read on first use
+        self._sampling: dict[str, Any] | None = None  # the manifest's "sampling", read on first use
         self.background_work: str | None = None  # what the server does after its start (seeding, ranking), if any
 
     @property
@@ -41,18 +41,23 @@ class Services:
 
         return default_bundle_dir()
 
-    def sampling_defaults(self) -> SamplingOptions:
-        """The bundle's sampling defaults, read once from its manifest without loading the model (every Solve
-        asks); plain sampling when the manifest cannot be read (loading the model will then say why)."""
+    def sampling_defaults(self, family: str | None = None) -> SamplingOptions:
+        """The bundle's sampling defaults with a puzzle family's guidance weight, read once from its manifest
+        without loading the model (every Solve asks); plain sampling when the manifest cannot be read or holds bad
+        settings (loading the model will then say why)."""
+        from engine.serving.runtime import guidance_weights, sampling_defaults
+
         if self._sampling is None:
             from engine.bundle import read_manifest
-            from engine.serving.runtime import SamplingOptions, sampling_defaults
 
             try:
-                self._sampling = sampling_defaults(read_manifest(self.bundle_dir))
+                manifest = read_manifest(self.bundle_dir)
+                sampling_defaults(manifest)  # checked once: bad settings give plain sampling
+                guidance_weights(manifest)
+                self._sampling = {"sampling": manifest.get("sampling") or {}}
             except (OSError, ValueError):
-                self._sampling = SamplingOptions()
-        return self._sampling
+                self._sampling = {}
+        return sampling_defaults(self._sampling, family)
 
     def bundle(self) -> Bundle:
         """The model bundle, loaded once on first use; a clear error when it cannot be loaded."""

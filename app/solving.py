@@ -12,7 +12,7 @@ import hashlib
 import html
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -21,18 +21,21 @@ if TYPE_CHECKING:  # the runtime loads onnxruntime: typed here, passed in by the
     from engine.serving.runtime import Bundle
 
 MIN_TEMPERATURE = 0.1  # the app always samples (several answers); a greedy manifest setting becomes the coolest one
+MAX_GUIDANCE = 5.0  # past this, samples stop answering the prompt (weight 3 already loses: docs/model-experiments.md)
+GUIDANCE_CHOICES = (("the model's choice", "auto"), ("off", "0"), ("1", "1"), ("2", "2"), ("3", "3"))
 
 
-def default_sampling() -> SampleSettings:
-    """Solve's defaults: the served bundle's sampling settings (its manifest), plain sampling before services start."""
+def default_sampling(family: str | None = None) -> SampleSettings:
+    """Solve's defaults: the served bundle's sampling settings (its manifest), with the guidance weight of a puzzle
+    `family` when one is named (else None: each Solve takes its family's); plain sampling before services start."""
     from app.services import current
 
     try:
-        chosen = current().sampling_defaults()
+        chosen = current().sampling_defaults(family)
     except RuntimeError:  # no services installed (building the pages alone)
-        return SampleSettings()
+        return SampleSettings(guidance=None if family is None else 0.0)
     return SampleSettings(temperature=max(chosen.temperature, MIN_TEMPERATURE), top_k=chosen.top_k,
-                          top_p=chosen.top_p)
+                          top_p=chosen.top_p, guidance=None if family is None else chosen.guidance)
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,7 @@ class SampleSettings:
     top_k: int = 0  # 0: no top-k cut
     top_p: float = 1.0
     seed: int = 0
+    guidance: float | None = None  # None: the bundle's weight for the puzzle's family (its manifest's "sampling")
 
     def __post_init__(self) -> None:
         if not 1 <= self.n_samples <= 16:
@@ -56,10 +60,14 @@ class SampleSettings:
             raise ValueError(f"top-p must be in (0, 1], got {self.top_p}")
         if self.seed < 0:
             raise ValueError(f"seed must be 0 or positive, got {self.seed}")
+        if self.guidance is not None and not 0.0 <= self.guidance <= MAX_GUIDANCE:
+            raise ValueError(f"guidance must be between 0 (off) and {MAX_GUIDANCE:g}, got {self.guidance}")
 
     @classmethod
-    def from_inputs(cls, n_samples: Any, temperature: Any, top_k: Any, top_p: Any, seed: Any) -> SampleSettings:
-        """From UI values (numbers may come as floats or None); seed -1 or empty picks a random seed."""
+    def from_inputs(cls, n_samples: Any, temperature: Any, top_k: Any, top_p: Any, seed: Any,
+                    guidance: Any = None) -> SampleSettings:
+        """From UI values (numbers may come as floats or None); seed -1 or empty picks a random seed; guidance None,
+        empty or "auto" takes the bundle's weight for the puzzle's family."""
         raw_seed = -1 if seed in (None, "") else int(seed)
         chosen = default_sampling()
         return cls(
@@ -68,10 +76,21 @@ class SampleSettings:
             top_k=int(top_k if top_k is not None else chosen.top_k),
             top_p=float(top_p if top_p is not None else chosen.top_p),
             seed=random.randrange(2**31) if raw_seed < 0 else raw_seed,
+            guidance=_guidance(guidance),
         )
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _guidance(value: Any) -> float | None:
+    """A guidance weight from a UI or API value: None, empty or "auto" leave it to the model (None)."""
+    if value in (None, "", "auto"):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"guidance must be a number or 'auto', got {value!r}") from None
 
 
 @dataclass
@@ -88,9 +107,10 @@ class SolveResult:
         s = self.settings
         exact = html.escape(f"bundle {self.bundle_id}", quote=True)
         model = f'<span title="{exact}">{html.escape(self.model_name or self.bundle_id)}</span>'
+        guidance = f"{s.guidance:g}" if s.guidance else "off"
         return (
             f"**Settings used** — model {model}, samples {s.n_samples}, temperature {s.temperature:g}, "
-            f"top-k {s.top_k or 'off'}, top-p {s.top_p:g}, seed {s.seed}"
+            f"top-k {s.top_k or 'off'}, top-p {s.top_p:g}, guidance {guidance}, seed {s.seed}"
         )
 
 
@@ -130,12 +150,14 @@ def solve(
     bundle: Bundle, images: Sequence[np.ndarray], settings: SampleSettings, candidates: Sequence[np.ndarray] = (),
     progress: ProgressFn | None = None, family: str | None = None,
 ) -> SolveResult:
-    """Generate `settings.n_samples` answers in one batch; also rank the candidates (as a `family` puzzle's, see
-    `rank`) when there are any.
+    """Generate `settings.n_samples` answers in one batch (guided as the bundle guides a `family` puzzle's unless the
+    settings say); also rank the candidates (as a `family` puzzle's, see `rank`) when there are any.
 
     The whole call is bounded by SOLVE_TIME_LIMIT_S: past it, SolveTimeout (a RuntimeError) at the next step.
     """
     progress = with_deadline(progress, SOLVE_TIME_LIMIT_S)
+    if settings.guidance is None:
+        settings = replace(settings, guidance=bundle.sampling_for(family).guidance)
     samples = bundle.complete(
         list(images),
         n_samples=settings.n_samples,
@@ -144,6 +166,7 @@ def solve(
         top_p=settings.top_p,
         seed=settings.seed,
         progress=progress,
+        guidance=settings.guidance,
     )
     result = SolveResult(samples=_to_images(samples), settings=settings, bundle_id=bundle_id(bundle),
                          model_name=model_name(bundle))

@@ -136,6 +136,7 @@ def measure_stages(bundle: Bundle, settings: dict[str, Any]) -> dict[str, Any]:
     context = context_for(bundle, ANALOGY_IMAGES)
     codes = bundle.encode(sample_images(4, size, seed=5))
     encoder_input = {bundle.encoder.get_inputs()[0].name: pixels}
+    guidance = bundle.sampling_for("analogy").guidance  # as Solve on Play samples an analogy
     stages = interleaved({
         "preprocess_3_images": lambda: images_to_tensor(raw, size),
         "encoder_3_images": lambda: bundle.encoder.run(None, encoder_input),
@@ -145,8 +146,8 @@ def measure_stages(bundle: Bundle, settings: dict[str, Any]) -> dict[str, Any]:
         "score_8_candidates_tokens_only": lambda: decode.score(
             bundle.runner, matrix_context, bundle._cache_for(matrix_context, len(candidate_codes)), candidate_codes,
             code_range),
-        "analogy_solve_1_sample": lambda: bundle.complete(analogy, n_samples=1, seed=0),
-        "analogy_solve_4_samples": lambda: bundle.complete(analogy, n_samples=4, seed=0),
+        "analogy_solve_1_sample": lambda: bundle.complete(analogy, n_samples=1, seed=0, guidance=guidance),
+        "analogy_solve_4_samples": lambda: bundle.complete(analogy, n_samples=4, seed=0, guidance=guidance),
         "matrix_score_8_candidates": lambda: bundle.score(cells, candidates),
     }, repeats)
     steps = bundle.tokens_per_image - 1

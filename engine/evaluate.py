@@ -8,10 +8,10 @@ for `analogy:all` over transforms and `sequence:all` over kinds), `arc:arcagi1-e
 PACK is a puzzle pack (directory with pack.json, or .zip); DIR a tree of RAVEN/I-RAVEN .npz files.
 
 Per puzzle: multiple-choice accuracy ranks the candidates by log-likelihood; generative accuracy takes one
-sample at the bundle's sampling defaults (what the app uses; --temperature/--top-k/--top-p override them, seed 0)
-and checks that its nearest candidate in pixel space is the answer (ARC: the grid read back from the image equals
-the answer, pass@1 greedy and pass@2 with one extra sample); PSNR of the generated answer against the true one,
-and of the tokenizer's reconstruction of the true answer (the ceiling).
+sample at the bundle's sampling defaults for its family (what the app uses; --temperature/--top-k/--top-p/
+--guidance override them, seed 0) and checks that its nearest candidate in pixel space is the answer (ARC: the
+grid read back from the image equals the answer, pass@1 greedy and pass@2 with one extra sample); PSNR of the
+generated answer against the true one, and of the tokenizer's reconstruction of the true answer (the ceiling).
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import MISSING, asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -209,8 +209,9 @@ def context_panels(bundle: Bundle, puzzle: Puzzle) -> list[np.ndarray]:
 
 
 def evaluate_puzzle(bundle: Bundle, puzzle: Puzzle, sampling: SamplingOptions | None = None) -> PuzzleResult:
+    """One puzzle's result; generation samples at `sampling`, the bundle's for the puzzle's family when None."""
     started = time.perf_counter()
-    sampling = sampling or bundle.sampling
+    sampling = sampling or bundle.sampling_for(puzzle.family)
     size = bundle.image_size
     panels = context_panels(bundle, puzzle)
     candidates = [to_square(c, size) for c in puzzle.candidates]
@@ -224,7 +225,7 @@ def evaluate_puzzle(bundle: Bundle, puzzle: Puzzle, sampling: SamplingOptions | 
                    *bundle.complete(panels, n_samples=1, temperature=1.0, seed=0)]
     else:
         samples = bundle.complete(panels, n_samples=1, temperature=sampling.temperature, top_k=sampling.top_k,
-                                  top_p=sampling.top_p, seed=0)
+                                  top_p=sampling.top_p, seed=0, guidance=sampling.guidance)
     answer = to_square(puzzle.answer, size) if puzzle.answer is not None else None
     generative, pass2 = None, None
     if is_grid and answer is not None:
@@ -298,16 +299,17 @@ def build_report(results: list[PuzzleResult]) -> dict[str, Any]:
 
 def evaluate(
     bundle: Bundle, puzzles: list[Puzzle], progress: Callable[[float, str], None] | None = None,
-    sampling: SamplingOptions | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate every puzzle; return the report (see `validate_report` for its structure). Generation samples
-    at `sampling`, the bundle's defaults when None."""
+    at the bundle's settings for each puzzle's family, with `overrides` (SamplingOptions fields) for all."""
     if not puzzles:
         raise ValueError("no puzzles to evaluate")
-    sampling = sampling or bundle.sampling
+    sampling = {family: replace(bundle.sampling_for(family), **(overrides or {}))
+                for family in dict.fromkeys(puzzle.family for puzzle in puzzles)}
     results = []
     for index, puzzle in enumerate(puzzles):
-        results.append(evaluate_puzzle(bundle, puzzle, sampling))
+        results.append(evaluate_puzzle(bundle, puzzle, sampling[puzzle.family]))
         if progress is not None:
             progress((index + 1) / len(puzzles), f"{puzzle.family} {index + 1}/{len(puzzles)}")
     report = {
@@ -315,11 +317,19 @@ def evaluate(
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "bundle": {"name": bundle.name, "directory": str(bundle.directory), "provider": bundle.provider,
                    "weights": bundle.manifest.get("weights", "fp32")},
-        "sampling": asdict(sampling),
+        "sampling": sampling_record(sampling),
         **build_report(results),
     }
     validate_report(report)
     return report
+
+
+def sampling_record(by_family: dict[str, SamplingOptions]) -> dict[str, Any]:
+    """The settings a report sampled at, in the manifest's form: one temperature, top-k and top-p (the same for
+    every family), and the families that sampled guided with their weights."""
+    first = next(iter(by_family.values()))
+    return {"temperature": first.temperature, "top_k": first.top_k, "top_p": first.top_p,
+            "guidance": {family: options.guidance for family, options in by_family.items() if options.guidance > 0}}
 
 
 # A family leaves the plain sum only for a rule that wins beyond this p: three families, one alternative each, and
@@ -454,6 +464,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                                                          "accuracy (default: the bundle's; 0 greedy)")
     parser.add_argument("--top-k", type=int, default=None, help="top-k cut (default: the bundle's; 0 off)")
     parser.add_argument("--top-p", type=float, default=None, help="nucleus mass (default: the bundle's)")
+    parser.add_argument("--guidance", type=float, default=None, help="guidance weight for every family (default: "
+                                                                      "the bundle's per family; 0 unguided)")
     parser.add_argument("--first", type=int, default=0, help="skip this many held-out puzzles of each entry "
                                                              "(choose settings on other puzzles than you compare on)")
     parser.add_argument("--write-scoring", action="store_true",
@@ -468,17 +480,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from tqdm import tqdm
 
     bundle = Bundle.load(args.bundle)
-    defaults = bundle.sampling
+    overrides = {name: value for name, value in (("temperature", args.temperature), ("top_k", args.top_k),
+                                                 ("top_p", args.top_p), ("guidance", args.guidance))
+                 if value is not None}
     try:
-        sampling = SamplingOptions(
-            temperature=defaults.temperature if args.temperature is None else args.temperature,
-            top_k=defaults.top_k if args.top_k is None else args.top_k,
-            top_p=defaults.top_p if args.top_p is None else args.top_p)
+        SamplingOptions(**overrides)
     except ValueError as error:
         parser.error(str(error))
     puzzles = load_puzzles(args.puzzles, args.n, bundle.image_size, args.first)
     with tqdm(total=len(puzzles), desc="evaluating", file=sys.stderr) as bar:
-        report = evaluate(bundle, puzzles, progress=lambda fraction, message: bar.update(1), sampling=sampling)
+        report = evaluate(bundle, puzzles, progress=lambda fraction, message: bar.update(1), overrides=overrides)
     report["puzzle_source"] = args.puzzles
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2) + "\n")

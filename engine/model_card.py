@@ -174,6 +174,20 @@ def _scoring_text(manifest: dict[str, Any]) -> str:
     return text + "."
 
 
+def _sampling_text(manifest: dict[str, Any]) -> str:
+    """The settings Solve samples at, in words (engine.serving.runtime.sampling_defaults)."""
+    from engine.serving.runtime import guidance_weights, sampling_defaults
+
+    options = sampling_defaults(manifest)
+    text = f"temperature {options.temperature:g}, top-k {options.top_k or 'off'}, top-p {options.top_p:g}"
+    guided = ", ".join(f"{family} at weight {weight:g}" for family, weight in sorted(guidance_weights(manifest).items())
+                       if weight > 0)
+    if guided:
+        text += (f"; guided for {guided} (each code drawn away from what the last prompt panel alone predicts, "
+                 "so that a copy of it is not what comes out)")
+    return text
+
+
 def write_card(bundle: Path, report: dict[str, Any], spec: str, n: int, lvm_log: Path, tokenizer_log: Path | None,
                recipe: str, eval_command: str, notes: str = "", curve: Path | None = None) -> Path:
     metrics = headline_metrics(report)
@@ -279,8 +293,9 @@ Reconstruction ceiling and generated answers (PSNR):
 {curve_rows}
 
 ## What Solve returns
-Held-out puzzles at the app's default sampling settings (the manifest's `sampling`): each row is the prompt, the
-answer (green) and four samples, framed green when the nearest candidate is the answer and red otherwise.
+Held-out puzzles at the app's default sampling settings (the manifest's `sampling`: {_sampling_text(manifest)}):
+each row is the prompt, the answer (green) and four samples, framed green when the nearest candidate is the answer
+and red otherwise.
 
 ![samples at the default settings](samples.png)
 

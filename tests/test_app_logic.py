@@ -1,8 +1,10 @@
 """Plain functions behind the playground pages: layouts, settings, ranking, challenge, bank views."""
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -202,6 +204,31 @@ def test_solve_defaults_are_the_bundle_manifest_sampling(tmp_path: Path, tiny_bu
     assert solving.SampleSettings.from_inputs(2, 1.5, 0, 1.0, 7).top_k == 0  # what a visitor sets wins
     monkeypatch.setattr(services, "_current", None)
     assert solving.default_sampling() == solving.SampleSettings()
+
+
+def test_a_solve_samples_guided_as_the_bundle_guides_its_family(tiny_bundle_dir: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from engine.serving.runtime import Bundle
+
+    bundle_dir = Path(shutil.copytree(tiny_bundle_dir, tmp_path / "bundle"))
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    manifest["sampling"] = {"temperature": 0.5, "top_k": 0, "top_p": 1.0, "guidance": {"analogy": 2.0}}
+    (bundle_dir / "manifest.json").write_text(json.dumps(manifest))
+    bundle = Bundle.load(bundle_dir)
+    asked: list[float] = []
+    real_complete = bundle.complete
+    monkeypatch.setattr(bundle, "complete", lambda *a, **k: asked.append(k["guidance"]) or real_complete(*a, **k))
+    panels = generate("analogy", 0, size=32).panels[-3:]
+    settings = solving.SampleSettings(n_samples=2, temperature=0.5, seed=1)
+    analogy = solving.solve(bundle, panels, settings, family="analogy")
+    plain = solving.solve(bundle, panels, settings, family="sequence")
+    chosen = solving.solve(bundle, panels, replace(settings, guidance=0.0), family="analogy")  # the caller's wins
+    assert asked == [2.0, 0.0, 0.0]
+    assert analogy.settings.guidance == 2.0 and "guidance 2," in analogy.settings_markdown()
+    assert "guidance off," in plain.settings_markdown() and chosen.settings.guidance == 0.0
+    assert [a.tobytes() for a in chosen.samples] == [b.tobytes() for b in plain.samples]
 
 
 def test_puzzle_pictures_frame_cells_and_mark_the_missing_one_with_a_question_mark() -> None:

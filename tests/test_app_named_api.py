@@ -23,7 +23,7 @@ def client(playground: dict[str, Any]) -> Client:
 def test_view_api_lists_the_endpoints_with_named_parameters(client: Client) -> None:
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     names = {name: [p["parameter_name"] for p in info["parameters"]] for name, info in endpoints.items()}
-    assert names["/answer"] == ["images", "layout", "n_samples", "temperature", "top_k", "top_p", "seed"]
+    assert names["/answer"] == ["images", "layout", "n_samples", "temperature", "top_k", "top_p", "seed", "guidance"]
     assert names["/rank"] == ["images", "candidates", "layout"]
     assert names["/puzzle"] == ["puzzle_id"]
 

@@ -54,6 +54,24 @@ def test_prompts_of_different_lengths_get_the_tokens_they_get_alone(bundle: Bund
         np.testing.assert_array_equal(tokens, expected)
 
 
+def test_a_guided_request_gets_the_tokens_it_gets_alone_beside_plain_ones(bundle: Bundle) -> None:
+    contexts = prompts(bundle)
+    last_image = contexts[0]  # a prompt of one picture: what the last image alone looks like
+    guided = SamplingOptions(temperature=0.8, guidance=2.0)
+    requests = [batching.Request(contexts[1], 2, OPTIONS[0], 21),
+                batching.Request(contexts[2], 3, guided, 22, last_image=last_image)]
+    assert requests[1].rows == 6 and requests[0].rows == 2
+    batched = batching.generate_batch(bundle.runner, requests, bundle.tokens_per_image,
+                                      tuple(bundle.manifest["code_range"]))
+    np.testing.assert_array_equal(batched[0], alone(bundle, contexts[1], 2, OPTIONS[0], 21))
+    cache = bundle.runner.new_cache(len(last_image) + 3 * bundle.tokens_per_image)
+    own_cache = bundle.runner.new_cache(len(contexts[2]) + 3 * bundle.tokens_per_image)
+    expected = decode.generate(bundle.runner, contexts[2], own_cache, 3, bundle.tokens_per_image,
+                               tuple(bundle.manifest["code_range"]), guided, 22, last_image=(last_image, cache))
+    np.testing.assert_array_equal(batched[1], expected)
+    assert not np.array_equal(expected, alone(bundle, contexts[2], 3, SamplingOptions(temperature=0.8), 22))
+
+
 def submit_together(batcher: batching.Batcher, calls: list[dict]) -> list[np.ndarray | Exception]:
     """Each call from its own thread at once; what each got back (tokens or the exception)."""
     outcomes: list[np.ndarray | Exception | None] = [None] * len(calls)
@@ -117,10 +135,11 @@ def test_a_bundle_sharing_batches_answers_as_one_alone(bundle: Bundle) -> None:
     assert shared.share_batches() and not Bundle.load(bundle.directory, static=False).share_batches()
     rng = np.random.default_rng(5)
     images = [rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in range(3)]
-    for settings in ({"n_samples": 2, "seed": 3}, {"n_samples": 1, "temperature": 0.0}):
+    for settings in ({"n_samples": 2, "seed": 3}, {"n_samples": 1, "temperature": 0.0},
+                     {"n_samples": 2, "seed": 3, "guidance": 1.5}):
         first, second = shared.complete(images, **settings), bundle.complete(images, **settings)
         assert [a.tobytes() for a in first] == [b.tobytes() for b in second]
-    assert shared.batcher.batches == 2
+    assert shared.batcher.batches == 3
 
 
 def test_candidates_of_different_prompts_score_as_they_do_alone(bundle: Bundle) -> None:

@@ -60,19 +60,18 @@ def test_the_shipped_defaults_sample(bundle: Bundle) -> None:
         "the manifest names no sampling defaults: plain sampling gives noise (engine.sampling_sweep)"
 
 
-# The shipped bundle's analogy samples are still colour blobs (the font examples come first in the bank): a known gap
-# of the model, measured and kept visible here; strict, so the day a bundle passes it, the mark must go.
-ANALOGY_GAP = pytest.mark.xfail(strict=True, reason="the shipped bundle answers font analogies with blobs")
-
-
-@pytest.mark.parametrize("family", ["matrix", pytest.param("analogy", marks=ANALOGY_GAP)])
+# The font analogy comes first in the bank. Sampled as Play samples it (guided since 6 December 2026), its answer
+# keeps to the puzzle's colours a little more than random codes do (0.933 of the pixels against 0.928, seeds 0-3
+# alike; unguided 0.87-0.91, below it): enough for this check, though what it draws is a blob in the letter's
+# colours, not a letter (docs/model-experiments.md, section 26).
+@pytest.mark.parametrize("family", ["matrix", "analogy"])
 def test_a_default_solve_answers_with_panels_not_noise(bundle: Bundle, bank_examples: dict[str, dict],
                                                        family: str) -> None:
     puzzle = bank_examples[family]
     panels = [to_square(panel, bundle.image_size) for panel in puzzle["panels"]]
     settings = solving.SampleSettings(n_samples=1, temperature=bundle.sampling.temperature,
                                     top_k=bundle.sampling.top_k, top_p=bundle.sampling.top_p, seed=0)
-    sample = solving.solve(bundle, puzzle["panels"], settings).samples[0]
+    sample = solving.solve(bundle, puzzle["panels"], settings, family=family).samples[0]  # as Play: guided or not
     noise = bundle.decode(np.random.default_rng(0).integers(0, bundle.manifest["codebook_size"],
                                                             (4, bundle.tokens_per_image)))
     mask = palette(panels)

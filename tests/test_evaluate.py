@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,9 @@ class OracleBundle:
     def __init__(self, answer: np.ndarray, answer_index: int | None) -> None:
         self.answer, self.answer_index = answer, answer_index
         self.sampled_with: list[dict[str, Any]] = []
+
+    def sampling_for(self, family: str | None) -> SamplingOptions:
+        return replace(self.sampling, guidance=2.0 if family == "analogy" else 0.0)
 
     def scoring_rule(self, family: str | None = None) -> str:
         return "sum"
@@ -134,32 +138,60 @@ def test_generation_samples_at_the_bundle_defaults_unless_told_otherwise() -> No
     oracle = OracleBundle(puzzle.answer, puzzle.answer_index)
     evaluate.evaluate_puzzle(oracle, puzzle)
     evaluate.evaluate_puzzle(oracle, puzzle, SamplingOptions(temperature=0.0))
-    assert oracle.sampled_with[0] == {"temperature": 0.7, "top_k": 10, "top_p": 1.0, "seed": 0}
+    evaluate.evaluate_puzzle(oracle, generate("analogy", 1_000_000_000, size=64))  # the family's own guidance
+    assert oracle.sampled_with[0] == {"temperature": 0.7, "top_k": 10, "top_p": 1.0, "seed": 0, "guidance": 0.0}
     assert oracle.sampled_with[1]["temperature"] == 0.0 and oracle.sampled_with[1]["top_k"] == 0
+    assert oracle.sampled_with[2]["guidance"] == 2.0
 
 
 def test_sampling_defaults_come_from_the_manifest() -> None:
     assert sampling_defaults({}) == SamplingOptions(temperature=1.0, top_k=0, top_p=1.0)
-    chosen = sampling_defaults({"sampling": {"temperature": 0.5, "top_k": 4, "top_p": 0.9, "chosen_by": "x"}})
-    assert chosen == SamplingOptions(temperature=0.5, top_k=4, top_p=0.9)
+    manifest = {"sampling": {"temperature": 0.5, "top_k": 4, "top_p": 0.9, "guidance": {"analogy": 1.5},
+                             "chosen_by": "x"}}
+    assert sampling_defaults(manifest) == SamplingOptions(temperature=0.5, top_k=4, top_p=0.9)
+    assert sampling_defaults(manifest, "analogy") == SamplingOptions(temperature=0.5, top_k=4, top_p=0.9, guidance=1.5)
 
 
 def test_sampling_sweep_picks_the_best_setting_and_writes_it(bundle: Bundle, tmp_path: Path) -> None:
-    assert sampling_sweep.parse_settings("t=0; t=0.7,k=10,p=0.9") == [
-        SamplingOptions(temperature=0.0), SamplingOptions(temperature=0.7, top_k=10, top_p=0.9)]
-    with pytest.raises(ValueError, match="not t=, k= or p="):
+    assert sampling_sweep.parse_settings("t=0; t=0.7,k=10,p=0.9; t=0.5,g=2") == [
+        SamplingOptions(temperature=0.0), SamplingOptions(temperature=0.7, top_k=10, top_p=0.9),
+        SamplingOptions(temperature=0.5, guidance=2.0)]
+    with pytest.raises(ValueError, match="not t=, k=, p= or g="):
         sampling_sweep.parse_settings("temperature=1")
     puzzles = evaluate.load_puzzles("matrix:center,sequence", 2, 16)
     report = sampling_sweep.sweep(bundle, puzzles, sampling_sweep.parse_settings("t=0;t=1;t=0.5,k=2"), samples=2)
     means = [result["mean"] for result in report["settings"][1:]]  # greedy is measured, never chosen
-    assert report["best"] == report["settings"][1 + int(np.argmax(means))]["sampling"]
+    best = report["settings"][1 + int(np.argmax(means))]["sampling"]
+    assert report["best"] == {**{k: v for k, v in best.items() if k != "guidance"}, "guidance": {}}
     assert set(report["settings"][0]["families"]) == {"matrix", "sequence"}
     copy_dir = tmp_path / "bundle"
     copy_dir.mkdir()
     for path in bundle.directory.iterdir():
         (copy_dir / path.name).write_bytes(path.read_bytes())
-    sampling_sweep.write_sampling(copy_dir, {"temperature": 0.5, "top_k": 3, "top_p": 1.0}, "test")
+    sampling_sweep.write_sampling(copy_dir, {"temperature": 0.5, "top_k": 3, "top_p": 1.0,
+                                             "guidance": {"analogy": 2.0}}, "test")
     assert Bundle.load(copy_dir).sampling == SamplingOptions(temperature=0.5, top_k=3)
+    assert Bundle.load(copy_dir).sampling_for("analogy") == SamplingOptions(temperature=0.5, top_k=3, guidance=2.0)
+
+
+def _setting(temperature: float, guidance: float, hits: dict[str, list[int]]) -> dict[str, Any]:
+    families = {family: sum(right) / (4 * len(right)) for family, right in hits.items()}
+    return {"sampling": asdict(SamplingOptions(temperature=temperature, guidance=guidance)), "hits": hits,
+            "families": families, "mean": sum(families.values()) / len(families)}
+
+
+def test_the_sweep_gives_a_family_guidance_only_where_it_wins_beyond_noise() -> None:
+    base = {"analogy": [1] * 40, "matrix": [1] * 40, "sequence": [2] * 40}
+    results = [
+        _setting(0.3, 0.0, base),
+        _setting(0.7, 0.0, {"analogy": [1] * 40, "matrix": [0] * 40, "sequence": [2] * 40}),
+        # analogy: better on 20 puzzles and worse on none (p 2e-6); matrix: 4 better (p 0.125); sequence worse
+        _setting(0.3, 1.0, {"analogy": [2] * 20 + [1] * 20, "matrix": [2] * 4 + [1] * 36, "sequence": [1] * 40}),
+        _setting(0.3, 2.0, {"analogy": [3] * 20 + [1] * 20, "matrix": [1] * 40, "sequence": [0] * 40}),
+        _setting(0.7, 3.0, {"analogy": [4] * 40, "matrix": [4] * 40, "sequence": [4] * 40}),  # another temperature
+    ]
+    chosen = sampling_sweep.choose(results)
+    assert chosen == {"temperature": 0.3, "top_k": 0, "top_p": 1.0, "guidance": {"analogy": 2.0}}
 
 
 def test_grid_answers_are_read_back_as_grids() -> None:
@@ -185,6 +217,10 @@ def test_evaluate_real_bundle_builds_a_valid_report(bundle: Bundle) -> None:
     for entry in report["puzzles"]:
         assert 0 <= entry["chosen_candidate"] < 8 and entry["seconds"] > 0
     assert "matrix" in evaluate.format_table(report)
+    assert report["sampling"] == {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "guidance": {}}
+    guided = evaluate.evaluate(bundle, puzzles[2:], overrides={"guidance": 1.5, "temperature": 0.5})
+    assert guided["sampling"] == {"temperature": 0.5, "top_k": 0, "top_p": 1.0, "guidance": {"sequence": 1.5,
+                                                                                           "analogy": 1.5}}
 
 
 @pytest.mark.parametrize(("path", "value", "message"), [

@@ -174,7 +174,20 @@ def test_sampling_never_leaves_the_code_range() -> None:
     assert tokens.max() < 32
 
 
-@pytest.mark.parametrize("options", [{"temperature": -1}, {"top_k": -2}, {"top_p": 0.0}, {"top_p": 1.5}])
+def test_guided_logits_contrast_the_prompt_with_the_last_image_alone() -> None:
+    logits = np.log(np.array([[0.5, 0.3, 0.2, 0.9]]))  # the last entry is not a code
+    last_image = np.log(np.array([[0.8, 0.1, 0.1, 0.9]]))  # the last image alone already predicts code 0
+    plain = decode.guided_logits(logits, last_image, (0, 3), 0.0)
+    np.testing.assert_allclose(np.exp(plain[0, :3]), [0.5, 0.3, 0.2])
+    guided = decode.guided_logits(logits, last_image, (0, 3), 2.0)
+    assert np.isinf(guided[0, 3]) and guided[0, 3] < 0
+    codes = decode.log_softmax(logits[:, :3])[0]
+    np.testing.assert_allclose(guided[0, :3], 3 * codes - 2 * decode.log_softmax(last_image[:, :3])[0])
+    assert guided[0, :3].argmax() == 1  # code 0 is what a copy of the last image would give: it drops behind
+
+
+@pytest.mark.parametrize("options", [{"temperature": -1}, {"top_k": -2}, {"top_p": 0.0}, {"top_p": 1.5},
+                                     {"guidance": -0.5}, {"guidance": 11.0}])
 def test_bad_sampling_options_are_refused(options: dict) -> None:
     with pytest.raises(ValueError, match=next(iter(options))):
         decode.SamplingOptions(**options)
@@ -194,6 +207,19 @@ def test_complete_is_reproducible_and_reports_progress(bundle: Bundle) -> None:
     fractions = [f for f, _ in steps]
     assert fractions == sorted(fractions) and fractions[0] == 0.0 and fractions[-1] == 1.0
     assert all(isinstance(message, str) and message for _, message in steps)
+
+
+def test_guided_samples_are_reproducible_and_differ_from_plain_ones(bundle: Bundle) -> None:
+    prompt = pictures(3, seed=8)
+    guided = bundle.complete(prompt, n_samples=4, seed=2, guidance=3.0)
+    assert all(np.array_equal(a, b) for a, b in zip(guided, bundle.complete(prompt, n_samples=4, seed=2,
+                                                                             guidance=3.0), strict=True))
+    plain = bundle.complete(prompt, n_samples=4, seed=2)
+    assert not all(np.array_equal(a, b) for a, b in zip(guided, plain, strict=True))
+    context = bundle.context_tokens(bundle.encode(prompt))
+    with pytest.raises(ValueError, match="last prompt image"):
+        decode.generate(bundle.runner, context, bundle._empty_cache(), 1, 16, (0, 32),
+                        decode.SamplingOptions(guidance=1.0))
 
 
 def test_greedy_samples_are_identical(bundle: Bundle) -> None:
@@ -276,3 +302,31 @@ def test_a_bad_scoring_rule_is_refused_at_load(bundle_copy: Path, scoring: objec
     with pytest.raises(BundleError, match=f"manifest.json: {message}"):
         Bundle.load(_with_scoring(bundle_copy, scoring))
 
+
+
+def _with_sampling(bundle_copy: Path, sampling: object) -> Path:
+    manifest_path = bundle_copy / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["sampling"] = sampling
+    manifest_path.write_text(json.dumps(manifest))
+    return bundle_copy
+
+
+def test_guidance_is_chosen_per_family(bundle_copy: Path) -> None:
+    chosen = Bundle.load(_with_sampling(bundle_copy, {"temperature": 0.3, "top_k": 0, "top_p": 1.0,
+                                                      "guidance": {"analogy": 2.0}, "chosen_by": "test"}))
+    assert chosen.sampling_for("analogy") == decode.SamplingOptions(temperature=0.3, guidance=2.0)
+    for family in ("matrix", None):
+        assert chosen.sampling_for(family) == decode.SamplingOptions(temperature=0.3)
+    assert chosen.sampling == decode.SamplingOptions(temperature=0.3)
+
+
+@pytest.mark.parametrize(("guidance", "message"), [
+    ([2.0], "sampling guidance must be"),
+    ({"analogy": -1}, "sampling guidance of 'analogy' must be a number"),
+    ({"analogy": "strong"}, "sampling guidance of 'analogy' must be a number"),
+    ({"analogy": True}, "sampling guidance of 'analogy' must be a number"),
+])
+def test_a_bad_guidance_weight_is_refused_at_load(bundle_copy: Path, guidance: object, message: str) -> None:
+    with pytest.raises(BundleError, match=f"manifest.json: {message}"):
+        Bundle.load(_with_sampling(bundle_copy, {"temperature": 0.3, "guidance": guidance}))

@@ -189,6 +189,24 @@ def test_a_file_uploaded_here_is_still_accepted(served):
     assert (answer.get("output") or {}).get("error") != NOT_UPLOADED, answer
 
 
+@pytest.mark.parametrize("event", ["solve", "answer"])
+def test_sampling_values_no_widget_sends_get_a_clear_refusal(served, event):
+    """The guidance weight as an attacker's script sends it: each bad value refused, by name, without a trace."""
+    blocks = served["app"].state.gelato_blocks
+    fn_index = [fn.api_name for fn in blocks.fns.values()].index(event)
+    inputs = list(blocks.fns.values())[fn_index].inputs
+    labels = [getattr(block, "label", "") or "" for block in inputs]
+    guidance = next(i for i, label in enumerate(labels) if label.lower().startswith("guidance"))
+    with httpx.Client(base_url=served["url"], timeout=EVENT_TIMEOUT_S) as http:
+        for value in (1e9, -1, "nan", "inf", "strong", [2], {"weight": 2}):
+            data = [value if i == guidance else neutral_value(block) for i, block in enumerate(inputs)]
+            answer = run_event(http, "", fn_index, data)
+            text = json.dumps(answer)
+            assert answer.get("success") is False and "guidance must be" in text, (event, value, text)
+            assert "Traceback" not in text, text
+        assert http.get("/healthz").status_code == 200
+
+
 def test_the_refusal_reads_nothing_and_answers_alike_for_missing_files(tmp_path, monkeypatch):
     from app.uploads import UploadError, read_upload_file
 

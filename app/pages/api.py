@@ -43,12 +43,13 @@ def sentence(layout: str, images: list[np.ndarray]) -> list[np.ndarray]:
 
 
 def answer(images: list[Any], layout: str, n_samples: int, temperature: float, top_k: int, top_p: float,
-           seed: int) -> list[np.ndarray]:
-    """The model's answers (n_samples images) to a prompt given as images in sentence order."""
+           seed: int, guidance: float | None = None) -> list[np.ndarray]:
+    """The model's answers (n_samples images) to a prompt given as images in sentence order (guidance None: the
+    model's weight for the layout's family)."""
     try:
+        settings = solving.SampleSettings.from_inputs(n_samples, temperature, top_k, top_p, seed, guidance)
         prompt = sentence(layout, _images(images, "the prompt"))
-        settings = solving.SampleSettings.from_inputs(n_samples, temperature, top_k, top_p, seed)
-        return solving.solve(current().bundle(), prompt, settings).samples
+        return solving.solve(current().bundle(), prompt, settings, family=layout).samples
     except (ValueError, RuntimeError) as error:
         raise gr.Error(str(error)) from error
 
@@ -90,12 +91,13 @@ def build() -> None:
         top_k = gr.Number(chosen.top_k, precision=0, label="top_k")
         top_p = gr.Number(chosen.top_p, label="top_p")
         seed = gr.Number(0, precision=0, label="seed")
+        guidance = gr.Number(None, label="guidance")  # empty: the model's weight for the layout's family
         puzzle_id = gr.Textbox(label="puzzle_id")
         samples, panels, choices = (gr.Gallery(format="png", label=name) for name in ("samples", "panels", "choices"))
         scores, info = gr.JSON(label="scores"), gr.JSON(label="puzzle")
         answer_button, rank_button, puzzle_button = gr.Button(), gr.Button(), gr.Button()
     model = {"concurrency_id": MODEL_CONCURRENCY, "concurrency_limit": 1}
-    answer_button.click(answer, [images, layout, n_samples, temperature, top_k, top_p, seed], samples,
+    answer_button.click(answer, [images, layout, n_samples, temperature, top_k, top_p, seed, guidance], samples,
                         api_name="answer", **model)
     rank_button.click(rank, [images, candidates, layout], scores, api_name="rank", **model)
     puzzle_button.click(puzzle, puzzle_id, [info, panels, choices], api_name="puzzle")

@@ -93,11 +93,11 @@ def clear_all() -> list[Any]:
 
 def solve(layout: str, pairs: str, *rest: Any, progress: gr.Progress = gr.Progress()) -> list[Any]:  # noqa: B008
     """Solve the prompt in the slots: samples, settings used, ranking (when there are candidates)."""
-    *slot_values, candidates, n_samples, temperature, top_k, top_p, seed, puzzle_id = rest
+    *slot_values, candidates, n_samples, temperature, top_k, top_p, seed, guidance, puzzle_id = rest
     services = current()
     try:
+        settings = solving.SampleSettings.from_inputs(n_samples, temperature, top_k, top_p, seed, guidance)
         images = prompts.prompt_images(layout, _slot_values(tuple(slot_values)), int(pairs or 1))
-        settings = solving.SampleSettings.from_inputs(n_samples, temperature, top_k, top_p, seed)
         candidate_images = [prompts.as_image(item) for item in candidates or []]
         bundle = services.bundle()
         result = solving.solve(bundle, images, settings, candidate_images, progress=lambda f, m: progress(f, desc=m),
@@ -401,6 +401,9 @@ def build(visitor: gr.BrowserState) -> PlayComponents:
             top_k = gr.Slider(0, 256, value=chosen.top_k, step=1, label="Top-k (0 = off)", elem_id="top-k")
             top_p = gr.Slider(0.05, 1.0, value=chosen.top_p, step=0.05, label="Top-p", elem_id="top-p")
             seed = gr.Number(value=0, precision=0, label="Seed (-1 = random)", elem_id="seed")
+            guidance = gr.Dropdown(list(solving.GUIDANCE_CHOICES), value="auto", elem_id="guidance",
+                                   allow_custom_value=True,  # any weight from 0 to 5, checked by SampleSettings
+                                   label="Guidance (draws away from a copy of the last image)")
     with gr.Row():
         solve_button = gr.Button("Solve", variant="primary", elem_id="solve")
         score_button = gr.Button("Rank candidates", elem_id="rank")
@@ -447,7 +450,7 @@ def build(visitor: gr.BrowserState) -> PlayComponents:
     for event in (*filled, *one_click_filled):  # after success and failure alike
         event.then(None, None, None, js=RELEASE_MODEL_BUTTONS, api_visibility="private", queue=False)
     model_inputs = [layout, pairs, *slot_list, candidates]
-    solving_inputs = [*model_inputs, n_samples, temperature, top_k, top_p, seed, puzzle_id]
+    solving_inputs = [*model_inputs, n_samples, temperature, top_k, top_p, seed, guidance, puzzle_id]
     solving_queue = {"concurrency_id": SOLVE_CONCURRENCY, "concurrency_limit": SOLVE_CONCURRENCY_LIMIT,
                      "show_progress_on": [samples]}
     solved = solve_button.click(solve, solving_inputs, results, api_name="solve", **solving_queue)

@@ -4,7 +4,9 @@ The fixed-size cache graph (engine/serving/decode.py, `StaticLvmRunner`) takes a
 bias, so prompts of different lengths can lie side by side in one cache: one prefill runs them all (each token
 sees its own prompt only), and every decode step appends one token per sample of every request, each sample
 attending to its own prompt and its own tokens. A request's tokens are the ones it would get alone: its rows
-draw from its own generator in the same order, and the other requests' keys are hidden (-inf bias).
+draw from its own generator in the same order, and the other requests' keys are hidden (-inf bias). (Bit for bit
+with float weights; an int8 graph quantizes a run's activations together, so a batch-mate can move a logit by a
+few hundredths.) A guided request also puts its last image alone in the cache, with rows that follow its samples.
 
 `Batcher` collects requests from concurrent threads: the first one waits at most `max_wait_s` for company, a
 batch holds at most `max_rows` samples and what the graph's positions take, and a batch that fails is run again
@@ -28,6 +30,7 @@ from engine.serving.decode import (
     StaticCache,
     StaticLvmRunner,
     decode_one,
+    guided_logits,
     log_softmax,
     restrict_to_codes,
     sample_tokens,
@@ -48,11 +51,22 @@ class Request:
     seed: int = 0
     progress: Progress | None = None
     candidates: np.ndarray | None = None  # (C, T) tokens to score instead of generating
+    last_image: np.ndarray | None = None  # (L',) the last prompt image alone: the weak prompt of guided sampling
     result: Future = field(default_factory=Future)
 
     @property
+    def guided(self) -> bool:
+        return self.candidates is None and self.options.guidance > 0
+
+    @property
+    def prompts(self) -> list[np.ndarray]:
+        """The contexts this request puts in the cache: its prompt, and the last image alone when guided."""
+        return [self.context, self.last_image] if self.guided else [self.context]
+
+    @property
     def rows(self) -> int:
-        return self.n_samples if self.candidates is None else len(self.candidates)
+        """Cache rows: one per candidate, or one per sample (two when guided: the guide's rows follow along)."""
+        return len(self.candidates) if self.candidates is not None else self.n_samples * len(self.prompts)
 
 
 def prefill_prompts(runner: StaticLvmRunner, cache: StaticCache, contexts: list[np.ndarray],
@@ -79,7 +93,7 @@ def prefill_prompts(runner: StaticLvmRunner, cache: StaticCache, contexts: list[
 
 def capacity(requests: list[Request], n_tokens: int) -> int:
     """Cache positions a batch needs: every prompt once, then one image per sample or candidate."""
-    return sum(len(r.context) + r.rows * n_tokens for r in requests)
+    return sum(sum(map(len, r.prompts)) + r.rows * n_tokens for r in requests)
 
 
 def score_batch(runner: StaticLvmRunner, requests: list[Request], code_range: tuple[int, int]) -> list[np.ndarray]:
@@ -99,20 +113,28 @@ def score_batch(runner: StaticLvmRunner, requests: list[Request], code_range: tu
 
 def generate_batch(runner: StaticLvmRunner, requests: list[Request], n_tokens: int,
                    code_range: tuple[int, int]) -> list[np.ndarray | Exception]:
-    """Each request's (n_samples, n_tokens) tokens, or the exception its progress callback raised (a deadline)."""
-    counts = [r.n_samples for r in requests]
+    """Each request's (n_samples, n_tokens) tokens, or the exception its progress callback raised (a deadline).
+
+    A guided request's rows after its last image alone sit beside its sample rows and take the same tokens.
+    """
+    prompts = [prompt for r in requests for prompt in r.prompts]
+    counts = [r.n_samples for r in requests for _ in r.prompts]
     cache = runner.new_cache(capacity(requests, n_tokens))
-    logits = np.repeat(prefill_prompts(runner, cache, [r.context for r in requests], counts), counts, axis=0)
+    logits = np.repeat(prefill_prompts(runner, cache, prompts, counts), counts, axis=0)
     bounds = np.concatenate([[0], np.cumsum(counts)])
-    rows = [slice(int(start), int(end)) for start, end in zip(bounds[:-1], bounds[1:], strict=True)]
+    spans = iter(slice(int(start), int(end)) for start, end in zip(bounds[:-1], bounds[1:], strict=True))
+    rows = [[next(spans) for _ in r.prompts] for r in requests]  # per request: its samples' rows[, its guide's]
     rngs = [np.random.default_rng(r.seed) for r in requests]
     tokens = np.zeros((int(bounds[-1]), n_tokens), dtype=np.int64)
     failed: dict[int, Exception] = {}
     for step in range(n_tokens):
         for index, request in enumerate(requests):
-            part = rows[index]
-            tokens[part, step] = sample_tokens(restrict_to_codes(logits[part], *code_range), request.options,
-                                               rngs[index])
+            part, *guide = rows[index]
+            allowed = (guided_logits(logits[part], logits[guide[0]], code_range, request.options.guidance) if guide
+                       else restrict_to_codes(logits[part], *code_range))
+            tokens[part, step] = sample_tokens(allowed, request.options, rngs[index])
+            for follower in guide:
+                tokens[follower, step] = tokens[part, step]
         if step + 1 < n_tokens:  # the last token's logits are never needed
             logits, cache = decode_one(runner, tokens[:, step], cache)
         for index, request in enumerate(requests):
@@ -123,7 +145,7 @@ def generate_batch(runner: StaticLvmRunner, requests: list[Request], n_tokens: i
                     failed[index] = error
         if len(failed) == len(requests):
             break
-    return [failed.get(index, tokens[part]) for index, part in enumerate(rows)]
+    return [failed.get(index, tokens[part[0]]) for index, part in enumerate(rows)]
 
 
 class Batcher:
@@ -141,9 +163,14 @@ class Batcher:
         self.batches = 0  # batches run so far (for tests and logs)
 
     def generate(self, context: np.ndarray, n_samples: int, options: SamplingOptions, seed: int = 0,
-                 progress: Progress | None = None) -> np.ndarray:
-        """(n_samples, n_tokens) tokens continuing `context`, as `decode.generate` gives them for this seed."""
-        return self._submit(Request(np.asarray(context, dtype=np.int64), int(n_samples), options, seed, progress))
+                 progress: Progress | None = None, last_image: np.ndarray | None = None) -> np.ndarray:
+        """(n_samples, n_tokens) tokens continuing `context`, as `decode.generate` gives them for this seed (guided
+        sampling needs `last_image`, the last prompt image's tokens alone)."""
+        if options.guidance > 0 and (last_image is None or len(last_image) == 0):
+            raise ValueError("guided sampling needs the last prompt image's tokens")
+        guide = None if last_image is None else np.asarray(last_image, dtype=np.int64)
+        return self._submit(Request(np.asarray(context, dtype=np.int64), int(n_samples), options, seed, progress,
+                                    last_image=guide))
 
     def score(self, context: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         """Log-likelihood of each candidate's tokens (C, T) after `context`, as `decode.score` gives it."""

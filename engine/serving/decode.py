@@ -27,11 +27,15 @@ Progress = Callable[[float, str], None]
 KVCache = list[np.ndarray | ort.OrtValue]
 
 
+MAX_GUIDANCE = 10.0
+
+
 @dataclass(frozen=True)
 class SamplingOptions:
     temperature: float = 1.0  # 0 means greedy
     top_k: int = 0  # 0 keeps every token
     top_p: float = 1.0  # nucleus mass kept; 1.0 keeps every token
+    guidance: float = 0.0  # how far each code is pushed from what the last prompt image alone predicts (0: not)
 
     def __post_init__(self) -> None:
         if self.temperature < 0:
@@ -40,6 +44,8 @@ class SamplingOptions:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
         if not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not 0.0 <= self.guidance <= MAX_GUIDANCE:
+            raise ValueError(f"guidance must be in [0, {MAX_GUIDANCE:g}], got {self.guidance}")
 
 
 # --- logits -> probabilities -> tokens -------------------------------------------------------------------------
@@ -57,6 +63,21 @@ def restrict_to_codes(logits: np.ndarray, code_start: int, code_end: int) -> np.
     masked = np.full_like(logits, -np.inf, dtype=np.float64)
     masked[..., code_start:code_end] = logits[..., code_start:code_end]
     return masked
+
+
+def guided_logits(logits: np.ndarray, last_image_logits: np.ndarray, code_range: tuple[int, int],
+                  guidance: float) -> np.ndarray:
+    """(1 + g) log p(code | prompt) - g log p(code | last prompt image alone), over the image codes (-inf elsewhere).
+
+    What the whole prompt predicts, less what its last image predicts anyway: a sample is drawn away from a copy
+    of that image, the way the "pmi_last_panel" scoring rule ranks candidates (classifier-free guidance with the
+    last image as the weak prompt).
+    """
+    start, end = code_range
+    mixed = np.full(logits.shape, -np.inf, dtype=np.float64)
+    mixed[..., start:end] = ((1.0 + guidance) * log_softmax(logits[..., start:end])
+                             - guidance * log_softmax(last_image_logits[..., start:end]))
+    return mixed
 
 
 def filter_top_k(logits: np.ndarray, top_k: int) -> np.ndarray:
@@ -363,14 +384,24 @@ def decode_n(
     options: SamplingOptions,
     rng: np.random.Generator,
     progress: Progress | None = None,
+    guide: tuple[np.ndarray, KVCache] | None = None,
 ) -> np.ndarray:
-    """Sample n_tokens per row from logits (B, V) onwards; return the token ids (B, n_tokens)."""
+    """Sample n_tokens per row from logits (B, V) onwards; return the token ids (B, n_tokens).
+
+    `guide` is the logits and cache after the last prompt image alone (same rows): each step then samples from
+    `guided_logits` at options.guidance, and the guide's rows take the same tokens.
+    """
     tokens = np.zeros((len(first_logits), n_tokens), dtype=np.int64)
     logits = first_logits
+    guide_logits, guide_cache = guide if guide is not None else (None, None)
     for step in range(n_tokens):
-        tokens[:, step] = sample_tokens(restrict_to_codes(logits, *code_range), options, rng)
+        allowed = (restrict_to_codes(logits, *code_range) if guide_logits is None
+                   else guided_logits(logits, guide_logits, code_range, options.guidance))
+        tokens[:, step] = sample_tokens(allowed, options, rng)
         if step + 1 < n_tokens:  # the last token's logits are never needed
             logits, cache = decode_one(runner, tokens[:, step], cache)
+            if guide_cache is not None:
+                guide_logits, guide_cache = decode_one(runner, tokens[:, step], guide_cache)
         if progress is not None:
             progress((step + 1) / n_tokens, f"token {step + 1}/{n_tokens}")
     return tokens
@@ -386,11 +417,23 @@ def generate(
     options: SamplingOptions,
     seed: int = 0,
     progress: Progress | None = None,
+    last_image: tuple[np.ndarray, KVCache] | None = None,
 ) -> np.ndarray:
-    """Prefill the context (L,) once, then decode n_samples continuations as one batch -> (n_samples, n_tokens)."""
+    """Prefill the context (L,) once, then decode n_samples continuations as one batch -> (n_samples, n_tokens).
+
+    Guided sampling (options.guidance > 0) needs `last_image`: the tokens of the last prompt image alone, as a
+    context of its own, and an empty cache for them and the samples.
+    """
     logits, cache = prefill(runner, context[None, :], empty)
     logits, cache = np.repeat(logits, n_samples, axis=0), expand_cache(cache, n_samples)
-    return decode_n(runner, logits, cache, n_tokens, code_range, options, np.random.default_rng(seed), progress)
+    guide = None
+    if options.guidance > 0:
+        if last_image is None:
+            raise ValueError("guided sampling needs the last prompt image's tokens")
+        guide_logits, guide_cache = prefill(runner, last_image[0][None, :], last_image[1])
+        guide = np.repeat(guide_logits, n_samples, axis=0), expand_cache(guide_cache, n_samples)
+    return decode_n(runner, logits, cache, n_tokens, code_range, options, np.random.default_rng(seed), progress,
+                    guide)
 
 
 def score(

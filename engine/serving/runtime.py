@@ -20,7 +20,7 @@ import onnxruntime as ort
 from engine.bundle import BundleError, default_bundle_dir, static_graph_file, verify_bundle
 from engine.serving import decode
 from engine.serving.batching import MAX_ROWS, MAX_WAIT_S, Batcher
-from engine.serving.decode import Progress, SamplingOptions
+from engine.serving.decode import MAX_GUIDANCE, Progress, SamplingOptions
 from engine.serving.priority import nicer_threads, run_lowered
 from engine.serving.sentences import Vocabulary, build_sentence, max_images
 from puzzles.images import ImageSource, to_rgb_array, to_square
@@ -75,11 +75,25 @@ def cuda_device_present() -> bool:
     return any(device.ep_name == "CUDAExecutionProvider" for device in ort.get_ep_devices())
 
 
-def sampling_defaults(manifest: dict[str, Any]) -> SamplingOptions:
-    """The manifest's `"sampling"` settings (chosen by evaluation, engine/recipes); plain sampling without them."""
+def sampling_defaults(manifest: dict[str, Any], family: str | None = None) -> SamplingOptions:
+    """The manifest's `"sampling"` settings (chosen by engine.sampling_sweep) with the guidance weight of a puzzle
+    `family` (see `guidance_weights`); plain sampling without them."""
     values = manifest.get("sampling") or {}
     return SamplingOptions(temperature=float(values.get("temperature", 1.0)), top_k=int(values.get("top_k", 0)),
-                           top_p=float(values.get("top_p", 1.0)))
+                           top_p=float(values.get("top_p", 1.0)),
+                           guidance=guidance_weights(manifest).get(family or "", 0.0))
+
+
+def guidance_weights(manifest: dict[str, Any]) -> dict[str, float]:
+    """The manifest's sampling `"guidance"` as {family: weight}; families not named sample unguided."""
+    value = (manifest.get("sampling") or {}).get("guidance") or {}
+    if not isinstance(value, dict):
+        raise ValueError(f"sampling guidance must be {{family: weight}}, not {value!r}")
+    for family, weight in value.items():
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight <= MAX_GUIDANCE:
+            raise ValueError(f"sampling guidance of {family!r} must be a number in [0, {MAX_GUIDANCE:g}], "
+                             f"not {weight!r}")
+    return {family: float(weight) for family, weight in value.items()}
 
 
 def scoring_rules(manifest: dict[str, Any]) -> dict[str, str]:
@@ -143,6 +157,7 @@ class Bundle:
         self.manifest = manifest
         try:
             self.scoring_rules = scoring_rules(manifest)  # read once: every ranking asks for its family's rule
+            guidance_weights(manifest)  # a bad weight is refused at load, not at a visitor's Solve
         except ValueError as error:
             raise BundleError(f"{self.directory / 'manifest.json'}: {error}") from error
         self.encoder = create_session(self.directory / "encoder.onnx", providers)
@@ -214,6 +229,10 @@ class Bundle:
     def sampling(self) -> SamplingOptions:
         """The sampling settings measured best for this bundle: the app's defaults (see `sampling_defaults`)."""
         return sampling_defaults(self.manifest)
+
+    def sampling_for(self, family: str | None) -> SamplingOptions:
+        """`sampling` with the guidance weight measured best for a puzzle family."""
+        return sampling_defaults(self.manifest, family)
 
     @property
     def providers(self) -> dict[str, str]:
@@ -295,14 +314,21 @@ class Bundle:
         top_p: float = 1.0,
         seed: int = 0,
         progress: Progress | None = None,
+        guidance: float = 0.0,
     ) -> list[np.ndarray]:
-        """Generate n_samples candidates for the image that follows `images` (one batch, reproducible by seed)."""
+        """Generate n_samples candidates for the image that follows `images` (one batch, reproducible by seed).
+
+        `guidance` > 0 draws each code away from what the last image alone predicts (`decode.guided_logits`);
+        `sampling_for(family)` gives the weight measured best for a puzzle family.
+        """
         if n_samples < 1:
             raise ValueError(f"n_samples must be >= 1, got {n_samples}")
-        options = SamplingOptions(temperature=temperature, top_k=top_k, top_p=top_p)
+        options = SamplingOptions(temperature=temperature, top_k=top_k, top_p=top_p, guidance=guidance)
         report = progress or (lambda fraction, message: None)
         report(0.0, "tokenizing the prompt")
-        context = self.context_tokens(self.encode(images))
+        codes = self.encode(images)
+        context = self.context_tokens(codes)
+        last_image = self.context_tokens(codes[-1:]) if guidance > 0 else None
         start, end = self.manifest["code_range"]
 
         def decoding(fraction: float, message: str) -> None:
@@ -311,11 +337,12 @@ class Bundle:
         if n_samples > self.max_rows(context):
             raise ValueError(f"at most {self.max_rows(context)} samples at once for this prompt, got {n_samples}")
         if self.batcher is not None:
-            tokens = self.batcher.generate(context, n_samples, options, seed, decoding)
+            tokens = self.batcher.generate(context, n_samples, options, seed, decoding, last_image)
         else:
+            guide = None if last_image is None else (last_image, self._cache_for(last_image, n_samples))
             tokens = decode.generate(
                 self.runner, context, self._cache_for(context, n_samples), n_samples, self.tokens_per_image,
-                (start, end), options, seed, decoding,
+                (start, end), options, seed, decoding, guide,
             )
         report(0.9, "decoding images")
         result = self.decode(tokens)
