@@ -124,6 +124,21 @@ def test_settings_line_names_the_model_in_words(page: Page, playground: dict[str
     assert exact.startswith("bundle tiny-test@"), "the exact bundle id stays at hand, as a tooltip"
 
 
+def test_guidance_is_the_models_choice_until_a_visitor_picks_one(page: Page, playground: dict[str, Any]) -> None:
+    _open(page, playground["url"])
+    page.locator("#advanced").get_by_text("Advanced").click()
+    expect(page.locator("#guidance input")).to_have_value("the model's choice")
+    _solve_example(page, 0)  # an analogy; the test bundle's manifest guides no family
+    expect(page.locator("#settings-used")).to_contain_text("guidance off")
+    page.locator("#guidance input").click()
+    page.get_by_role("option", name="2", exact=True).click()
+    expect(page.locator("#guidance input")).to_have_value("2")
+    page.locator("#solve").click()
+    expect(page.locator("#settings-used")).to_contain_text("guidance 2,", timeout=TIMEOUT_MS * 2)
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SHOTS / "play-guidance.png"), full_page=True)
+
+
 def _no_error_badges(page: Page, *selectors: str) -> None:
     for selector in selectors:
         expect(page.locator(selector).get_by_text("Error", exact=True)).to_have_count(0)
