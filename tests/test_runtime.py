@@ -263,12 +263,16 @@ def test_too_long_prompt_is_refused(bundle: Bundle) -> None:
         bundle.complete(pictures(2), n_samples=0)
 
 
-def _with_scoring(bundle_copy: Path, scoring: object) -> Path:
+def _with_manifest(bundle_copy: Path, key: str, value: object) -> Path:
     manifest_path = bundle_copy / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
-    manifest["scoring"] = scoring
+    manifest[key] = value
     manifest_path.write_text(json.dumps(manifest))
     return bundle_copy
+
+
+def _with_scoring(bundle_copy: Path, scoring: object) -> Path:
+    return _with_manifest(bundle_copy, "scoring", scoring)
 
 
 def test_pmi_scoring_subtracts_the_last_panel_baseline(bundle: Bundle, bundle_copy: Path) -> None:
@@ -303,13 +307,8 @@ def test_a_bad_scoring_rule_is_refused_at_load(bundle_copy: Path, scoring: objec
         Bundle.load(_with_scoring(bundle_copy, scoring))
 
 
-
 def _with_sampling(bundle_copy: Path, sampling: object) -> Path:
-    manifest_path = bundle_copy / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    manifest["sampling"] = sampling
-    manifest_path.write_text(json.dumps(manifest))
-    return bundle_copy
+    return _with_manifest(bundle_copy, "sampling", sampling)
 
 
 def test_guidance_is_chosen_per_family(bundle_copy: Path) -> None:
