@@ -22,6 +22,8 @@
 #     --name default --int8 --static --fp16-storage
 #   python -m engine.evaluate --bundle runs/gpu/bundle --puzzles matrix:all,analogy,sequence --n 200 --first 350 \
 #     --json runs/gpu/choose.json --write-scoring      # each family's scoring rule, on other held-out puzzles
+#   python -m engine.sampling_sweep --bundle runs/gpu/bundle --puzzles matrix:all,analogy,sequence --n 200 \
+#     --first 350 --settings "t=0.3;t=0.5;t=0.3,g=1;t=0.3,g=2;t=0.3,g=3" --json runs/gpu/sweep.json --write
 #   python -m engine.evaluate --bundle runs/gpu/bundle --puzzles matrix:all,analogy,sequence --n 350 \
 #     --json runs/gpu/eval.json
 #   python -m engine.compare <the shipped bundle's report on the same puzzles> runs/gpu/eval.json --metric both
