@@ -142,6 +142,21 @@ def test_a_bundle_sharing_batches_answers_as_one_alone(bundle: Bundle) -> None:
     assert shared.batcher.batches == 3
 
 
+def test_a_guided_solve_too_large_to_share_the_graph_runs_alone(bundle: Bundle) -> None:
+    shared = Bundle.load(bundle.directory)
+    shared.share_batches()
+    images = [np.random.default_rng(6).integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in range(3)]
+    context = shared.context_tokens(shared.encode(images))
+    last_image = shared.context_tokens(shared.encode(images[-1:]))
+    guided = SamplingOptions(temperature=1.0, guidance=1.5)
+    n = 10  # its samples fit beside the prompt, but not twice over beside the prompt and the last image too
+    assert shared.batcher.fits(context, n, last_image) and not shared.batcher.fits(context, n, last_image, guided)
+    first = shared.complete(images, n_samples=n, seed=3, guidance=1.5)
+    assert [a.tobytes() for a in first] == [b.tobytes() for b in bundle.complete(images, n_samples=n, seed=3,
+                                                                                 guidance=1.5)]
+    assert shared.batcher.batches == 0
+
+
 def test_candidates_of_different_prompts_score_as_they_do_alone(bundle: Bundle) -> None:
     contexts = prompts(bundle)
     rng = np.random.default_rng(9)

@@ -172,6 +172,12 @@ class Batcher:
         return self._submit(Request(np.asarray(context, dtype=np.int64), int(n_samples), options, seed, progress,
                                     last_image=guide))
 
+    def fits(self, context: np.ndarray, n_samples: int, last_image: np.ndarray | None = None,
+             options: SamplingOptions | None = None) -> bool:
+        """Whether a generation fits the graph's positions alone (a guided one takes twice the rows)."""
+        request = Request(np.asarray(context), int(n_samples), options or SamplingOptions(), last_image=last_image)
+        return capacity([request], self.n_tokens) <= self.max_positions
+
     def score(self, context: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         """Log-likelihood of each candidate's tokens (C, T) after `context`, as `decode.score` gives it."""
         candidates = np.asarray(candidates, dtype=np.int64)

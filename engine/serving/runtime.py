@@ -336,9 +336,9 @@ class Bundle:
 
         if n_samples > self.max_rows(context):
             raise ValueError(f"at most {self.max_rows(context)} samples at once for this prompt, got {n_samples}")
-        if self.batcher is not None:
+        if self.batcher is not None and self.batcher.fits(context, n_samples, last_image, options):
             tokens = self.batcher.generate(context, n_samples, options, seed, decoding, last_image)
-        else:
+        else:  # alone, or guided with too many samples to share the graph with its guide: a cache each
             guide = None if last_image is None else (last_image, self._cache_for(last_image, n_samples))
             tokens = decode.generate(
                 self.runner, context, self._cache_for(context, n_samples), n_samples, self.tokens_per_image,
