@@ -252,6 +252,12 @@ def test_cli_writes_json_and_prints_a_table(tmp_path: Path, capsys: pytest.Captu
     evaluate.validate_report(report)
     assert report["puzzle_source"] == "matrix:center" and report["overall"]["n"] == 1
     assert "MC acc" in capsys.readouterr().out
+    evaluate.main(["--bundle", bundle_dir, "--puzzles", "matrix:center", "--n", "1", "--json", str(out),
+                   "--guidance", "1.5"])
+    assert json.loads(out.read_text())["sampling"]["guidance"] == {"matrix": 1.5}
+    with pytest.raises(SystemExit):
+        evaluate.main(["--bundle", bundle_dir, "--puzzles", "matrix:center", "--json", str(out), "--guidance", "-1"])
+    assert "guidance must be in [0, 10]" in capsys.readouterr().err
 
 
 def test_first_takes_the_next_held_out_puzzles() -> None:

@@ -27,7 +27,7 @@ Progress = Callable[[float, str], None]
 KVCache = list[np.ndarray | ort.OrtValue]
 
 
-MAX_GUIDANCE = 10.0
+MAX_GUIDANCE = 10.0  # guidance weights a manifest or a caller may ask for (the shipped one is 2; 3 already loses)
 
 
 @dataclass(frozen=True)
