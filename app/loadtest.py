@@ -218,7 +218,7 @@ class _Visitor:
         for name, file in zip(("slot-a1", "slot-a1p", "slot-b"), self.prompt, strict=True):
             slots[prompts.ALL_SLOTS.index(name)] = file
         seed = self.rng.randrange(1000)
-        self.client.call("solve", "analogy", "1", *slots, None, 2, 1.0, 0, 1.0, seed)
+        self.client.call("solve", "analogy", "1", *slots, None, 2, 1.0, 0, 1.0, seed, "auto")
         self.solved = True
 
     def rate(self) -> None:

@@ -11,6 +11,7 @@ from gradio_client import Client, handle_file
 
 from app import bank_views, prompts, solving
 from app.loadtest import check_loopback, process_cpu_seconds, run_load, write_prompt_files
+from engine.serving.decode import SamplingOptions
 from tests.reliability import figures
 
 CI_VISITORS, CI_SECONDS = 8, 10
@@ -64,6 +65,9 @@ class _SlowBundle:
 
     manifest = {"name": "slow", "image_size": 16}
     provider = "CPUExecutionProvider"
+
+    def sampling_for(self, family: str | None) -> SamplingOptions:
+        return SamplingOptions()
 
     def complete(self, images: Any, n_samples: int = 1, progress: Any = None, **_: Any) -> list[np.ndarray]:
         for step in range(200):
