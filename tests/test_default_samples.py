@@ -60,11 +60,18 @@ def test_the_shipped_defaults_sample(bundle: Bundle) -> None:
         "the manifest names no sampling defaults: plain sampling gives noise (engine.sampling_sweep)"
 
 
-# The font analogy comes first in the bank. Sampled as Play samples it (guided since 6 December 2026), its answer
-# keeps to the puzzle's colours a little more than random codes do (0.933 of the pixels against 0.928, seeds 0-3
-# alike; unguided 0.87-0.91, below it): enough for this check, though what it draws is a blob in the letter's
-# colours, not a letter (docs/model-experiments.md, section 26).
-@pytest.mark.parametrize("family", ["matrix", "analogy"])
+# A sample must beat random codes by this share of its pixels: a verdict float rounding cannot flip. (The font
+# analogy's guided sample sits inside it: 0.933 against 0.928 with this CPU's int8 graph at seeds 0-3, 0.912 at
+# seed 4 and with the fp32 graph at seed 0.)
+MARGIN = 0.01
+
+# The bank's analogy examples start with fonts, and the shipped bundle answers them with blobs in the letter's
+# colours (guided or not, docs/model-experiments.md section 26): a known gap of the model, measured and kept
+# visible here; strict, so the day a bundle passes it, the mark must go.
+ANALOGY_GAP = pytest.mark.xfail(strict=True, reason="the shipped bundle answers font analogies with blobs")
+
+
+@pytest.mark.parametrize("family", ["matrix", pytest.param("analogy", marks=ANALOGY_GAP)])
 def test_a_default_solve_answers_with_panels_not_noise(bundle: Bundle, bank_examples: dict[str, dict],
                                                        family: str) -> None:
     puzzle = bank_examples[family]
@@ -77,6 +84,6 @@ def test_a_default_solve_answers_with_panels_not_noise(bundle: Bundle, bank_exam
     mask = palette(panels)
     share = in_palette(to_square(sample, bundle.image_size), mask)
     noise_shares = [in_palette(image, mask) for image in noise]
-    assert share > max(noise_shares), (
-        f"{family} example {puzzle['id']}: {share:.2f} of the sample's pixels are in the puzzle's colours, "
-        f"random codes reach {max(noise_shares):.2f}")
+    assert share > max(noise_shares) + MARGIN, (
+        f"{family} example {puzzle['id']}: {share:.3f} of the sample's pixels are in the puzzle's colours, "
+        f"random codes reach {max(noise_shares):.3f}")
