@@ -45,15 +45,14 @@ class Services:
         """The bundle's sampling defaults with a puzzle family's guidance weight, read once from its manifest
         without loading the model (every Solve asks); plain sampling when the manifest cannot be read or holds bad
         settings (loading the model will then say why)."""
-        from engine.serving.runtime import guidance_weights, sampling_defaults
+        from engine.serving.runtime import sampling_defaults
 
         if self._sampling is None:
             from engine.bundle import read_manifest
 
             try:
                 manifest = read_manifest(self.bundle_dir)
-                sampling_defaults(manifest)  # checked once: bad settings give plain sampling
-                guidance_weights(manifest)
+                sampling_defaults(manifest)  # checked once (every family's weight): bad settings give plain sampling
                 self._sampling = {"sampling": manifest.get("sampling") or {}}
             except (OSError, ValueError):
                 self._sampling = {}

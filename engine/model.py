@@ -291,6 +291,8 @@ def deepen(model: LVM, new_layers: int) -> LVM:
     """
     if new_layers < 0:
         raise ValueError(f"new_layers must be 0 or more, got {new_layers}")
+    if new_layers == 0:
+        return model
     old = list(model.model.layers)
     after = {-(-(index + 1) * len(old) // (new_layers + 1)) - 1 for index in range(new_layers)}  # ceil: >= 0
     if len(after) < new_layers:
