@@ -72,6 +72,10 @@ class TrainLVMConfig:
     choice_per_code: bool = field(default=False, metadata={
         "help": "score candidates by their mean code log-probability instead of the sum (the sum's gradient "
                 "outweighs the next-token loss's by about the codes a panel has: docs/model-experiments.md)"})
+    prompt_dropout: float = field(default=0.0, metadata={
+        "help": "share of sentences trained on the last prompt image alone, then the answer: the weak prompt that "
+                "guided sampling and the pmi_last_panel rule read, made a prompt the model has seen (the context "
+                "dropout of classifier-free guidance)"})
     mix: str = field(default=DEFAULT_MIX, metadata={"help": "family weights"})
     augment: bool = field(default=False, metadata={
         "help": "whole-puzzle augmentation: each shard puzzle under one of the 8 flips and quarter turns, the same "
@@ -403,6 +407,19 @@ def shard_batches(shard: ShardSet, config: TrainLVMConfig, runtime: training.Tra
         yield batch
 
 
+def drop_prompts(samples: list[dict[str, Any]], share: float, rng: np.random.Generator) -> list[dict[str, Any]]:
+    """About `share` of the samples cut to their last prompt image and answer (no candidates: the weak prompt is
+    not a puzzle to choose in)."""
+    if share <= 0:
+        return samples
+    return [weak_prompt_sample(sample) if rng.random() < share else sample for sample in samples]
+
+
+def weak_prompt_sample(sample: dict[str, Any]) -> dict[str, Any]:
+    key = "codes" if "codes" in sample else "images"
+    return {key: sample[key][-2:]}
+
+
 def symmetric_sample(sample: dict[str, Any], symmetries: CodeSymmetries, symmetry: int) -> dict[str, Any]:
     turned = {key: symmetries.apply(sample[key], symmetry) for key in ("codes", "candidate_codes") if key in sample}
     return {**sample, **turned}
@@ -453,6 +470,8 @@ def train(config: TrainLVMConfig) -> Path:
         raise ValueError("--tokenizer is required: a checkpoint (python -m engine.train_tokenizer) or a bundle")
     runtime = training.setup_runtime(config.device)
     out_dir = Path(config.out)
+    if not 0 <= config.prompt_dropout < 1:
+        raise ValueError(f"--prompt-dropout must be in [0, 1), got {config.prompt_dropout}")
     if config.choice_weight > 0 and runtime.world_size > 1:
         raise ValueError("--choice-weight needs a second forward per step, which DDP does not allow: one process")
     tokenizer = load_frozen_tokenizer(config.tokenizer, runtime.device)
@@ -510,9 +529,10 @@ def train(config: TrainLVMConfig) -> Path:
                     ", ".join(f"{k} {v:.3f}" for k, v in results.items() if k.count("/") == 1 and k[:3] == "acc"))
 
     timer = StepTimer()
+    dropout_rng = np.random.default_rng([config.seed, sentences_seen, 2])
     for fraction in loop.running():
         with timer.phase("data"):
-            samples = next(batches)
+            samples = drop_prompts(next(batches), config.prompt_dropout, dropout_rng)
         batch = make_batch(samples, tokenizer, vocab, config, runtime.device, timer)
         lr = training.learning_rate(loop.step, fraction, config.lr, config.warmup_steps)
         losses = train_step(trained, optimizer, batch, config, lr, runtime.device, vocab.codebook_size, timer)

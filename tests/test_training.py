@@ -268,6 +268,33 @@ def test_make_batch_groups_candidates_by_context_length(tiny_tokenizer_path: Pat
     assert without.choices == []
 
 
+def test_prompt_dropout_trains_some_sentences_on_the_last_prompt_image_alone(tiny_tokenizer_path: Path) -> None:
+    """A dropped sample keeps its last prompt image and its answer, as the guided weak prompt reads them, and no
+    candidates (nothing to choose among); the share follows --prompt-dropout."""
+    codes = np.random.default_rng(0).integers(0, 16, (5, 16))  # the tiny tokenizer's 16 codes
+    samples = [{"codes": codes, "candidate_codes": np.zeros((8, 16), np.int64), "answer_index": 3}] * 2000
+    kept = train_lvm.drop_prompts(samples, 0.0, np.random.default_rng(0))
+    assert kept is samples
+    mixed = train_lvm.drop_prompts(samples, 0.25, np.random.default_rng(0))
+    dropped = [sample for sample in mixed if "candidate_codes" not in sample]
+    assert 0.22 < len(dropped) / len(samples) < 0.28
+    np.testing.assert_array_equal(dropped[0]["codes"], codes[-2:])
+    tokenizer = load_tokenizer(tiny_tokenizer_path)
+    vocab = train_lvm.tokenizer_vocabulary(tokenizer)
+    config = train_lvm.TrainLVMConfig(choice_weight=0.5)
+    batch = train_lvm.make_batch([dropped[0], samples[0]], tokenizer, vocab, config, torch.device("cpu"))
+    assert batch.inputs[0, :33].tolist() == [vocab.bos, *codes[-2].tolist(), *codes[-1].tolist()]
+    assert [group.rows.tolist() for group in batch.choices] == [[1]]
+    streamed = train_lvm.weak_prompt_sample({"images": np.zeros((4, 16, 16, 3), np.uint8), "candidates": None})
+    assert set(streamed) == {"images"} and streamed["images"].shape == (2, 16, 16, 3)
+
+
+def test_prompt_dropout_must_be_a_share(tiny_tokenizer_path: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="--prompt-dropout must be in"):
+        train_lvm.main(["--tokenizer", str(tiny_tokenizer_path), "--out", str(tmp_path), *TINY_LVM_FLAGS,
+                        "--steps", "1", "--prompt-dropout", "1"])
+
+
 def test_train_lvm_continues_a_bundle_and_exports_on_its_tokenizer(tiny_bundle_dir: Path, tmp_path: Path) -> None:
     """Tokenizer and starting weights come from an exported bundle; the export reuses its tokenizer graphs."""
     from engine import export
