@@ -7,8 +7,9 @@ Loss: next-token cross-entropy, weighted: the answer image (and EOS) by --answer
 by --context-weight (random context panels would dominate the loss otherwise). With --choice-weight > 0 a
 multiple-choice term is added: cross-entropy over each puzzle's candidates of their summed log-likelihoods
 given the context (the rule the runtime ranks with), so a distractor that merely copies a prompt panel is
-pushed down. Held-out multiple-choice accuracy per family and configuration is logged every
---eval-every-tokens, which gives the learning curve.
+pushed down. With --prompt-dropout P a share P of the sentences is trained as BOS, the last prompt panel and the
+answer: the weak prompt of guided sampling (docs/model-experiments.md, section 27). Held-out multiple-choice
+accuracy per family and configuration is logged every --eval-every-tokens, which gives the learning curve.
 
 --tokenizer takes a tokenizer checkpoint or a model bundle directory (its exported encoder, run on ONNX
 Runtime); --init-bundle starts from a bundle's LVM weights (read back from its ONNX graph). --shards trains on
