@@ -1,6 +1,7 @@
 """Compare two evaluation reports of the same puzzles, puzzle by puzzle: a paired (exact) sign test per family.
 
-    python -m engine.compare BASELINE.json CANDIDATE.json [--metric multiple_choice|generative] [--json OUT]
+    python -m engine.compare BASELINE.json CANDIDATE.json [--metric multiple_choice|generative] [--by-configuration]
+        [--json OUT]
 
 A candidate bundle replaces the default only when it wins overall (p < 0.05) and loses no family beyond noise
 (docs/model-experiments.md). Puzzles are paired by id; two reports of the same puzzle spec are paired by seed
@@ -62,27 +63,35 @@ def by_seed_order(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return keyed
 
 
-def compare(baseline: dict[str, Any], candidate: dict[str, Any], metric: str) -> dict[str, PairedResult]:
-    """Per family and "all": the paired result of `metric` (a METRICS name)."""
+def compare(baseline: dict[str, Any], candidate: dict[str, Any], metric: str,
+            by_configuration: bool = False) -> dict[str, PairedResult]:
+    """Per family and "all": the paired result of `metric` (a METRICS name); with `by_configuration`, also per
+    family/configuration (matrix layout, analogy transform, sequence kind) after each family's row."""
     key = METRICS[metric]
     if baseline.get("puzzle_source") and baseline.get("puzzle_source") == candidate.get("puzzle_source"):
         baseline = {**baseline, "puzzles": by_seed_order(baseline["puzzles"])}
         candidate = {**candidate, "puzzles": by_seed_order(candidate["puzzles"])}
-    families = dict.fromkeys(entry["family"] for entry in baseline["puzzles"])
     results = {}
-    for family in families:
+    for family in dict.fromkeys(entry["family"] for entry in baseline["puzzles"]):
         mine = [e for e in baseline["puzzles"] if e["family"] == family]
         theirs = [e for e in candidate["puzzles"] if e["family"] == family]
-        if any(e.get(key) is not None for e in mine) and any(e.get(key) is not None for e in theirs):
-            results[family] = paired(mine, theirs, key)
+        groups = {family: (mine, theirs)}
+        if by_configuration:
+            for config in dict.fromkeys(str(e.get("configuration")) for e in mine):
+                groups[f"{family}/{config}"] = ([e for e in mine if str(e.get("configuration")) == config],
+                                                [e for e in theirs if str(e.get("configuration")) == config])
+        for name, (ours, others) in groups.items():
+            if any(e.get(key) is not None for e in ours) and any(e.get(key) is not None for e in others):
+                results[name] = paired(ours, others, key)
     results["all"] = paired(baseline["puzzles"], candidate["puzzles"], key)
     return results
 
 
 def format_comparison(results: dict[str, PairedResult], metric: str) -> str:
-    lines = [f"{metric:16} {'n':>5} {'baseline':>9} {'candidate':>9} {'only base':>9} {'only cand':>9} {'p':>8}"]
+    width = max(16, *(len(name) for name in results))
+    lines = [f"{metric:{width}} {'n':>5} {'baseline':>9} {'candidate':>9} {'only base':>9} {'only cand':>9} {'p':>8}"]
     for name, r in results.items():
-        lines.append(f"{name:16} {r.n:>5} {100 * r.baseline_accuracy:>8.1f}% {100 * r.candidate_accuracy:>8.1f}% "
+        lines.append(f"{name:{width}} {r.n:>5} {100 * r.baseline_accuracy:>8.1f}% {100 * r.candidate_accuracy:>8.1f}% "
                      f"{r.only_baseline:>9} {r.only_candidate:>9} {r.p_value:>8.2g}")
     return "\n".join(lines)
 
@@ -102,11 +111,13 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, PairedResult]]:
     parser.add_argument("baseline", type=Path, help="evaluation JSON of the bundle in use (engine.evaluate --json)")
     parser.add_argument("candidate", type=Path, help="evaluation JSON of the bundle that would replace it")
     parser.add_argument("--metric", choices=[*METRICS, "both"], default="both")
+    parser.add_argument("--by-configuration", action="store_true",
+                        help="also compare each matrix layout, analogy transform and sequence kind")
     parser.add_argument("--json", type=Path, help="also write the comparison here")
     args = parser.parse_args(argv)
     baseline, candidate = read_report(args.baseline), read_report(args.candidate)
     metrics = list(METRICS) if args.metric == "both" else [args.metric]
-    found = {metric: compare(baseline, candidate, metric) for metric in metrics}
+    found = {metric: compare(baseline, candidate, metric, args.by_configuration) for metric in metrics}
     print("\n\n".join(format_comparison(results, metric) for metric, results in found.items()))
     if args.json:
         args.json.write_text(json.dumps({m: {k: asdict(v) for k, v in r.items()} for m, r in found.items()}, indent=1))

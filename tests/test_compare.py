@@ -10,8 +10,9 @@ from engine import compare
 from engine.evaluate import PuzzleResult, build_report
 
 
-def result(puzzle_id: str, family: str, correct: bool | None, generated: bool | None = None) -> PuzzleResult:
-    return PuzzleResult(id=puzzle_id, family=family, configuration="all", multiple_choice_correct=correct,
+def result(puzzle_id: str, family: str, correct: bool | None, generated: bool | None = None,
+           configuration: str = "all") -> PuzzleResult:
+    return PuzzleResult(id=puzzle_id, family=family, configuration=configuration, multiple_choice_correct=correct,
                         chosen_candidate=0, generative_correct=generated, pass_at_2=None, psnr_generated=None,
                         psnr_ceiling=None, seconds=0.1)
 
@@ -69,3 +70,24 @@ def test_reports_of_one_spec_pair_by_seed_order_when_ids_differ() -> None:
     assert found["analogy"].only_baseline == 1
     with pytest.raises(ValueError, match="share no scored puzzle"):  # another spec: ids still rule
         compare.compare(large, {**small, "puzzle_source": "matrix"}, "multiple_choice")
+
+
+def test_each_configuration_gets_its_own_row_after_its_family(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    baseline = [result("a", "matrix", True, configuration="center"), result("b", "matrix", False,
+                configuration="grid3x3"), result("c", "matrix", False, configuration="grid3x3"),
+                result("d", "sequence", True, configuration="grow")]
+    candidate = [result("a", "matrix", False, configuration="center"), result("b", "matrix", True,
+                 configuration="grid3x3"), result("c", "matrix", True, configuration="grid3x3"),
+                 result("d", "sequence", True, configuration="grow")]
+    found = compare.compare(report(baseline), report(candidate), "multiple_choice", by_configuration=True)
+    assert list(found) == ["matrix", "matrix/center", "matrix/grid3x3", "sequence", "sequence/grow", "all"]
+    assert found["matrix/grid3x3"].n == 2 and found["matrix/grid3x3"].only_candidate == 2
+    assert found["matrix/center"].only_baseline == 1 and found["matrix"].only_candidate == 2
+    assert list(compare.compare(report(baseline), report(candidate), "multiple_choice")) == ["matrix", "sequence",
+                                                                                             "all"]
+    (tmp_path / "a.json").write_text(json.dumps(report(baseline)))
+    (tmp_path / "b.json").write_text(json.dumps(report(candidate)))
+    compare.main([str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--metric", "multiple_choice",
+                  "--by-configuration"])
+    assert "matrix/grid3x3" in capsys.readouterr().out
