@@ -31,7 +31,7 @@ import numpy as np
 
 from engine.bundle import update_manifest
 from engine.serving.decode import SamplingOptions
-from engine.serving.runtime import SCORING_RULES, Bundle
+from engine.serving.runtime import SCORING_RULES, Bundle, rules_for
 from engine.serving.sentences import select_panels
 from puzzles.images import to_square
 from puzzles.puzzle import Puzzle
@@ -138,7 +138,7 @@ class PuzzleResult:
     psnr_generated: float | None
     psnr_ceiling: float | None
     seconds: float
-    correct_by_rule: dict[str, bool] | None = None  # multiple choice under each scoring rule (SCORING_RULES)
+    correct_by_rule: dict[str, bool] | None = None  # multiple choice under each scoring rule of its family (rules_for)
     # "component.attribute" where the chosen candidate differs from the answer ([] when right); None unless the
     # puzzle's meta lists every candidate's attributes (generated matrices)
     attributes_wrong: list[str] | None = None
@@ -216,8 +216,8 @@ def evaluate_puzzle(bundle: Bundle, puzzle: Puzzle, sampling: SamplingOptions | 
     panels = context_panels(bundle, puzzle)
     candidates = [to_square(c, size) for c in puzzle.candidates]
     has_choices = bool(candidates) and puzzle.answer_index is not None
-    by_rule = ({rule: int(np.argmax(bundle.score(panels, candidates, scoring=rule))) for rule in SCORING_RULES}
-               if has_choices else None)
+    by_rule = ({rule: int(np.argmax(bundle.score(panels, candidates, scoring=rule)))
+                for rule in rules_for(puzzle.family)} if has_choices else None)
     chosen = by_rule[bundle.scoring_rule(puzzle.family)] if by_rule else None
     is_grid = puzzle.family == "grid"
     if is_grid:
@@ -272,7 +272,7 @@ def summarise(results: list[PuzzleResult]) -> dict[str, Any]:
         "psnr_ceiling": _mean(r.psnr_ceiling for r in results),
         "seconds": sum(r.seconds for r in results),
         "multiple_choice_accuracy_by_rule": {
-            rule: _mean(r.correct_by_rule[rule] for r in results if r.correct_by_rule) for rule in SCORING_RULES
+            rule: _mean(r.correct_by_rule.get(rule) for r in results if r.correct_by_rule) for rule in SCORING_RULES
         },
         "multiple_choice_errors_by_attribute": errors_by_attribute(results),
         "wrong_choices_lighter_than_answer": _mean(r.chosen_lighter for r in results),
@@ -346,9 +346,9 @@ def best_scoring(report: dict[str, Any]) -> dict[str, str]:
     for family in report["families"]:
         entries = [e["correct_by_rule"] for e in report["puzzles"] if e["family"] == family and e["correct_by_rule"]]
         better = {}
-        for rule in SCORING_RULES[1:]:
-            wins = sum(e[rule] and not e["sum"] for e in entries)
-            losses = sum(e["sum"] and not e[rule] for e in entries)
+        for rule in rules_for(family)[1:]:
+            wins = sum(e[rule] and not e["sum"] for e in entries if rule in e)
+            losses = sum(e["sum"] and not e[rule] for e in entries if rule in e)
             if wins > losses and sign_test_p(wins, losses) < SCORING_EVIDENCE:
                 better[rule] = sum(e[rule] for e in entries)
         if better:
@@ -446,7 +446,7 @@ def format_table(report: dict[str, Any]) -> str:
         lines.append("wrong choices with less ink than the answer (about half when nothing pulls): "
                      + "; ".join(lighter))
     by_rule = {family: " / ".join(f"{rule} {_cell(value, True)}" for rule, value in
-                                  metrics["multiple_choice_accuracy_by_rule"].items())
+                                  metrics["multiple_choice_accuracy_by_rule"].items() if value is not None)
                for family, metrics in report["families"].items() if metrics["n_multiple_choice"]}
     if by_rule:
         lines.append("multiple choice by scoring rule: " + "; ".join(f"{f} {text}" for f, text in by_rule.items()))

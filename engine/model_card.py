@@ -164,13 +164,19 @@ def _scoring_text(manifest: dict[str, Any]) -> str:
     from engine.serving.runtime import scoring_rules
 
     rules = scoring_rules(manifest)
+    chosen = manifest["scoring"].get("chosen_by") if isinstance(manifest.get("scoring"), dict) else None
     text = "Multiple choice ranks the candidates by the sum of their codes' log-likelihoods after the prompt"
     pmi = sorted(family for family, rule in rules.items() if rule == "pmi_last_panel")
     if pmi:
         where = "every family" if pmi == ["*"] else ", ".join(pmi)
-        chosen = manifest["scoring"].get("chosen_by") if isinstance(manifest["scoring"], dict) else None
         text += (f"; for {where}, less their log-likelihood after the last prompt panel alone (`pmi_last_panel`: "
                  "a copy of a prompt panel is not favoured" + (f"; chosen by `{chosen}`" if chosen else "") + ")")
+    channel = sorted(family for family, rule in rules.items() if rule == "pmi_channel")
+    if channel:
+        text += (f"; for {', '.join(channel)}, less their log-likelihood after the query panel alone and plus the "
+                 "log-likelihood of the example pairs read after the query and the candidate (`pmi_channel`: a copy "
+                 "of the query is not favoured, a candidate that carries the examples' change is"
+                 + (f"; chosen by `{chosen}`" if chosen else "") + ")")
     return text + "."
 
 

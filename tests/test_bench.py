@@ -14,7 +14,7 @@ from tests.helpers import build_tiny_static_bundle
 
 STAGES = {"preprocess_3_images", "encoder_3_images", "prefill_3_images", "decoder_1_image", "decoder_4_images",
           "score_8_candidates_tokens_only", "analogy_solve_1_sample", "analogy_solve_4_samples",
-          "matrix_score_8_candidates"}
+          "matrix_score_8_candidates", "analogy_score_8_candidates"}
 
 
 @pytest.fixture(scope="module")

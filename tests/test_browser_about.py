@@ -43,6 +43,7 @@ def test_about_summary_first_details_folded_every_image_shown(page: Page, shippe
     page.locator("#about-evaluation-accordion").get_by_text("Every evaluation measure").click()
     page.locator("#about-sentence").get_by_text("How a visual sentence is built").click()
     expect(page.locator("#about-sentence")).to_contain_text("so that a copy of that panel is not favoured")
+    expect(page.locator("#about-sentence")).to_contain_text("when the candidate is read as the first example")
     expect(page.locator("#about-card img")).to_have_count(len(about.card_images(SHIPPED)))
     page.wait_for_function("() => Array.from(document.querySelectorAll('#tab-about img')).every(i => i.complete)")
     assert _broken_images(page, "#tab-about") == []

@@ -15,12 +15,12 @@ import pytest
 
 from engine import evaluate, sampling_sweep
 from engine.serving.decode import SamplingOptions
-from engine.serving.runtime import Bundle, sampling_defaults
+from engine.serving.runtime import SCORING_RULES, Bundle, sampling_defaults
 from puzzles.generators import generate
 from puzzles.generators.grid import puzzle_from_pairs
 from puzzles.pack import write_pack
 from puzzles.puzzle import Puzzle
-from puzzles.seeds import is_held_out
+from puzzles.seeds import eval_seed, is_held_out
 from tests.helpers import build_tiny_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -379,6 +379,28 @@ def test_model_card_says_which_families_subtract_the_last_panels_prediction() ->
     assert "for analogy, less their log-likelihood after the last prompt panel alone" in chosen
     assert "chosen by `engine.evaluate x`" in chosen
     assert "for every family" in _scoring_text({"scoring": "pmi_last_panel"})
+    channel = _scoring_text({"scoring": {"rules": {"analogy": "pmi_channel"}, "chosen_by": "engine.evaluate y"}})
+    assert "for analogy, less their log-likelihood after the query panel alone and plus" in channel
+    assert "`pmi_channel`" in channel and "chosen by `engine.evaluate y`" in channel
+    assert "pmi_last_panel" not in channel
+
+
+def test_the_channel_rule_is_measured_and_chosen_only_where_prompts_are_pairs(bundle: Bundle) -> None:
+    matrix, analogy = generate("matrix", eval_seed(0), size=32), generate("analogy", eval_seed(1), size=32)
+    assert set(evaluate.evaluate_puzzle(bundle, matrix).correct_by_rule) == {"sum", "pmi_last_panel"}
+    assert set(evaluate.evaluate_puzzle(bundle, analogy).correct_by_rule) == set(SCORING_RULES)
+
+    def results(family: str, by_rule: list[dict[str, bool]]) -> list[evaluate.PuzzleResult]:
+        return [evaluate.PuzzleResult(f"{family}{i}", family, "c", rule["sum"], 0, False, None, 12.0, 20.0, 0.5,
+                                      correct_by_rule=rule) for i, rule in enumerate(by_rule)]
+    both, channel_only = ({"sum": False, "pmi_last_panel": True, "pmi_channel": True},
+                          {"sum": False, "pmi_last_panel": False, "pmi_channel": True})
+    report = evaluate.build_report([*results("analogy", [both] * 12 + [channel_only] * 3),
+                                    *results("matrix", [{"sum": False, "pmi_last_panel": True}] * 12)])
+    assert evaluate.best_scoring(report) == {"analogy": "pmi_channel", "matrix": "pmi_last_panel"}
+    by_rule = report["families"]["matrix"]["multiple_choice_accuracy_by_rule"]
+    assert by_rule["pmi_channel"] is None and by_rule["pmi_last_panel"] == 1.0
+    assert evaluate.format_table(report).endswith("matrix sum 0.0% / pmi_last_panel 100.0%")  # no pmi_channel
 
 
 def test_model_card_says_whether_the_lvm_read_shards_or_fresh_puzzles() -> None:

@@ -296,8 +296,36 @@ def test_scoring_rules_are_chosen_per_family(bundle: Bundle, bundle_copy: Path) 
                                rtol=1e-5, atol=1e-4)
 
 
+def test_pmi_channel_adds_the_examples_read_after_each_candidate(bundle: Bundle) -> None:
+    prompt, candidates = pictures(5, seed=7), pictures(3, seed=8)  # two example pairs and a query
+    pmi = bundle.score(prompt, candidates, scoring="pmi_last_panel")
+    codes = bundle.encode([*prompt, *candidates])
+    examples, channel = codes[:4].reshape(1, -1), []
+    for candidate in codes[5:]:  # each sentence read whole: the query, the candidate, then the examples
+        context = bundle.context_tokens(np.stack([codes[4], candidate]))
+        channel += list(decode.score(bundle.runner, context, bundle._cache_for(context, 1, examples.shape[1]),
+                                     examples, tuple(bundle.manifest["code_range"])))
+    np.testing.assert_allclose(bundle.score(prompt, candidates, scoring="pmi_channel"), pmi + np.array(channel),
+                               rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("count", [1, 2, 4])
+def test_pmi_channel_without_pairs_to_read_is_pmi_last_panel(bundle: Bundle, count: int) -> None:
+    prompt, candidates = pictures(count), pictures(2, seed=3)  # e.g. a pack's analogy of A, B only
+    np.testing.assert_allclose(bundle.score(prompt, candidates, scoring="pmi_channel"),
+                               bundle.score(prompt, candidates, scoring="pmi_last_panel"), rtol=1e-6)
+
+
+def test_rules_for_offers_the_channel_only_where_prompts_are_pairs() -> None:
+    assert runtime.rules_for("analogy") == runtime.rules_for("grid") == runtime.SCORING_RULES
+    for family in ("matrix", "sequence", None):
+        assert "pmi_channel" not in runtime.rules_for(family) and "pmi_last_panel" in runtime.rules_for(family)
+
+
 @pytest.mark.parametrize(("scoring", "message"), [
     ({"rules": {"matrix": "vote"}}, "unknown scoring rule 'vote'"),
+    ({"rules": {"matrix": "pmi_channel"}}, "the scoring rule 'pmi_channel' needs example pairs, which matrix"),
+    ("pmi_channel", "the scoring rule 'pmi_channel' needs example pairs, which every family"),
     ({"rules": {"matrix": ["sum"]}}, r"unknown scoring rule \['sum'\]"),
     ({"rules": ["sum"]}, "scoring must be a rule name or"),
     (7, "scoring must be a rule name or"),

@@ -147,8 +147,9 @@ def build() -> tuple[gr.Markdown, gr.Markdown, gr.Markdown]:
             "continues it one code at a time, and the tokenizer's decoder turns the new codes back into pixels. "
             "To rank candidates, the model scores how likely each candidate's codes are after the prompt "
             "(its log-likelihood; for some families, named in the card below, less how likely they are after the "
-            "last prompt panel alone, so that a copy of that panel is not favoured); the Play page shows each "
-            "candidate's share of that score."
+            "last prompt panel alone, so that a copy of that panel is not favoured, and for some plus how "
+            "likely the example pairs are when the candidate is read as the first example); the Play page shows "
+            "each candidate's share of that score."
         )
     with gr.Accordion("Every evaluation measure", open=False, elem_id="about-evaluation-accordion"):
         evaluation = gr.Markdown(elem_id="about-evaluation")

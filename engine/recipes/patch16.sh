@@ -91,3 +91,11 @@ B8=${B8:-$RUN/bundle}
 python -m engine.sampling_sweep --bundle $B8 --puzzles matrix:all,analogy,sequence --n 200 --first 350 \
   --settings "t=0.3;t=0.5;t=0.3,g=1;t=0.3,g=2;t=0.3,g=3" --json $RUN/sweep9.json --write
 python -m engine.evaluate --bundle $B8 --puzzles matrix:all,analogy,sequence --n 350 --json $RUN/eval350_9.json
+# 10. Since 7 December 2026 (docs/model-experiments.md, section 29): no training. The same weights; analogies rank
+#     by `pmi_channel` (pmi_last_panel plus the log-likelihood of the example pairs read after the query and the
+#     candidate), the rule --write-scoring chose on puzzles 350-549. It was decided on 500 other held-out analogies
+#     (550-1049, set aside before the served graph ran): 56.4% against 52.2% (sign test p 0.024).
+python -m engine.evaluate --bundle $B8 --puzzles matrix:all,analogy,sequence --n 200 --first 350 \
+  --json $RUN/choose10.json --write-scoring
+python -m engine.evaluate --bundle $B8 --puzzles analogy --n 500 --first 550 --json $RUN/decide10.json
+python -m engine.evaluate --bundle $B8 --puzzles matrix:all,analogy,sequence --n 350 --json $RUN/eval350_10.json

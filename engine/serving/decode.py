@@ -436,18 +436,27 @@ def generate(
                     guide)
 
 
-def score(
-    runner: LvmRunner, context: np.ndarray, empty: KVCache, candidates: np.ndarray, code_range: tuple[int, int]
+def token_log_probs(
+    runner: LvmRunner, context: np.ndarray, empty: KVCache, continuations: np.ndarray, code_range: tuple[int, int]
 ) -> np.ndarray:
-    """Log-likelihood of each candidate's tokens (C, T) after the context (L,); the C candidates run as one batch.
+    """Log-probability of every token of each continuation (C, T) after the context (L,): (C, T) float; the C
+    continuations run as one batch.
 
     Probabilities are normalised over the image codes only (as in training's evaluation): inside an image
     nothing else can come.
     """
     first_logits, cache = prefill(runner, context[None, :], empty)
-    logits, _ = runner.forward(candidates, expand_cache(cache, len(candidates)))  # (C, T, V)
+    logits, _ = runner.forward(continuations, expand_cache(cache, len(continuations)))  # (C, T, V)
     # token t is predicted by position t-1; token 0 by the context's last position
-    predicting = np.concatenate([np.repeat(first_logits[:, None, :], len(candidates), axis=0), logits[:, :-1]], axis=1)
+    predicting = np.concatenate([np.repeat(first_logits[:, None, :], len(continuations), axis=0), logits[:, :-1]],
+                                axis=1)
     start, end = code_range
     log_probs = log_softmax(predicting[..., start:end])  # (C, T, codes)
-    return np.take_along_axis(log_probs, candidates[:, :, None] - start, axis=-1)[..., 0].sum(axis=-1)
+    return np.take_along_axis(log_probs, continuations[:, :, None] - start, axis=-1)[..., 0]
+
+
+def score(
+    runner: LvmRunner, context: np.ndarray, empty: KVCache, candidates: np.ndarray, code_range: tuple[int, int]
+) -> np.ndarray:
+    """Log-likelihood of each candidate's tokens (C, T) after the context (L,) (see `token_log_probs`)."""
+    return token_log_probs(runner, context, empty, candidates, code_range).sum(axis=-1)

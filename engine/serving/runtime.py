@@ -27,7 +27,9 @@ from puzzles.images import ImageSource, to_rgb_array, to_square
 
 log = logging.getLogger(__name__)
 
-SCORING_RULES = ("sum", "pmi_last_panel")
+SCORING_RULES = ("sum", "pmi_last_panel", "pmi_channel")
+# families whose prompts are (input, output) example pairs and a query: the only ones "pmi_channel" can score
+PAIRED_FAMILIES = ("analogy", "grid")
 
 
 # --- sessions -------------------------------------------------------------------------------------------------
@@ -107,7 +109,17 @@ def scoring_rules(manifest: dict[str, Any]) -> dict[str, str]:
     if unknown:
         raise ValueError(f"unknown scoring rule {unknown[0]!r} in the manifest; "
                          f"expected one of {', '.join(SCORING_RULES)}")
+    unpaired = [family for family, rule in rules.items() if rule not in rules_for(family)]
+    if unpaired:
+        family = "every family" if unpaired[0] == "*" else unpaired[0]
+        raise ValueError(f"the scoring rule {rules[unpaired[0]]!r} needs example pairs, which {family} prompts "
+                         f"do not have (it suits {', '.join(PAIRED_FAMILIES)})")
     return dict(rules)
+
+
+def rules_for(family: str | None) -> tuple[str, ...]:
+    """The scoring rules that can rank a family's candidates ("pmi_channel" only where prompts are pairs)."""
+    return SCORING_RULES if family in PAIRED_FAMILIES else tuple(r for r in SCORING_RULES if r != "pmi_channel")
 
 
 def wanted_providers() -> list[str]:
@@ -291,18 +303,20 @@ class Bundle:
         kv = self.manifest["kv_cache"]
         return decode.empty_cache(kv["n_layers"], kv["n_kv_heads"], kv["head_dim"])
 
-    def _cache_for(self, context: np.ndarray, rows: int = 1) -> list[np.ndarray] | decode.StaticCache:
-        """The starting cache of a call on this context: a fixed-size buffer for the context plus one image per
-        row (sample or candidate), or a zero-length growing cache."""
+    def _cache_for(self, context: np.ndarray, rows: int = 1, tokens_per_row: int | None = None,
+                   ) -> list[np.ndarray] | decode.StaticCache:
+        """The starting cache of a call on this context: a fixed-size buffer for the context plus one image (or
+        `tokens_per_row` tokens) per row (sample or candidate), or a zero-length growing cache."""
         if isinstance(self.runner, decode.StaticLvmRunner):
-            return self.runner.new_cache(len(context) + rows * self.tokens_per_image)
+            return self.runner.new_cache(len(context) + rows * (tokens_per_row or self.tokens_per_image))
         return self._empty_cache()
 
-    def max_rows(self, context: np.ndarray) -> int:
-        """How many samples or candidates one call can run on this context (the fixed-size graph has a limit)."""
+    def max_rows(self, context: np.ndarray, tokens_per_row: int | None = None) -> int:
+        """How many samples or candidates (of one image each, or of `tokens_per_row` tokens) one call can run on
+        this context (the fixed-size graph has a limit)."""
         if not isinstance(self.runner, decode.StaticLvmRunner) or self.runner.max_positions is None:
             return sys.maxsize
-        return max(1, (self.runner.max_positions - len(context)) // self.tokens_per_image)
+        return max(1, (self.runner.max_positions - len(context)) // (tokens_per_row or self.tokens_per_image))
 
     # answering
     def complete(
@@ -357,8 +371,11 @@ class Bundle:
 
         The score is the candidate's log-likelihood after the prompt. Under the rule "pmi_last_panel" the
         log-likelihood after the last prompt image alone is subtracted, so a candidate is not favoured for being
-        easy to predict anyway (a copy of a prompt image, a blank panel). The rule is the manifest's for the
-        puzzle's `family` (`scoring_rules`); `scoring` overrides it (evaluation compares the rules).
+        easy to predict anyway (a copy of a prompt image, a blank panel). "pmi_channel" adds to that how well the
+        candidate, as an example, explains the given pairs (`_channel`), where the prompt is example pairs and a
+        query (an odd count of 3 or more images; any other prompt has no pairs to read and gets "pmi_last_panel").
+        The rule is the manifest's for the puzzle's `family` (`scoring_rules`); `scoring` overrides it
+        (evaluation compares the rules).
         """
         if len(candidates) == 0:
             raise ValueError("no candidates to score")
@@ -372,11 +389,23 @@ class Bundle:
         candidate_tokens = codes[len(images) :]
         report(0.3, f"scoring {len(candidates)} candidates")
         scores = self._likelihoods(context, candidate_tokens)
-        if scoring == "pmi_last_panel":
+        if scoring in ("pmi_last_panel", "pmi_channel"):
             scores = scores - self._likelihoods(self.context_tokens(codes[len(images) - 1 : len(images)]),
                                                 candidate_tokens)
+        if scoring == "pmi_channel" and len(images) >= 3 and len(images) % 2 == 1:  # else no pairs to read
+            report(0.6, "scoring the example pairs after each candidate")
+            scores = scores + self._channel(codes, len(images))
         report(1.0, "done")
         return scores
+
+    def _channel(self, codes: np.ndarray, n_images: int) -> np.ndarray:
+        """Per candidate, the log-likelihood of the example pairs' codes in the sentence that starts with the query
+        and the candidate: the puzzle read with the candidate's pair as its first example (a noisy channel: a
+        candidate that carries the examples' change makes them likely; a copy of the query does not)."""
+        examples = codes[: n_images - 1].reshape(-1)
+        continuations = np.stack([np.concatenate([candidate, examples]) for candidate in codes[n_images:]])
+        log_probs = self._token_log_probs(self.context_tokens(codes[n_images - 1 : n_images]), continuations)
+        return log_probs[:, self.tokens_per_image :].sum(axis=-1)
 
     def _likelihoods(self, context: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         """decode.score over as many candidates at once as the cache takes."""
@@ -386,6 +415,15 @@ class Bundle:
             return np.concatenate([self.batcher.score(context, part) for part in parts])
         return np.concatenate([decode.score(self.runner, context, self._cache_for(context, len(part)), part,
                                             code_range) for part in parts])
+
+    def _token_log_probs(self, context: np.ndarray, continuations: np.ndarray) -> np.ndarray:
+        """decode.token_log_probs over as many continuations at once as the cache takes."""
+        group = self.max_rows(context, continuations.shape[1])
+        parts = [continuations[i : i + group] for i in range(0, len(continuations), group)]
+        code_range = tuple(self.manifest["code_range"])
+        return np.concatenate([decode.token_log_probs(
+            self.runner, context, self._cache_for(context, len(part), part.shape[1]), part, code_range)
+            for part in parts])
 
     def scoring_rule(self, family: str | None = None) -> str:
         """How `score` ranks the candidates of a puzzle family (see `scoring_rules`)."""
