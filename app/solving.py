@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from puzzles.puzzle import MAX_CANDIDATES
+
 if TYPE_CHECKING:  # the runtime loads onnxruntime: typed here, passed in by the callers
     from engine.serving.runtime import Bundle
 
@@ -184,6 +186,8 @@ def rank(
     rule for the puzzle's family)."""
     if not candidates:
         raise ValueError("there are no candidates to rank")
+    if len(candidates) > MAX_CANDIDATES:
+        raise ValueError(f"at most {MAX_CANDIDATES} candidates can be ranked at once, got {len(candidates)}")
     scores = bundle.score(list(images), list(candidates), progress=progress, family=family)
     return [float(score) for score in np.asarray(scores, dtype=np.float64).reshape(-1)]
 

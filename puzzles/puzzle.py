@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 FAMILIES = ("analogy", "sequence", "matrix", "grid", "free")
+MAX_CANDIDATES = 16  # the most candidates a puzzle or a ranking takes: each one costs the model a scoring run
 
 
 def image_hash(image: np.ndarray) -> str:

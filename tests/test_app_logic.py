@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
+import gradio as gr
 import numpy as np
 import pytest
 
@@ -283,15 +284,18 @@ def test_candidates_are_ranked_by_the_bundles_rule_for_the_layouts_family(
     bundle_dir = tmp_path / "bundle"
     shutil.copytree(tiny_bundle_dir, bundle_dir)
     manifest = json.loads((bundle_dir / "manifest.json").read_text())
-    manifest["scoring"] = {"rules": {"analogy": "pmi_last_panel"}, "chosen_by": "test"}
+    manifest["scoring"] = {"rules": {"analogy": "pmi_channel"}, "chosen_by": "test"}
     (bundle_dir / "manifest.json").write_text(json.dumps(manifest))
     monkeypatch.setattr(services, "_current", services.Services(SimpleNamespace(bundle=bundle_dir, model_niceness=0),
                                                                 bank=None))
     bundle = Bundle.load(bundle_dir)
     prompt, candidates = [_image(k * 40) for k in range(3)], [_image(k * 30 + 5) for k in range(4)]
-    for layout, rule in (("analogy", "pmi_last_panel"), ("sequence", "sum")):
+    for layout, rule in (("analogy", "pmi_channel"), ("sequence", "sum")):
         expected = solving.candidate_probabilities(list(bundle.score(prompt, candidates, scoring=rule)))
         np.testing.assert_allclose(api.rank(prompt, candidates, layout), expected, rtol=1e-4, atol=1e-5)
+    too_many = [_image(k * 13) for k in range(17)]  # each candidate costs a scoring run: a ranking takes 16
+    with pytest.raises(gr.Error, match="at most 16 candidates can be ranked at once, got 17"):
+        api.rank(prompt, too_many, "analogy")
 
 
 @pytest.mark.parametrize("make_bank", ["sqlite"], indirect=True)

@@ -188,6 +188,9 @@ def test_invalid_puzzles_are_refused_with_the_reason(bank):
         repo.add_puzzle(bank, make_puzzle(1, answer_index=7))
     with pytest.raises(ValueError, match="difficulty"):
         repo.add_puzzle(bank, make_puzzle(1, difficulty=9))
+    many = make_puzzle(2).candidates * 5  # 20: more than a ranking takes
+    with pytest.raises(ValueError, match="20 candidates; a puzzle has at most 16"):
+        repo.add_puzzle(bank, make_puzzle(1, candidates=many))
     with pytest.raises(ValueError, match="unknown status"):
         repo.add_puzzle(bank, make_puzzle(1), status="live")
     assert repo.bank_stats(bank)["images"] == 0

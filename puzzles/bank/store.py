@@ -29,7 +29,7 @@ from puzzles.bank.models import (
     utc_now,
 )
 from puzzles.images import png_bytes, to_rgb_array
-from puzzles.puzzle import FAMILIES, Puzzle
+from puzzles.puzzle import FAMILIES, MAX_CANDIDATES, Puzzle
 
 MAX_TITLE_LENGTH = 1000
 MAX_VISITOR_LENGTH = 128  # the visitor_id / submitted_by columns
@@ -182,6 +182,8 @@ def puzzle_problems(puzzle: Puzzle) -> list[str]:
         problem = image_problem(image)
         if problem:
             problems.append(f"{kind} {index}: {problem}")
+    if len(puzzle.candidates) > MAX_CANDIDATES:
+        problems.append(f"{len(puzzle.candidates)} candidates; a puzzle has at most {MAX_CANDIDATES}")
     if puzzle.candidates and puzzle.answer_index is None:
         problems.append("candidates given without answer_index")
     if puzzle.answer_index is not None:
