@@ -1,9 +1,9 @@
 """Generations asked for at the same time share one ONNX Runtime run (numpy + onnxruntime, never torch).
 
 The fixed-size cache graph (engine/serving/decode.py, `StaticLvmRunner`) takes a position id per token and an attention
-bias, so prompts of different lengths can lie side by side in one cache: one prefill runs them all (each token
-sees its own prompt only), and every decode step appends one token per sample of every request, each sample
-attending to its own prompt and its own tokens. A request's tokens are the ones it would get alone: its rows
+bias, so prompts of different lengths can lie side by side in one cache: a prefill of two runs (the first prompt,
+then the others; see `prefill_prompts`) fills it, each token seeing its own prompt only, and every decode step
+appends one token per sample of every request, each sample attending to its own prompt and its own tokens. A request's tokens are the ones it would get alone: its rows
 draw from its own generator in the same order, and the other requests' keys are hidden (-inf bias). (Bit for bit
 with float weights; an int8 graph quantizes a run's activations together, so a batch-mate can move a logit by a
 few hundredths.) A guided request also puts its last image alone in the cache, with rows that follow its samples.
@@ -72,23 +72,39 @@ class Request:
 def prefill_prompts(runner: StaticLvmRunner, cache: StaticCache, contexts: list[np.ndarray],
                     counts: list[int]) -> np.ndarray:
     """Run the prompts side by side in an empty cache (each token sees its own prompt only), then branch
-    `counts[i]` rows off prompt i; the logits after each prompt's last token (P, V)."""
+    `counts[i]` rows off prompt i; the logits after each prompt's last token (P, V).
+
+    The first prompt runs alone and the others follow in a second run: in a run on an empty cache,
+    GroupQueryAttention rotates the keys it stores at positions 0, 1, ... whatever `position_ids` say, which is
+    right for the first prompt only; an appended run rotates them at their position ids.
+    """
     lengths = np.array([len(context) for context in contexts])
     ends = np.cumsum(lengths)
-    total = int(ends[-1])
-    segment = np.repeat(np.arange(len(contexts)), lengths)  # (total,) which prompt each token belongs to
-    allowed = (segment[:, None] == segment[None, :]) & np.tri(total, dtype=bool)
-    bias = np.where(allowed, np.float32(0), np.float32(-np.inf))[None, None]  # (1, 1, total, total)
+    groups = [contexts[:1], contexts[1:]] if len(contexts) > 1 else [contexts]
+    logits = np.concatenate([_append_prompts(runner, cache, group) for group in groups])
+    cache.branch([(int(end - length), int(end)) for end, length in zip(ends, lengths, strict=True)], counts)
+    return logits[ends - 1]
+
+
+def _append_prompts(runner: StaticLvmRunner, cache: StaticCache, contexts: list[np.ndarray]) -> np.ndarray:
+    """Append prompts side by side to the filled positions, each token seeing its own prompt's earlier tokens
+    only, at positions from 0; the logits of every new token (sum of lengths, V)."""
+    lengths = np.array([len(context) for context in contexts])
+    new, start = int(lengths.sum()), cache.length
+    total = start + new
+    segment = np.repeat(np.arange(len(contexts)), lengths)  # (new,) which prompt each token belongs to
+    allowed = np.zeros((new, total), dtype=bool)
+    allowed[:, start:] = (segment[:, None] == segment[None, :]) & np.tri(new, dtype=bool)
+    bias = np.where(allowed, np.float32(0), np.float32(-np.inf))[None, None]  # (1, 1, new, total)
     positions = np.concatenate([np.arange(length, dtype=np.int64) for length in lengths])[None, :]
-    logits = np.zeros((1, total, runner.vocab_size), dtype=np.float32)
+    logits = np.zeros((1, new, runner.vocab_size), dtype=np.float32)
     ids = np.ascontiguousarray(np.concatenate(contexts)[None, :], dtype=np.int64)
     binding = runner.bind(cache.values, ids, positions, np.array([total - 1], np.int32), np.array(total, np.int32),
                           logits)
     binding.bind_ortvalue_input("attention_bias", ort.OrtValue.ortvalue_from_numpy(bias))
     runner.session.run_with_iobinding(binding)
     cache.length = total
-    cache.branch([(int(end - length), int(end)) for end, length in zip(ends, lengths, strict=True)], counts)
-    return logits[0, ends - 1]
+    return logits[0]
 
 
 def capacity(requests: list[Request], n_tokens: int) -> int:
