@@ -1,12 +1,13 @@
 """Generations asked for at the same time share one ONNX Runtime run (numpy + onnxruntime, never torch).
 
-The fixed-size cache graph (engine/serving/decode.py, `StaticLvmRunner`) takes a position id per token and an attention
-bias, so prompts of different lengths can lie side by side in one cache: a prefill of two runs (the first prompt,
-then the others; see `prefill_prompts`) fills it, each token seeing its own prompt only, and every decode step
-appends one token per sample of every request, each sample attending to its own prompt and its own tokens. A request's tokens are the ones it would get alone: its rows
-draw from its own generator in the same order, and the other requests' keys are hidden (-inf bias). (Bit for bit
-with float weights; an int8 graph quantizes a run's activations together, so a batch-mate can move a logit by a
-few hundredths.) A guided request also puts its last image alone in the cache, with rows that follow its samples.
+The fixed-size cache graph (engine/serving/decode.py, `StaticLvmRunner`) takes a position id per token and an
+attention bias, so prompts of different lengths can lie side by side in one cache: a prefill of two runs (the first
+prompt, then the others; see `prefill_prompts`) fills it, each token seeing its own prompt only, and every decode
+step appends one token per sample of every request, each sample attending to its own prompt and its own tokens. A
+request's tokens are the ones it would get alone: its rows draw from its own generator in the same order, and the
+other requests' keys are hidden (-inf bias). (Bit for bit with float weights; an int8 graph quantizes a run's
+activations together, so a batch-mate can move a logit by a few hundredths.) A guided request also puts its last
+image alone in the cache, with rows that follow its samples.
 
 `Batcher` collects requests from concurrent threads: the first one waits at most `max_wait_s` for company, a
 batch holds at most `max_rows` samples and what the graph's positions take, and a batch that fails is run again
