@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import html
+import json
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -224,13 +225,16 @@ def _manifest(bundle: Bundle) -> Mapping[str, Any]:
 
 
 def bundle_id(bundle: Bundle) -> str:
-    """A short id naming the model that produced an output: manifest name + version/hash when present."""
+    """A short id naming the model that produced an output: manifest name + version, or else a hash of its files and
+    of the rules it answers by (its sampling defaults and scoring rules), so that the same weights answering by new
+    rules get a new id: the bank ranks its puzzles again and remembered answers are made afresh."""
     manifest = _manifest(bundle)
     name = str(manifest.get("name") or "bundle")
     tag = manifest.get("version") or manifest.get("id") or ""
     if not tag:
         files = manifest.get("files") or manifest.get("sha256") or {}
-        digest = hashlib.sha256(repr(sorted(files.items()) if isinstance(files, Mapping) else files).encode())
+        answers_by = {key: manifest.get(key) for key in ("sampling", "scoring")}
+        digest = hashlib.sha256(json.dumps([files, answers_by], sort_keys=True, default=str).encode())
         tag = digest.hexdigest()[:8]
     return f"{name}@{tag}"
 

@@ -1,6 +1,7 @@
 """Plain functions behind the playground pages: layouts, settings, ranking, challenge, bank views."""
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -318,6 +319,15 @@ def test_the_model_ranks_the_whole_bank_once_per_bundle(make_bank, tmp_path: Pat
              [item.id for item in repository.list_puzzles(bank, family="analogy")[0]]]
     wrong = sum(not results[0]["correct"] for results in known)
     assert len(bank_views.bank_page(bank, wrong_filter, 0)[1]) == wrong
+    rules_changed = tmp_path / "rules-changed"
+    shutil.copytree(tiny_bundle_dir, rules_changed)
+    manifest = json.loads((rules_changed / "manifest.json").read_text())
+    manifest["scoring"] = {"rules": {"analogy": "pmi_channel"}, "chosen_by": "test"}
+    (rules_changed / "manifest.json").write_text(json.dumps(manifest))
+    rescored = Bundle.load(rules_changed)  # the same weights answering by another rule: a model to rank with again
+    assert solving.bundle_id(rescored) != solving.bundle_id(bundle)
+    assert solving.bundle_id(Bundle.load(tiny_bundle_dir)) == solving.bundle_id(bundle)
+    assert model_picks.record_model_picks(bank, rescored) == 3
 
 
 def test_the_models_answer_to_a_bank_puzzle_is_made_once_per_bundle_and_settings(
