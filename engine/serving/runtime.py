@@ -390,31 +390,28 @@ class Bundle:
         report(0.3, f"scoring {len(candidates)} candidates")
         scores = self._likelihoods(context, candidate_tokens)
         if scoring in ("pmi_last_panel", "pmi_channel"):
-            scores = scores - self._likelihoods(self.context_tokens(codes[len(images) - 1 : len(images)]),
-                                                candidate_tokens)
-        if scoring == "pmi_channel" and len(images) >= 3 and len(images) % 2 == 1:  # else no pairs to read
-            report(0.6, "scoring the example pairs after each candidate")
-            scores = scores + self._channel(codes, len(images))
+            last_image = self.context_tokens(codes[len(images) - 1 : len(images)])
+            scores = scores - self._likelihoods(last_image, candidate_tokens)
+            if scoring == "pmi_channel" and len(images) >= 3 and len(images) % 2 == 1:  # else no pairs to read
+                report(0.6, "scoring the example pairs after each candidate")
+                scores = scores + self._channel(last_image, codes[: len(images) - 1], candidate_tokens)
         report(1.0, "done")
         return scores
 
-    def _channel(self, codes: np.ndarray, n_images: int) -> np.ndarray:
+    def _channel(self, query: np.ndarray, examples: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         """Per candidate, the log-likelihood of the example pairs' codes in the sentence that starts with the query
         and the candidate: the puzzle read with the candidate's pair as its first example (a noisy channel: a
         candidate that carries the examples' change makes them likely; a copy of the query does not)."""
-        examples = codes[: n_images - 1].reshape(-1)
-        continuations = np.stack([np.concatenate([candidate, examples]) for candidate in codes[n_images:]])
-        log_probs = self._token_log_probs(self.context_tokens(codes[n_images - 1 : n_images]), continuations)
-        return log_probs[:, self.tokens_per_image :].sum(axis=-1)
+        continuations = np.stack([np.concatenate([candidate, examples.reshape(-1)]) for candidate in candidates])
+        return self._token_log_probs(query, continuations)[:, self.tokens_per_image :].sum(axis=-1)
 
     def _likelihoods(self, context: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-        """decode.score over as many candidates at once as the cache takes."""
-        code_range, group = tuple(self.manifest["code_range"]), self.max_rows(context)
-        parts = [candidates[i : i + group] for i in range(0, len(candidates), group)]
-        if self.batcher is not None:
-            return np.concatenate([self.batcher.score(context, part) for part in parts])
-        return np.concatenate([decode.score(self.runner, context, self._cache_for(context, len(part)), part,
-                                            code_range) for part in parts])
+        """decode.score over as many candidates at once as the cache takes (shared with other calls' when batched)."""
+        if self.batcher is None:
+            return self._token_log_probs(context, candidates).sum(axis=-1)
+        group = self.max_rows(context)
+        return np.concatenate([self.batcher.score(context, candidates[i : i + group])
+                               for i in range(0, len(candidates), group)])
 
     def _token_log_probs(self, context: np.ndarray, continuations: np.ndarray) -> np.ndarray:
         """decode.token_log_probs over as many continuations at once as the cache takes."""
