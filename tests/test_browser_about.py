@@ -57,6 +57,23 @@ def test_about_summary_first_details_folded_every_image_shown(page: Page, shippe
     page.locator("#about-sentence").screenshot(path=str(SHOTS / "about-sentence.png"))
 
 
+def test_about_tables_stay_on_a_phone_screen(page: Page, shipped_app: str) -> None:
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(shipped_app)
+    page.get_by_role("tab", name="About").click()
+    page.locator("#about-card-accordion").get_by_text("Model card").click()
+    page.locator("#about-evaluation-accordion").get_by_text("Every evaluation measure").click()
+    expect(page.locator("#about-evaluation table")).to_contain_text("tokenizer round trip")
+    past_edge = page.eval_on_selector_all("#tab-about table", """tables => tables
+        .filter(t => t.getBoundingClientRect().right > document.documentElement.clientWidth)
+        .map(t => t.innerText.slice(0, 40))""")
+    assert past_edge == []  # a table wider than the screen scrolls inside its own box
+    hidden = page.locator("#about-evaluation table").evaluate("t => t.scrollWidth > t.clientWidth")
+    reached = page.locator("#about-evaluation table").evaluate("t => { t.scrollLeft = t.scrollWidth; "
+                                                                "return t.scrollLeft > 0; }")
+    assert not hidden or reached, "the evaluation table's last columns are out of reach"
+
+
 def test_card_pictures_are_found_and_served_links(tmp_path: Path) -> None:
     names = sorted(path.name for path in about.card_images(SHIPPED))
     assert "training_curve.png" in names and "failures_matrix.png" in names

@@ -265,6 +265,9 @@ def test_phone_width_keeps_the_matrix_labels_and_every_tab(page: Page, playgroun
         expect(page.get_by_role("tab", name=name)).to_be_visible()  # none hidden behind a "..." menu
     choose_example(page, 3)  # a matrix
     expect(page.locator("#cell-3 img")).to_be_visible()
+    expect(page.locator("#candidates img")).to_have_count(8)
+    widths = page.eval_on_selector_all("#candidates img", "imgs => imgs.map(i => i.getBoundingClientRect().width)")
+    assert min(widths) >= 60, f"the candidates are slivers on a phone: {widths}"  # 8 in a row were 38 px
     tops = [page.locator(f"#cell-{k}").bounding_box()["y"] for k in (1, 2, 3, 4)]
     assert tops[0] == tops[1] == tops[2] < tops[3], f"row 1 wraps: {tops}"
     cut = page.eval_on_selector_all(".gelato-cells [data-testid='block-label']",

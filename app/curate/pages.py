@@ -50,8 +50,9 @@ def _review_tab() -> tuple[Any, list[Any]]:
         prompt = gr.Image(label="Prompt", interactive=False, format="png")
         answer = gr.Image(label="Answer", interactive=False, format="png")
     with gr.Row():
-        candidates = gr.Gallery(label="Candidates", columns=8, height=160, format="png")
-        outputs = gr.Gallery(label="Rated model outputs", columns=8, height=160, format="png")
+        candidates = gr.Gallery(label="Candidates", columns=8, height=160, format="png", elem_classes=["gelato-reflow"])
+        outputs = gr.Gallery(label="Rated model outputs", columns=8, height=160, format="png",
+                             elem_classes=["gelato-reflow"])
     details = gr.Markdown(elem_id="details")
     with gr.Row():
         approve = gr.Button("Approve", variant="primary", elem_id="approve")

@@ -387,10 +387,11 @@ def build(visitor: gr.BrowserState) -> PlayComponents:
     groups = [analogy_group, sequence_group, matrix_group]
     with gr.Accordion("Bank images (drag one into a slot)", open=False, elem_id="bank-images-accordion"):
         thumbnails = gr.Gallery(elem_id="bank-images", columns=8, height=180, format="png", interactive=False,
-                                allow_preview=False, show_label=False)
+                                allow_preview=False, show_label=False, elem_classes=["gelato-reflow"])
     candidates = gr.Gallery(label="Candidates (optional: the model ranks them)", elem_id="candidates", columns=8,
-                            object_fit="contain", elem_classes=["gelato-fit"], format="png", interactive=True,
-                            file_types=["image"], type="filepath")  # read by prompts.as_image -> app.uploads
+                            object_fit="contain", elem_classes=["gelato-fit", "gelato-reflow"], format="png",
+                            interactive=True, file_types=["image"],
+                            type="filepath")  # read by prompts.as_image -> app.uploads
     candidates.upload(check_candidates, candidates, candidates, api_visibility="private")
     with gr.Accordion("Advanced", open=False, elem_id="advanced"):
         with gr.Row():
@@ -411,12 +412,12 @@ def build(visitor: gr.BrowserState) -> PlayComponents:
     expect_note = gr.Markdown(first_expectation(), elem_id="expectations")
     # Whole pictures (contain, not cover) and room for every sample and input: nothing is cropped or scrolled away.
     samples = gr.Gallery(label="Samples", elem_id="samples", columns=8, object_fit="contain",
-                         elem_classes=["gelato-fit"], format="png", interactive=False)
+                         elem_classes=["gelato-fit", "gelato-reflow"], format="png", interactive=False)
     settings_used = gr.Markdown(elem_id="settings-used")
     ranking_chart = gr.HTML(elem_id="ranking", visible=False)
     pick_text = gr.Markdown(elem_id="pick")
     sees = gr.Gallery(label="What the model sees", elem_id="sees", columns=8, object_fit="contain",
-                      elem_classes=["gelato-fit"], format="png")
+                      elem_classes=["gelato-fit", "gelato-reflow"], format="png")
     with gr.Row():
         sample_index = gr.Number(value=1, precision=0, label="Sample (click one above)", elem_id="rate-sample",
                                  minimum=1)
