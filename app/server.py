@@ -182,13 +182,15 @@ def build_blocks() -> Any:
                 play_parts = play.build(visitor)
             with gr.Tab("Bank", id="bank", elem_id="tab-bank"):
                 bank_parts = bank.build_bank()
-            with gr.Tab("Try it yourself", id="try", elem_id="tab-try"):
+            with gr.Tab("Try it yourself", id="try", elem_id="tab-try") as try_tab:
                 try_parts = bank.build_try(visitor)
             with gr.Tab("Challenge", id="challenge", elem_id="tab-challenge"):
                 challenge.build(visitor)
             with gr.Tab("About", id="about", elem_id="tab-about"):
                 overview, card, evaluation = about.build()
         api.build()  # named endpoints for programs (answer, rank, puzzle)
+        try_tab.select(try_parts["open_when_empty"], try_parts["puzzle_id"], try_parts["open_outputs"],
+                       api_visibility="private")
 
         def open_in_play(puzzle_id: str | None) -> list[Any]:
             if not puzzle_id:

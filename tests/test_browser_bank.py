@@ -108,18 +108,25 @@ WATCH_FOR_ERROR_BADGES = """(selectors) => {
 }"""
 
 
-def test_answer_without_a_puzzle_says_so_and_leaves_the_answer_boxes_alone(
+def test_the_tab_opens_on_a_puzzle_and_an_answer_without_a_choice_says_so(
     page: Page, playground: dict[str, Any],
 ) -> None:
     page.goto(playground["url"])
     page.get_by_role("tab", name="Try it yourself").click()
+    expect(page.locator("#try-candidates img").first).to_be_visible()  # a puzzle, not empty boxes
+    expect(page.locator("#try-title")).to_contain_text(" ")
     boxes = ["#try-truth", "#try-generated", "#try-verdict", "#try-stats"]
     page.evaluate(WATCH_FOR_ERROR_BADGES, boxes)  # the failed event's badges may show only for a moment
     page.locator("#try-answer").click()
-    expect(page.locator(".toast-message-item").first).to_contain_text("no puzzle chosen")
+    expect(page.locator(".toast-message-item").first).to_contain_text("choose a candidate")
     page.wait_for_timeout(2000)
     assert page.evaluate("window.errorBadgesSeen") == []
     expect(page.locator("#try-answer")).to_be_enabled()
+    shown = page.locator("#try-prompt img").get_attribute("src")
+    page.get_by_role("tab", name="Play").click()
+    page.get_by_role("tab", name="Try it yourself").click()
+    page.wait_for_timeout(1000)
+    assert page.locator("#try-prompt img").get_attribute("src") == shown  # back on the tab: the same puzzle
 
 
 def test_on_a_phone_every_candidate_and_every_bank_puzzle_is_in_sight(page: Page, playground: dict[str, Any]) -> None:

@@ -96,6 +96,12 @@ def open_random(puzzle_id: str | None) -> list[Any]:
     return open_try(arc.random_id(puzzle_id))[:-1]
 
 
+def wants_a_puzzle(puzzle_id: str | None) -> bool:
+    """Whether the tab, opened now, should show a random puzzle: none on it yet, and the bank has one to show
+    (rather than empty boxes and nothing to answer)."""
+    return not puzzle_id and bank_views.random_puzzle_id(current().bank) is not None
+
+
 # The address bar names the puzzle on screen, so it can be shared; the button copies the puzzle's link, built from
 # the id it is given rather than read from the address bar, which may not have caught up with the puzzle yet.
 PUZZLE_URL = "(id) => location.origin + location.pathname + '?puzzle=' + encodeURIComponent(id)"
@@ -108,6 +114,10 @@ def attempt(visitor_id: str | None, puzzle_id: str, choice: str, started: float 
     already knows it. The model's own work follows in `attempt_model`, on the model's queue."""
     visitor_id = visitors.ensure_visitor_id(visitor_id)
     services = current()
+    if not puzzle_id:
+        raise gr.Error("open a puzzle first: pick one in the Bank, or press Random puzzle")
+    if not choice:  # an empty choice is not giving up: that is a choice of its own
+        raise gr.Error(f"choose a candidate, or {bank_views.GAVE_UP!r}, before pressing Answer")
     try:
         puzzle = published_puzzle(puzzle_id)  # before recording: no attempt, no answer for an unpublished one
         index = bank_views.choice_index(choice)
@@ -204,7 +214,7 @@ def build_try(visitor: gr.BrowserState) -> dict[str, Any]:
                                 allow_preview=False, interactive=False)
     with gr.Row() as choice_row:
         choice = gr.Radio(bank_views.ANSWER_CHOICES, label="Your answer", elem_id="try-choice")
-        answer_button = gr.Button("Answer", variant="primary", elem_id="try-answer")
+        answer_button = gr.Button("Answer", variant="primary", elem_id="try-answer", interactive=False)
     grid_parts = arc.build(visitor, puzzle_id, started)
     verdict = gr.Markdown(elem_id="try-verdict")
     with gr.Row() as reveal_row:
@@ -228,10 +238,14 @@ def build_try(visitor: gr.BrowserState) -> dict[str, Any]:
     play.settle_on_failure(modelled, [verdict, generated, stats])
     open_outputs = [puzzle_id, title, prompt, candidates, choice, started, verdict, truth, generated, stats,
                     answer_button]
+
+    def open_when_empty(shown_id: str | None) -> list[Any]:
+        return open_random(None) if wants_a_puzzle(shown_id) else [gr.skip()] * len(open_outputs)
+
     next_button.click(open_next, puzzle_id, open_outputs, api_visibility="private")
     random_button.click(open_random, puzzle_id, open_outputs, api_visibility="private")
     link_button.click(None, puzzle_id, None, js=COPY_LINK)
     puzzle_id.change(None, puzzle_id, None, js=SHOW_LINK)
     puzzle_id.change(arc.open_grid, puzzle_id, arc.open_outputs(grid_parts, choice_row, candidates, reveal_row),
                      api_visibility="private")
-    return {"open_outputs": open_outputs, "puzzle_id": puzzle_id}
+    return {"open_outputs": open_outputs, "puzzle_id": puzzle_id, "open_when_empty": open_when_empty}
