@@ -35,6 +35,24 @@ def decode_png(data: bytes) -> np.ndarray:
         return to_rgb_array(image)
 
 
+def shown_id(puzzle_id: Any, limit: int = 40) -> str:
+    """A puzzle id as a message quotes it: cut short, so a message never echoes a sender's megabytes back."""
+    text = str(puzzle_id)
+    return repr(text if len(text) <= limit else text[:limit] + "…")
+
+
+def fetch_published(bank: Bank, puzzle_id: str) -> dict[str, Any]:
+    """A published puzzle (fetch_puzzle) for a visitor: a draft, pending or rejected one answers exactly like a
+    missing one, so a visitor who knows its id learns neither its answer nor that it exists."""
+    try:
+        puzzle = fetch_puzzle(bank, puzzle_id)
+    except ValueError:
+        puzzle = None
+    if puzzle is None or puzzle["status"] != "published":
+        raise ValueError(f"no puzzle {shown_id(puzzle_id)} in the bank" if puzzle_id else "no puzzle chosen")
+    return puzzle
+
+
 def fetch_puzzle(bank: Bank, puzzle_id: str) -> dict[str, Any]:
     """A puzzle as a plain dict (images as arrays); ValueError naming the id when it is not in the bank."""
     from puzzles.bank import repository

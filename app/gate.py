@@ -3,26 +3,32 @@
 - Bodies are bounded before they are read: over `max_request_mb` (event calls: 1 MB) is 413; a body without a
   Content-Length is read only up to that bound.
 - Event calls of the playground (queue/join, run, call) must name an event it has: an unknown fn_index or name
-  is a 404 with one log line, not a traceback. Known ones pass the per-client limits of app.limits (queue
-  places, new visitor ids, writes, submissions): 429 with the reason.
+  is a 404 with one log line, not a traceback. Their values must be of the kinds the event's inputs take
+  (app.event_values): 422 naming the input. Known ones pass the per-client limits of app.limits (queue
+  places, new visitor ids, writes, submissions): 429 with the reason. Calls that join the queue are admitted
+  one at a time, so a burst sent at once counts its own places as a sequence does.
 - Uploads count against the client's upload bytes per hour.
 - Every response carries the security headers; X-Forwarded-Host is dropped unless proxies are trusted, so
   links and redirects never point at a host the caller names.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 from collections.abc import Callable
 from typing import Any
 
+from app.event_values import refusal as value_refusal
 from app.limits import EVENT_BODY_BYTES, ClientLimits, RateLimited, client_address, places_taken
 
 log = logging.getLogger(__name__)
 
 API = "/gradio_api/"
 EVENT_ROUTES = ("queue/join", "run/", "api/", "call/")
+STREAM_ROUTE = "queue/data"  # an event's messages, read with the session_hash that joined it
+QUEUED_ROUTES = ("queue/join", "call/")  # answered as soon as the event is in the queue (run/ waits for its end)
 UPLOAD_ROUTE = "upload"
 BODY_METHODS = (b"POST", b"PUT", b"PATCH")
 FRAME_ANCESTORS = "'self' https://huggingface.co"  # a Space is shown inside a page of huggingface.co
@@ -48,6 +54,7 @@ class Gate:
     def __init__(self, app: Any, limits: ClientLimits, blocks: Callable[[], Any]):
         self.app, self.limits, self.blocks = app, limits, blocks
         self.headers = security_headers()
+        self.admission = asyncio.Lock()  # one queued call from check to queue at a time
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -57,6 +64,9 @@ class Gate:
         if self.limits.trusted_proxies == 0:
             scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"x-forwarded-host"]
         path, client = scope["path"], client_address(scope, self.limits.trusted_proxies)
+        if path == API + STREAM_ROUTE and not self._session_known(scope):
+            await _answer(send, 404, "unknown session: join the queue first")  # Gradio's answer logs a traceback
+            return
         is_event = path.startswith(API) and path[len(API):].startswith(EVENT_ROUTES)
         cap = EVENT_BODY_BYTES if is_event else self.limits.max_request_bytes
         declared = _content_length(scope)
@@ -70,6 +80,9 @@ class Gate:
                     await _answer(send, 413, f"request body over {cap // 1024**2} MB")
                     return
                 declared, receive = len(body), _replay(body, receive)
+                if is_event and path[len(API):].startswith(QUEUED_ROUTES):
+                    await self._admit(path[len(API):], body, client, scope, receive, send)
+                    return
                 if is_event:
                     refusal = self._check_event(path[len(API):], body, client)
                     if refusal is not None:
@@ -83,11 +96,45 @@ class Gate:
                     return
         await self.app(scope, receive, send)
 
+    async def _admit(self, route: str, body: bytes, client: str, scope: dict[str, Any], receive: Any,
+                     send: Any) -> None:
+        """A call that joins the queue: checked and queued before the next one is checked (the queue counts
+        a client's places only once its events are in it)."""
+        started = asyncio.Event()
+
+        async def sending(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                started.set()
+            await send(message)
+
+        async with self.admission:
+            refusal = self._check_event(route, body, client)
+            if refusal is not None:
+                await _answer(send, *refusal)
+                return
+            call = asyncio.ensure_future(self.app(scope, receive, sending))
+            answered = asyncio.ensure_future(started.wait())
+            await asyncio.wait([call, answered], return_when=asyncio.FIRST_COMPLETED)
+            answered.cancel()
+        await call
+
+    def _session_known(self, scope: dict[str, Any]) -> bool:
+        """Whether the queue holds messages for the stream's session_hash (no Blocks yet: let Gradio answer)."""
+        from urllib.parse import parse_qs
+
+        blocks = self.blocks()
+        if blocks is None:
+            return True
+        session = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("session_hash", [""])[0]
+        return session in blocks._queue.pending_messages_per_session
+
     def _check_event(self, route: str, body: bytes, client: str) -> tuple[int, str] | None:
         """(status, message) refusing an event call, or None to let it through."""
         blocks = self.blocks()
         try:
             payload = json.loads(body or b"{}")
+        except RecursionError:
+            return 422, "the request's JSON is nested too deeply"
         except ValueError:
             return None  # Gradio answers malformed JSON itself (422)
         if blocks is None or not isinstance(payload, dict):
@@ -97,6 +144,10 @@ class Gate:
             log.info("refused a call to an unknown event (%s)", route.split("/")[0])
             return 404, "unknown event"
         data = payload.get("data") if isinstance(payload.get("data"), list) else []
+        problem = value_refusal(fn, data) if isinstance(payload.get("data"), list) else None
+        if problem is not None:
+            log.info("refused %s from a client: %s", fn.api_name, problem)
+            return 422, problem
         try:
             self.limits.check_event(client, fn.api_name, _lacks_visitor_id(fn, data),
                                     places_taken(_queued(blocks), client, self.limits.trusted_proxies))

@@ -82,7 +82,8 @@ def database_health(bank: Any) -> dict[str, Any]:
 
 
 def bundle_and_provider_health(services: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    bundle_part: dict[str, Any] = {"ok": False, "name": None, "path": str(services.bundle_dir), "image_size": None}
+    # no server path: anyone may ask (the start-up log names the bundle's directory)
+    bundle_part: dict[str, Any] = {"ok": False, "name": None, "image_size": None}
     provider_part: dict[str, Any] = {"ok": False, "active": None, "available": []}
     try:
         import onnxruntime
@@ -97,8 +98,7 @@ def bundle_and_provider_health(services: Any) -> tuple[dict[str, Any], dict[str,
         provider_part.setdefault("error", "no bundle loaded")
         return bundle_part, provider_part
     manifest = getattr(bundle, "manifest", {}) or {}
-    bundle_part.update(ok=True, name=manifest.get("name"), image_size=manifest.get("image_size"),
-                       path=str(getattr(bundle, "directory", services.bundle_dir)))
+    bundle_part.update(ok=True, name=manifest.get("name"), image_size=manifest.get("image_size"))
     if services.bundle_note:
         bundle_part["note"] = services.bundle_note
     active = getattr(bundle, "provider", None)

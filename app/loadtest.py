@@ -387,8 +387,10 @@ def serve_forever(bundle: Path | None, data_dir: Path, port: int) -> None:
     """The server side of a load run (its own process): build the app, say so in READY_FILE, serve until killed."""
     import uvicorn
 
+    from app.server import UVICORN_OPTIONS
+
     app, ids, files = build_app(bundle, data_dir, port)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **UVICORN_OPTIONS))
     (data_dir / READY_FILE).write_text(json.dumps({"ids": ids, "files": files}))
     server.run()
 

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from puzzles.images import to_rgb_array
+from puzzles.puzzle import MAX_CANDIDATES
 
 LAYOUTS = ("analogy", "sequence", "matrix")
 MAX_PAIRS = 3
@@ -20,6 +21,7 @@ ANALOGY_SLOTS = tuple(slot for k in range(1, MAX_PAIRS + 1) for slot in (f"slot-
 SEQUENCE_SLOTS = tuple(f"seq-{k}" for k in range(1, MAX_FRAMES + 1))
 MATRIX_SLOTS = tuple(f"cell-{k}" for k in range(1, MATRIX_CELLS + 1))
 ALL_SLOTS = ANALOGY_SLOTS + SEQUENCE_SLOTS + MATRIX_SLOTS
+MOST_PROMPT_IMAGES = max(len(ANALOGY_SLOTS), len(SEQUENCE_SLOTS), len(MATRIX_SLOTS))
 
 
 def slot_label(slot: str) -> str:
@@ -54,13 +56,29 @@ def as_image(value: Any) -> np.ndarray | None:
     return read_upload_file(str(value))  # a file: read with the upload checks, so a bad one is named
 
 
+def counted_images(values: Sequence[Any] | None, most: int, rule: str) -> list[np.ndarray]:
+    """Files or images -> RGB arrays; more than `most` are refused before any is read (each read costs a decode),
+    in words: "at most {most} {rule}, got N"."""
+    values = list(values or [])
+    if len(values) > most:
+        raise ValueError(f"at most {most} {rule}, got {len(values)}")
+    return [as_image(value) for value in values]
+
+
+def candidate_images(values: Sequence[Any] | None) -> list[np.ndarray]:
+    """A gallery's or a program's candidates -> images (at most MAX_CANDIDATES: each costs a scoring run)."""
+    return counted_images(values, MAX_CANDIDATES, "candidates can be ranked at once")
+
+
 def prompt_images(layout: str, slots: Mapping[str, Any], pairs: int = 1) -> list[np.ndarray]:
-    """The prompt images in sentence order for a layout, checking that every needed slot is filled.
+    """The prompt images in sentence order for a layout, checking that every needed slot is filled (only the
+    layout's own slots are read: another layout's images may stay in theirs).
 
     analogy: A1, A1', ..., Ak, Ak', B (k = pairs); sequence: the filled frames 1..n, no gaps;
     matrix: the 8 cells row-major. (engine.serving.sentences then turns the images' codes into the model's tokens.)
     """
-    images = {slot: as_image(slots.get(slot)) for slot in ALL_SLOTS}
+    own = {"analogy": ANALOGY_SLOTS, "sequence": SEQUENCE_SLOTS, "matrix": MATRIX_SLOTS}.get(layout, ())
+    images = {slot: as_image(slots.get(slot)) for slot in own}
     if layout == "analogy":
         if not 1 <= int(pairs) <= MAX_PAIRS:
             raise ValueError(f"an analogy has 1 to {MAX_PAIRS} example pairs, not {pairs}")

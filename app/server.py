@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
 STATIC = ROOT / "static"
+# The gate reads X-Forwarded-For itself, trusting only the configured proxy hops; uvicorn's own reading would
+# trust any loopback peer and rewrite the client address before the gate sees it.
+UVICORN_OPTIONS = {"proxy_headers": False}
 CURATE_PATH = "/curate"  # the curator pages mount here (separate Blocks with their own auth dependency)
 MAX_FILE_SIZE = "10mb"  # per upload; enforced by the server (413)
 DELETE_CACHE = (3600, 86400)  # every hour, delete cached files older than a day
@@ -298,4 +301,4 @@ def serve(settings: AppSettings) -> None:
         log.error("%s", error)
         raise SystemExit(f"gelato: {error}") from error
     log.info("Gelato on http://%s:%d (bank %s)", settings.host, settings.port, app.state.gelato_services.bank.url)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", **UVICORN_OPTIONS)

@@ -187,7 +187,7 @@ def rank(
     rule for the puzzle's family)."""
     if not candidates:
         raise ValueError("there are no candidates to rank")
-    if len(candidates) > MAX_CANDIDATES:
+    if len(candidates) > MAX_CANDIDATES:  # callers with files count them before reading (prompts.candidate_images)
         raise ValueError(f"at most {MAX_CANDIDATES} candidates can be ranked at once, got {len(candidates)}")
     scores = bundle.score(list(images), list(candidates), progress=progress, family=family)
     return [float(score) for score in np.asarray(scores, dtype=np.float64).reshape(-1)]

@@ -13,15 +13,16 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
-from app import prompts, solving
+from app import bank_views, prompts, solving
 from app.services import current
 
 MODEL_CONCURRENCY = "model"  # the queue shared with the pages' model events
 
 
 def _images(files: list[Any] | None, what: str) -> list[np.ndarray]:
-    """Uploaded files -> RGB arrays, read with the upload checks (each bad file named)."""
-    images = [prompts.as_image(item) for item in files or []]
+    """Uploaded files -> RGB arrays, read with the upload checks (each bad file named), counted first."""
+    images = (prompts.candidate_images(files) if what == "candidates"
+              else prompts.counted_images(files, prompts.MOST_PROMPT_IMAGES, "images make a prompt"))
     if not images:
         raise ValueError(f"give at least one image as {what}")
     return images
@@ -66,10 +67,8 @@ def rank(images: list[Any], candidates: list[Any], layout: str) -> list[float]:
 
 def puzzle(puzzle_id: str) -> tuple[dict[str, Any], list[np.ndarray], list[np.ndarray]]:
     """A published puzzle: its description (no answer), its panels in sentence order and its candidates."""
-    from app.pages.bank import published_puzzle
-
     try:
-        found = published_puzzle(str(puzzle_id or "").strip())
+        found = bank_views.fetch_published(current().bank, str(puzzle_id or "").strip())
     except ValueError as error:
         raise gr.Error(str(error)) from error
     info = {key: found[key] for key in ("id", "family", "title", "layout", "tags", "difficulty")}

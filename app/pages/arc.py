@@ -46,10 +46,13 @@ def editor_html(input_grid: list[list[int]] | None) -> str:
 
 def parse_grid(text: str | None) -> np.ndarray:
     """The person's grid from the editor's JSON; ValueError in words when it is not a grid of ARC colours."""
+    unreadable = ValueError("the answer grid could not be read; reload the page and try again")
+    if not isinstance(text, str | None):
+        raise unreadable
     try:
         value = json.loads(text or "")
-    except json.JSONDecodeError as error:
-        raise ValueError("the answer grid could not be read; reload the page and try again") from error
+    except (json.JSONDecodeError, RecursionError) as error:
+        raise unreadable from error
     if not isinstance(value, list) or not value or len(value) > arc_grid.MAX_GRID_SIDE:
         raise ValueError(f"an answer grid has 1 to {arc_grid.MAX_GRID_SIDE} rows")
     if any(not isinstance(row, list) or len(row) > arc_grid.MAX_GRID_SIDE for row in value):
@@ -92,7 +95,7 @@ def model_answer(puzzle: dict[str, Any]) -> tuple[np.ndarray | None, str]:
 def open_grid(puzzle_id: str | None) -> list[Any]:
     """When Try it yourself shows a puzzle: for a grid, the editor with a fresh set of tries instead of the
     candidate choice; for any other puzzle, the candidate choice."""
-    puzzle = bank_views.fetch_puzzle(current().bank, puzzle_id) if puzzle_id else None
+    puzzle = _published_or_error(puzzle_id) if puzzle_id else None
     is_grid = bool(puzzle) and puzzle["family"] == "grid" and answer_grid(puzzle) is not None
     editor = editor_html(test_input(puzzle)) if is_grid else ""
     note = (f"Build the output grid for the test input: set its size (or copy the input), pick a colour and "
@@ -107,15 +110,13 @@ def check(visitor_id: str | None, puzzle_id: str | None, grid_json: str | None, 
     """One try: right or wrong at once; the round ends when it is right or the tries are used up, and then it
     is recorded once and the answer is shown (the model's answer follows in `model_after_round`)."""
     visitor_id = visitors.ensure_visitor_id(visitor_id)
-    tries_left = TRIES if tries_left is None else int(tries_left)
+    tries_left = TRIES if tries_left is None else int(tries_left)  # a State: the server's own value
     if not puzzle_id:
         raise gr.Error("pick a grid puzzle in the Bank first")
     if tries_left <= 0:
         raise gr.Error("this round is over: press Next task or Random task")
-    from app.pages.bank import published_puzzle  # bank imports this module
-
-    try:
-        puzzle = published_puzzle(puzzle_id)  # an unpublished puzzle's answer is never checked nor shown
+    try:  # an unpublished puzzle's answer is never checked nor shown
+        puzzle = bank_views.fetch_published(current().bank, puzzle_id)
         expected = answer_grid(puzzle)
         if expected is None:
             raise ValueError("this puzzle has no answer grid to check against")
@@ -141,14 +142,10 @@ def check(visitor_id: str | None, puzzle_id: str | None, grid_json: str | None, 
 def model_after_round(puzzle_id: str | None, tries_left: int | None, verdict: str) -> list[Any]:
     """Once a round is over (right, or no tries left): the model's answer beside the person's, on the model's
     queue; nothing while the round goes on."""
+    verdict = verdict or ""
     if not puzzle_id or (tries_left and not verdict.startswith(feedback(True, 0, False))):
         return [gr.skip(), gr.skip()]
-    from app.pages.bank import published_puzzle  # bank imports this module
-
-    try:
-        puzzle = published_puzzle(puzzle_id)
-    except ValueError as error:
-        raise gr.Error(str(error)) from error
+    puzzle = _published_or_error(puzzle_id)
     image, line = model_answer(puzzle)
     return [f"{verdict}\n\n{line}", image]
 
@@ -169,8 +166,16 @@ def neighbour(puzzle_id: str | None, family: str | None, step: int) -> str:
     return ids[(index + step) % len(ids)]
 
 
+def _published_or_error(puzzle_id: str) -> dict[str, Any]:
+    try:
+        return bank_views.fetch_published(current().bank, puzzle_id)
+    except ValueError as error:
+        raise gr.Error(str(error)) from error
+
+
 def family_of(puzzle_id: str | None) -> str | None:
-    return bank_views.fetch_puzzle(current().bank, puzzle_id)["family"] if puzzle_id else None
+    """The family of the puzzle on screen: a published one's only (no other puzzle's existence is told)."""
+    return _published_or_error(puzzle_id)["family"] if puzzle_id else None
 
 
 def next_id(puzzle_id: str | None) -> str:

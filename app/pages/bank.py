@@ -22,10 +22,13 @@ FAMILY_CHOICES = ["any", "matrix", "analogy", "sequence", "grid"]  # the familie
 # --- handlers -------------------------------------------------------------------------------------------------
 
 
+PAGE_BOUND = 10**6  # past any bank's last page (which is then shown), and within what a database can offset
+
+
 def browse(family: str, layout: str, tag: str, low: int, high: int, model_wrong: bool, page: int) -> list[Any]:
     """One page of the gallery with the ids behind it and a 'page x of y' line; a page past either end shows
     the nearest one and says so."""
-    asked = max(1, int(page or 1))
+    asked = min(max(1, int(page or 1)), PAGE_BOUND)
     try:
         filters = bank_views.puzzle_filter(family, layout, tag, low, high, model_wrong)
         pictures, ids, pages = bank_views.bank_page(current().bank, filters, asked - 1)
@@ -60,12 +63,8 @@ def _name(puzzle: dict[str, Any]) -> str:
 
 
 def published_puzzle(puzzle_id: str) -> dict[str, Any]:
-    """A published puzzle (bank_views.fetch_puzzle); a draft, pending or rejected one answers exactly like a missing
-    one, so a visitor who knows its id learns neither its answer nor that it exists."""
-    puzzle = bank_views.fetch_puzzle(current().bank, puzzle_id)
-    if puzzle["status"] != "published":
-        raise ValueError(f"no puzzle {str(puzzle_id)!r} in the bank")
-    return puzzle
+    """The served bank's published puzzle (bank_views.fetch_published)."""
+    return bank_views.fetch_published(current().bank, puzzle_id)
 
 
 def open_try(puzzle_id: str | None, request: gr.Request | None = None) -> list[Any]:

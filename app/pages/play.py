@@ -16,6 +16,7 @@ from app import bank_views, bank_writes, prompts, solving, visitors
 from app.pages import ranking
 from app.services import current
 from app.uploads import SlotImage
+from puzzles.puzzle import MAX_CANDIDATES
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ def solve(layout: str, pairs: str, *rest: Any, progress: gr.Progress = gr.Progre
     try:
         settings = solving.SampleSettings.from_inputs(n_samples, temperature, top_k, top_p, seed, guidance)
         images = prompts.prompt_images(layout, _slot_values(tuple(slot_values)), int(pairs or 1))
-        candidate_images = [prompts.as_image(item) for item in candidates or []]
+        candidate_images = prompts.candidate_images(candidates)
         bundle = services.bundle()
         result = solving.solve(bundle, images, settings, candidate_images, progress=lambda f, m: progress(f, desc=m),
                                family=layout)
@@ -130,7 +131,7 @@ def score(layout: str, pairs: str, *rest: Any, progress: gr.Progress = gr.Progre
     *slot_values, candidates, puzzle_id = rest
     try:
         images = prompts.prompt_images(layout, _slot_values(tuple(slot_values)), int(pairs or 1))
-        candidate_images = [prompts.as_image(item) for item in candidates or []]
+        candidate_images = prompts.candidate_images(candidates)
         scores = solving.rank(current().bundle(), images, candidate_images, progress=lambda f, m: progress(f, desc=m),
                               family=layout)
     except (ValueError, RuntimeError) as error:
@@ -160,11 +161,11 @@ def rate(visitor_id: str | None, run: dict | None, sample: Any, vote: str, corre
     visitor_id = visitors.ensure_visitor_id(visitor_id)
     number = int(sample if sample not in (None, "") else 1)
     try:
-        rating_id = bank_writes.rate_sample(current().bank, visitor_id, run, number - 1, vote, bool(correct))
+        rating_id = bank_writes.rate_sample(current().bank, visitor_id, run, number - 1, vote, correct is True)
     except ValueError as error:
         raise gr.Error(str(error)) from error
     word = "up" if vote == "up" else "down"
-    marked = " and marked correct" if correct else ""
+    marked = " and marked correct" if correct is True else ""
     # The rating's id stays out of sight (an HTML comment) for programs that check what was stored.
     return f"Thanks: sample {number} rated {word}{marked}. <!-- (rating {rating_id}) -->", visitor_id
 
@@ -175,7 +176,7 @@ def submit(visitor_id: str | None, layout: str, pairs: str, *rest: Any) -> tuple
     visitor_id = visitors.ensure_visitor_id(visitor_id)
     try:
         images = prompts.prompt_images(layout, _slot_values(tuple(slot_values)), int(pairs or 1))
-        candidate_images = [prompts.as_image(item) for item in candidates or []]
+        candidate_images = prompts.candidate_images(candidates)
         puzzle_id = bank_writes.submit_prompt(
             current().bank, visitor_id, layout, images, prompts.as_image(answer), candidate_images, title or ""
         )
@@ -238,6 +239,9 @@ def check_upload(image: np.ndarray | None) -> None:
 def check_candidates(items: list[Any] | None) -> list[Any] | None:
     """Keep the uploaded candidates that are usable images; name each refused file and why."""
     kept, refused = [], []
+    if len(items or []) > MAX_CANDIDATES:  # each is read below: say so before reading more than a ranking takes
+        raise gr.Error(f"at most {MAX_CANDIDATES} candidates can be ranked at once, got {len(items or [])}; "
+                       "remove some (the × on the gallery clears them)")
     for item in items or []:
         try:
             prompts.as_image(item)

@@ -1,0 +1,91 @@
+"""What each input of an event may carry on the wire, checked by the gate before Gradio reads it.
+
+A widget sends a number for a slider, true or false for a checkbox, a file reference for an image; a program
+can send anything. Gradio refuses a wrong kind with a bare "Error" (or a handler fails on NaN), so the gate
+names the input and what it takes instead: one rule per kind of component, for every event.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import gradio as gr
+
+FILE_KEYS = ("path", "url")
+MAX_TEXT = 10_000  # characters in one text value: an ARC grid's JSON is under 6,000, a title or tag far less
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_file(value: Any) -> bool:
+    return isinstance(value, dict) and any(isinstance(value.get(key), str) for key in FILE_KEYS)
+
+
+def _is_gallery_item(value: Any) -> bool:
+    """A gallery item: {"image": file, "caption": ...} as Gradio sends it, a bare file, or [file, caption]."""
+    if isinstance(value, dict) and "image" in value:
+        return _is_file(value["image"])
+    if isinstance(value, list) and value:
+        return _is_file(value[0])
+    return _is_file(value)
+
+
+def _number_problem(block: Any, value: Any) -> str | None:
+    if not _is_number(value):
+        return "a finite number"
+    low, high = getattr(block, "minimum", None), getattr(block, "maximum", None)
+    if (low is not None and value < low) or (high is not None and value > high):
+        return f"a number from {low if low is not None else '-inf'} to {high if high is not None else 'inf'}"
+    return None
+
+
+def expected_kind(block: Any, value: Any) -> str | None:
+    """None when `value` is what `block` takes on the wire, else what it takes, in words (None is always fine:
+    an empty input is the handler's to judge)."""
+    if value is None or isinstance(block, gr.State | gr.BrowserState):
+        return None
+    if isinstance(block, gr.Slider | gr.Number):
+        return _number_problem(block, value)
+    if isinstance(block, gr.Checkbox):
+        return None if isinstance(value, bool) else "true or false"
+    if isinstance(value, str) and len(value) > MAX_TEXT:
+        return f"text of at most {MAX_TEXT:,} characters"
+    if isinstance(block, gr.Textbox | gr.Markdown | gr.HTML):
+        return None if isinstance(value, str) else "text"
+    if isinstance(block, gr.Radio | gr.Dropdown) and not getattr(block, "multiselect", False):
+        return None if isinstance(value, str) or _is_number(value) else "one choice (text)"
+    if isinstance(block, gr.Image):
+        return None if _is_file(value) else "a file reference ({\"path\": ...} from /gradio_api/upload)"
+    if isinstance(block, gr.Gallery):
+        ok = isinstance(value, list) and all(_is_gallery_item(item) for item in value)
+        return None if ok else "a list of file references"
+    if isinstance(block, gr.File):
+        if block.file_count == "single":
+            return None if _is_file(value) else "a file reference"
+        return None if isinstance(value, list) and all(map(_is_file, value)) else "a list of file references"
+    return None
+
+
+def _kind_of(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number" if math.isfinite(value) else f"{value}"
+    if isinstance(value, str):
+        return f"text of {len(value):,} characters" if len(value) > MAX_TEXT else "text"
+    return {list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+
+
+def refusal(fn: Any, data: list[Any]) -> str | None:
+    """Why an event's data cannot be what its inputs take, in words naming the input; None when it can."""
+    if len(data) != len(fn.inputs):
+        return f"{fn.api_name or 'this event'} takes {len(fn.inputs)} values, got {len(data)}"
+    for position, (block, value) in enumerate(zip(fn.inputs, data, strict=True)):
+        wanted = expected_kind(block, value)
+        if wanted is not None:
+            name = getattr(block, "label", None) or getattr(block, "elem_id", None) or type(block).__name__
+            return (f"input {position + 1} ({name}) of {fn.api_name or 'this event'} takes {wanted}, "
+                    f"got {_kind_of(value)}")
+    return None
