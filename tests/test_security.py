@@ -44,8 +44,9 @@ def run_event(http: httpx.Client, prefix: str, fn_index: int, data: list[Any]) -
     """Join the queue with `data` for event `fn_index` and read the stream until the event ends; its last message
     (or {"status": code, "text": ...} when the join itself is refused)."""
     session = uuid.uuid4().hex[:12]
-    join = http.post(f"{prefix}/gradio_api/queue/join",
-                     json={"data": data, "fn_index": fn_index, "session_hash": session, "event_data": None})
+    body = {"data": data, "fn_index": fn_index, "session_hash": session, "event_data": None}
+    join = http.post(f"{prefix}/gradio_api/queue/join", headers={"content-type": "application/json"},
+                     content=json.dumps(body))  # NaN and Infinity as a script's JSON may carry them
     if join.status_code != 200:
         return {"status": join.status_code, "text": join.text}
     last: dict[str, Any] = {}
