@@ -6,6 +6,7 @@ names the input and what it takes instead: one rule per kind of component, for e
 """
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any
 
@@ -89,3 +90,17 @@ def refusal(fn: Any, data: list[Any]) -> str | None:
             return (f"input {position + 1} ({name}) of {fn.api_name or 'this event'} takes {wanted}, "
                     f"got {_kind_of(value)}")
     return None
+
+
+def named_data(fn: Any, body: dict[str, Any]) -> tuple[list[Any] | None, str | None]:
+    """A call/v2 body (values by the handler's parameter names) as the event's data in input order, or why it
+    cannot be (a name the handler lacks); (None, None) when the handler's names cannot be matched to inputs."""
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    parameters = inspect.signature(fn.fn).parameters.values()
+    names = [p.name for p in parameters if p.kind in positional][:len(fn.inputs)]
+    if len(names) != len(fn.inputs):
+        return None, None
+    unknown = sorted(set(body) - set(names) - {"oauth_token"})
+    if unknown:
+        return None, f"{fn.api_name} takes {', '.join(names)}; not {', '.join(map(repr, unknown))}"
+    return [body.get(name) for name in names], None

@@ -20,6 +20,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from app.event_values import named_data
 from app.event_values import refusal as value_refusal
 from app.limits import EVENT_BODY_BYTES, ClientLimits, RateLimited, client_address, places_taken
 
@@ -65,7 +66,7 @@ class Gate:
             scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"x-forwarded-host"]
         path, client = scope["path"], client_address(scope, self.limits.trusted_proxies)
         if path == API + STREAM_ROUTE and not self._session_known(scope):
-            await _answer(send, 404, "unknown session: join the queue first")  # Gradio's answer logs a traceback
+            await _session_not_found(send)
             return
         is_event = path.startswith(API) and path[len(API):].startswith(EVENT_ROUTES)
         cap = EVENT_BODY_BYTES if is_event else self.limits.max_request_bytes
@@ -119,7 +120,7 @@ class Gate:
         await call
 
     def _session_known(self, scope: dict[str, Any]) -> bool:
-        """Whether the queue holds messages for the stream's session_hash (no Blocks yet: let Gradio answer)."""
+        """Whether the queue holds messages for the stream's session_hash (no Blocks yet: Gradio answers)."""
         from urllib.parse import parse_qs
 
         blocks = self.blocks()
@@ -143,8 +144,13 @@ class Gate:
         if fn is None:
             log.info("refused a call to an unknown event (%s)", route.split("/")[0])
             return 404, "unknown event"
-        data = payload.get("data") if isinstance(payload.get("data"), list) else []
-        problem = value_refusal(fn, data) if isinstance(payload.get("data"), list) else None
+        if route.startswith("call/v2"):  # values by parameter name, not a data list
+            data, problem = named_data(fn, payload)
+            problem = problem or (value_refusal(fn, data) if data is not None else None)
+        else:
+            data = payload.get("data") if isinstance(payload.get("data"), list) else None
+            problem = value_refusal(fn, data) if data is not None else None
+        data = data or []
         if problem is not None:
             log.info("refused %s from a client: %s", fn.api_name, problem)
             return 422, problem
@@ -168,14 +174,17 @@ class Gate:
 
 
 def _find_event(blocks: Any, route: str, payload: dict[str, Any]) -> Any:
-    """The event a call names (fn_index first, as Gradio does), or None."""
+    """The event a call names (fn_index first, as Gradio does), or None; an event that runs only in the browser
+    (a js function, no Python one) is none the server knows."""
     index = payload.get("fn_index")
     if index is not None:
-        return blocks.fns.get(index) if isinstance(index, int) and not isinstance(index, bool) else None
-    if route == "queue/join":
-        return None
-    name = route.rstrip("/").split("/")[-1]  # run/NAME, api/NAME, call/NAME, call/v2/NAME
-    return next((fn for fn in blocks.fns.values() if fn.api_name == name), None)
+        fn = blocks.fns.get(index) if isinstance(index, int) and not isinstance(index, bool) else None
+    elif route == "queue/join":
+        fn = None
+    else:
+        name = route.rstrip("/").split("/")[-1]  # run/NAME, api/NAME, call/NAME, call/v2/NAME
+        fn = next((fn for fn in blocks.fns.values() if fn.api_name == name), None)
+    return fn if fn is not None and fn.fn is not None else None
 
 
 def _lacks_visitor_id(fn: Any, data: list[Any]) -> bool:
@@ -237,6 +246,17 @@ def _replay(body: bytes, receive: Any) -> Any:
         return await receive()
 
     return replay
+
+
+async def _session_not_found(send: Any) -> None:
+    """Gradio's own answer to a stream of no session (one message that says so, which its clients act on),
+    without the traceback Gradio logs after it."""
+    message = {"msg": "unexpected_error", "event_id": None, "message": "404: Not Found", "session_not_found": True,
+               "success": False}
+    body = f"data: {json.dumps(message)}\n\n".encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/event-stream; charset=utf-8")]})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _answer(send: Any, status: int, message: str) -> None:

@@ -7,6 +7,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -113,10 +114,19 @@ def test_malformed_calls_get_clear_answers_not_tracebacks(wire: dict[str, Any]) 
         short = http.post("/gradio_api/queue/join", json={"data": [None], "fn_index": index, "session_hash": "s1"})
         stream = http.get("/gradio_api/queue/data", params={"session_hash": "never-joined"})
         far_page = _call(http, wire, "browse", {6: 1e30})
+        browser_only = http.post("/gradio_api/call/js_fn", json={"data": []})
+        v2_list = http.post("/gradio_api/call/v2/puzzle", json={"data": ["x"]})
+        v2_wrong = http.post("/gradio_api/call/v2/puzzle", json={"puzzle_id": ["x"]})
+        v2_right = http.post("/gradio_api/call/v2/puzzle", json={"puzzle_id": wire["ids"]["published"]})
     assert (deep.status_code, deep.json()["detail"]) == (422, "the request's JSON is nested too deeply")
     assert short.status_code == 422 and "rate takes 5 values, got 1" in short.json()["detail"]
-    assert (stream.status_code, stream.json()["detail"]) == (404, "unknown session: join the queue first")
+    said = json.loads(stream.text.removeprefix("data: "))  # as Gradio says it, without its traceback
+    assert stream.status_code == 200 and said["session_not_found"] is True and said["msg"] == "unexpected_error"
     assert far_page["success"] is True and "there is no page" in json.dumps(far_page["output"])
+    assert (browser_only.status_code, browser_only.json()["detail"]) == (404, "unknown event")  # a js-only event
+    assert (v2_list.status_code, v2_list.json()["detail"]) == (422, "puzzle takes puzzle_id; not 'data'")
+    assert v2_wrong.status_code == 422 and "takes text, got a list" in v2_wrong.text
+    assert v2_right.status_code == 200 and "event_id" in v2_right.json()
     assert logged.tracebacks() == []
 
 
@@ -150,7 +160,7 @@ def test_a_burst_of_joins_gets_the_places_a_sequence_gets() -> None:
     from app.settings import resolve
 
     queue: list[Any] = []
-    fn = SimpleNamespace(api_name="solve", inputs=[gr.Textbox()])
+    fn = SimpleNamespace(api_name="solve", inputs=[gr.Textbox()], fn=print)
     blocks = SimpleNamespace(fns={0: fn}, _queue=SimpleNamespace(
         event_queue_per_concurrency_id={"model": SimpleNamespace(queue=queue)}, active_jobs=[],
         pending_messages_per_session={}))
@@ -183,5 +193,6 @@ def test_a_burst_of_joins_gets_the_places_a_sequence_gets() -> None:
     async def burst() -> list[int]:
         return await asyncio.gather(*(join() for _ in range(20)))
 
-    codes = asyncio.run(burst())
+    with ThreadPoolExecutor(1) as pool:  # its own thread: the browser tests may hold this thread's event loop
+        codes = pool.submit(asyncio.run, burst()).result()
     assert sorted(codes) == [200] * 3 + [429] * 17 and len(queue) == 3
