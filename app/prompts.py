@@ -56,18 +56,29 @@ def as_image(value: Any) -> np.ndarray | None:
     return read_upload_file(str(value))  # a file: read with the upload checks, so a bad one is named
 
 
+def check_count(count: int, most: int, rule: str) -> None:
+    """ValueError in words ("at most {most} {rule}, got {count}") when there are too many."""
+    if count > most:
+        raise ValueError(f"at most {most} {rule}, got {count}")
+
+
+def check_candidate_count(count: int) -> None:
+    check_count(count, MAX_CANDIDATES, "candidates can be ranked at once")  # each costs the model a scoring run
+
+
 def counted_images(values: Sequence[Any] | None, most: int, rule: str) -> list[np.ndarray]:
-    """Files or images -> RGB arrays; more than `most` are refused before any is read (each read costs a decode),
-    in words: "at most {most} {rule}, got N"."""
+    """Files or images -> RGB arrays; more than `most` are refused (check_count) before any is read (each read
+    costs a decode)."""
     values = list(values or [])
-    if len(values) > most:
-        raise ValueError(f"at most {most} {rule}, got {len(values)}")
+    check_count(len(values), most, rule)
     return [as_image(value) for value in values]
 
 
 def candidate_images(values: Sequence[Any] | None) -> list[np.ndarray]:
-    """A gallery's or a program's candidates -> images (at most MAX_CANDIDATES: each costs a scoring run)."""
-    return counted_images(values, MAX_CANDIDATES, "candidates can be ranked at once")
+    """A gallery's or a program's candidates -> images, counted first (check_candidate_count)."""
+    values = list(values or [])
+    check_candidate_count(len(values))
+    return [as_image(value) for value in values]
 
 
 def prompt_images(layout: str, slots: Mapping[str, Any], pairs: int = 1) -> list[np.ndarray]:

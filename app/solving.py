@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from puzzles.puzzle import MAX_CANDIDATES
+from app import prompts
 
 if TYPE_CHECKING:  # the runtime loads onnxruntime: typed here, passed in by the callers
     from engine.serving.runtime import Bundle
@@ -187,8 +187,7 @@ def rank(
     rule for the puzzle's family)."""
     if not candidates:
         raise ValueError("there are no candidates to rank")
-    if len(candidates) > MAX_CANDIDATES:  # callers with files count them before reading (prompts.candidate_images)
-        raise ValueError(f"at most {MAX_CANDIDATES} candidates can be ranked at once, got {len(candidates)}")
+    prompts.check_candidate_count(len(candidates))  # callers with files count them before reading them too
     scores = bundle.score(list(images), list(candidates), progress=progress, family=family)
     return [float(score) for score in np.asarray(scores, dtype=np.float64).reshape(-1)]
 

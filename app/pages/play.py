@@ -16,7 +16,6 @@ from app import bank_views, bank_writes, prompts, solving, visitors
 from app.pages import ranking
 from app.services import current
 from app.uploads import SlotImage
-from puzzles.puzzle import MAX_CANDIDATES
 
 log = logging.getLogger(__name__)
 
@@ -239,9 +238,10 @@ def check_upload(image: np.ndarray | None) -> None:
 def check_candidates(items: list[Any] | None) -> list[Any] | None:
     """Keep the uploaded candidates that are usable images; name each refused file and why."""
     kept, refused = [], []
-    if len(items or []) > MAX_CANDIDATES:  # each is read below: say so before reading more than a ranking takes
-        raise gr.Error(f"at most {MAX_CANDIDATES} candidates can be ranked at once, got {len(items or [])}; "
-                       "remove some (the × on the gallery clears them)")
+    try:  # each is read below: say so before reading more than a ranking takes
+        prompts.check_candidate_count(len(items or []))
+    except ValueError as error:
+        raise gr.Error(f"{error}; remove some (the × on the gallery clears them)") from error
     for item in items or []:
         try:
             prompts.as_image(item)
