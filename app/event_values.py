@@ -12,7 +12,6 @@ from typing import Any
 
 import gradio as gr
 
-FILE_KEYS = ("path", "url")
 MAX_TEXT = 10_000  # characters in one text value: an ARC grid's JSON is under 6,000, a title or tag far less
 
 
@@ -21,7 +20,8 @@ def _is_number(value: Any) -> bool:
 
 
 def _is_file(value: Any) -> bool:
-    return isinstance(value, dict) and any(isinstance(value.get(key), str) for key in FILE_KEYS)
+    """A file reference as Gradio's FileData needs it: a path (from /gradio_api/upload), a url beside it or not."""
+    return isinstance(value, dict) and isinstance(value.get("path"), str)
 
 
 def _is_gallery_item(value: Any) -> bool:
@@ -33,22 +33,15 @@ def _is_gallery_item(value: Any) -> bool:
     return _is_file(value)
 
 
-def _number_problem(block: Any, value: Any) -> str | None:
-    if not _is_number(value):
-        return "a finite number"
-    low, high = getattr(block, "minimum", None), getattr(block, "maximum", None)
-    if (low is not None and value < low) or (high is not None and value > high):
-        return f"a number from {low if low is not None else '-inf'} to {high if high is not None else 'inf'}"
-    return None
-
-
 def expected_kind(block: Any, value: Any) -> str | None:
-    """None when `value` is what `block` takes on the wire, else what it takes, in words (None is always fine:
-    an empty input is the handler's to judge)."""
+    """None when `value` is what `block` takes on the wire, else what it takes, in words. None is fine but for a
+    slider (a browser sends a cleared slider as its minimum); a number out of range is the handler's to name."""
+    if isinstance(block, gr.Slider):
+        return None if _is_number(value) else "a finite number"
     if value is None or isinstance(block, gr.State | gr.BrowserState):
         return None
-    if isinstance(block, gr.Slider | gr.Number):
-        return _number_problem(block, value)
+    if isinstance(block, gr.Number):
+        return None if _is_number(value) else "a finite number"
     if isinstance(block, gr.Checkbox):
         return None if isinstance(value, bool) else "true or false"
     if isinstance(value, str) and len(value) > MAX_TEXT:
@@ -72,8 +65,10 @@ def expected_kind(block: Any, value: Any) -> str | None:
 def _kind_of(value: Any) -> str:
     if isinstance(value, bool):
         return "a boolean"
+    if value is None:
+        return "nothing (null)"
     if isinstance(value, int | float):
-        return "a number" if math.isfinite(value) else f"{value}"
+        return f"the number {value:g}" if math.isfinite(value) else f"{value}"
     if isinstance(value, str):
         return f"text of {len(value):,} characters" if len(value) > MAX_TEXT else "text"
     return {list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
@@ -96,11 +91,14 @@ def named_data(fn: Any, body: dict[str, Any]) -> tuple[list[Any] | None, str | N
     """A call/v2 body (values by the handler's parameter names) as the event's data in input order, or why it
     cannot be (a name the handler lacks); (None, None) when the handler's names cannot be matched to inputs."""
     positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    parameters = inspect.signature(fn.fn).parameters.values()
-    names = [p.name for p in parameters if p.kind in positional][:len(fn.inputs)]
-    if len(names) != len(fn.inputs):
+    parameters = [p for p in inspect.signature(fn.fn).parameters.values() if p.kind in positional][:len(fn.inputs)]
+    if len(parameters) != len(fn.inputs):
         return None, None
+    names = [p.name for p in parameters]
     unknown = sorted(set(body) - set(names) - {"oauth_token"})
     if unknown:
         return None, f"{fn.api_name} takes {', '.join(names)}; not {', '.join(map(repr, unknown))}"
+    missing = [p.name for p in parameters if p.name not in body and p.default is inspect.Parameter.empty]
+    if missing:
+        return None, f"{fn.api_name} needs {', '.join(missing)}"
     return [body.get(name) for name in names], None

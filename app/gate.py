@@ -31,6 +31,7 @@ EVENT_ROUTES = ("queue/join", "run/", "api/", "call/")
 STREAM_ROUTE = "queue/data"  # an event's messages, read with the session_hash that joined it
 QUEUED_ROUTES = ("queue/join", "call/")  # answered as soon as the event is in the queue (run/ waits for its end)
 UPLOAD_ROUTE = "upload"
+MAX_SESSION_HASH = 100  # Gradio's clients send 10 to 12 characters; each one is a key the queue keeps
 BODY_METHODS = (b"POST", b"PUT", b"PATCH")
 FRAME_ANCESTORS = "'self' https://huggingface.co"  # a Space is shown inside a page of huggingface.co
 CONTENT_SECURITY_POLICY = (
@@ -140,6 +141,9 @@ class Gate:
             return None  # Gradio answers malformed JSON itself (422)
         if blocks is None or not isinstance(payload, dict):
             return None
+        session = payload.get("session_hash")
+        if isinstance(session, str) and len(session) > MAX_SESSION_HASH:
+            return 422, f"a session_hash has at most {MAX_SESSION_HASH} characters"
         fn = _find_event(blocks, route, payload)
         if fn is None:
             log.info("refused a call to an unknown event (%s)", route.split("/")[0])

@@ -90,6 +90,9 @@ WRONG_KINDS = [  # event, input position, value, words of the refusal
     ("puzzle", 0, "x" * 200_000, "takes text of at most 10,000 characters, got text of 200,000 characters"),
     ("solve", 0, ["analogy"], "takes one choice (text), got a list"),
     ("solve", 2, "/etc/passwd", "takes a file reference"),
+    ("solve", 1 + 23 + 2, None, "(Samples (N)) of solve takes a finite number, got nothing (null)"),
+    ("answer", 0, [{"url": "file:///etc/passwd", "meta": {"_type": "gradio.FileData"}}] * 3,
+     "takes a list of file references, got a list"),
 ]
 
 
@@ -118,6 +121,10 @@ def test_malformed_calls_get_clear_answers_not_tracebacks(wire: dict[str, Any]) 
         v2_list = http.post("/gradio_api/call/v2/puzzle", json={"data": ["x"]})
         v2_wrong = http.post("/gradio_api/call/v2/puzzle", json={"puzzle_id": ["x"]})
         v2_right = http.post("/gradio_api/call/v2/puzzle", json={"puzzle_id": wire["ids"]["published"]})
+        v2_missing = http.post("/gradio_api/call/v2/rank", json={"layout": "analogy"})
+        long_session = http.post("/gradio_api/queue/join", json={"data": [None], "fn_index": _index(wire, "puzzle"),
+                                                                 "session_hash": "s" * 500_000})
+        below_one = _call(http, wire, "rate", {2: -3})  # typed in the sample box: the handler's words, not the gate's
     assert (deep.status_code, deep.json()["detail"]) == (422, "the request's JSON is nested too deeply")
     assert short.status_code == 422 and "rate takes 5 values, got 1" in short.json()["detail"]
     said = json.loads(stream.text.removeprefix("data: "))  # as Gradio says it, without its traceback
@@ -127,6 +134,9 @@ def test_malformed_calls_get_clear_answers_not_tracebacks(wire: dict[str, Any]) 
     assert (v2_list.status_code, v2_list.json()["detail"]) == (422, "puzzle takes puzzle_id; not 'data'")
     assert v2_wrong.status_code == 422 and "takes text, got a list" in v2_wrong.text
     assert v2_right.status_code == 200 and "event_id" in v2_right.json()
+    assert (v2_missing.status_code, v2_missing.json()["detail"]) == (422, "rank needs images, candidates")
+    assert long_session.status_code == 422 and "session_hash has at most" in long_session.text
+    assert "-3" in below_one["output"]["error"]  # refused in words past the gate (a widget can send -3)
     assert logged.tracebacks() == []
 
 

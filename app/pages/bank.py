@@ -119,6 +119,9 @@ def attempt(visitor_id: str | None, puzzle_id: str, choice: str, started: float 
         raise gr.Error(f"choose a candidate, or {bank_views.GAVE_UP!r}, before pressing Answer")
     try:
         puzzle = published_puzzle(puzzle_id)  # before recording: no attempt, no answer for an unpublished one
+        if puzzle["answer_index"] is None:
+            raise ValueError("this puzzle is answered by building its grid in the editor, not by a candidate"
+                             if puzzle["family"] == "grid" else "this puzzle has no candidates to choose from")
         index = bank_views.choice_index(choice)
         seconds = max(0.0, time.time() - started) if started else None
         correct = bank_writes.record_attempt(services.bank, visitor_id, puzzle_id, index, seconds)
