@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
+from app.errors import Refusal
 from app.services import Services, install
 from app.settings import AppSettings
 from app.uploads import mark_launched
@@ -197,11 +198,11 @@ def build_blocks() -> Any:
 
         def open_in_play(puzzle_id: str | None) -> list[Any]:
             if not puzzle_id:
-                raise gr.Error("select a puzzle in the gallery first")
+                raise Refusal("select a puzzle in the gallery first")
             try:
                 bank.published_puzzle(puzzle_id)
             except ValueError as error:
-                raise gr.Error(str(error)) from error
+                raise Refusal(str(error)) from error
             return [*play.fill_from_puzzle(puzzle_id), gr.Tabs(selected="play")]
 
         bank_parts["play_button"].click(open_in_play, bank_parts["selected"], [*play_parts.fill_outputs(), tabs],

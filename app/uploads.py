@@ -26,6 +26,7 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
+from app.errors import Refusal
 from puzzles.images import to_rgb_array
 
 log = logging.getLogger(__name__)
@@ -188,4 +189,4 @@ class SlotImage(gr.Image):
                 return None
             return read_upload_file(payload.path, name)
         except UploadError as error:
-            raise gr.Error(str(error)) from error
+            raise Refusal(str(error)) from error

@@ -206,3 +206,18 @@ def test_a_burst_of_joins_gets_the_places_a_sequence_gets() -> None:
     with ThreadPoolExecutor(1) as pool:  # its own thread: the browser tests may hold this thread's event loop
         codes = pool.submit(asyncio.run, burst()).result()
     assert sorted(codes) == [200] * 3 + [429] * 17 and len(queue) == 3
+
+
+def test_a_refusal_is_one_log_line_not_a_traceback(wire: dict[str, Any], capfd: pytest.CaptureFixture[str],
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    caplog.set_level(logging.INFO, logger="app.errors")
+    capfd.readouterr()
+    with httpx.Client(base_url=wire["url"], timeout=EVENT_TIMEOUT_S) as http:
+        answers = [_call(http, wire, "puzzle", {0: "f" * 16}) for _ in range(3)]
+    printed = capfd.readouterr().err
+    assert all(answer["output"]["error"] == f"no puzzle {'f' * 16!r} in the bank" for answer in answers)
+    assert "Traceback" not in printed, printed[-2000:]
+    assert [record.getMessage() for record in caplog.records if record.name == "app.errors"] == [
+        f"refused: no puzzle {'f' * 16!r} in the bank"] * 3

@@ -18,6 +18,7 @@ import gradio as gr
 import numpy as np
 
 from app.curate import auth, downloads
+from app.errors import Refusal
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +37,13 @@ def _errors() -> Iterator[None]:
     try:
         yield
     except auth.CuratorRequired as error:
-        raise gr.Error(str(error)) from error
+        raise Refusal(str(error)) from error
     except (ValueError, LookupError, OSError) as error:
         if isinstance(error, OSError) and (error.filename or not isinstance(error, PermissionError)):
             # the text of a file error names server paths: say what failed, not where
             log.warning("curator action failed on a file: %s", error)
-            raise gr.Error(f"a file could not be read or written ({error.strerror or 'error'})") from error
-        raise gr.Error(str(error)) from error
+            raise Refusal(f"a file could not be read or written ({error.strerror or 'error'})") from error
+        raise Refusal(str(error)) from error
 
 
 def _caller(request: gr.Request | None) -> str:
@@ -111,7 +112,7 @@ def inspect(puzzle_id: str | None, request: gr.Request) -> list[Any]:
 
     _caller(request)
     if not puzzle_id:
-        raise gr.Error("choose a puzzle to inspect")
+        raise Refusal("choose a puzzle to inspect")
     with _errors():
         stored = repository.get_puzzle(_bank(), puzzle_id)
         stats = repository.puzzle_stats(_bank(), puzzle_id)
@@ -161,7 +162,7 @@ def act(action: str, puzzle_id: str | None, reason: str, request: gr.Request) ->
 
     curator = _caller(request)
     if not puzzle_id:
-        raise gr.Error("choose a puzzle first")
+        raise Refusal("choose a puzzle first")
     with _errors():
         if action == "approve":
             repository.approve(_bank(), puzzle_id, curator)
@@ -192,7 +193,7 @@ def save_edit(puzzle_id: str | None, title: str, tags: str, difficulty: Any, lic
 
     curator = _caller(request)
     if not puzzle_id:
-        raise gr.Error("choose a puzzle first")
+        raise Refusal("choose a puzzle first")
     with _errors():
         tag_list = list(dict.fromkeys(t.strip() for t in (tags or "").split(",") if t.strip()))
         level = int(difficulty) if difficulty is not None else 1
@@ -217,7 +218,7 @@ def save_answer(puzzle_id: str | None, answer_number: Any, candidate_files: Sequ
 
     curator = _caller(request)
     if not puzzle_id:
-        raise gr.Error("choose a puzzle first")
+        raise Refusal("choose a puzzle first")
     with _errors():
         candidates = [_upload_image(f) for f in candidate_files] if candidate_files else None
         index = int(answer_number) - 1 if answer_number not in (None, "") else None

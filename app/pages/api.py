@@ -14,6 +14,7 @@ import gradio as gr
 import numpy as np
 
 from app import bank_views, prompts, solving
+from app.errors import Refusal
 from app.services import current
 
 MODEL_CONCURRENCY = "model"  # the queue shared with the pages' model events
@@ -52,7 +53,7 @@ def answer(images: list[Any], layout: str, n_samples: int, temperature: float, t
         prompt = sentence(layout, _images(images, "the prompt"))
         return solving.solve(current().bundle(), prompt, settings, family=layout).samples
     except (ValueError, RuntimeError) as error:
-        raise gr.Error(str(error)) from error
+        raise Refusal(str(error)) from error
 
 
 def rank(images: list[Any], candidates: list[Any], layout: str) -> list[float]:
@@ -61,7 +62,7 @@ def rank(images: list[Any], candidates: list[Any], layout: str) -> list[float]:
         prompt = sentence(layout, _images(images, "the prompt"))
         scores = solving.rank(current().bundle(), prompt, _images(candidates, "candidates"), family=layout)
     except (ValueError, RuntimeError) as error:
-        raise gr.Error(str(error)) from error
+        raise Refusal(str(error)) from error
     return solving.candidate_probabilities(scores)
 
 
@@ -70,7 +71,7 @@ def puzzle(puzzle_id: str) -> tuple[dict[str, Any], list[np.ndarray], list[np.nd
     try:
         found = bank_views.fetch_published(current().bank, str(puzzle_id or "").strip())
     except ValueError as error:
-        raise gr.Error(str(error)) from error
+        raise Refusal(str(error)) from error
     info = {key: found[key] for key in ("id", "family", "title", "layout", "tags", "difficulty")}
     return info, found["panels"], found["candidates"]
 

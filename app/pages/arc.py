@@ -17,6 +17,7 @@ import gradio as gr
 import numpy as np
 
 from app import bank_views, bank_writes, model_picks, solving, visitors
+from app.errors import Refusal
 from app.pages import play
 from app.services import current
 from puzzles.generators import grid as arc_grid
@@ -112,9 +113,9 @@ def check(visitor_id: str | None, puzzle_id: str | None, grid_json: str | None, 
     visitor_id = visitors.ensure_visitor_id(visitor_id)
     tries_left = TRIES if tries_left is None else int(tries_left)  # a State: the server's own value
     if not puzzle_id:
-        raise gr.Error("pick a grid puzzle in the Bank first")
+        raise Refusal("pick a grid puzzle in the Bank first")
     if tries_left <= 0:
-        raise gr.Error("this round is over: press Next task or Random task")
+        raise Refusal("this round is over: press Next task or Random task")
     try:  # an unpublished puzzle's answer is never checked nor shown
         puzzle = bank_views.fetch_published(current().bank, puzzle_id)
         expected = answer_grid(puzzle)
@@ -122,7 +123,7 @@ def check(visitor_id: str | None, puzzle_id: str | None, grid_json: str | None, 
             raise ValueError("this puzzle has no answer grid to check against")
         mine = parse_grid(grid_json)
     except ValueError as error:
-        raise gr.Error(str(error)) from error
+        raise Refusal(str(error)) from error
     right = mine.tolist() == expected
     tries_left -= 1
     size_wrong = list(mine.shape) != [len(expected), len(expected[0])]
@@ -134,7 +135,7 @@ def check(visitor_id: str | None, puzzle_id: str | None, grid_json: str | None, 
         try:  # choice 0: a grid was answered (None would mean "gave up"); correctness comes from the check
             bank_writes.record_attempt(current().bank, visitor_id, puzzle_id, 0, seconds, correct=right)
         except ValueError as error:
-            raise gr.Error(str(error)) from error
+            raise Refusal(str(error)) from error
         outputs[3] = picture(expected)
     return outputs
 
@@ -161,7 +162,7 @@ def neighbour(puzzle_id: str | None, family: str | None, step: int) -> str:
         if len(ids) >= total or not items:
             break
     if not ids:
-        raise gr.Error("the bank has no published puzzles of this kind")
+        raise Refusal("the bank has no published puzzles of this kind")
     index = ids.index(puzzle_id) if puzzle_id in ids else -1
     return ids[(index + step) % len(ids)]
 
@@ -170,7 +171,7 @@ def _published_or_error(puzzle_id: str) -> dict[str, Any]:
     try:
         return bank_views.fetch_published(current().bank, puzzle_id)
     except ValueError as error:
-        raise gr.Error(str(error)) from error
+        raise Refusal(str(error)) from error
 
 
 def family_of(puzzle_id: str | None) -> str | None:
@@ -189,7 +190,7 @@ def random_id(puzzle_id: str | None) -> str:
         if chosen != puzzle_id:
             break
     if chosen is None:
-        raise gr.Error("the bank has no published puzzles of this kind")
+        raise Refusal("the bank has no published puzzles of this kind")
     return chosen
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import gradio as gr
 
 from app import bank_views, bank_writes, model_picks, solving, visitors
+from app.errors import Refusal
 from app.pages import arc, play
 from app.services import current
 from puzzles.generators.matrix import LAYOUTS as MATRIX_LAYOUTS
@@ -36,7 +37,7 @@ def browse(family: str, layout: str, tag: str, low: int, high: int, model_wrong:
         if shown != asked:
             pictures, ids, pages = bank_views.bank_page(current().bank, filters, shown - 1)
     except ValueError as error:
-        raise gr.Error(str(error)) from error
+        raise Refusal(str(error)) from error
     note = f"Page {shown} of {pages}" + ("" if ids else " — no puzzle matches these filters")
     if shown != int(page or 1):
         note += f" (there is no page {int(page or 0)})"
@@ -54,7 +55,7 @@ def select_puzzle(ids: list[str], event: gr.SelectData) -> tuple[str, str]:
     try:
         puzzle = published_puzzle(puzzle_id)
     except ValueError as error:  # taken out of the bank since the page was shown
-        raise gr.Error(str(error)) from error
+        raise Refusal(str(error)) from error
     return puzzle_id, f"Selected puzzle: **{_name(puzzle)}**"
 
 
@@ -70,11 +71,11 @@ def published_puzzle(puzzle_id: str) -> dict[str, Any]:
 def open_try(puzzle_id: str | None, request: gr.Request | None = None) -> list[Any]:
     """Show a puzzle to solve: its prompt, its candidates, no answer; the clock starts now."""
     if not puzzle_id:
-        raise gr.Error("select a puzzle in the gallery first")
+        raise Refusal("select a puzzle in the gallery first")
     try:
         puzzle = published_puzzle(puzzle_id)
     except ValueError as error:
-        raise gr.Error(str(error)) from error
+        raise Refusal(str(error)) from error
     count = len(puzzle["candidates"])
     choices = [f"#{index + 1}" for index in range(count)] + [bank_views.GAVE_UP]
     candidates = [(image, f"#{index + 1}") for index, image in enumerate(puzzle["candidates"])]
@@ -114,9 +115,9 @@ def attempt(visitor_id: str | None, puzzle_id: str, choice: str, started: float 
     visitor_id = visitors.ensure_visitor_id(visitor_id)
     services = current()
     if not puzzle_id:
-        raise gr.Error("open a puzzle first: pick one in the Bank, or press Random puzzle")
+        raise Refusal("open a puzzle first: pick one in the Bank, or press Random puzzle")
     if not choice:  # an empty choice is not giving up: that is a choice of its own
-        raise gr.Error(f"choose a candidate, or {bank_views.GAVE_UP!r}, before pressing Answer")
+        raise Refusal(f"choose a candidate, or {bank_views.GAVE_UP!r}, before pressing Answer")
     try:
         puzzle = published_puzzle(puzzle_id)  # before recording: no attempt, no answer for an unpublished one
         if puzzle["answer_index"] is None:
@@ -126,7 +127,7 @@ def attempt(visitor_id: str | None, puzzle_id: str, choice: str, started: float 
         seconds = max(0.0, time.time() - started) if started else None
         correct = bank_writes.record_attempt(services.bank, visitor_id, puzzle_id, index, seconds)
     except ValueError as error:
-        raise gr.Error(str(error)) from error
+        raise Refusal(str(error)) from error
     verdict = "✔ Right!" if correct else ("You gave up." if index is None else "✘ Not this time.")
     lines = [f"## {verdict}"]
     if puzzle["answer_index"] is not None:
@@ -146,7 +147,7 @@ def attempt_model(puzzle_id: str, verdict: str, progress: gr.Progress = gr.Progr
     try:
         puzzle = published_puzzle(puzzle_id)
     except ValueError as error:
-        raise gr.Error(str(error)) from error
+        raise Refusal(str(error)) from error
     generated, model_correct, text = None, None, verdict or ""
     try:
         bundle = services.bundle()

@@ -11,6 +11,7 @@ from typing import Any
 import gradio as gr
 
 from app import bank_views, bank_writes, model_picks, visitors
+from app.errors import Refusal
 from app.pages import play
 from app.services import current
 
@@ -102,7 +103,7 @@ def start(state: dict[str, Any] | None = None, seed: int | None = None) -> list[
     try:
         ids = pick_challenge(summaries, seed=seed)
     except ValueError as error:
-        raise gr.Error(str(error)) from error
+        raise Refusal(str(error)) from error
     state = {"ids": ids, "index": 0, "answers": [], "started": time.time()}
     return [state, *_question(state), "", gr.update(visible=True), clock_html(state["started"])]
 
@@ -140,9 +141,9 @@ def answer(visitor_id: str | None, state: dict[str, Any] | None, choice: str) ->
     """Record one answer and say at once whether it was right; show the next puzzle, or the final score next
     to the model's picks that the bank knows (`model_final` fills in the rest on the model's queue)."""
     if not _running(state):
-        raise gr.Error("press Start to begin a challenge")
+        raise Refusal("press Start to begin a challenge")
     if not choice:
-        raise gr.Error("pick a candidate (#1 to #8) before pressing Next")
+        raise Refusal("pick a candidate (#1 to #8) before pressing Next")
     visitor_id = visitors.ensure_visitor_id(visitor_id)
     services = current()
     try:
@@ -151,7 +152,7 @@ def answer(visitor_id: str | None, state: dict[str, Any] | None, choice: str) ->
         correct = bank_writes.record_attempt(services.bank, visitor_id, puzzle_id, index, None)
         answer_index = bank_views.fetch_puzzle(services.bank, puzzle_id)["answer_index"]
     except ValueError as error:
-        raise gr.Error(str(error)) from error
+        raise Refusal(str(error)) from error
     verdict = _verdict(correct, index, answer_index)
     state = {**state, "index": state["index"] + 1, "answers": [*state["answers"], (bool(correct), index)],
              "restart_asked": False}

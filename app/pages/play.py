@@ -13,6 +13,7 @@ import gradio as gr
 import numpy as np
 
 from app import bank_views, bank_writes, prompts, solving, visitors
+from app.errors import Refusal
 from app.pages import ranking
 from app.services import current
 from app.uploads import SlotImage
@@ -103,12 +104,12 @@ def solve(layout: str, pairs: str, *rest: Any, progress: gr.Progress = gr.Progre
         result = solving.solve(bundle, images, settings, candidate_images, progress=lambda f, m: progress(f, desc=m),
                                family=layout)
     except (ValueError, RuntimeError) as error:
-        raise gr.Error(str(error)) from error
+        raise Refusal(str(error)) from error
     try:
         run = bank_writes.save_run(services.settings.temp_dir, images, result, puzzle_id or None)
     except OSError as error:  # a full or read-only disk: say so instead of failing without a word
         log.error("cannot keep the samples of a solve: %s", error)
-        raise gr.Error(f"the server cannot store the samples right now ({error.strerror}); try again later") from error
+        raise Refusal(f"the server cannot store the samples right now ({error.strerror}); try again later") from error
     gallery = [(image, f"sample {index + 1}") for index, image in enumerate(result.samples)]
     answer_index = bank_views.answer_index_of(services.bank, puzzle_id)
     chart, pick_text = _ranking_outputs(result.scores, result.pick, answer_index)
@@ -134,7 +135,7 @@ def score(layout: str, pairs: str, *rest: Any, progress: gr.Progress = gr.Progre
         scores = solving.rank(current().bundle(), images, candidate_images, progress=lambda f, m: progress(f, desc=m),
                               family=layout)
     except (ValueError, RuntimeError) as error:
-        raise gr.Error(str(error)) from error
+        raise Refusal(str(error)) from error
     pick = int(np.argmax(scores))
     chart, text = _ranking_outputs(scores, pick, bank_views.answer_index_of(current().bank, puzzle_id))
     return [chart, text]
@@ -147,7 +148,7 @@ def model_view(layout: str, pairs: str, *slot_values: Any) -> list[tuple[np.ndar
     try:
         return solving.what_the_model_sees(current().bundle(), images)
     except (ValueError, RuntimeError) as error:
-        raise gr.Error(str(error)) from error
+        raise Refusal(str(error)) from error
 
 
 def select_sample(event: gr.SelectData) -> int:
@@ -162,7 +163,7 @@ def rate(visitor_id: str | None, run: dict | None, sample: Any, vote: str, corre
     try:
         rating_id = bank_writes.rate_sample(current().bank, visitor_id, run, number - 1, vote, correct is True)
     except ValueError as error:
-        raise gr.Error(str(error)) from error
+        raise Refusal(str(error)) from error
     word = "up" if vote == "up" else "down"
     marked = " and marked correct" if correct is True else ""
     # The rating's id stays out of sight (an HTML comment) for programs that check what was stored.
@@ -180,7 +181,7 @@ def submit(visitor_id: str | None, layout: str, pairs: str, *rest: Any) -> tuple
             current().bank, visitor_id, layout, images, prompts.as_image(answer), candidate_images, title or ""
         )
     except ValueError as error:
-        raise gr.Error(str(error)) from error
+        raise Refusal(str(error)) from error
     return submitted_message(title, puzzle_id), visitor_id
 
 
@@ -241,7 +242,7 @@ def check_candidates(items: list[Any] | None) -> list[Any] | None:
     try:  # each is read below: say so before reading more than a ranking takes
         prompts.check_candidate_count(len(items or []))
     except ValueError as error:
-        raise gr.Error(f"{error}; remove some (the × on the gallery clears them)") from error
+        raise Refusal(f"{error}; remove some (the × on the gallery clears them)") from error
     for item in items or []:
         try:
             prompts.as_image(item)
@@ -261,7 +262,7 @@ def empty_slot() -> None:
 def random_fill() -> list[Any]:
     puzzle_id = bank_views.random_puzzle_id(current().bank)
     if puzzle_id is None:
-        raise gr.Error("the bank has no published puzzles yet")
+        raise Refusal("the bank has no published puzzles yet")
     return fill_from_puzzle(puzzle_id)
 
 
@@ -269,7 +270,7 @@ def layout_example_fill(layout: str) -> list[Any]:
     """Fill `layout` with one of the examples of it (chosen at random among them), ready to solve."""
     choices = bank_views.example_choices(current().bank, families=[layout])
     if not choices:
-        raise gr.Error(f"the bank has no published {layout} puzzles yet")
+        raise Refusal(f"the bank has no published {layout} puzzles yet")
     choice = random.choice(choices)
     return fill_from_puzzle(bank_views.id_from_choice(choice), choice)
 
