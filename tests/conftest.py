@@ -158,31 +158,40 @@ def serve_in_thread(app: Any, port: int, timeout_s: float = 30) -> Any:
 
 
 @contextlib.contextmanager
-def second_app(data_dir: Path, bundle: Path, bank: Bank) -> Iterator[str]:
-    """Serve another full app (its own data dir, bundle and bank) beside the shared playground; yields its URL.
-
-    create_app installs its services and points GRADIO_TEMP_DIR at its data dir, both process-wide: afterwards the
-    shared playground gets its own back."""
+def app_state_kept() -> Iterator[None]:
+    """create_app installs its services and points GRADIO_TEMP_DIR at its data dir, both process-wide: an app served
+    before one made inside this block gets its own back afterwards."""
     from app import services
-    from app.server import create_app
-    from app.settings import resolve
 
     try:
         previous = services.current()
     except RuntimeError:
         previous = None
     temp_dir = os.environ.get("GRADIO_TEMP_DIR")
-    port = free_port()
-    settings = resolve({"data_dir": str(data_dir), "bundle": str(bundle), "port": str(port)}, environ={})
-    server = serve_in_thread(create_app(settings, bank=bank, seed=False), port)
     try:
-        yield f"http://127.0.0.1:{port}/"
+        yield
     finally:
         if previous is not None:
             services.install(previous)
         if temp_dir is not None:
             os.environ["GRADIO_TEMP_DIR"] = temp_dir
-        server.should_exit = True
+
+
+@contextlib.contextmanager
+def second_app(data_dir: Path, bundle: Path, bank: Bank) -> Iterator[str]:
+    """Serve another full app (its own data dir, bundle and bank) beside the shared playground; yields its URL
+    (afterwards the shared playground gets its own services back: app_state_kept)."""
+    from app.server import create_app
+    from app.settings import resolve
+
+    with app_state_kept():
+        port = free_port()
+        settings = resolve({"data_dir": str(data_dir), "bundle": str(bundle), "port": str(port)}, environ={})
+        server = serve_in_thread(create_app(settings, bank=bank, seed=False), port)
+        try:
+            yield f"http://127.0.0.1:{port}/"
+        finally:
+            server.should_exit = True
 
 
 @pytest.fixture(autouse=True)

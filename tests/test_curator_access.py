@@ -20,7 +20,7 @@ from puzzles.bank import accounts, connect, repository
 from puzzles.bank.db import read_session
 from puzzles.bank.models import AuditEntry, Image, PuzzleRow, Rating
 from puzzles.generators import generate
-from tests.conftest import serve_in_thread
+from tests.conftest import app_state_kept, serve_in_thread
 from tests.helpers import free_port
 
 CURATOR, PASSWORD = "ada", "correct horse battery"
@@ -42,19 +42,20 @@ def fill_bank(bank: Any) -> dict[str, str]:
 
 def serve_full_app(data_dir: Path, **settings: str) -> Iterator[dict[str, Any]]:
     """The whole app (playground at /, curator pages at /curate) on a free port with a filled bank; `settings`
-    are app settings by name (the limits, say)."""
+    are app settings by name (the limits, say); an app served before gets its services back afterwards."""
     from app.server import create_app
     from app.settings import resolve
 
-    bank = connect(f"sqlite:///{data_dir / 'gelato.db'}")
-    ids = fill_bank(bank)
-    port = free_port()
-    app = create_app(resolve({"data_dir": str(data_dir), "port": str(port), **settings}, environ={}), bank=bank,
-                     seed=False)
-    server = serve_in_thread(app, port)
-    yield {"url": f"http://127.0.0.1:{port}", "bank": bank, "ids": ids, "app": app}
-    server.should_exit = True
-    bank.close()
+    with app_state_kept():
+        bank = connect(f"sqlite:///{data_dir / 'gelato.db'}")
+        ids = fill_bank(bank)
+        port = free_port()
+        app = create_app(resolve({"data_dir": str(data_dir), "port": str(port), **settings}, environ={}), bank=bank,
+                         seed=False)
+        server = serve_in_thread(app, port)
+        yield {"url": f"http://127.0.0.1:{port}", "bank": bank, "ids": ids, "app": app}
+        server.should_exit = True
+        bank.close()
 
 
 @pytest.fixture(scope="module")

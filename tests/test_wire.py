@@ -29,6 +29,7 @@ def wire(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     served = serve_full_app(tmp_path_factory.mktemp("wire"), **MANY_CLIENTS_LIMITS)
     app = next(served)
     app["ids"]["draft_grid"] = repository.add_puzzle(app["bank"], generate("grid", 5, size=32), status="draft")
+    app["ids"]["grid"] = repository.add_puzzle(app["bank"], generate("grid", 6, size=32), status="published")
     yield app
     next(served, None)
 
@@ -221,3 +222,11 @@ def test_a_refusal_is_one_log_line_not_a_traceback(wire: dict[str, Any], capfd: 
     assert "Traceback" not in printed, printed[-2000:]
     assert [record.getMessage() for record in caplog.records if record.name == "app.errors"] == [
         f"refused: no puzzle {'f' * 16!r} in the bank"] * 3
+
+
+def test_a_candidate_for_a_grid_task_is_answered_in_words(wire: dict[str, Any]) -> None:
+    from app.visitors import new_visitor_id
+
+    with httpx.Client(base_url=wire["url"], timeout=EVENT_TIMEOUT_S) as http:
+        answer = _call(http, wire, "attempt", {0: new_visitor_id(), 1: wire["ids"]["grid"], 2: "#1"})
+    assert answer["output"]["error"] == "this puzzle is answered by building its grid in the editor, not by a candidate"
