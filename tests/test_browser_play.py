@@ -277,6 +277,16 @@ def test_phone_width_keeps_the_matrix_labels_and_every_tab(page: Page, playgroun
     page.screenshot(path=str(SHOTS / "phone-play.png"), full_page=True)
 
 
+def test_phone_width_shows_whole_sample_captions(page: Page, playground: dict[str, Any]) -> None:
+    page.set_viewport_size({"width": 390, "height": 844})
+    _open(page, playground["url"])
+    page.locator("#one-click-analogy").click()
+    expect(page.locator("#samples img").first).to_be_visible(timeout=TIMEOUT_MS * 2)
+    cut = page.eval_on_selector_all("#samples .caption-label",
+                                    "labels => labels.filter(l => l.scrollWidth > l.clientWidth + 1).length")
+    assert cut == 0, "a sample's caption is cut (the rating box asks for its number)"
+
+
 def test_play_says_what_to_do_and_names_examples_in_words(page: Page, playground: dict[str, Any]) -> None:
     import re
 
