@@ -19,6 +19,7 @@ import logging
 import os
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qs
 
 from app.event_values import named_data
 from app.event_values import refusal as value_refusal
@@ -122,8 +123,6 @@ class Gate:
 
     def _session_known(self, scope: dict[str, Any]) -> bool:
         """Whether the queue holds messages for the stream's session_hash (no Blocks yet: Gradio answers)."""
-        from urllib.parse import parse_qs
-
         blocks = self.blocks()
         if blocks is None:
             return True

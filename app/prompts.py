@@ -21,6 +21,7 @@ ANALOGY_SLOTS = tuple(slot for k in range(1, MAX_PAIRS + 1) for slot in (f"slot-
 SEQUENCE_SLOTS = tuple(f"seq-{k}" for k in range(1, MAX_FRAMES + 1))
 MATRIX_SLOTS = tuple(f"cell-{k}" for k in range(1, MATRIX_CELLS + 1))
 ALL_SLOTS = ANALOGY_SLOTS + SEQUENCE_SLOTS + MATRIX_SLOTS
+CANDIDATES_RULE = "candidates can be ranked at once"  # at most MAX_CANDIDATES: each costs the model a scoring run
 MOST_PROMPT_IMAGES = max(len(ANALOGY_SLOTS), len(SEQUENCE_SLOTS), len(MATRIX_SLOTS))
 
 
@@ -63,7 +64,7 @@ def check_count(count: int, most: int, rule: str) -> None:
 
 
 def check_candidate_count(count: int) -> None:
-    check_count(count, MAX_CANDIDATES, "candidates can be ranked at once")  # each costs the model a scoring run
+    check_count(count, MAX_CANDIDATES, CANDIDATES_RULE)
 
 
 def counted_images(values: Sequence[Any] | None, most: int, rule: str) -> list[np.ndarray]:
@@ -75,10 +76,8 @@ def counted_images(values: Sequence[Any] | None, most: int, rule: str) -> list[n
 
 
 def candidate_images(values: Sequence[Any] | None) -> list[np.ndarray]:
-    """A gallery's or a program's candidates -> images, counted first (check_candidate_count)."""
-    values = list(values or [])
-    check_candidate_count(len(values))
-    return [as_image(value) for value in values]
+    """A gallery's or a program's candidates -> images, counted first."""
+    return counted_images(values, MAX_CANDIDATES, CANDIDATES_RULE)
 
 
 def prompt_images(layout: str, slots: Mapping[str, Any], pairs: int = 1) -> list[np.ndarray]:

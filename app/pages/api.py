@@ -20,13 +20,15 @@ from app.services import current
 MODEL_CONCURRENCY = "model"  # the queue shared with the pages' model events
 
 
-def _images(files: list[Any] | None, what: str) -> list[np.ndarray]:
-    """Uploaded files -> RGB arrays, read with the upload checks (each bad file named), counted first."""
-    images = (prompts.candidate_images(files) if what == "candidates"
-              else prompts.counted_images(files, prompts.MOST_PROMPT_IMAGES, "images make a prompt"))
+def _some(images: list[np.ndarray], what: str) -> list[np.ndarray]:
     if not images:
         raise ValueError(f"give at least one image as {what}")
     return images
+
+
+def _prompt(files: list[Any] | None) -> list[np.ndarray]:
+    """Uploaded files -> RGB arrays, counted before they are read with the upload checks (each bad file named)."""
+    return _some(prompts.counted_images(files, prompts.MOST_PROMPT_IMAGES, "images make a prompt"), "the prompt")
 
 
 def sentence(layout: str, images: list[np.ndarray]) -> list[np.ndarray]:
@@ -50,7 +52,7 @@ def answer(images: list[Any], layout: str, n_samples: int, temperature: float, t
     model's weight for the layout's family)."""
     try:
         settings = solving.SampleSettings.from_inputs(n_samples, temperature, top_k, top_p, seed, guidance)
-        prompt = sentence(layout, _images(images, "the prompt"))
+        prompt = sentence(layout, _prompt(images))
         return solving.solve(current().bundle(), prompt, settings, family=layout).samples
     except (ValueError, RuntimeError) as error:
         raise Refusal(str(error)) from error
@@ -59,8 +61,9 @@ def answer(images: list[Any], layout: str, n_samples: int, temperature: float, t
 def rank(images: list[Any], candidates: list[Any], layout: str) -> list[float]:
     """Each candidate's probability of being the answer, among the candidates (they sum to 1)."""
     try:
-        prompt = sentence(layout, _images(images, "the prompt"))
-        scores = solving.rank(current().bundle(), prompt, _images(candidates, "candidates"), family=layout)
+        prompt = sentence(layout, _prompt(images))
+        choices = _some(prompts.candidate_images(candidates), "candidates")
+        scores = solving.rank(current().bundle(), prompt, choices, family=layout)
     except (ValueError, RuntimeError) as error:
         raise Refusal(str(error)) from error
     return solving.candidate_probabilities(scores)
