@@ -45,3 +45,15 @@ def test_curator_approves_a_submission_and_the_public_bank_shows_it(page: Page, 
     page.get_by_role("tab", name="Bank").click()
     title = repository.get_puzzle(served["bank"], pending).puzzle.title
     expect(page.locator("#bank-gallery")).to_contain_text(title)  # captions name puzzles in words, not ids
+
+
+def test_an_empty_queue_shows_empty_boxes_not_an_error(page: Page, served: dict[str, Any]) -> None:
+    page.goto(f"{served['url']}/curate/")
+    page.fill("#name", CURATOR)
+    page.fill("#password", PASSWORD)
+    page.click("#login-submit")
+    expect(page.locator("#curator-name")).to_contain_text(f"Logged in as {CURATOR}")
+    page.get_by_text("rejected", exact=True).click()  # a queue with nothing in it: the inspected puzzle goes
+    expect(page.locator("#details")).to_contain_text("Choose a puzzle in Inspect")
+    page.wait_for_timeout(1000)
+    assert page.locator(".toast-message-item").count() == 0  # before: "choose a puzzle to inspect" in a toast

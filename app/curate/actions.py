@@ -111,8 +111,8 @@ def inspect(puzzle_id: str | None, request: gr.Request) -> list[Any]:
     from puzzles.bank import repository
 
     _caller(request)
-    if not puzzle_id:
-        raise Refusal("choose a puzzle to inspect")
+    if not puzzle_id:  # the choice emptied (an empty queue on opening, a refresh): empty boxes, no error
+        return [None, None, None, None, "Choose a puzzle in **Inspect** to see it here.", *[gr.skip()] * 5]
     with _errors():
         stored = repository.get_puzzle(_bank(), puzzle_id)
         stats = repository.puzzle_stats(_bank(), puzzle_id)
