@@ -3,13 +3,19 @@
 A matrix the visual model gets wrong may be one whose rule it cannot learn, or one whose attributes it cannot see
 in a panel's codes. This probe removes the seeing: each panel becomes, per component (at most two), one token for
 its type, size, colour and the set of grid positions it fills, and the same decoder shape learns the rules from
-those. docs/model-experiments.md, section 31, has what it showed.
+those. `sight` puts the seeing back without the codes: a small convolutional reader, fitted on training matrices'
+32 px pictures and their attributes, reads the held-out pictures, and the trained decoder ranks the candidates
+from what was read. docs/model-experiments.md, section 31, has what both showed.
 
     python -m engine.attribute_probe data --n 150000 --seed 47000000 --out runs/probe/matrices.npy
     python -m engine.attribute_probe train --data runs/probe/matrices.npy --minutes 15 --out runs/probe/run
+    python -m engine.attribute_probe sight-data --n 20000 --seed 48500000 --out runs/probe/pictures.npz
+    python -m engine.attribute_probe sight --data runs/probe/pictures.npz --reasoner runs/probe/run/model.pt \\
+        --minutes 10 --json runs/probe/sight.json
 
 `train` logs held-out multiple choice (the card's matrices: 50 per layout, the sum of the answer tokens'
-log-likelihoods per candidate) every `--eval-every-min` CPU-minutes to OUT/log.jsonl.
+log-likelihoods per candidate) every `--eval-every-min` CPU-minutes to OUT/log.jsonl, and keeps the weights of the
+last check in OUT/model.pt.
 """
 from __future__ import annotations
 
@@ -150,19 +156,29 @@ def sentences(rows: np.ndarray) -> np.ndarray:
     return np.concatenate([rows[:, :PROMPT_TOKENS], candidates[np.arange(len(rows)), answers]], 1).astype(np.int64)
 
 
+def reasoner_model(weights: str | Path | None = None) -> Any:
+    """The probe's decoder: the shipped LVM's shape over the attribute vocabulary (trained weights when given)."""
+    import torch
+
+    from engine.model import LVM, LVMConfig
+
+    model = LVM(LVMConfig(vocab_size=VOCAB, context_length=PROMPT_TOKENS + PANEL_TOKENS, n_layer=6, d_model=256,
+                          n_head=4, n_kv_head=4, ffn_hidden=704))
+    if weights is not None:
+        model.load_state_dict(torch.load(weights, map_location="cpu"))
+    return model
+
+
 def train_probe(config: ProbeConfig) -> list[dict[str, Any]]:
     """Train the probe for config.minutes CPU-minutes; returns the held-out checks (also in OUT/log.jsonl)."""
     import torch
     import torch.nn.functional as F
 
-    from engine.model import LVM, LVMConfig
-
     torch.manual_seed(config.seed)
     rows = np.load(config.data)
     if rows.ndim != 2 or rows.shape[1] != ROW:
         raise ValueError(f"{config.data}: expected rows of {ROW} tokens from `attribute_probe data`")
-    model = LVM(LVMConfig(vocab_size=VOCAB, context_length=PROMPT_TOKENS + PANEL_TOKENS, n_layer=6, d_model=256,
-                          n_head=4, n_kv_head=4, ffn_hidden=704))
+    model = reasoner_model()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.95), weight_decay=0.1)
     items = held_out_matrices(config.per_layout)
     weights = torch.full((PROMPT_TOKENS + PANEL_TOKENS - 1,), config.context_weight)
@@ -180,6 +196,7 @@ def train_probe(config: ProbeConfig) -> list[dict[str, Any]]:
                 puzzles = step * config.batch_size
                 check = held_out_check(model, items, used, puzzles, puzzles * weights.numel())
                 checks.append(check)
+                torch.save(model.state_dict(), out / "model.pt")
                 log.write(json.dumps(check) + "\n")
                 log.flush()
                 print(json.dumps(check), flush=True)
@@ -201,6 +218,138 @@ def train_probe(config: ProbeConfig) -> list[dict[str, Any]]:
             step += 1
 
 
+# --- sight: the attributes read back from the 32 px pixels the LVM sees ------------------------------------------
+
+COMPONENTS = {"center": 1, "grid2x2": 1, "grid3x3": 1, "left_right": 2, "up_down": 2, "out_in": 2, "out_in_grid": 2}
+HEAD = (*LEVELS.values(), 9)  # per slot: type, size, colour classes, then the nine cells' bits
+
+
+def panel_targets(puzzle: Puzzle) -> tuple[np.ndarray, np.ndarray]:
+    """A matrix's 16 pictures (8 panels, 8 candidates) at their size, and each one's (SLOTS, 4) attributes: type,
+    size, colour and the cells' bit mask per component, -1 for an empty slot."""
+    meta = puzzle.meta
+    images = np.stack([*puzzle.panels, *puzzle.candidates])
+    targets = np.full((len(images), SLOTS, 4), -1, np.int16)
+    for index, described in enumerate([*meta["panels"], *meta["candidates"]]):
+        for slot, component in enumerate(meta["components"]):
+            values = described[component]
+            targets[index, slot] = (values["type"], values["size"], values["colour"],
+                                    sum(1 << cell for cell in values["positions"]))
+    return images, targets
+
+
+def write_sight_data(n: int, seed: int, out: str | Path) -> int:
+    """The pictures and attributes of n training matrices (32 px) in one .npz; returns the matrices kept."""
+    from puzzles.generators import generate
+
+    check_training_seed(seed)
+    check_training_seed(seed + n - 1)
+    images, targets, layouts = [], [], []
+    for offset in range(n):
+        try:
+            puzzle = generate("matrix", seed + offset, size=32)
+        except RuntimeError:
+            continue
+        pictures, described = panel_targets(puzzle)
+        images.append(pictures)
+        targets.append(described)
+        layouts += [LAYOUTS.index(puzzle.meta["layout"])] * len(pictures)
+    np.savez(out, images=np.concatenate(images), targets=np.concatenate(targets), layouts=np.array(layouts, np.int8))
+    return len(images)
+
+
+def reader_model() -> Any:
+    """A small convolutional reader: a 32 px picture -> its layout and, per slot, type, size, colour and cells."""
+    from torch import nn
+
+    return nn.Sequential(
+        nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(64, 128, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(128, 128, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Flatten(), nn.Linear(128 * 4 * 4, 256), nn.ReLU(), nn.Linear(256, len(LAYOUTS) + SLOTS * sum(HEAD)))
+
+
+def reader_loss(outputs: Any, targets: Any, layouts: Any) -> Any:
+    import torch
+    import torch.nn.functional as F
+
+    loss = F.cross_entropy(outputs[:, :len(LAYOUTS)], layouts)
+    slots = outputs[:, len(LAYOUTS):].view(len(outputs), SLOTS, sum(HEAD))
+    present = targets[..., 0] >= 0
+    start = 0
+    for field, classes in enumerate(HEAD[:3]):
+        loss = loss + F.cross_entropy(slots[..., start:start + classes][present], targets[..., field][present])
+        start += classes
+    bits = ((targets[..., 3:4] >> torch.arange(9)) & 1).float()
+    return loss + F.binary_cross_entropy_with_logits(slots[..., start:][present], bits[present]) * 9
+
+
+def read_tokens(outputs: Any) -> tuple[int, list[list[int]]]:
+    """Reader outputs for a matrix's pictures -> the layout most pictures show, and each picture's panel tokens."""
+    layout = int(outputs[:, :len(LAYOUTS)].argmax(-1).mode().values)
+    slots = outputs[:, len(LAYOUTS):].view(len(outputs), SLOTS, sum(HEAD))
+    described = []
+    for picture in slots:
+        panel = {}
+        for slot in range(COMPONENTS[LAYOUTS[layout]]):
+            start, values = 0, {}
+            for name, classes in zip(LEVELS, HEAD[:3], strict=True):
+                values[name] = int(picture[slot, start:start + classes].argmax())
+                start += classes
+            values["positions"] = [cell for cell in range(9) if picture[slot, start + cell] > 0]
+            panel[str(slot)] = values
+        described.append(panel_tokens(panel, [str(slot) for slot in range(len(panel))]))
+    return layout, described
+
+
+def train_reader(data: str | Path, minutes: float, seed: int = 0) -> Any:
+    """Fit the reader on the pictures of `data` for `minutes` CPU-minutes."""
+    import torch
+
+    torch.manual_seed(seed)
+    arrays = np.load(data)
+    images = torch.from_numpy(arrays["images"]).permute(0, 3, 1, 2)
+    targets, layouts = torch.from_numpy(arrays["targets"]).long(), torch.from_numpy(arrays["layouts"]).long()
+    reader = reader_model()
+    optimizer = torch.optim.AdamW(reader.parameters(), lr=2e-3, weight_decay=0.01)
+    rng = np.random.default_rng(seed)
+    started = time.process_time()
+    while (used := (time.process_time() - started) / 60) < minutes:
+        batch = torch.from_numpy(rng.integers(len(images), size=128))
+        for group in optimizer.param_groups:
+            group["lr"] = 2e-3 * 0.5 * (1 + math.cos(math.pi * used / minutes))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            outputs = reader(images[batch].float() / 255.0)
+        loss = reader_loss(outputs.float(), targets[batch], layouts[batch])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return reader.eval()
+
+
+def sight_report(reader: Any, reasoner: Any, per_layout: int) -> dict[str, Any]:
+    """On the card's held-out matrices: how often the reader reads each attribute right, and multiple choice when
+    the reasoner (a trained probe) ranks the candidates from the reader's tokens instead of the true ones."""
+    import torch
+
+    from engine.evaluate import load_puzzles
+
+    reading: dict[str, list[bool]] = {}
+    right: dict[str, list[bool]] = {}
+    for puzzle in load_puzzles("matrix:all", per_layout * len(LAYOUTS), 32):
+        pictures, described = panel_targets(puzzle)
+        with torch.no_grad():
+            outputs = reader(torch.from_numpy(pictures).permute(0, 3, 1, 2).float() / 255.0)
+        layout, tokens = read_tokens(outputs)
+        true_prompt, true_candidates, answer = attribute_sentence(puzzle)
+        truth = [true_prompt[2 + i * PANEL_TOKENS:2 + (i + 1) * PANEL_TOKENS] for i in range(8)] + true_candidates
+        name = puzzle.meta["layout"]
+        reading.setdefault(name, []).extend(read == true for read, true in zip(tokens, truth, strict=True))
+        sentence = ([BOS, LAYOUT0 + layout] + sum(tokens[:8], []), tokens[8:], answer)
+        right[name] = right.get(name, []) + [multiple_choice(reasoner, [(name, sentence)])[name] == 1.0]
+    return {"pictures_read_whole": {name: float(np.mean(hits)) for name, hits in reading.items()},
+            "multiple_choice_from_pixels": {name: float(np.mean(hits)) for name, hits in right.items()}}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -214,10 +363,28 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("--minutes", type=float, default=ProbeConfig.minutes)
     train.add_argument("--eval-every-min", type=float, default=ProbeConfig.eval_every_min)
     train.add_argument("--per-layout", type=int, default=ProbeConfig.per_layout)
+    sight_data = commands.add_parser("sight-data", help="write training matrices' pictures and attributes (.npz)")
+    sight_data.add_argument("--n", type=int, required=True)
+    sight_data.add_argument("--seed", type=int, required=True, help="first training seed")
+    sight_data.add_argument("--out", required=True, help=".npz file")
+    sight = commands.add_parser("sight", help="fit the reader, then rank held-out candidates from what it reads")
+    sight.add_argument("--data", required=True, help="from sight-data")
+    sight.add_argument("--reasoner", required=True, help="model.pt of a `train` run")
+    sight.add_argument("--minutes", type=float, default=10.0, help="CPU-minutes to fit the reader")
+    sight.add_argument("--per-layout", type=int, default=ProbeConfig.per_layout)
+    sight.add_argument("--json", help="write the report here too")
     args = parser.parse_args(argv)
     try:
         if args.command == "data":
             print(f"{write_data(args.n, args.seed, args.out)} matrices -> {args.out}")
+        elif args.command == "sight-data":
+            print(f"{write_sight_data(args.n, args.seed, args.out)} matrices -> {args.out}")
+        elif args.command == "sight":
+            report = sight_report(train_reader(args.data, args.minutes), reasoner_model(args.reasoner).eval(),
+                                  args.per_layout)
+            print(json.dumps(report, indent=2))
+            if args.json:
+                Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
         else:
             train_probe(ProbeConfig(data=args.data, out=args.out, minutes=args.minutes,
                                     eval_every_min=args.eval_every_min, per_layout=args.per_layout))

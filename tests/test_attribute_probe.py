@@ -59,6 +59,7 @@ def test_a_short_run_logs_held_out_checks(tmp_path):
     assert [c["puzzles"] > 0 for c in checks] == [False, True]
     assert set(checks[-1]["layouts"]) == set(probe.LAYOUTS)
     assert all(0.0 <= c["multiple_choice"] <= 1.0 for c in checks)
+    assert (tmp_path / "run" / "model.pt").is_file()
     logged = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert logged == checks
 
@@ -67,3 +68,37 @@ def test_train_refuses_rows_of_another_shape(tmp_path):
     np.save(tmp_path / "bad.npy", np.zeros((3, 10), np.int16))
     with pytest.raises(ValueError, match="rows of"):
         probe.train_probe(probe.ProbeConfig(data=str(tmp_path / "bad.npy"), out=str(tmp_path / "run")))
+
+
+def test_pictures_come_with_their_attributes():
+    puzzle = generate("matrix", 47000004, size=32, layout="center")
+    pictures, targets = probe.panel_targets(puzzle)
+    assert pictures.shape == (16, 32, 32, 3) and targets.shape == (16, probe.SLOTS, 4)
+    answer = puzzle.meta["candidates"][puzzle.answer_index]["main"]
+    assert list(targets[8 + puzzle.answer_index, 0, :3]) == [answer["type"], answer["size"], answer["colour"]]
+    assert (targets[:, 1] == -1).all()  # one component: the second slot is empty
+
+
+def test_reader_outputs_become_the_panel_tokens_they_name():
+    import torch
+
+    outputs = torch.full((3, len(probe.LAYOUTS) + probe.SLOTS * sum(probe.HEAD)), -5.0)
+    outputs[:, probe.LAYOUTS.index("left_right")] = 5.0
+    slots = outputs[:, len(probe.LAYOUTS):].view(3, probe.SLOTS, sum(probe.HEAD))
+    # the first slot: type 2, size 4, colour 1, cell 0; the second: the lowest of each, cell 0
+    slots[:, 0, 2] = slots[:, 0, 5 + 4] = slots[:, 0, 10 + 1] = slots[:, 0, 16] = 5.0
+    slots[:, 1, 0] = slots[:, 1, 5] = slots[:, 1, 10] = slots[:, 1, 16] = 5.0
+    layout, tokens = probe.read_tokens(outputs)
+    assert probe.LAYOUTS[layout] == "left_right"
+    expected = probe.panel_tokens({"a": {"type": 2, "size": 4, "colour": 1, "positions": [0]},
+                                   "b": {"type": 0, "size": 0, "colour": 0, "positions": [0]}}, ["a", "b"])
+    assert tokens == [expected] * 3
+
+
+def test_a_short_sight_run_reports_each_layout(tmp_path):
+    probe.write_sight_data(8, 47000200, tmp_path / "pictures.npz")
+    reader = probe.train_reader(tmp_path / "pictures.npz", minutes=0.02)
+    report = probe.sight_report(reader, probe.reasoner_model().eval(), per_layout=1)
+    for measure in ("pictures_read_whole", "multiple_choice_from_pixels"):
+        assert set(report[measure]) == set(probe.LAYOUTS)
+        assert all(0.0 <= value <= 1.0 for value in report[measure].values())
