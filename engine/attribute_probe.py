@@ -30,20 +30,23 @@ from typing import Any
 
 import numpy as np
 
+from puzzles.generators.matrix import GREY_LEVELS, LAYOUT_COMPONENTS, LAYOUTS, SHAPE_KINDS, SIZE_LEVELS
 from puzzles.puzzle import Puzzle
 from puzzles.seeds import check_training_seed
 
-LAYOUTS = ("center", "grid2x2", "grid3x3", "left_right", "up_down", "out_in", "out_in_grid")
-LEVELS = {"type": 5, "size": 5, "colour": 6}
-POSITION_SETS = 512  # subsets of at most 9 grid cells
-SLOTS = 2  # components per panel (outer/inner, left/right, top/bottom; one for the rest)
+LEVELS = {"type": len(SHAPE_KINDS), "size": len(SIZE_LEVELS), "colour": len(GREY_LEVELS)}
+CELLS = max(len(component.slots) for layout in LAYOUT_COMPONENTS.values() for component in layout)  # 3 x 3 grid
+POSITION_SETS = 1 << CELLS  # a component's filled cells, one token for the set
+SLOTS = max(len(layout) for layout in LAYOUT_COMPONENTS.values())  # outer/inner, left/right, top/bottom
 PANEL_TOKENS = SLOTS * (len(LEVELS) + 1)
-TYPE0, SIZE0, COLOUR0 = 0, 5, 10
+TYPE0 = 0
+SIZE0 = TYPE0 + LEVELS["type"]
+COLOUR0 = SIZE0 + LEVELS["size"]
 POSITIONS0 = COLOUR0 + LEVELS["colour"]
 LAYOUT0 = POSITIONS0 + POSITION_SETS
 EMPTY = LAYOUT0 + len(LAYOUTS)
 BOS = EMPTY + 1
-VOCAB = 544  # BOS + 1, rounded up to a multiple of 8
+VOCAB = -(-(BOS + 1) // 8) * 8  # rounded up to a multiple of 8, as the LVM's vocabulary
 PROMPT_TOKENS = 2 + 8 * PANEL_TOKENS  # BOS, layout, 8 context panels
 CANDIDATES = 8
 ROW = PROMPT_TOKENS + CANDIDATES * PANEL_TOKENS + 1  # a stored puzzle: prompt, candidates, answer index
@@ -220,8 +223,7 @@ def train_probe(config: ProbeConfig) -> list[dict[str, Any]]:
 
 # --- sight: the attributes read back from the 32 px pixels the LVM sees ------------------------------------------
 
-COMPONENTS = {"center": 1, "grid2x2": 1, "grid3x3": 1, "left_right": 2, "up_down": 2, "out_in": 2, "out_in_grid": 2}
-HEAD = (*LEVELS.values(), 9)  # per slot: type, size, colour classes, then the nine cells' bits
+HEAD = (*LEVELS.values(), CELLS)  # per slot: type, size, colour classes, then one bit per cell
 
 
 def panel_targets(puzzle: Puzzle) -> tuple[np.ndarray, np.ndarray]:
@@ -279,8 +281,8 @@ def reader_loss(outputs: Any, targets: Any, layouts: Any) -> Any:
     for field, classes in enumerate(HEAD[:3]):
         loss = loss + F.cross_entropy(slots[..., start:start + classes][present], targets[..., field][present])
         start += classes
-    bits = ((targets[..., 3:4] >> torch.arange(9)) & 1).float()
-    return loss + F.binary_cross_entropy_with_logits(slots[..., start:][present], bits[present]) * 9
+    bits = ((targets[..., 3:4] >> torch.arange(CELLS)) & 1).float()
+    return loss + F.binary_cross_entropy_with_logits(slots[..., start:][present], bits[present]) * CELLS
 
 
 def read_tokens(outputs: Any) -> tuple[int, list[list[int]]]:
@@ -290,12 +292,12 @@ def read_tokens(outputs: Any) -> tuple[int, list[list[int]]]:
     described = []
     for picture in slots:
         panel = {}
-        for slot in range(COMPONENTS[LAYOUTS[layout]]):
+        for slot in range(len(LAYOUT_COMPONENTS[LAYOUTS[layout]])):
             start, values = 0, {}
             for name, classes in zip(LEVELS, HEAD[:3], strict=True):
                 values[name] = int(picture[slot, start:start + classes].argmax())
                 start += classes
-            values["positions"] = [cell for cell in range(9) if picture[slot, start + cell] > 0]
+            values["positions"] = [cell for cell in range(CELLS) if picture[slot, start + cell] > 0]
             panel[str(slot)] = values
         described.append(panel_tokens(panel, [str(slot) for slot in range(len(panel))]))
     return layout, described
