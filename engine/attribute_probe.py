@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -353,7 +352,8 @@ def sight_report(reader: Any, reasoner: Any, per_layout: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m engine.attribute_probe", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     data = commands.add_parser("data", help="write training matrices as attribute rows")
     data.add_argument("--n", type=int, required=True)
@@ -376,23 +376,22 @@ def main(argv: list[str] | None = None) -> None:
     sight.add_argument("--per-layout", type=int, default=ProbeConfig.per_layout)
     sight.add_argument("--json", help="write the report here too")
     args = parser.parse_args(argv)
-    try:
-        if args.command == "data":
-            print(f"{write_data(args.n, args.seed, args.out)} matrices -> {args.out}")
-        elif args.command == "sight-data":
-            print(f"{write_sight_data(args.n, args.seed, args.out)} matrices -> {args.out}")
-        elif args.command == "sight":
-            report = sight_report(train_reader(args.data, args.minutes), reasoner_model(args.reasoner).eval(),
-                                  args.per_layout)
-            print(json.dumps(report, indent=2))
-            if args.json:
-                Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-        else:
-            train_probe(ProbeConfig(data=args.data, out=args.out, minutes=args.minutes,
-                                    eval_every_min=args.eval_every_min, per_layout=args.per_layout))
-    except ValueError as error:
-        sys.exit(f"error: {error}")
+    if args.command == "data":
+        print(f"{write_data(args.n, args.seed, args.out)} matrices -> {args.out}")
+    elif args.command == "sight-data":
+        print(f"{write_sight_data(args.n, args.seed, args.out)} matrices -> {args.out}")
+    elif args.command == "sight":
+        report = sight_report(train_reader(args.data, args.minutes), reasoner_model(args.reasoner).eval(),
+                              args.per_layout)
+        print(json.dumps(report, indent=2))
+        if args.json:
+            Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    else:
+        train_probe(ProbeConfig(data=args.data, out=args.out, minutes=args.minutes,
+                                eval_every_min=args.eval_every_min, per_layout=args.per_layout))
 
 
 if __name__ == "__main__":
-    main()
+    from puzzles.commands import main_exit
+
+    main_exit(main, "python -m engine.attribute_probe")

@@ -151,6 +151,7 @@ PUZZLES_BAD_ARGUMENTS = {
     "seed": ["--pack", MISSING + ".zip", "--data-dir", "{tmp}"],
 }
 ENGINE_BAD_ARGUMENTS = {
+    "attribute_probe": ["train", "--data", MISSING, "--out", "{tmp}/probe"],
     "bench": ["--bundle", MISSING, "--json", "{tmp}/b.json", "--quick"],
     "evaluate": ["--bundle", MISSING, "--puzzles", "matrix", "--json", "{tmp}/e.json"],
     "export": ["--tokenizer", MISSING, "--lvm", MISSING, "--out", "{tmp}/bundle"],
