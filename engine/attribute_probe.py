@@ -23,6 +23,7 @@ import argparse
 import json
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,22 +84,27 @@ def attribute_sentence(puzzle: Puzzle) -> tuple[list[int], list[list[int]], int]
     return prompt, candidates, int(puzzle.answer_index)
 
 
-def write_data(n: int, seed: int, out: str | Path, progress: bool = True) -> int:
-    """n training matrices from consecutive seeds as rows of ROW tokens (a seed whose candidates the generator
-    cannot draw apart is skipped); returns the rows kept."""
+def training_matrices(n: int, seed: int, progress: bool = True) -> Iterator[Puzzle]:
+    """Matrices at 32 px on training seeds seed .. seed + n - 1 (a seed whose candidates the generator cannot draw
+    apart is skipped)."""
     from tqdm import tqdm
 
     from puzzles.generators import generate
 
     check_training_seed(seed)
     check_training_seed(seed + n - 1)
-    rows = np.zeros((n, ROW), np.int16)
-    kept = 0
     for offset in tqdm(range(n), desc="matrices", mininterval=10, disable=not progress):
         try:
-            puzzle = generate("matrix", seed + offset, size=32)
+            yield generate("matrix", seed + offset, size=32)
         except RuntimeError:  # "candidates keep rendering alike": the generator gave up on this seed
             continue
+
+
+def write_data(n: int, seed: int, out: str | Path, progress: bool = True) -> int:
+    """n training matrices as rows of ROW tokens; returns the rows kept."""
+    rows = np.zeros((n, ROW), np.int16)
+    kept = 0
+    for puzzle in training_matrices(n, seed, progress):
         prompt, candidates, answer = attribute_sentence(puzzle)
         rows[kept] = prompt + sum(candidates, []) + [answer]
         kept += 1
@@ -239,18 +245,10 @@ def panel_targets(puzzle: Puzzle) -> tuple[np.ndarray, np.ndarray]:
     return images, targets
 
 
-def write_sight_data(n: int, seed: int, out: str | Path) -> int:
+def write_sight_data(n: int, seed: int, out: str | Path, progress: bool = True) -> int:
     """The pictures and attributes of n training matrices (32 px) in one .npz; returns the matrices kept."""
-    from puzzles.generators import generate
-
-    check_training_seed(seed)
-    check_training_seed(seed + n - 1)
     images, targets, layouts = [], [], []
-    for offset in range(n):
-        try:
-            puzzle = generate("matrix", seed + offset, size=32)
-        except RuntimeError:
-            continue
+    for puzzle in training_matrices(n, seed, progress):
         pictures, described = panel_targets(puzzle)
         images.append(pictures)
         targets.append(described)

@@ -96,7 +96,7 @@ def test_reader_outputs_become_the_panel_tokens_they_name():
 
 
 def test_a_short_sight_run_reports_each_layout(tmp_path):
-    probe.write_sight_data(8, 47000200, tmp_path / "pictures.npz")
+    probe.write_sight_data(8, 47000200, tmp_path / "pictures.npz", progress=False)
     reader = probe.train_reader(tmp_path / "pictures.npz", minutes=0.02)
     report = probe.sight_report(reader, probe.reasoner_model().eval(), per_layout=1)
     for measure in ("pictures_read_whole", "multiple_choice_from_pixels"):
