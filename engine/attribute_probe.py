@@ -326,8 +326,9 @@ def train_reader(data: str | Path, minutes: float, seed: int = 0) -> Any:
 
 
 def sight_report(reader: Any, reasoner: Any, per_layout: int) -> dict[str, Any]:
-    """On the card's held-out matrices: how often the reader reads each attribute right, and multiple choice when
-    the reasoner (a trained probe) ranks the candidates from the reader's tokens instead of the true ones."""
+    """On the card's held-out matrices: the share of pictures the reader reads whole (every attribute right), and
+    multiple choice when the reasoner (a trained probe) ranks the candidates from the reader's tokens instead of the
+    true ones; both per layout."""
     import torch
 
     from engine.evaluate import load_puzzles
@@ -335,7 +336,7 @@ def sight_report(reader: Any, reasoner: Any, per_layout: int) -> dict[str, Any]:
     reading: dict[str, list[bool]] = {}
     right: dict[str, list[bool]] = {}
     for puzzle in load_puzzles("matrix:all", per_layout * len(LAYOUTS), 32):
-        pictures, described = panel_targets(puzzle)
+        pictures, _ = panel_targets(puzzle)
         with torch.no_grad():
             outputs = reader(torch.from_numpy(pictures).permute(0, 3, 1, 2).float() / 255.0)
         layout, tokens = read_tokens(outputs)
@@ -344,7 +345,7 @@ def sight_report(reader: Any, reasoner: Any, per_layout: int) -> dict[str, Any]:
         name = puzzle.meta["layout"]
         reading.setdefault(name, []).extend(read == true for read, true in zip(tokens, truth, strict=True))
         sentence = ([BOS, LAYOUT0 + layout] + sum(tokens[:8], []), tokens[8:], answer)
-        right[name] = right.get(name, []) + [multiple_choice(reasoner, [(name, sentence)])[name] == 1.0]
+        right.setdefault(name, []).append(multiple_choice(reasoner, [(name, sentence)])[name] == 1.0)
     return {"pictures_read_whole": {name: float(np.mean(hits)) for name, hits in reading.items()},
             "multiple_choice_from_pixels": {name: float(np.mean(hits)) for name, hits in right.items()}}
 
