@@ -334,7 +334,7 @@ def sight_report(reader: Any, reasoner: Any, per_layout: int) -> dict[str, Any]:
     from engine.evaluate import load_puzzles
 
     reading: dict[str, list[bool]] = {}
-    right: dict[str, list[bool]] = {}
+    read_items = []
     for puzzle in load_puzzles("matrix:all", per_layout * len(LAYOUTS), 32):
         pictures, _ = panel_targets(puzzle)
         with torch.no_grad():
@@ -344,10 +344,9 @@ def sight_report(reader: Any, reasoner: Any, per_layout: int) -> dict[str, Any]:
         truth = [true_prompt[2 + i * PANEL_TOKENS:2 + (i + 1) * PANEL_TOKENS] for i in range(8)] + true_candidates
         name = puzzle.meta["layout"]
         reading.setdefault(name, []).extend(read == true for read, true in zip(tokens, truth, strict=True))
-        sentence = ([BOS, LAYOUT0 + layout] + sum(tokens[:8], []), tokens[8:], answer)
-        right.setdefault(name, []).append(multiple_choice(reasoner, [(name, sentence)])[name] == 1.0)
+        read_items.append((name, ([BOS, LAYOUT0 + layout] + sum(tokens[:8], []), tokens[8:], answer)))
     return {"pictures_read_whole": {name: float(np.mean(hits)) for name, hits in reading.items()},
-            "multiple_choice_from_pixels": {name: float(np.mean(hits)) for name, hits in right.items()}}
+            "multiple_choice_from_pixels": multiple_choice(reasoner, read_items)}
 
 
 def main(argv: list[str] | None = None) -> None:
