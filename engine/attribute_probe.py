@@ -24,49 +24,32 @@ import json
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from puzzles.generators.matrix import GREY_LEVELS, LAYOUT_COMPONENTS, LAYOUTS, SHAPE_KINDS, SIZE_LEVELS
+from engine.serving.matrix_path import (
+    BOS,
+    CELLS,
+    HEAD,
+    LAYOUT0,
+    PANEL_TOKENS,
+    PROMPT_TOKENS,
+    READER_OUTPUTS,
+    READER_SIZE,
+    SLOTS,
+    VOCAB,
+    panel_tokens,
+    read_outputs,
+)
+from puzzles.generators.matrix import LAYOUTS
 from puzzles.puzzle import Puzzle
 from puzzles.seeds import check_training_seed
 
-LEVELS = {"type": len(SHAPE_KINDS), "size": len(SIZE_LEVELS), "colour": len(GREY_LEVELS)}
-CELLS = max(len(component.slots) for layout in LAYOUT_COMPONENTS.values() for component in layout)  # 3 x 3 grid
-POSITION_SETS = 1 << CELLS  # a component's filled cells, one token for the set
-SLOTS = max(len(layout) for layout in LAYOUT_COMPONENTS.values())  # outer/inner, left/right, top/bottom
-PANEL_TOKENS = SLOTS * (len(LEVELS) + 1)
-TYPE0 = 0
-SIZE0 = TYPE0 + LEVELS["type"]
-COLOUR0 = SIZE0 + LEVELS["size"]
-POSITIONS0 = COLOUR0 + LEVELS["colour"]
-LAYOUT0 = POSITIONS0 + POSITION_SETS
-EMPTY = LAYOUT0 + len(LAYOUTS)
-BOS = EMPTY + 1
-VOCAB = -(-(BOS + 1) // 8) * 8  # rounded up to a multiple of 8, as the LVM's vocabulary
-PROMPT_TOKENS = 2 + 8 * PANEL_TOKENS  # BOS, layout, 8 context panels
 CANDIDATES = 8
 ROW = PROMPT_TOKENS + CANDIDATES * PANEL_TOKENS + 1  # a stored puzzle: prompt, candidates, answer index
-
-
-def panel_tokens(panel: dict[str, dict[str, Any]], components: list[str]) -> list[int]:
-    """One panel's attributes as tokens: type, size, colour, positions per component slot."""
-    tokens: list[int] = []
-    for slot in range(SLOTS):
-        if slot >= len(components):
-            tokens += [EMPTY] * (len(LEVELS) + 1)
-            continue
-        values = panel[components[slot]]
-        cells = sum(1 << cell for cell in values["positions"])
-        for name, limit in (*LEVELS.items(), ("positions", POSITION_SETS)):
-            value = cells if name == "positions" else values[name]
-            if not 0 <= value < limit:
-                raise ValueError(f"{name} {value} is outside the probe's {limit} levels")
-        tokens += [TYPE0 + values["type"], SIZE0 + values["size"], COLOUR0 + values["colour"], POSITIONS0 + cells]
-    return tokens
 
 
 def attribute_sentence(puzzle: Puzzle) -> tuple[list[int], list[list[int]], int]:
@@ -155,6 +138,9 @@ class ProbeConfig:
     lr: float = 1e-3
     context_weight: float = 0.3  # loss weight of the prompt's tokens (the answer's: 1), as the LVM trains
     seed: int = 0
+    n_layer: int = 6  # the shipped LVM's shape by default; the bundle's matrix path ships a smaller one
+    d_model: int = 256
+    ffn_hidden: int = 704
 
 
 def sentences(rows: np.ndarray) -> np.ndarray:
@@ -164,16 +150,25 @@ def sentences(rows: np.ndarray) -> np.ndarray:
     return np.concatenate([rows[:, :PROMPT_TOKENS], candidates[np.arange(len(rows)), answers]], 1).astype(np.int64)
 
 
-def reasoner_model(weights: str | Path | None = None) -> Any:
-    """The probe's decoder: the shipped LVM's shape over the attribute vocabulary (trained weights when given)."""
+def reasoner_config(n_layer: int = 6, d_model: int = 256, ffn_hidden: int = 704) -> Any:
+    """The probe decoder's LVMConfig: a LLaMA-like decoder over the attribute vocabulary, 4 heads."""
+    from engine.model import LVMConfig
+
+    return LVMConfig(vocab_size=VOCAB, context_length=PROMPT_TOKENS + PANEL_TOKENS, n_layer=n_layer,
+                     d_model=d_model, n_head=4, n_kv_head=4, ffn_hidden=ffn_hidden)
+
+
+def reasoner_model(weights: str | Path | None = None, **shape: int) -> Any:
+    """The probe's decoder (`reasoner_config(**shape)`), or the trained one a `train` run saved at `weights`."""
     import torch
 
     from engine.model import LVM, LVMConfig
 
-    model = LVM(LVMConfig(vocab_size=VOCAB, context_length=PROMPT_TOKENS + PANEL_TOKENS, n_layer=6, d_model=256,
-                          n_head=4, n_kv_head=4, ffn_hidden=704))
-    if weights is not None:
-        model.load_state_dict(torch.load(weights, map_location="cpu"))
+    if weights is None:
+        return LVM(reasoner_config(**shape))
+    saved = torch.load(weights, map_location="cpu")
+    model = LVM(LVMConfig(**saved["config"]))
+    model.load_state_dict(saved["state"])
     return model
 
 
@@ -186,7 +181,7 @@ def train_probe(config: ProbeConfig) -> list[dict[str, Any]]:
     rows = np.load(config.data)
     if rows.ndim != 2 or rows.shape[1] != ROW:
         raise ValueError(f"{config.data}: expected rows of {ROW} tokens from `attribute_probe data`")
-    model = reasoner_model()
+    model = reasoner_model(n_layer=config.n_layer, d_model=config.d_model, ffn_hidden=config.ffn_hidden)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.95), weight_decay=0.1)
     items = held_out_matrices(config.per_layout)
     weights = torch.full((PROMPT_TOKENS + PANEL_TOKENS - 1,), config.context_weight)
@@ -204,7 +199,7 @@ def train_probe(config: ProbeConfig) -> list[dict[str, Any]]:
                 puzzles = step * config.batch_size
                 check = held_out_check(model, items, used, puzzles, puzzles * weights.numel())
                 checks.append(check)
-                torch.save(model.state_dict(), out / "model.pt")
+                torch.save({"config": asdict(model.config), "state": model.state_dict()}, out / "model.pt")
                 log.write(json.dumps(check) + "\n")
                 log.flush()
                 print(json.dumps(check), flush=True)
@@ -227,9 +222,6 @@ def train_probe(config: ProbeConfig) -> list[dict[str, Any]]:
 
 
 # --- sight: the attributes read back from the 32 px pixels the LVM sees ------------------------------------------
-
-HEAD = (*LEVELS.values(), CELLS)  # per slot: type, size, colour classes, then one bit per cell
-
 
 def panel_targets(puzzle: Puzzle) -> tuple[np.ndarray, np.ndarray]:
     """A matrix's 16 pictures (8 panels, 8 candidates) at their size, and each one's (SLOTS, 4) attributes: type,
@@ -264,7 +256,7 @@ def reader_model() -> Any:
     return nn.Sequential(
         nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),
         nn.Conv2d(64, 128, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(128, 128, 3, stride=2, padding=1), nn.ReLU(),
-        nn.Flatten(), nn.Linear(128 * 4 * 4, 256), nn.ReLU(), nn.Linear(256, len(LAYOUTS) + SLOTS * sum(HEAD)))
+        nn.Flatten(), nn.Linear(128 * 4 * 4, 256), nn.ReLU(), nn.Linear(256, READER_OUTPUTS))
 
 
 def reader_loss(outputs: Any, targets: Any, layouts: Any) -> Any:
@@ -282,22 +274,13 @@ def reader_loss(outputs: Any, targets: Any, layouts: Any) -> Any:
     return loss + F.binary_cross_entropy_with_logits(slots[..., start:][present], bits[present]) * CELLS
 
 
-def read_tokens(outputs: Any) -> tuple[int, list[list[int]]]:
-    """Reader outputs for a matrix's pictures -> the layout most pictures show, and each picture's panel tokens."""
-    layout = int(outputs[:, :len(LAYOUTS)].argmax(-1).mode().values)
-    slots = outputs[:, len(LAYOUTS):].view(len(outputs), SLOTS, sum(HEAD))
-    described = []
-    for picture in slots:
-        panel = {}
-        for slot in range(len(LAYOUT_COMPONENTS[LAYOUTS[layout]])):
-            start, values = 0, {}
-            for name, classes in zip(LEVELS, HEAD[:3], strict=True):
-                values[name] = int(picture[slot, start:start + classes].argmax())
-                start += classes
-            values["positions"] = [cell for cell in range(CELLS) if picture[slot, start + cell] > 0]
-            panel[str(slot)] = values
-        described.append(panel_tokens(panel, [str(slot) for slot in range(len(panel))]))
-    return layout, described
+def load_reader(path: str | Path) -> Any:
+    """A reader a `reader` run saved."""
+    import torch
+
+    reader = reader_model()
+    reader.load_state_dict(torch.load(path, map_location="cpu"))
+    return reader.eval()
 
 
 def train_reader(data: str | Path, minutes: float, seed: int = 0) -> Any:
@@ -333,20 +316,64 @@ def sight_report(reader: Any, reasoner: Any, per_layout: int) -> dict[str, Any]:
 
     from engine.evaluate import load_puzzles
 
-    reading: dict[str, list[bool]] = {}
+    read_whole: dict[str, list[bool]] = {}
     read_items = []
     for puzzle in load_puzzles("matrix:all", per_layout * len(LAYOUTS), 32):
         pictures, _ = panel_targets(puzzle)
         with torch.no_grad():
-            outputs = reader(torch.from_numpy(pictures).permute(0, 3, 1, 2).float() / 255.0)
-        layout, tokens = read_tokens(outputs)
+            reading = read_outputs(reader(torch.from_numpy(pictures).permute(0, 3, 1, 2).float() / 255.0).numpy())
+        tokens = reading.panels
         true_prompt, true_candidates, answer = attribute_sentence(puzzle)
         truth = [true_prompt[2 + i * PANEL_TOKENS:2 + (i + 1) * PANEL_TOKENS] for i in range(8)] + true_candidates
         name = puzzle.meta["layout"]
-        reading.setdefault(name, []).extend(read == true for read, true in zip(tokens, truth, strict=True))
-        read_items.append((name, ([BOS, LAYOUT0 + layout] + sum(tokens[:8], []), tokens[8:], answer)))
-    return {"pictures_read_whole": {name: float(np.mean(hits)) for name, hits in reading.items()},
+        read_whole.setdefault(name, []).extend(read == true for read, true in zip(tokens, truth, strict=True))
+        read_items.append((name, ([BOS, LAYOUT0 + LAYOUTS.index(reading.layout)] + sum(tokens[:8], []), tokens[8:],
+                                  answer)))
+    return {"pictures_read_whole": {name: float(np.mean(hits)) for name, hits in read_whole.items()},
             "multiple_choice_from_pixels": multiple_choice(reasoner, read_items)}
+
+
+# --- export: the reader and the reasoner as a bundle's matrix path (engine.serving.matrix_path) --------------------
+
+
+def export_matrix_path(reader_path: str | Path, reasoner_path: str | Path, bundle: str | Path, sure: float) -> dict:
+    """Add reader.onnx (fp16-stored) and reasoner.onnx (int8 weights) to a bundle and name them in its manifest
+    as its matrix path, used where the reader gives every attribute at least probability `sure`."""
+    import torch
+    from torch import nn
+
+    from engine.bundle import file_entry, read_manifest, write_manifest
+    from engine.compact import store_matmul_weights_int8, store_weights_fp16
+    from engine.export import export_graph
+
+    class Logits(nn.Module):
+        def __init__(self, model: Any) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, tokens: Any) -> Any:
+            return self.model(tokens)[0]
+
+    bundle = Path(bundle)
+    manifest = read_manifest(bundle)
+    reader, reasoner = load_reader(reader_path), reasoner_model(reasoner_path).eval()
+    pictures, rows, length = torch.export.Dim("pictures"), torch.export.Dim("rows"), torch.export.Dim("length")
+    size = int(manifest["image_size"])
+    if size != READER_SIZE:
+        raise ValueError(f"the reader reads {READER_SIZE} px pictures; {bundle} serves {size} px")
+    export_graph(reader, (torch.rand(16, 3, size, size),), bundle / "reader.onnx", ["images"], ["attributes"],
+                 ({0: pictures},))
+    export_graph(Logits(reasoner), (torch.full((8, PROMPT_TOKENS + PANEL_TOKENS - 1), BOS),), bundle / "reasoner.onnx",
+                 ["tokens"], ["logits"], ({0: rows, 1: length},))
+    store_weights_fp16(bundle / "reader.onnx")
+    store_matmul_weights_int8(bundle / "reasoner.onnx")
+    manifest["files"].update({name: file_entry(bundle / name) for name in ("reader.onnx", "reasoner.onnx")})
+    manifest["matrix_path"] = {
+        "reader": "reader.onnx", "reasoner": "reasoner.onnx", "sure": sure,
+        "parameters": {"reader": sum(p.numel() for p in reader.parameters()), "reasoner": reasoner.num_parameters()},
+        "reasoner_config": asdict(reasoner.config)}
+    write_manifest(bundle, manifest)
+    return manifest["matrix_path"]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -363,30 +390,48 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("--minutes", type=float, default=ProbeConfig.minutes)
     train.add_argument("--eval-every-min", type=float, default=ProbeConfig.eval_every_min)
     train.add_argument("--per-layout", type=int, default=ProbeConfig.per_layout)
+    for name in ("n_layer", "d_model", "ffn_hidden"):
+        train.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(ProbeConfig, name))
     sight_data = commands.add_parser("sight-data", help="write training matrices' pictures and attributes (.npz)")
     sight_data.add_argument("--n", type=int, required=True)
     sight_data.add_argument("--seed", type=int, required=True, help="first training seed")
     sight_data.add_argument("--out", required=True, help=".npz file")
-    sight = commands.add_parser("sight", help="fit the reader, then rank held-out candidates from what it reads")
-    sight.add_argument("--data", required=True, help="from sight-data")
+    reader = commands.add_parser("reader", help="fit the reader on sight-data pictures and keep its weights")
+    reader.add_argument("--data", required=True, help="from sight-data")
+    reader.add_argument("--minutes", type=float, default=10.0, help="CPU-minutes to fit the reader")
+    reader.add_argument("--out", required=True, help=".pt file")
+    sight = commands.add_parser("sight", help="rank held-out candidates from what a reader reads")
+    sight.add_argument("--reader", required=True, help=".pt file of a `reader` run")
     sight.add_argument("--reasoner", required=True, help="model.pt of a `train` run")
-    sight.add_argument("--minutes", type=float, default=10.0, help="CPU-minutes to fit the reader")
     sight.add_argument("--per-layout", type=int, default=ProbeConfig.per_layout)
     sight.add_argument("--json", help="write the report here too")
+    export = commands.add_parser("export", help="add a reader and a reasoner to a bundle as its matrix path")
+    export.add_argument("--reader", required=True, help=".pt file of a `reader` run")
+    export.add_argument("--reasoner", required=True, help="model.pt of a `train` run")
+    export.add_argument("--bundle", required=True, help="the bundle directory to add them to")
+    export.add_argument("--sure", type=float, default=0.9,
+                        help="least probability of every attribute read for the path to answer")
     args = parser.parse_args(argv)
     if args.command == "data":
         print(f"{write_data(args.n, args.seed, args.out)} matrices -> {args.out}")
     elif args.command == "sight-data":
         print(f"{write_sight_data(args.n, args.seed, args.out)} matrices -> {args.out}")
+    elif args.command == "export":
+        print(json.dumps(export_matrix_path(args.reader, args.reasoner, args.bundle, args.sure), indent=2))
+    elif args.command == "reader":
+        import torch
+
+        torch.save(train_reader(args.data, args.minutes).state_dict(), args.out)
+        print(f"reader -> {args.out}")
     elif args.command == "sight":
-        report = sight_report(train_reader(args.data, args.minutes), reasoner_model(args.reasoner).eval(),
-                              args.per_layout)
+        report = sight_report(load_reader(args.reader), reasoner_model(args.reasoner).eval(), args.per_layout)
         print(json.dumps(report, indent=2))
         if args.json:
             Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     else:
-        train_probe(ProbeConfig(data=args.data, out=args.out, minutes=args.minutes,
-                                eval_every_min=args.eval_every_min, per_layout=args.per_layout))
+        train_probe(ProbeConfig(data=args.data, out=args.out, minutes=args.minutes, eval_every_min=args.eval_every_min,
+                                per_layout=args.per_layout, n_layer=args.n_layer, d_model=args.d_model,
+                                ffn_hidden=args.ffn_hidden))
 
 
 if __name__ == "__main__":

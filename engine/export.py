@@ -88,8 +88,9 @@ def cache_names(prefix: str, n_layers: int) -> list[str]:
 # --- exporting ------------------------------------------------------------------------------------------------
 
 
-def _export(module: nn.Module, args: tuple, path: Path, input_names: list[str], output_names: list[str],
-            dynamic_shapes: Any) -> None:
+def export_graph(module: nn.Module, args: tuple, path: Path, input_names: list[str], output_names: list[str],
+                 dynamic_shapes: Any) -> None:
+    """Export `module` on example `args` to an ONNX file at `path` (dynamo exporter, weights inside the file)."""
     module.eval()
     with torch.no_grad():
         torch.onnx.export(
@@ -103,14 +104,14 @@ def export_encoder(tokenizer: nn.Module, path: Path) -> None:
     size = tokenizer.tokenizer_config.image_size
     images = torch.rand(EXAMPLE_BATCH, 3, size, size)
     batch = torch.export.Dim("batch")
-    _export(EncoderGraph(tokenizer), (images,), path, ["images"], ["codes"], {"images": {0: batch}})
+    export_graph(EncoderGraph(tokenizer), (images,), path, ["images"], ["codes"], {"images": {0: batch}})
 
 
 def export_decoder(tokenizer: nn.Module, path: Path) -> None:
     cfg: TokenizerConfig = tokenizer.tokenizer_config
     codes = torch.randint(0, cfg.codebook_size, (EXAMPLE_BATCH, cfg.tokens_per_image))
     batch = torch.export.Dim("batch")
-    _export(DecoderGraph(tokenizer), (codes,), path, ["codes"], ["images"], {"codes": {0: batch}})
+    export_graph(DecoderGraph(tokenizer), (codes,), path, ["codes"], ["images"], {"codes": {0: batch}})
 
 
 def export_lvm(model: LVM, path: Path) -> None:
@@ -119,7 +120,7 @@ def export_lvm(model: LVM, path: Path) -> None:
     cache = [torch.randn(EXAMPLE_BATCH, cfg.n_kv_head, EXAMPLE_BATCH + 2, cfg.head_dim) for _ in range(2 * cfg.n_layer)]
     batch, new_len, past_len = torch.export.Dim("batch"), torch.export.Dim("seq"), torch.export.Dim("past")
     dynamic = {"input_ids": {0: batch, 1: new_len}, "flat_cache": tuple({0: batch, 2: past_len} for _ in cache)}
-    _export(LvmGraph(model), (input_ids, *cache), path, ["input_ids", *cache_names("past", cfg.n_layer)],
+    export_graph(LvmGraph(model), (input_ids, *cache), path, ["input_ids", *cache_names("past", cfg.n_layer)],
             ["logits", *cache_names("present", cfg.n_layer)], dynamic)
 
 

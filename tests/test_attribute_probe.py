@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from engine import attribute_probe as probe
+from engine.serving import matrix_path as vocab
 from puzzles.generators import generate
 from puzzles.seeds import HELD_OUT_START
 
@@ -12,22 +13,22 @@ from puzzles.seeds import HELD_OUT_START
 def test_sentence_holds_each_panel_and_candidate_attributes():
     puzzle = generate("matrix", 47000001, size=32, layout="left_right")
     prompt, candidates, answer = probe.attribute_sentence(puzzle)
-    assert len(prompt) == probe.PROMPT_TOKENS and prompt[:2] == [probe.BOS, probe.LAYOUT0 + 3]
-    assert len(candidates) == 8 and all(len(c) == probe.PANEL_TOKENS for c in candidates)
+    assert len(prompt) == vocab.PROMPT_TOKENS and prompt[:2] == [vocab.BOS, vocab.LAYOUT0 + 3]
+    assert len(candidates) == 8 and all(len(c) == vocab.PANEL_TOKENS for c in candidates)
     assert answer == puzzle.answer_index
     left = puzzle.meta["candidates"][answer]["left"]
-    assert candidates[answer][:3] == [probe.TYPE0 + left["type"], probe.SIZE0 + left["size"],
-                                      probe.COLOUR0 + left["colour"]]
+    assert candidates[answer][:3] == [vocab.TYPE0 + left["type"], vocab.SIZE0 + left["size"],
+                                      vocab.COLOUR0 + left["colour"]]
     assert all(candidates[i] != candidates[answer] for i in range(8) if i != answer)
-    assert max(prompt + sum(candidates, [])) < probe.VOCAB
+    assert max(prompt + sum(candidates, [])) < vocab.VOCAB
 
 
 def test_one_component_layout_pads_the_second_slot():
     prompt, candidates, _ = probe.attribute_sentence(generate("matrix", 47000002, size=32, layout="grid3x3"))
-    half = probe.PANEL_TOKENS // 2
-    assert all(c[half:] == [probe.EMPTY] * half for c in candidates)
-    cells = candidates[0][3] - probe.POSITIONS0
-    assert 0 < cells < probe.POSITION_SETS  # a set of grid cells, at least one filled
+    half = vocab.PANEL_TOKENS // 2
+    assert all(c[half:] == [vocab.EMPTY] * half for c in candidates)
+    cells = candidates[0][3] - vocab.POSITIONS0
+    assert 0 < cells < vocab.POSITION_SETS  # a set of grid cells, at least one filled
 
 
 def test_refuses_what_is_not_a_generated_matrix():
@@ -47,8 +48,8 @@ def test_rows_train_on_the_answer_after_the_prompt(tmp_path):
     sentences = probe.sentences(rows)
     for row, sentence in zip(rows, sentences, strict=True):
         answer = int(row[-1])
-        start = probe.PROMPT_TOKENS + answer * probe.PANEL_TOKENS
-        assert list(sentence[probe.PROMPT_TOKENS:]) == list(row[start:start + probe.PANEL_TOKENS])
+        start = vocab.PROMPT_TOKENS + answer * vocab.PANEL_TOKENS
+        assert list(sentence[vocab.PROMPT_TOKENS:]) == list(row[start:start + vocab.PANEL_TOKENS])
 
 
 def test_a_short_run_logs_held_out_checks(tmp_path):
@@ -73,26 +74,10 @@ def test_train_refuses_rows_of_another_shape(tmp_path):
 def test_pictures_come_with_their_attributes():
     puzzle = generate("matrix", 47000004, size=32, layout="center")
     pictures, targets = probe.panel_targets(puzzle)
-    assert pictures.shape == (16, 32, 32, 3) and targets.shape == (16, probe.SLOTS, 4)
+    assert pictures.shape == (16, 32, 32, 3) and targets.shape == (16, vocab.SLOTS, 4)
     answer = puzzle.meta["candidates"][puzzle.answer_index]["main"]
     assert list(targets[8 + puzzle.answer_index, 0, :3]) == [answer["type"], answer["size"], answer["colour"]]
     assert (targets[:, 1] == -1).all()  # one component: the second slot is empty
-
-
-def test_reader_outputs_become_the_panel_tokens_they_name():
-    import torch
-
-    outputs = torch.full((3, len(probe.LAYOUTS) + probe.SLOTS * sum(probe.HEAD)), -5.0)
-    outputs[:, probe.LAYOUTS.index("left_right")] = 5.0
-    slots = outputs[:, len(probe.LAYOUTS):].view(3, probe.SLOTS, sum(probe.HEAD))
-    # the first slot: type 2, size 4, colour 1, cell 0; the second: the lowest of each, cell 0
-    slots[:, 0, 2] = slots[:, 0, 5 + 4] = slots[:, 0, 10 + 1] = slots[:, 0, 16] = 5.0
-    slots[:, 1, 0] = slots[:, 1, 5] = slots[:, 1, 10] = slots[:, 1, 16] = 5.0
-    layout, tokens = probe.read_tokens(outputs)
-    assert probe.LAYOUTS[layout] == "left_right"
-    expected = probe.panel_tokens({"a": {"type": 2, "size": 4, "colour": 1, "positions": [0]},
-                                   "b": {"type": 0, "size": 0, "colour": 0, "positions": [0]}}, ["a", "b"])
-    assert tokens == [expected] * 3
 
 
 def test_a_short_sight_run_reports_each_layout(tmp_path):

@@ -21,6 +21,7 @@ from engine.bundle import BundleError, default_bundle_dir, static_graph_file, ve
 from engine.serving import decode
 from engine.serving.batching import MAX_ROWS, MAX_WAIT_S, Batcher
 from engine.serving.decode import MAX_GUIDANCE, Progress, SamplingOptions
+from engine.serving.matrix_path import CONTEXT_PANELS, MatrixPath, load_matrix_path
 from engine.serving.priority import nicer_threads, run_lowered
 from engine.serving.sentences import Vocabulary, build_sentence, max_images
 from puzzles.images import ImageSource, to_rgb_array, to_square
@@ -174,6 +175,11 @@ class Bundle:
             raise BundleError(f"{self.directory / 'manifest.json'}: {error}") from error
         self.encoder = create_session(self.directory / "encoder.onnx", providers)
         self.decoder = create_session(self.directory / "decoder.onnx", providers)
+        try:  # the reader and reasoner that answer matrices from their attributes, when the bundle has them
+            self.matrix_path = load_matrix_path(self.directory, manifest,
+                                                lambda path: create_session(path, providers), self._run)
+        except ValueError as error:
+            raise BundleError(f"{self.directory / 'manifest.json'}: {error}") from error
         # the fused fixed-cache graph (engine.export_static) when the bundle has one: it replaces lvm.onnx
         self.static = static and static_graph_file(manifest) is not None
         self.lvm = create_session(self.directory / (static_graph_file(manifest) if self.static else "lvm.onnx"),
@@ -329,16 +335,26 @@ class Bundle:
         seed: int = 0,
         progress: Progress | None = None,
         guidance: float = 0.0,
+        family: str | None = None,
     ) -> list[np.ndarray]:
         """Generate n_samples candidates for the image that follows `images` (one batch, reproducible by seed).
 
         `guidance` > 0 draws each code away from what the last image alone predicts (`decode.guided_logits`);
-        `sampling_for(family)` gives the weight measured best for a puzzle family.
+        `sampling_for(family)` gives the weight measured best for a puzzle family. A matrix (8 panels, `family`
+        "matrix" or not given) whose panels the bundle's matrix path reads surely is answered there instead
+        (`engine.serving.matrix_path`; temperature is its only setting).
         """
         if n_samples < 1:
             raise ValueError(f"n_samples must be >= 1, got {n_samples}")
         options = SamplingOptions(temperature=temperature, top_k=top_k, top_p=top_p, guidance=guidance)
         report = progress or (lambda fraction, message: None)
+        path = self._matrix_path_for(images, family)
+        if path is not None:
+            report(0.0, "reading the panels' attributes")
+            drawn = path.complete(images_to_tensor(images, self.image_size), n_samples, temperature, seed)
+            if drawn is not None:
+                report(1.0, "done")
+                return drawn
         report(0.0, "tokenizing the prompt")
         codes = self.encode(images)
         context = self.context_tokens(codes)
@@ -375,7 +391,8 @@ class Bundle:
         candidate, as an example, explains the given pairs (`_channel`), where the prompt is example pairs and a
         query (an odd count of 3 or more images; any other prompt has no pairs to read and gets "pmi_last_panel").
         The rule is the manifest's for the puzzle's `family` (`scoring_rules`); `scoring` overrides it
-        (evaluation compares the rules).
+        (evaluation compares the rules). A matrix the matrix path reads surely (see `complete`) is scored there,
+        by the reasoner's log-likelihood of each candidate's attributes, whatever the rule.
         """
         if len(candidates) == 0:
             raise ValueError("no candidates to score")
@@ -383,6 +400,13 @@ class Bundle:
         if scoring not in SCORING_RULES:
             raise ValueError(f"unknown scoring rule {scoring!r}; expected one of {', '.join(SCORING_RULES)}")
         report = progress or (lambda fraction, message: None)
+        path = self._matrix_path_for(images, family)
+        if path is not None:
+            report(0.0, "reading the panels' attributes")
+            scores = path.score(images_to_tensor([*images, *candidates], self.image_size))
+            if scores is not None:
+                report(1.0, "done")
+                return scores
         report(0.0, "tokenizing")
         codes = self.encode([*images, *candidates])
         context = self.context_tokens(codes[: len(images)])
@@ -421,6 +445,12 @@ class Bundle:
         return np.concatenate([decode.token_log_probs(
             self.runner, context, self._cache_for(context, len(part), part.shape[1]), part, code_range)
             for part in parts])
+
+    def _matrix_path_for(self, images: Sequence[ImageSource], family: str | None) -> MatrixPath | None:
+        """The matrix path, where the bundle has one and the prompt may be a matrix's 8 panels."""
+        if self.matrix_path is None or family not in (None, "matrix") or len(images) != CONTEXT_PANELS:
+            return None
+        return self.matrix_path
 
     def scoring_rule(self, family: str | None = None) -> str:
         """How `score` ranks the candidates of a puzzle family (see `scoring_rules`)."""

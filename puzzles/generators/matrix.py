@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from itertools import combinations
 from typing import Any
 
+import numpy as np
+
 from puzzles.draw import SHAPE_KINDS, Shape, render
 from puzzles.puzzle import Puzzle
 
@@ -356,6 +358,17 @@ def _shapes(layout: str, state: State, style: dict[str, Any], placements: dict) 
                 )
             )
     return shapes
+
+
+PLAIN_STYLE = {"line_width": 0.03, "fill": "grey", "jitter": 0.0, "scale": 1.0, "rotation": 0.0}
+
+
+def draw_state(layout: str, state: State, size: int) -> np.ndarray:
+    """One panel drawn from its attributes alone (uint8 RGB), in the plain style: no jitter, turn or scaling.
+    The matrix path of a model bundle draws the answers it predicts with it."""
+    placements = {(component.name, slot): (0.0, 0.0, 0.0)
+                  for component in LAYOUT_COMPONENTS[layout] for slot in range(len(component.slots))}
+    return render(_shapes(layout, state, PLAIN_STYLE, placements), size)
 
 
 def _as_meta(state: State) -> dict[str, dict[str, Any]]:
