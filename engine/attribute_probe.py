@@ -67,9 +67,9 @@ def attribute_sentence(puzzle: Puzzle) -> tuple[list[int], list[list[int]], int]
     return prompt, candidates, int(puzzle.answer_index)
 
 
-def training_matrices(n: int, seed: int, progress: bool = True) -> Iterator[Puzzle]:
-    """Matrices at 32 px on training seeds seed .. seed + n - 1 (a seed whose candidates the generator cannot draw
-    apart is skipped)."""
+def training_matrices(n: int, seed: int, progress: bool = True, size: int = READER_SIZE) -> Iterator[Puzzle]:
+    """Matrices drawn at `size` px on training seeds seed .. seed + n - 1 (a seed whose candidates the generator
+    cannot draw apart is skipped)."""
     from tqdm import tqdm
 
     from puzzles.generators import generate
@@ -78,7 +78,7 @@ def training_matrices(n: int, seed: int, progress: bool = True) -> Iterator[Puzz
     check_training_seed(seed + n - 1)
     for offset in tqdm(range(n), desc="matrices", mininterval=10, disable=not progress):
         try:
-            yield generate("matrix", seed + offset, size=32)
+            yield generate("matrix", seed + offset, size=size)
         except RuntimeError:  # "candidates keep rendering alike": the generator gave up on this seed
             continue
 
@@ -237,12 +237,15 @@ def panel_targets(puzzle: Puzzle) -> tuple[np.ndarray, np.ndarray]:
     return images, targets
 
 
-def write_sight_data(n: int, seed: int, out: str | Path, progress: bool = True) -> int:
-    """The pictures and attributes of n training matrices (32 px) in one .npz; returns the matrices kept."""
+def write_sight_data(n: int, seed: int, out: str | Path, progress: bool = True, draw_size: int = READER_SIZE) -> int:
+    """The pictures and attributes of n training matrices in one .npz, drawn at `draw_size` px and shrunk to the
+    reader's 32 as serving shrinks them (the bank's matrices are drawn at 96); returns the matrices kept."""
+    from puzzles.images import to_square
+
     images, targets, layouts = [], [], []
-    for puzzle in training_matrices(n, seed, progress):
+    for puzzle in training_matrices(n, seed, progress, draw_size):
         pictures, described = panel_targets(puzzle)
-        images.append(pictures)
+        images.append(np.stack([to_square(picture, READER_SIZE) for picture in pictures]))
         targets.append(described)
         layouts += [LAYOUTS.index(puzzle.meta["layout"])] * len(pictures)
     np.savez(out, images=np.concatenate(images), targets=np.concatenate(targets), layouts=np.array(layouts, np.int8))
@@ -283,14 +286,15 @@ def load_reader(path: str | Path) -> Any:
     return reader.eval()
 
 
-def train_reader(data: str | Path, minutes: float, seed: int = 0) -> Any:
-    """Fit the reader on the pictures of `data` for `minutes` CPU-minutes."""
+def train_reader(data: str | Path | list[str | Path], minutes: float, seed: int = 0) -> Any:
+    """Fit the reader on the pictures of `data` (one sight-data file or several) for `minutes` CPU-minutes."""
     import torch
 
     torch.manual_seed(seed)
-    arrays = np.load(data)
-    images = torch.from_numpy(arrays["images"]).permute(0, 3, 1, 2)
-    targets, layouts = torch.from_numpy(arrays["targets"]).long(), torch.from_numpy(arrays["layouts"]).long()
+    files = [np.load(path) for path in (data if isinstance(data, list) else [data])]
+    images = torch.from_numpy(np.concatenate([f["images"] for f in files])).permute(0, 3, 1, 2)
+    targets = torch.from_numpy(np.concatenate([f["targets"] for f in files])).long()
+    layouts = torch.from_numpy(np.concatenate([f["layouts"] for f in files])).long()
     reader = reader_model()
     optimizer = torch.optim.AdamW(reader.parameters(), lr=2e-3, weight_decay=0.01)
     rng = np.random.default_rng(seed)
@@ -308,18 +312,19 @@ def train_reader(data: str | Path, minutes: float, seed: int = 0) -> Any:
     return reader.eval()
 
 
-def sight_report(reader: Any, reasoner: Any, per_layout: int) -> dict[str, Any]:
-    """On the card's held-out matrices: the share of pictures the reader reads whole (every attribute right), and
-    multiple choice when the reasoner (a trained probe) ranks the candidates from the reader's tokens instead of the
-    true ones; both per layout."""
+def sight_report(reader: Any, reasoner: Any, per_layout: int, draw_size: int = READER_SIZE) -> dict[str, Any]:
+    """On the card's held-out matrices (drawn at `draw_size` px, shrunk to 32): the share of pictures the reader
+    reads whole (every attribute right), and multiple choice when the reasoner (a trained probe) ranks the
+    candidates from the reader's tokens instead of the true ones; both per layout."""
     import torch
 
     from engine.evaluate import load_puzzles
+    from puzzles.images import to_square
 
     read_whole: dict[str, list[bool]] = {}
     read_items = []
-    for puzzle in load_puzzles("matrix:all", per_layout * len(LAYOUTS), 32):
-        pictures, _ = panel_targets(puzzle)
+    for puzzle in load_puzzles("matrix:all", per_layout * len(LAYOUTS), draw_size):
+        pictures = np.stack([to_square(picture, READER_SIZE) for picture in panel_targets(puzzle)[0]])
         with torch.no_grad():
             reading = read_outputs(reader(torch.from_numpy(pictures).permute(0, 3, 1, 2).float() / 255.0).numpy())
         tokens = reading.panels
@@ -396,14 +401,17 @@ def main(argv: list[str] | None = None) -> None:
     sight_data.add_argument("--n", type=int, required=True)
     sight_data.add_argument("--seed", type=int, required=True, help="first training seed")
     sight_data.add_argument("--out", required=True, help=".npz file")
+    sight_data.add_argument("--draw-size", type=int, default=READER_SIZE,
+                            help="draw at this size, then shrink to the reader's 32 px (as serving does)")
     reader = commands.add_parser("reader", help="fit the reader on sight-data pictures and keep its weights")
-    reader.add_argument("--data", required=True, help="from sight-data")
+    reader.add_argument("--data", required=True, nargs="+", help="from sight-data (one file or several)")
     reader.add_argument("--minutes", type=float, default=10.0, help="CPU-minutes to fit the reader")
     reader.add_argument("--out", required=True, help=".pt file")
     sight = commands.add_parser("sight", help="rank held-out candidates from what a reader reads")
     sight.add_argument("--reader", required=True, help=".pt file of a `reader` run")
     sight.add_argument("--reasoner", required=True, help="model.pt of a `train` run")
     sight.add_argument("--per-layout", type=int, default=ProbeConfig.per_layout)
+    sight.add_argument("--draw-size", type=int, default=READER_SIZE, help="draw the held-out matrices at this size")
     sight.add_argument("--json", help="write the report here too")
     export = commands.add_parser("export", help="add a reader and a reasoner to a bundle as its matrix path")
     export.add_argument("--reader", required=True, help=".pt file of a `reader` run")
@@ -415,7 +423,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "data":
         print(f"{write_data(args.n, args.seed, args.out)} matrices -> {args.out}")
     elif args.command == "sight-data":
-        print(f"{write_sight_data(args.n, args.seed, args.out)} matrices -> {args.out}")
+        print(f"{write_sight_data(args.n, args.seed, args.out, draw_size=args.draw_size)} matrices -> {args.out}")
     elif args.command == "export":
         print(json.dumps(export_matrix_path(args.reader, args.reasoner, args.bundle, args.sure), indent=2))
     elif args.command == "reader":
@@ -424,7 +432,8 @@ def main(argv: list[str] | None = None) -> None:
         torch.save(train_reader(args.data, args.minutes).state_dict(), args.out)
         print(f"reader -> {args.out}")
     elif args.command == "sight":
-        report = sight_report(load_reader(args.reader), reasoner_model(args.reasoner).eval(), args.per_layout)
+        report = sight_report(load_reader(args.reader), reasoner_model(args.reasoner).eval(), args.per_layout,
+                              args.draw_size)
         print(json.dumps(report, indent=2))
         if args.json:
             Path(args.json).write_text(json.dumps(report, indent=2) + "\n")

@@ -216,7 +216,7 @@ def evaluate_puzzle(bundle: Bundle, puzzle: Puzzle, sampling: SamplingOptions | 
     panels = context_panels(bundle, puzzle)
     candidates = [to_square(c, size) for c in puzzle.candidates]
     has_choices = bool(candidates) and puzzle.answer_index is not None
-    by_rule = ({rule: int(np.argmax(bundle.score(panels, candidates, scoring=rule)))
+    by_rule = ({rule: int(np.argmax(bundle.score(panels, candidates, scoring=rule, family=puzzle.family)))
                 for rule in rules_for(puzzle.family)} if has_choices else None)
     chosen = by_rule[bundle.scoring_rule(puzzle.family)] if by_rule else None
     is_grid = puzzle.family == "grid"
@@ -225,7 +225,7 @@ def evaluate_puzzle(bundle: Bundle, puzzle: Puzzle, sampling: SamplingOptions | 
                    *bundle.complete(panels, n_samples=1, temperature=1.0, seed=0)]
     else:
         samples = bundle.complete(panels, n_samples=1, temperature=sampling.temperature, top_k=sampling.top_k,
-                                  top_p=sampling.top_p, seed=0, guidance=sampling.guidance)
+                                  top_p=sampling.top_p, seed=0, guidance=sampling.guidance, family=puzzle.family)
     answer = to_square(puzzle.answer, size) if puzzle.answer is not None else None
     generative, pass2 = None, None
     if is_grid and answer is not None:

@@ -42,7 +42,8 @@ def puzzle_row(bundle: Bundle, family: str, index: int, samples: int, variant: s
                       **entry_options(family, variant, index))
     options = bundle.sampling_for(family)
     drawn = bundle.complete(context_panels(bundle, puzzle), n_samples=samples, temperature=options.temperature,
-                            top_k=options.top_k, top_p=options.top_p, seed=index, guidance=options.guidance)
+                            top_k=options.top_k, top_p=options.top_p, seed=index, guidance=options.guidance,
+                            family=family)
     candidates = [to_square(c, size) for c in puzzle.candidates]
     cells = [framed(to_square(panel, size), None) for panel in puzzle.panels]
     cells.append(np.full((size + 2 * GAP, size // 2, 3), 255, np.uint8))  # a gap before the answer

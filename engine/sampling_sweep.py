@@ -65,7 +65,8 @@ def sample_hits(bundle: Bundle, puzzle: Puzzle, options: SamplingOptions, sample
     size = bundle.image_size
     candidates = [to_square(c, size) for c in puzzle.candidates]
     drawn = bundle.complete(context_panels(bundle, puzzle), n_samples=samples, temperature=options.temperature,
-                            top_k=options.top_k, top_p=options.top_p, seed=0, guidance=options.guidance)
+                            top_k=options.top_k, top_p=options.top_p, seed=0, guidance=options.guidance,
+                            family=puzzle.family)
     return [nearest_candidate(image, candidates) == puzzle.answer_index for image in drawn]
 
 

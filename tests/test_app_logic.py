@@ -95,6 +95,10 @@ def test_the_model_is_named_in_words_and_identified_exactly_in_a_tooltip() -> No
                                  model_name=solving.model_name(made))
     line = result.settings_markdown()
     assert 'title="bundle default@v6">default (trained 27 Nov 2026)</span>' in line
+    assert "top-k" in line and "reader" not in line
+    result.from_attributes = True  # the matrix path's samples: only the temperature and seed applied
+    line = result.settings_markdown()
+    assert "top-k" not in line and "guidance" not in line and "answered from what a reader saw" in line
 
 
 def test_challenge_rises_in_difficulty() -> None:

@@ -42,7 +42,8 @@ class OracleBundle:
     def scoring_rule(self, family: str | None = None) -> str:
         return "sum"
 
-    def score(self, images: list[np.ndarray], candidates: list[np.ndarray], scoring: str | None = None) -> np.ndarray:
+    def score(self, images: list[np.ndarray], candidates: list[np.ndarray], scoring: str | None = None,
+              family: str | None = None) -> np.ndarray:
         return np.array([0.0 if i == self.answer_index else -1.0 for i in range(len(candidates))])
 
     def complete(self, images: list[np.ndarray], n_samples: int = 4, **options: Any) -> list[np.ndarray]:
@@ -139,7 +140,8 @@ def test_generation_samples_at_the_bundle_defaults_unless_told_otherwise() -> No
     evaluate.evaluate_puzzle(oracle, puzzle)
     evaluate.evaluate_puzzle(oracle, puzzle, SamplingOptions(temperature=0.0))
     evaluate.evaluate_puzzle(oracle, generate("analogy", 1_000_000_000, size=64))  # the family's own guidance
-    assert oracle.sampled_with[0] == {"temperature": 0.7, "top_k": 10, "top_p": 1.0, "seed": 0, "guidance": 0.0}
+    assert oracle.sampled_with[0] == {"temperature": 0.7, "top_k": 10, "top_p": 1.0, "seed": 0, "guidance": 0.0,
+                                     "family": "matrix"}
     assert oracle.sampled_with[1]["temperature"] == 0.0 and oracle.sampled_with[1]["top_k"] == 0
     assert oracle.sampled_with[2]["guidance"] == 2.0
 

@@ -151,6 +151,15 @@ def build() -> tuple[gr.Markdown, gr.Markdown, gr.Markdown]:
             "likely the example pairs are when the candidate is read as the first example); the Play page shows "
             "each candidate's share of that score."
         )
+        gr.Markdown(
+            "Matrices can take another road when the bundle carries a *matrix path* (the shipped one does): a small "
+            "reader names what each of the 8 panels shows (the layout and, per shape group, its type, size, shade "
+            "and the cells it fills), and a small transformer trained on those words ranks the candidates and "
+            "writes the missing panel's words, which are drawn as a plain panel. It answers only when the reader "
+            "is sure of every picture; anything else, and every other puzzle, goes through the visual sentence "
+            "above.",
+            elem_id="about-matrix-path",
+        )
     with gr.Accordion("Every evaluation measure", open=False, elem_id="about-evaluation-accordion"):
         evaluation = gr.Markdown(elem_id="about-evaluation")
     with gr.Accordion("Model card: training, curves, failures, how to reproduce", open=False,

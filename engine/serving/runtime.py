@@ -446,6 +446,11 @@ class Bundle:
             self.runner, context, self._cache_for(context, len(part), part.shape[1]), part, code_range)
             for part in parts])
 
+    def answers_from_attributes(self, images: Sequence[ImageSource], family: str | None = None) -> bool:
+        """Whether `complete` answers this prompt on the matrix path (the reader is sure of every panel)."""
+        path = self._matrix_path_for(images, family)
+        return path is not None and path.read(images_to_tensor(images, self.image_size)) is not None
+
     def _matrix_path_for(self, images: Sequence[ImageSource], family: str | None) -> MatrixPath | None:
         """The matrix path, where the bundle has one and the prompt may be a matrix's 8 panels."""
         if self.matrix_path is None or family not in (None, "matrix") or len(images) != CONTEXT_PANELS:
