@@ -41,6 +41,7 @@ from engine.serving.matrix_path import (
     READER_SIZE,
     SLOTS,
     VOCAB,
+    Gate,
     panel_tokens,
     read_outputs,
 )
@@ -341,9 +342,9 @@ def sight_report(reader: Any, reasoner: Any, per_layout: int, draw_size: int = R
 # --- export: the reader and the reasoner as a bundle's matrix path (engine.serving.matrix_path) --------------------
 
 
-def export_matrix_path(reader_path: str | Path, reasoner_path: str | Path, bundle: str | Path, sure: float) -> dict:
+def export_matrix_path(reader_path: str | Path, reasoner_path: str | Path, bundle: str | Path, gate: Gate) -> dict:
     """Add reader.onnx (fp16-stored) and reasoner.onnx (int8 weights) to a bundle and name them in its manifest
-    as its matrix path, used where the reader gives every attribute at least probability `sure`."""
+    as its matrix path, used where the reading passes `gate`."""
     import torch
     from torch import nn
 
@@ -374,7 +375,7 @@ def export_matrix_path(reader_path: str | Path, reasoner_path: str | Path, bundl
     store_matmul_weights_int8(bundle / "reasoner.onnx")
     manifest["files"].update({name: file_entry(bundle / name) for name in ("reader.onnx", "reasoner.onnx")})
     manifest["matrix_path"] = {
-        "reader": "reader.onnx", "reasoner": "reasoner.onnx", "sure": sure,
+        "reader": "reader.onnx", "reasoner": "reasoner.onnx", "sure": asdict(gate),
         "parameters": {"reader": sum(p.numel() for p in reader.parameters()), "reasoner": reasoner.num_parameters()},
         "reasoner_config": asdict(reasoner.config)}
     write_manifest(bundle, manifest)
@@ -417,15 +418,18 @@ def main(argv: list[str] | None = None) -> None:
     export.add_argument("--reader", required=True, help=".pt file of a `reader` run")
     export.add_argument("--reasoner", required=True, help="model.pt of a `train` run")
     export.add_argument("--bundle", required=True, help="the bundle directory to add them to")
-    export.add_argument("--sure", type=float, default=0.9,
-                        help="least probability of every attribute read for the path to answer")
+    export.add_argument("--sure-attribute", type=float, default=Gate.attribute,
+                        help="a picture is read surely when each of its attributes is at least this likely")
+    export.add_argument("--sure-pictures", type=float, default=Gate.pictures,
+                        help="the path answers when at least this share of the pictures is read surely")
     args = parser.parse_args(argv)
     if args.command == "data":
         print(f"{write_data(args.n, args.seed, args.out)} matrices -> {args.out}")
     elif args.command == "sight-data":
         print(f"{write_sight_data(args.n, args.seed, args.out, draw_size=args.draw_size)} matrices -> {args.out}")
     elif args.command == "export":
-        print(json.dumps(export_matrix_path(args.reader, args.reasoner, args.bundle, args.sure), indent=2))
+        gate = Gate(args.sure_attribute, args.sure_pictures)
+        print(json.dumps(export_matrix_path(args.reader, args.reasoner, args.bundle, gate), indent=2))
     elif args.command == "reader":
         import torch
 

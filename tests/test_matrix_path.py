@@ -91,22 +91,30 @@ def test_a_sure_reading_gives_the_true_tokens() -> None:
     puzzle = matrix("out_in_grid")
     reading = path.read_outputs(reader_outputs(puzzle))
     assert reading.layout == "out_in_grid" and reading.panels == true_tokens(puzzle)
-    assert reading.sureness > 0.99
+    assert min(reading.picture_sureness) > 0.99 and path.Gate(0.99, 1.0).passes(reading)
 
 
-def test_a_picture_of_another_layout_or_a_doubtful_attribute_makes_the_reading_unsure() -> None:
+def test_a_picture_of_another_layout_a_doubtful_attribute_or_no_cell_makes_that_picture_unsure() -> None:
     puzzle = matrix("left_right")
     outputs = reader_outputs(puzzle)
-    outputs[3, :len(LAYOUTS)] = np.roll(outputs[3, :len(LAYOUTS)], 1)  # one picture read as another layout
-    assert path.read_outputs(outputs).sureness == 0.0
-    outputs = reader_outputs(puzzle)
+    outputs[3, :len(LAYOUTS)] = np.roll(outputs[3, :len(LAYOUTS)], 1)  # read as another layout
     outputs[5, len(LAYOUTS):len(LAYOUTS) + path.LEVELS["type"]] = 0.0  # every type equally likely
-    assert path.read_outputs(outputs).sureness < 0.5
+    cells = len(LAYOUTS) + sum(path.HEAD[:3])
+    outputs[7, cells:cells + path.CELLS] = -8.0  # a component read in no cell
+    sureness = path.read_outputs(outputs).picture_sureness
+    assert sureness[3] == 0.0 and sureness[5] < 0.5 and sureness[7] == 0.0
+    assert min(sureness[:3] + sureness[8:]) > 0.99
 
 
-def make_path(puzzle: Any, reasoner: FakeSession, sure: float = 0.9, strength: float = 8.0) -> path.MatrixPath:
+def test_the_gate_asks_for_a_share_of_surely_read_pictures() -> None:
+    reading = path.Reading("center", [], [0.95] * 8 + [0.6] * 8)
+    assert path.Gate(0.9, 0.5).passes(reading) and not path.Gate(0.9, 0.6).passes(reading)
+    assert not path.Gate(0.97, 0.5).passes(reading) and path.Gate(0.5, 1.0).passes(reading)
+
+
+def make_path(puzzle: Any, reasoner: FakeSession, strength: float = 8.0) -> path.MatrixPath:
     reader = FakeSession(lambda pixels: reader_outputs(puzzle, strength)[:len(pixels)])
-    return path.MatrixPath(reader, reasoner, sure, 32, run)
+    return path.MatrixPath(reader, reasoner, path.Gate(0.9, 0.5), 32, run)
 
 
 def test_ranks_the_candidate_the_reasoner_expects_first() -> None:
@@ -158,13 +166,13 @@ def bundle_with_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name in manifest["files"]:
         shutil.copy(SHIPPED / name, bundle / name)
     (bundle / "manifest.json").write_text(json.dumps(manifest))
-    probe.export_matrix_path(work / "reader.pt", work / "run" / "model.pt", bundle, sure=0.9)
+    probe.export_matrix_path(work / "reader.pt", work / "run" / "model.pt", bundle, path.Gate(0.9, 0.5))
     return bundle
 
 
 def test_export_lists_both_graphs_and_the_bundle_serves_them(bundle_with_path: Path) -> None:
     manifest = verify_bundle(bundle_with_path)
-    assert manifest["matrix_path"]["sure"] == 0.9
+    assert manifest["matrix_path"]["sure"] == {"attribute": 0.9, "pictures": 0.5}
     assert {"reader.onnx", "reasoner.onnx"} <= set(manifest["files"])
     bundle = Bundle.load(bundle_with_path)
     assert bundle.matrix_path is not None
@@ -177,7 +185,7 @@ def test_export_lists_both_graphs_and_the_bundle_serves_them(bundle_with_path: P
 
 def test_the_path_never_answers_other_families_or_other_prompt_lengths(bundle_with_path: Path) -> None:
     bundle = Bundle.load(bundle_with_path)
-    bundle.matrix_path.sure = 0.5
+    bundle.matrix_path.gate = path.Gate(0.9, 0.0)
     bundle.matrix_path.read = lambda pixels: pytest.fail("the matrix path was asked")  # type: ignore[method-assign]
     puzzle = matrix("center")
     bundle.score(puzzle.panels, puzzle.candidates, family="sequence")
@@ -186,8 +194,9 @@ def test_the_path_never_answers_other_families_or_other_prompt_lengths(bundle_wi
 
 @pytest.mark.parametrize("change, message", [
     ({"reader": "missing.onnx"}, "not one of the bundle's listed files"),
-    ({"sure": 1.5}, "a probability in"),
-    ({"sure": True}, "a probability in"),
+    ({"sure": 0.9}, "sure must be"),
+    ({"sure": {"attribute": 1.5, "pictures": 0.5}}, "attribute must be a number in"),
+    ({"sure": {"attribute": 0.9, "pictures": True}}, "pictures must be a number in"),
 ])
 def test_a_bad_matrix_path_entry_refuses_the_bundle(bundle_with_path: Path, tmp_path: Path, change: dict,
                                                     message: str) -> None:

@@ -4,8 +4,11 @@ The LVM sees a panel as 17 codes of 8x8-pixel patches, which lose the type, size
 (docs/model-experiments.md, section 31). A bundle may carry two small graphs beside it: a reader (a 32 px picture
 -> its layout and, per component, type, size, colour and filled cells) and a reasoner (a small decoder over those
 attributes as tokens, trained on the generator's matrices). When a prompt is 8 panels and the reader is sure of
-every picture (each attribute's probability at least the manifest's `sure`, one layout for all), the reasoner ranks
-the candidates and writes the answer, which is drawn from its attributes; anything else goes to the LVM.
+enough of its pictures (the manifest's `sure`: the share of pictures whose every attribute, the layout included,
+has at least a given probability), the reasoner ranks the candidates and writes the answer, which is drawn from
+its attributes; anything else goes to the LVM. A share rather than every picture: on the generator's matrices an
+odd picture is doubtful in one attribute in 3 matrices of 10, while frames, photos or ARC grids put into a matrix
+leave most pictures doubtful (docs/model-experiments.md, section 32).
 
 The vocabulary of the attribute sentence lives here, so training (engine.attribute_probe) and serving share it.
 """
@@ -85,12 +88,25 @@ def answer_token_ranges(layout: str) -> list[tuple[int, int]]:
 
 @dataclass
 class Reading:
-    """What the reader read in a set of pictures: one layout, each picture's panel tokens, and how sure it was
-    (the least probability it gave any attribute it read)."""
+    """What the reader read in a set of pictures: one layout, each picture's panel tokens, and how sure it was of
+    each picture (the least probability it gave any attribute of it; 0 for a picture of another layout than most,
+    or with a component read in no cell)."""
 
     layout: str
     panels: list[list[int]]
-    sureness: float
+    picture_sureness: list[float]
+
+
+@dataclass(frozen=True)
+class Gate:
+    """When the matrix path answers: at least `pictures` of the pictures read with every attribute at least
+    `attribute` likely."""
+
+    attribute: float = 0.9
+    pictures: float = 0.5
+
+    def passes(self, reading: Reading) -> bool:
+        return float(np.mean(np.array(reading.picture_sureness) >= self.attribute)) >= self.pictures
 
 
 def _softmax_max(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -99,28 +115,28 @@ def _softmax_max(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def read_outputs(outputs: np.ndarray) -> Reading:
-    """The reader's outputs for some pictures -> a Reading. The layout is the one most pictures show; a picture
-    read as another layout makes the reading unsure (sureness 0)."""
+    """The reader's outputs for some pictures -> a Reading in the layout most pictures show."""
     outputs = np.asarray(outputs, dtype=np.float64)
-    layouts, layout_sure = _softmax_max(outputs[:, :len(LAYOUTS)])
+    layouts, sureness = _softmax_max(outputs[:, :len(LAYOUTS)])
     layout = int(np.bincount(layouts, minlength=len(LAYOUTS)).argmax())
-    sureness = float(layout_sure.min()) if (layouts == layout).all() else 0.0
+    sureness = np.where(layouts == layout, sureness, 0.0)
     slots = outputs[:, len(LAYOUTS):].reshape(len(outputs), SLOTS, sum(HEAD))
-    components = LAYOUT_COMPONENTS[LAYOUTS[layout]]
     panels = [[EMPTY] * PANEL_TOKENS for _ in outputs]
-    for slot, component in enumerate(components):
+    for slot, component in enumerate(LAYOUT_COMPONENTS[LAYOUTS[layout]]):
         start = 0
         for field, classes in enumerate(HEAD[:3]):
             values, sure = _softmax_max(slots[:, slot, start:start + classes])
-            sureness = min(sureness, float(sure.min()))
+            sureness = np.minimum(sureness, sure)
             for picture, value in enumerate(values):
                 panels[picture][slot * 4 + field] = FIELD_STARTS[field] + int(value)
             start += classes
         bits = 1 / (1 + np.exp(-slots[:, slot, start:start + len(component.slots)]))
-        sureness = min(sureness, float(np.maximum(bits, 1 - bits).min()))
+        sureness = np.minimum(sureness, np.maximum(bits, 1 - bits).min(-1))
         for picture, filled in enumerate(bits > 0.5):
             panels[picture][slot * 4 + 3] = POSITIONS0 + sum(1 << int(cell) for cell in np.flatnonzero(filled))
-    return Reading(LAYOUTS[layout], panels, sureness)
+            if not filled.any():
+                sureness[picture] = 0.0
+    return Reading(LAYOUTS[layout], panels, [float(value) for value in sureness])
 
 
 Run = Callable[[Any, dict[str, np.ndarray]], list[np.ndarray]]
@@ -129,15 +145,14 @@ Run = Callable[[Any, dict[str, np.ndarray]], list[np.ndarray]]
 class MatrixPath:
     """The reader and reasoner sessions of a bundle, and the rule for when they answer."""
 
-    def __init__(self, reader: Any, reasoner: Any, sure: float, image_size: int, run: Run) -> None:
-        self.reader, self.reasoner, self.sure, self.image_size, self._run = reader, reasoner, sure, image_size, run
+    def __init__(self, reader: Any, reasoner: Any, gate: Gate, image_size: int, run: Run) -> None:
+        self.reader, self.reasoner, self.gate, self.image_size, self._run = reader, reasoner, gate, image_size, run
 
     def read(self, pixels: np.ndarray) -> Reading | None:
-        """Pictures as the encoder's input (N, 3, size, size) in [0, 1] -> a sure Reading, or None."""
+        """Pictures as the encoder's input (N, 3, size, size) in [0, 1] -> a Reading the gate passes, or None."""
         (outputs,) = self._run(self.reader, {self.reader.get_inputs()[0].name: pixels.astype(np.float32)})
         reading = read_outputs(outputs)
-        return reading if reading.sureness >= self.sure and all(
-            token != POSITIONS0 for panel in reading.panels for token in panel) else None
+        return reading if self.gate.passes(reading) else None
 
     def prompt(self, reading: Reading) -> list[int]:
         return [BOS, LAYOUT0 + LAYOUTS.index(reading.layout)] + sum(reading.panels[:CONTEXT_PANELS], [])
@@ -150,7 +165,7 @@ class MatrixPath:
 
     def score(self, pixels: np.ndarray) -> np.ndarray | None:
         """8 panels then the candidates -> each candidate's log-likelihood after the panels, or None when the
-        reader is not sure of every picture."""
+        reading does not pass the gate."""
         reading = self.read(pixels)
         if reading is None:
             return None
@@ -161,7 +176,7 @@ class MatrixPath:
 
     def complete(self, pixels: np.ndarray, n_samples: int, temperature: float, seed: int) -> list[np.ndarray] | None:
         """8 panels -> n_samples answers written by the reasoner and drawn from their attributes, or None when the
-        reader is not sure of every panel. Temperature 0 takes the likeliest token at each step."""
+        reading does not pass the gate. Temperature 0 takes the likeliest token at each step."""
         reading = self.read(pixels)
         if reading is None:
             return None
@@ -181,7 +196,8 @@ class MatrixPath:
 
 def load_matrix_path(directory: Path, manifest: dict[str, Any], open_session: Callable[[Path], Any],
                      run: Run) -> MatrixPath | None:
-    """The bundle's matrix path when its manifest has one (`"matrix_path": {"reader", "reasoner", "sure"}`)."""
+    """The bundle's matrix path when its manifest has one
+    (`"matrix_path": {"reader": FILE, "reasoner": FILE, "sure": {"attribute": P, "pictures": SHARE}}`)."""
     entry = manifest.get("matrix_path")
     if not entry:
         return None
@@ -191,7 +207,11 @@ def load_matrix_path(directory: Path, manifest: dict[str, Any], open_session: Ca
     if int(manifest["image_size"]) != READER_SIZE:
         raise ValueError(f"matrix_path reads {READER_SIZE} px pictures; the bundle's are {manifest['image_size']} px")
     sure = entry.get("sure")
-    if isinstance(sure, bool) or not isinstance(sure, (int, float)) or not 0.5 <= sure <= 1:
-        raise ValueError(f"matrix_path sure must be a probability in [0.5, 1], not {sure!r}")
+    if not isinstance(sure, dict) or set(sure) != {"attribute", "pictures"}:
+        raise ValueError(f"matrix_path sure must be {{\"attribute\": P, \"pictures\": SHARE}}, not {sure!r}")
+    for key, low in (("attribute", 0.5), ("pictures", 0.0)):
+        value = sure[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value <= 1:
+            raise ValueError(f"matrix_path sure {key} must be a number in ({low:g}, 1], not {value!r}")
     return MatrixPath(open_session(directory / entry["reader"]), open_session(directory / entry["reasoner"]),
-                      float(sure), int(manifest["image_size"]), run)
+                      Gate(float(sure["attribute"]), float(sure["pictures"])), int(manifest["image_size"]), run)
