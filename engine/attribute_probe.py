@@ -45,7 +45,7 @@ from engine.serving.matrix_path import (
     panel_tokens,
     read_outputs,
 )
-from puzzles.generators.matrix import LAYOUTS
+from puzzles.matrix_panels import LAYOUTS
 from puzzles.puzzle import Puzzle
 from puzzles.seeds import check_training_seed
 

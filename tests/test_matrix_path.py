@@ -15,7 +15,7 @@ from engine.evaluate import nearest_candidate
 from engine.serving import matrix_path as path
 from engine.serving.runtime import Bundle, images_to_tensor
 from puzzles.generators import generate
-from puzzles.generators.matrix import LAYOUTS, draw_state
+from puzzles.matrix_panels import LAYOUTS, draw_state
 
 SHIPPED = Path(__file__).resolve().parent.parent / "engine" / "bundles" / "default"
 

@@ -8,7 +8,7 @@ RUN=${RUN:-runs/matrix_path}
 BUNDLE=${BUNDLE:-engine/bundles/default}
 export OMP_NUM_THREADS=1
 
-# 1. The reasoner: 150,000 training matrices as attribute sentences, then a 4 x 192 decoder (SwiGLU 512, 1.8M
+# 1. The reasoner: 150,000 training matrices as attribute sentences, then a 4 x 192 decoder (SwiGLU 512, 2.0M
 #    parameters) for 20 CPU-minutes; held-out multiple choice on the true attributes every 5 (90.0% at 20).
 [ -f $RUN/matrices.npy ] || python -m engine.attribute_probe data --n 150000 --seed 47000000 --out $RUN/matrices.npy
 [ -f $RUN/reasoner/model.pt ] || python -m engine.attribute_probe train --data $RUN/matrices.npy --minutes 20 \

@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from puzzles.generators.matrix import GREY_LEVELS, LAYOUT_COMPONENTS, LAYOUTS, SHAPE_KINDS, SIZE_LEVELS, draw_state
+from puzzles.draw import SHAPE_KINDS
+from puzzles.matrix_panels import GREY_LEVELS, LAYOUT_COMPONENTS, LAYOUTS, SIZE_LEVELS, draw_state
 
 LEVELS = {"type": len(SHAPE_KINDS), "size": len(SIZE_LEVELS), "colour": len(GREY_LEVELS)}
 CELLS = max(len(component.slots) for layout in LAYOUT_COMPONENTS.values() for component in layout)  # 3 x 3 grid
