@@ -257,9 +257,14 @@ def model_name(bundle: Bundle) -> str:
     return f"{name} (trained {made.day} {made:%b %Y})"
 
 
-def what_the_model_sees(bundle: Bundle, images: Sequence[np.ndarray]) -> list[tuple[np.ndarray, str]]:
-    """Each input after resizing to the model's size and a tokenizer round trip, captioned."""
+def what_the_model_sees(bundle: Bundle, images: Sequence[np.ndarray],
+                        family: str | None = None) -> list[tuple[np.ndarray, str]]:
+    """Each input after resizing to the model's size and a tokenizer round trip, captioned; a matrix the bundle's
+    matrix path answers: each panel drawn from what its reader read."""
     if not images:
         raise ValueError("put at least one image into the prompt first")
+    read = bundle.read_as_attributes(list(images), family)
+    if read is not None:
+        return [(image, f"input {index + 1}, as read") for index, image in enumerate(_to_images(read))]
     round_tripped = _to_images(bundle.roundtrip(list(images)))
     return [(image, f"input {index + 1}") for index, image in enumerate(round_tripped)]

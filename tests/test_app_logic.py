@@ -356,3 +356,22 @@ def test_the_models_answer_to_a_bank_puzzle_is_made_once_per_bundle_and_settings
     assert not first.flags.writeable  # shared by every request
     model_picks.model_answer(bundle, {**puzzle_dict, "id": "p3"}, settings)  # two kept: the oldest leaves
     assert len(model_picks._answers) == 2 and "p1" not in {key[1] for key in model_picks._answers.keys()}
+
+
+def test_what_the_model_sees_of_a_matrix_is_what_its_reader_read() -> None:
+    """The shipped bundle answers generated matrices on its matrix path: Play shows each panel as the reader read
+    it, and says so under the samples; an analogy still shows the tokenizer's round trip."""
+    from engine.bundle import SHIPPED_BUNDLE_DIR
+    from engine.serving.runtime import Bundle
+    from puzzles.generators import generate
+    from puzzles.matrix_panels import draw_state
+
+    bundle = Bundle.load(SHIPPED_BUNDLE_DIR)
+    puzzle = generate("matrix", 1_000_000_000, size=96, layout="center")
+    seen = solving.what_the_model_sees(bundle, puzzle.panels, family="matrix")
+    assert [caption for _, caption in seen] == [f"input {i}, as read" for i in range(1, 9)]
+    assert np.array_equal(seen[0][0], draw_state("center", puzzle.meta["panels"][0], bundle.image_size))
+    assert solving.solve(bundle, puzzle.panels, solving.SampleSettings(n_samples=2), family="matrix").from_attributes
+    analogy = generate("analogy", 1_000_000_000, size=64)
+    assert [caption for _, caption in solving.what_the_model_sees(bundle, analogy.panels, family="analogy")][0] == \
+        "input 1"

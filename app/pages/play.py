@@ -142,11 +142,11 @@ def score(layout: str, pairs: str, *rest: Any, progress: gr.Progress = gr.Progre
 
 
 def model_view(layout: str, pairs: str, *slot_values: Any) -> list[tuple[np.ndarray, str]]:
-    """Each filled input after resizing and a tokenizer round trip."""
+    """Each filled input after resizing and a tokenizer round trip (a matrix the matrix path reads: as read)."""
     images = [prompts.as_image(value) for value in slot_values]
     images = [image for image in images if image is not None]
     try:
-        return solving.what_the_model_sees(current().bundle(), images)
+        return solving.what_the_model_sees(current().bundle(), images, family=layout)
     except (ValueError, RuntimeError) as error:
         raise Refusal(str(error)) from error
 

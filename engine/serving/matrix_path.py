@@ -155,6 +155,14 @@ class MatrixPath:
         reading = read_outputs(outputs)
         return reading if self.gate.passes(reading) else None
 
+    def drawn_reading(self, pixels: np.ndarray) -> list[np.ndarray] | None:
+        """Each picture drawn from what the reader read in it (what this path sees), or None past the gate."""
+        reading = self.read(pixels)
+        if reading is None:
+            return None
+        return [draw_state(reading.layout, panel_state(reading.layout, panel), self.image_size)
+                for panel in reading.panels]
+
     def prompt(self, reading: Reading) -> list[int]:
         return [BOS, LAYOUT0 + LAYOUTS.index(reading.layout)] + sum(reading.panels[:CONTEXT_PANELS], [])
 
