@@ -156,8 +156,8 @@ def build() -> tuple[gr.Markdown, gr.Markdown, gr.Markdown]:
             "reader names what each of the 8 panels shows (the layout and, per shape group, its type, size, shade "
             "and the cells it fills), and a small transformer trained on those words ranks the candidates and "
             "writes the missing panel's words, which are drawn as a plain panel. It answers only when the reader "
-            "is sure of every picture; anything else, and every other puzzle, goes through the visual sentence "
-            "above.",
+            "is sure of at least half the pictures (Play's *What the model sees* then shows each panel as it was "
+            "read); anything else, and every other puzzle, goes through the visual sentence above.",
             elem_id="about-matrix-path",
         )
     with gr.Accordion("Every evaluation measure", open=False, elem_id="about-evaluation-accordion"):
