@@ -106,3 +106,14 @@ def test_its_matrix_path_answers_the_generators_matrices_at_32_and_at_96_px(bund
         drawn = [bundle.complete(p, n_samples=1, temperature=0.0, family="matrix")[0] for p in panels]
         assert sum(nearest_candidate(image, c) == puzzle.answer_index
                    for image, c, puzzle in zip(drawn, candidates, puzzles, strict=True)) >= 7
+
+
+def test_its_matrix_path_takes_any_eight_images_without_error(bundle: Bundle) -> None:
+    """Values no widget would send reach the reader too: a 1 px image, a long strip, all black, noise. Each either
+    passes the gate or goes to the LVM; both answer with panels of the model's size."""
+    rng = np.random.default_rng(0)
+    odd = [np.zeros((1, 1, 3), np.uint8), np.full((3, 900, 3), 255, np.uint8), np.zeros((40, 40, 3), np.uint8),
+           rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)] * 2
+    drawn = bundle.complete(odd, n_samples=2, family="matrix")
+    assert len(drawn) == 2 and all(image.shape == (32, 32, 3) for image in drawn)
+    assert bundle.score(odd, odd[:3], family="matrix").shape == (3,)

@@ -207,3 +207,15 @@ def test_a_bad_matrix_path_entry_refuses_the_bundle(bundle_with_path: Path, tmp_
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match=message):
         Bundle.load(copy)
+
+
+def test_a_new_gate_is_a_new_model_id(bundle_with_path: Path, tmp_path: Path) -> None:
+    """The bank ranks its puzzles again and remembered answers are made afresh when the path answers by a new gate."""
+    from app.solving import bundle_id
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle_with_path, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["matrix_path"]["sure"]["pictures"] = 0.75
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert bundle_id(Bundle.load(copy)) != bundle_id(Bundle.load(bundle_with_path))
