@@ -1,21 +1,27 @@
-"""Rules or sight: the LVM's decoder trained on the matrices' attributes as tokens instead of their pixels' codes.
+"""Rules or sight: the LVM's decoder trained on the matrices' attributes as tokens instead of their pixels' codes;
+and what came of it, the bundle's matrix path (engine/serving/matrix_path.py serves it).
 
 A matrix the visual model gets wrong may be one whose rule it cannot learn, or one whose attributes it cannot see
 in a panel's codes. This probe removes the seeing: each panel becomes, per component (at most two), one token for
-its type, size, colour and the set of grid positions it fills, and the same decoder shape learns the rules from
-those. `sight` puts the seeing back without the codes: a small convolutional reader, fitted on training matrices'
-32 px pictures and their attributes, reads the held-out pictures, and the trained decoder ranks the candidates
-from what was read. docs/model-experiments.md, section 31, has what both showed.
+its type, size, colour and the set of grid positions it fills, and a decoder learns the rules from those (the
+reasoner). `reader` puts the seeing back without the codes: a small convolutional reader, fitted on training
+matrices' pictures and their attributes; `sight` has it read the card's held-out pictures and the reasoner rank
+the candidates from what was read; `export` adds both to a bundle. docs/model-experiments.md, sections 31-32, has
+what they showed; engine/recipes/matrix_path.sh the commands that made the shipped pair, e.g.
 
-    python -m engine.attribute_probe data --n 150000 --seed 47000000 --out runs/probe/matrices.npy
-    python -m engine.attribute_probe train --data runs/probe/matrices.npy --minutes 15 --out runs/probe/run
-    python -m engine.attribute_probe sight-data --n 20000 --seed 48500000 --out runs/probe/pictures.npz
-    python -m engine.attribute_probe sight --data runs/probe/pictures.npz --reasoner runs/probe/run/model.pt \\
-        --minutes 10 --json runs/probe/sight.json
+    python -m engine.attribute_probe data --n 150000 --seed 47000000 --out runs/mp/matrices.npy
+    python -m engine.attribute_probe train --data runs/mp/matrices.npy --minutes 20 --n-layer 4 --d-model 192 \
+        --ffn-hidden 512 --out runs/mp/reasoner
+    python -m engine.attribute_probe sight-data --n 12000 --seed 49000000 --draw-size 96 --out runs/mp/pictures96.npz
+    python -m engine.attribute_probe reader --data runs/mp/pictures32.npz runs/mp/pictures96.npz --minutes 20 \
+        --out runs/mp/reader.pt
+    python -m engine.attribute_probe sight --reader runs/mp/reader.pt --reasoner runs/mp/reasoner/model.pt
+    python -m engine.attribute_probe export --reader runs/mp/reader.pt --reasoner runs/mp/reasoner/model.pt \
+        --bundle engine/bundles/default
 
 `train` logs held-out multiple choice (the card's matrices: 50 per layout, the sum of the answer tokens'
 log-likelihoods per candidate) every `--eval-every-min` CPU-minutes to OUT/log.jsonl, and keeps the weights of the
-last check in OUT/model.pt.
+last check (with the decoder's shape) in OUT/model.pt.
 """
 from __future__ import annotations
 

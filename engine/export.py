@@ -121,7 +121,7 @@ def export_lvm(model: LVM, path: Path) -> None:
     batch, new_len, past_len = torch.export.Dim("batch"), torch.export.Dim("seq"), torch.export.Dim("past")
     dynamic = {"input_ids": {0: batch, 1: new_len}, "flat_cache": tuple({0: batch, 2: past_len} for _ in cache)}
     export_graph(LvmGraph(model), (input_ids, *cache), path, ["input_ids", *cache_names("past", cfg.n_layer)],
-            ["logits", *cache_names("present", cfg.n_layer)], dynamic)
+                 ["logits", *cache_names("present", cfg.n_layer)], dynamic)
 
 
 # --- the manifest ---------------------------------------------------------------------------------------------

@@ -341,7 +341,7 @@ class Bundle:
 
         `guidance` > 0 draws each code away from what the last image alone predicts (`decode.guided_logits`);
         `sampling_for(family)` gives the weight measured best for a puzzle family. A matrix (8 panels, `family`
-        "matrix" or not given) whose panels the bundle's matrix path reads surely is answered there instead
+        "matrix" or not given) whose reading passes the gate of the bundle's matrix path is answered there instead
         (`engine.serving.matrix_path`; temperature is its only setting).
         """
         if n_samples < 1:
@@ -391,8 +391,8 @@ class Bundle:
         candidate, as an example, explains the given pairs (`_channel`), where the prompt is example pairs and a
         query (an odd count of 3 or more images; any other prompt has no pairs to read and gets "pmi_last_panel").
         The rule is the manifest's for the puzzle's `family` (`scoring_rules`); `scoring` overrides it
-        (evaluation compares the rules). A matrix the matrix path reads surely (see `complete`) is scored there,
-        by the reasoner's log-likelihood of each candidate's attributes, whatever the rule.
+        (evaluation compares the rules). A matrix whose reading passes the matrix path's gate (see `complete`) is
+        scored there, by the reasoner's log-likelihood of each candidate's attributes, whatever the rule.
         """
         if len(candidates) == 0:
             raise ValueError("no candidates to score")
