@@ -10,10 +10,10 @@ the candidates from what was read; `export` adds both to a bundle. docs/model-ex
 what they showed; engine/recipes/matrix_path.sh the commands that made the shipped pair, e.g.
 
     python -m engine.attribute_probe data --n 150000 --seed 47000000 --out runs/mp/matrices.npy
-    python -m engine.attribute_probe train --data runs/mp/matrices.npy --minutes 20 --n-layer 4 --d-model 192 \
+    python -m engine.attribute_probe train --data runs/mp/matrices.npy --minutes 40 --n-layer 4 --d-model 192 \
         --ffn-hidden 512 --out runs/mp/reasoner
     python -m engine.attribute_probe sight-data --n 12000 --seed 49000000 --draw-size 96 --out runs/mp/pictures96.npz
-    python -m engine.attribute_probe reader --data runs/mp/pictures32.npz runs/mp/pictures96.npz --minutes 20 \
+    python -m engine.attribute_probe reader --data runs/mp/pictures32.npz runs/mp/pictures96.npz --minutes 40 \
         --out runs/mp/reader.pt
     python -m engine.attribute_probe sight --reader runs/mp/reader.pt --reasoner runs/mp/reasoner/model.pt
     python -m engine.attribute_probe export --reader runs/mp/reader.pt --reasoner runs/mp/reasoner/model.pt \

@@ -447,8 +447,9 @@ class Bundle:
             for part in parts])
 
     def answers_from_attributes(self, images: Sequence[ImageSource], family: str | None = None) -> bool:
-        """Whether `complete` answers this prompt on the matrix path (its gate passes the reading)."""
-        return self.read_as_attributes(images, family) is not None
+        """Whether `complete` answers this prompt on the matrix path (its gate passes the reading; nothing drawn)."""
+        path = self._matrix_path_for(images, family)
+        return path is not None and path.read(images_to_tensor(images, self.image_size)) is not None
 
     def read_as_attributes(self, images: Sequence[ImageSource], family: str | None = None) -> list[np.ndarray] | None:
         """Where the matrix path answers this prompt: each image drawn from what its reader read there."""
