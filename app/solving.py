@@ -232,15 +232,15 @@ def _manifest(bundle: Bundle) -> Mapping[str, Any]:
 
 def bundle_id(bundle: Bundle) -> str:
     """A short id naming the model that produced an output: manifest name + version, or else a hash of its files and
-    of the rules it answers by (its sampling defaults, scoring rules and matrix path with its gate), so that the same
-    weights answering by new rules get a new id: the bank ranks its puzzles again and remembered answers are made
-    afresh."""
+    of the rules it answers by (its sampling defaults, scoring rules, matrix and sequence paths with their gates), so
+    that the same weights answering by new rules get a new id: the bank ranks its puzzles again and remembered answers
+    are made afresh."""
     manifest = _manifest(bundle)
     name = str(manifest.get("name") or "bundle")
     tag = manifest.get("version") or manifest.get("id") or ""
     if not tag:
         files = manifest.get("files") or manifest.get("sha256") or {}
-        answers_by = {key: manifest.get(key) for key in ("sampling", "scoring", "matrix_path")}
+        answers_by = {key: manifest.get(key) for key in ("sampling", "scoring", "matrix_path", "sequence_path")}
         digest = hashlib.sha256(json.dumps([files, answers_by], sort_keys=True, default=str).encode())
         tag = digest.hexdigest()[:8]
     return f"{name}@{tag}"

@@ -348,23 +348,29 @@ def sight_report(reader: Any, reasoner: Any, per_layout: int, draw_size: int = R
 # --- export: the reader and the reasoner as a bundle's matrix path (engine.serving.matrix_path) --------------------
 
 
-def export_matrix_path(reader_path: str | Path, reasoner_path: str | Path, bundle: str | Path, gate: Gate) -> dict:
-    """Add reader.onnx (fp16-stored) and reasoner.onnx (int8 weights) to a bundle and name them in its manifest
-    as its matrix path, used where the reading passes `gate`."""
-    import torch
+def logits_only(model: Any) -> Any:
+    """A decoder whose graph returns its logits alone (no KV cache): the paths' reasoners are run whole."""
     from torch import nn
 
-    from engine.bundle import file_entry, read_manifest, write_manifest
-    from engine.compact import store_matmul_weights_int8, store_weights_fp16
-    from engine.export import export_graph
-
     class Logits(nn.Module):
-        def __init__(self, model: Any) -> None:
+        def __init__(self) -> None:
             super().__init__()
             self.model = model
 
         def forward(self, tokens: Any) -> Any:
             return self.model(tokens)[0]
+
+    return Logits()
+
+
+def export_matrix_path(reader_path: str | Path, reasoner_path: str | Path, bundle: str | Path, gate: Gate) -> dict:
+    """Add reader.onnx (fp16-stored) and reasoner.onnx (int8 weights) to a bundle and name them in its manifest
+    as its matrix path, used where the reading passes `gate`."""
+    import torch
+
+    from engine.bundle import file_entry, read_manifest, write_manifest
+    from engine.compact import store_matmul_weights_int8, store_weights_fp16
+    from engine.export import export_graph
 
     bundle = Path(bundle)
     manifest = read_manifest(bundle)
@@ -375,8 +381,8 @@ def export_matrix_path(reader_path: str | Path, reasoner_path: str | Path, bundl
         raise ValueError(f"the reader reads {READER_SIZE} px pictures; {bundle} serves {size} px")
     export_graph(reader, (torch.rand(16, 3, size, size),), bundle / "reader.onnx", ["images"], ["attributes"],
                  ({0: pictures},))
-    export_graph(Logits(reasoner), (torch.full((8, PROMPT_TOKENS + PANEL_TOKENS - 1), BOS),), bundle / "reasoner.onnx",
-                 ["tokens"], ["logits"], ({0: rows, 1: length},))
+    export_graph(logits_only(reasoner), (torch.full((8, PROMPT_TOKENS + PANEL_TOKENS - 1), BOS),),
+                 bundle / "reasoner.onnx", ["tokens"], ["logits"], ({0: rows, 1: length},))
     store_weights_fp16(bundle / "reader.onnx")
     store_matmul_weights_int8(bundle / "reasoner.onnx")
     manifest["files"].update({name: file_entry(bundle / name) for name in ("reader.onnx", "reasoner.onnx")})

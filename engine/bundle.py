@@ -3,7 +3,9 @@ LVM's weights back out of a bundle's graphs.
 
 A bundle is a directory: manifest.json plus encoder.onnx, decoder.onnx and lvm.onnx (and lvm_static.onnx when
 engine.export_static added it; reader.onnx and reasoner.onnx, named by `"matrix_path"`, when `engine.attribute_probe
-export` added a matrix path, engine/serving/matrix_path.py); engine.export.build_manifest lists the fields.
+export` added a matrix path, engine/serving/matrix_path.py; sequence_reader.onnx and sequence_reasoner.onnx, named by
+`"sequence_path"`, when `engine.sequence_probe export` added a sequence path, engine/serving/sequence_path.py);
+engine.export.build_manifest lists the fields.
 engine.export writes bundles, engine.serving.runtime serves them, app/health.py checks them at start-up, training
 and the benchmark read their weights back; all of them ask this module. Serving imports it, so it needs neither
 torch nor onnx: the weight read-back imports onnx when it is called.

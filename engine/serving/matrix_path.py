@@ -106,8 +106,20 @@ class Gate:
     attribute: float = 0.9
     pictures: float = 0.5
 
-    def passes(self, reading: Reading) -> bool:
+    def passes(self, reading: Any) -> bool:
+        """`reading` has `picture_sureness`, one number per picture (a Reading, or the sequence path's)."""
         return float(np.mean(np.array(reading.picture_sureness) >= self.attribute)) >= self.pictures
+
+    @classmethod
+    def from_manifest(cls, sure: Any, path: str) -> Gate:
+        """The gate a manifest's `path` entry names as `"sure": {"attribute": P, "pictures": SHARE}`."""
+        if not isinstance(sure, dict) or set(sure) != {"attribute", "pictures"}:
+            raise ValueError(f"{path} sure must be {{\"attribute\": P, \"pictures\": SHARE}}, not {sure!r}")
+        for key, low in (("attribute", 0.5), ("pictures", 0.0)):
+            value = sure[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value <= 1:
+                raise ValueError(f"{path} sure {key} must be a number in ({low:g}, 1], not {value!r}")
+        return cls(float(sure["attribute"]), float(sure["pictures"]))
 
 
 def _softmax_max(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -215,12 +227,5 @@ def load_matrix_path(directory: Path, manifest: dict[str, Any], open_session: Ca
             raise ValueError(f"matrix_path {key} {entry.get(key)!r} is not one of the bundle's listed files")
     if int(manifest["image_size"]) != READER_SIZE:
         raise ValueError(f"matrix_path reads {READER_SIZE} px pictures; the bundle's are {manifest['image_size']} px")
-    sure = entry.get("sure")
-    if not isinstance(sure, dict) or set(sure) != {"attribute", "pictures"}:
-        raise ValueError(f"matrix_path sure must be {{\"attribute\": P, \"pictures\": SHARE}}, not {sure!r}")
-    for key, low in (("attribute", 0.5), ("pictures", 0.0)):
-        value = sure[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value <= 1:
-            raise ValueError(f"matrix_path sure {key} must be a number in ({low:g}, 1], not {value!r}")
     return MatrixPath(open_session(directory / entry["reader"]), open_session(directory / entry["reasoner"]),
-                      Gate(float(sure["attribute"]), float(sure["pictures"])), int(manifest["image_size"]), run)
+                      Gate.from_manifest(entry.get("sure"), "matrix_path"), int(manifest["image_size"]), run)

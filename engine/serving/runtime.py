@@ -24,6 +24,7 @@ from engine.serving.decode import MAX_GUIDANCE, Progress, SamplingOptions
 from engine.serving.matrix_path import CONTEXT_PANELS, MatrixPath, load_matrix_path
 from engine.serving.priority import nicer_threads, run_lowered
 from engine.serving.sentences import Vocabulary, build_sentence, max_images
+from engine.serving.sequence_path import MAX_FRAMES, MIN_FRAMES, SequencePath, load_sequence_path
 from puzzles.images import ImageSource, to_rgb_array, to_square
 
 log = logging.getLogger(__name__)
@@ -178,6 +179,8 @@ class Bundle:
         try:  # the reader and reasoner that answer matrices from their attributes, when the bundle has them
             self.matrix_path = load_matrix_path(self.directory, manifest,
                                                 lambda path: create_session(path, providers), self._run)
+            self.sequence_path = load_sequence_path(self.directory, manifest,
+                                                    lambda path: create_session(path, providers), self._run)
         except ValueError as error:
             raise BundleError(f"{self.directory / 'manifest.json'}: {error}") from error
         # the fused fixed-cache graph (engine.export_static) when the bundle has one: it replaces lvm.onnx
@@ -392,7 +395,9 @@ class Bundle:
         query (an odd count of 3 or more images; any other prompt has no pairs to read and gets "pmi_last_panel").
         The rule is the manifest's for the puzzle's `family` (`scoring_rules`); `scoring` overrides it
         (evaluation compares the rules). A matrix whose reading passes the matrix path's gate (see `complete`) is
-        scored there, by the reasoner's log-likelihood of each candidate's attributes, whatever the rule.
+        scored there, by the reasoner's log-likelihood of each candidate's attributes, whatever the rule; so is a
+        sequence (`family` "sequence", 3 to 8 frames) on the bundle's sequence path
+        (`engine.serving.sequence_path`).
         """
         if len(candidates) == 0:
             raise ValueError("no candidates to score")
@@ -404,6 +409,13 @@ class Bundle:
         if path is not None:
             report(0.0, "reading the panels' attributes")
             scores = path.score(images_to_tensor([*images, *candidates], self.image_size))
+            if scores is not None:
+                report(1.0, "done")
+                return scores
+        frames_path = self._sequence_path_for(images, family)
+        if frames_path is not None:
+            report(0.0, "reading the frames' attributes")
+            scores = frames_path.score(images_to_tensor([*images, *candidates], self.image_size), len(images))
             if scores is not None:
                 report(1.0, "done")
                 return scores
@@ -461,6 +473,12 @@ class Bundle:
         if self.matrix_path is None or family not in (None, "matrix") or len(images) != CONTEXT_PANELS:
             return None
         return self.matrix_path
+
+    def _sequence_path_for(self, images: Sequence[ImageSource], family: str | None) -> SequencePath | None:
+        """The sequence path, where the bundle has one and the prompt is a sequence's frames."""
+        if self.sequence_path is None or family != "sequence" or not MIN_FRAMES <= len(images) <= MAX_FRAMES:
+            return None
+        return self.sequence_path
 
     def scoring_rule(self, family: str | None = None) -> str:
         """How `score` ranks the candidates of a puzzle family (see `scoring_rules`)."""

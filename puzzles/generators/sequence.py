@@ -179,7 +179,7 @@ def render_step(kind: str, params: dict, step: int, size: int = 64) -> np.ndarra
 # --- distractors ------------------------------------------------------------------------------------------
 
 
-def _wrong_answers(rng: np.random.Generator, kind: str, params: dict, frames: int) -> list[tuple[str, list[Spec]]]:
+def wrong_answers(rng: np.random.Generator, kind: str, params: dict, frames: int) -> list[tuple[str, list[Spec]]]:
     """Labelled object lists that are almost the answer (one rule or attribute wrong)."""
     answer = objects_at(kind, params, frames)
     used = (tuple(params["background"]), tuple(params["colour"]), *(tuple(c) for c in params.get("cycle", [])))
@@ -208,7 +208,7 @@ def _wrong_answers(rng: np.random.Generator, kind: str, params: dict, frames: in
 def _candidates(
     rng: np.random.Generator, kind: str, params: dict, frames: int, answer: np.ndarray, size: int
 ) -> tuple[list[np.ndarray], int, list[str]]:
-    wrong = _wrong_answers(rng, kind, params, frames)
+    wrong = wrong_answers(rng, kind, params, frames)
     chosen, labels, seen = [answer], ["answer"], {answer.tobytes()}
     for index in rng.permutation(len(wrong)):
         label, objects = wrong[int(index)]
