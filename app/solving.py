@@ -232,7 +232,7 @@ def _manifest(bundle: Bundle) -> Mapping[str, Any]:
 
 def bundle_id(bundle: Bundle) -> str:
     """A short id naming the model that produced an output: manifest name + version, or else a hash of its files and
-    of the rules it answers by (its sampling defaults, scoring rules, matrix and sequence paths with their gates), so
+    of the rules it answers by (its sampling defaults, scoring rules, its matrix, sequence and analogy paths), so
     that the same weights answering by new rules get a new id: the bank ranks its puzzles again and remembered answers
     are made afresh."""
     manifest = _manifest(bundle)
@@ -240,7 +240,8 @@ def bundle_id(bundle: Bundle) -> str:
     tag = manifest.get("version") or manifest.get("id") or ""
     if not tag:
         files = manifest.get("files") or manifest.get("sha256") or {}
-        answers_by = {key: manifest.get(key) for key in ("sampling", "scoring", "matrix_path", "sequence_path")}
+        answers_by = {key: manifest.get(key)
+                      for key in ("sampling", "scoring", "matrix_path", "sequence_path", "analogy_path")}
         digest = hashlib.sha256(json.dumps([files, answers_by], sort_keys=True, default=str).encode())
         tag = digest.hexdigest()[:8]
     return f"{name}@{tag}"

@@ -369,7 +369,7 @@ def export_matrix_path(reader_path: str | Path, reasoner_path: str | Path, bundl
     import torch
 
     from engine.bundle import file_entry, read_manifest, write_manifest
-    from engine.compact import store_matmul_weights_int8, store_weights_fp16
+    from engine.compact import store_matmul_weights_int8, store_weights_fp16, strip_export_notes
     from engine.export import export_graph
 
     bundle = Path(bundle)
@@ -385,6 +385,8 @@ def export_matrix_path(reader_path: str | Path, reasoner_path: str | Path, bundl
                  bundle / "reasoner.onnx", ["tokens"], ["logits"], ({0: rows, 1: length},))
     store_weights_fp16(bundle / "reader.onnx")
     store_matmul_weights_int8(bundle / "reasoner.onnx")
+    for name in ("reader.onnx", "reasoner.onnx"):
+        strip_export_notes(bundle / name)
     manifest["files"].update({name: file_entry(bundle / name) for name in ("reader.onnx", "reasoner.onnx")})
     manifest["matrix_path"] = {
         "reader": "reader.onnx", "reasoner": "reasoner.onnx", "sure": asdict(gate),

@@ -7,6 +7,9 @@ relative change of at most 2**-11 per weight).
 
 int8: each MatMul weight is stored as int8 with one scale per output column and rebuilt by DequantizeLinear;
 ONNX Runtime fuses each such pair into one weight-only int8 MatMul (MatMulNBits, 8 bits) on fp32 activations.
+
+`strip_export_notes` drops what the exporter writes for people debugging it (each node's source lines, the
+intermediate shapes), which computes nothing: half the file of a small decoder.
 """
 from __future__ import annotations
 
@@ -70,6 +73,18 @@ def store_matmul_weights_int8(path: Path) -> None:
                                                   name=f"{name}__dequantize"))
     _store(model, stored)
     onnx.save(model, str(path))
+
+
+def strip_export_notes(path: Path) -> tuple[int, int]:
+    """Rewrite the model at `path` in place without its nodes' metadata and the graph's value_info (shapes the
+    session infers again); returns (bytes before, bytes after). The graph computes exactly what it did."""
+    before = path.stat().st_size
+    model = onnx.load(str(path))
+    for node in model.graph.node:
+        del node.metadata_props[:]
+    del model.graph.value_info[:]
+    onnx.save(model, str(path))
+    return before, path.stat().st_size
 
 
 def _store(model: onnx.ModelProto, stored: dict[str, tuple[list[onnx.TensorProto], onnx.NodeProto]]) -> None:

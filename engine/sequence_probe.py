@@ -41,8 +41,10 @@ from engine.serving.sequence_path import (
     READER_OUTPUTS,
     READER_SIZE,
     SENTENCE,
+    TOLERATED,
     VOCAB,
     FrameState,
+    candidate_log_likelihoods,
     frame_tokens,
     read_outputs,
 )
@@ -50,7 +52,7 @@ from puzzles.puzzle import Puzzle
 from puzzles.scenes import BACKGROUND_COLOURS, SHAPES, STRONG_COLOURS, Spec
 from puzzles.seeds import check_training_seed
 
-JITTERED = ("x", "y", "r")  # the fields a reader misreads by a level
+JITTERED = TOLERATED  # the fields a reader misreads by a level
 
 
 def frame_state(background: list[int], objects: list[Spec]) -> FrameState:
@@ -106,7 +108,8 @@ def write_data(n: int, seed: int, out: str | Path, progress: bool = True) -> int
 
 
 def jitter(rows: np.ndarray, rng: np.random.Generator, share: float) -> np.ndarray:
-    """Move a `share` of the position and size tokens one level up or down (within their field)."""
+    """Move a `share` of the position, size and turn tokens one level up or down (within their field; a turn past
+    the last level comes round to the first)."""
     rows = rows.copy()
     field = (np.arange(SENTENCE) - 1) % FRAME_TOKENS
     for name in JITTERED:
@@ -114,7 +117,8 @@ def jitter(rows: np.ndarray, rng: np.random.Generator, share: float) -> np.ndarr
         hit = (field == index)[None, :] & (rows != PAD) & (np.arange(SENTENCE) > 0) & (rng.random(rows.shape) < share)
         moved = rows + rng.choice((-1, 1), size=rows.shape)
         low, high = FIELD_STARTS[name], FIELD_STARTS[name] + LEVELS[name] - 1
-        rows = np.where(hit, np.clip(moved, low, high), rows)
+        moved = low + (moved - low) % LEVELS[name] if name == "angle" else np.clip(moved, low, high)
+        rows = np.where(hit, moved, rows)
     return rows
 
 
@@ -305,11 +309,12 @@ def train_reader(data: list[str | Path], minutes: float, seed: int = 0) -> Any:
 
 
 def sight_report(reader: Any, reasoner: Any, n: int, gate: Gate, draw_size: int = READER_SIZE,
-                 lvm_report: str | Path | None = None) -> dict[str, Any]:
+                 lvm_report: str | Path | None = None, first: int = 0) -> dict[str, Any]:
     """On the card's held-out sequences drawn at `draw_size` px (shrunk to 32): the share of frames read token for
     token, the share of sequences the gate passes, and multiple choice when the reasoner ranks the candidates from
     the reader's tokens; with an evaluation report's choices (`lvm_report`), also the LVM's and the two together
-    (the path where the gate passes, the LVM elsewhere). All per kind and in all."""
+    (the path where the gate passes, the LVM elsewhere). All per kind and in all. `first` skips that many (another
+    held-out set to choose a gate on)."""
     import torch
 
     from engine.evaluate import load_puzzles
@@ -319,7 +324,7 @@ def sight_report(reader: Any, reasoner: Any, n: int, gate: Gate, draw_size: int 
     if lvm_report is not None:
         lvm_choices = {p["id"]: p["chosen_candidate"] for p in json.loads(Path(lvm_report).read_text())["puzzles"]}
     rows: dict[str, dict[str, list[float]]] = {}
-    for puzzle in load_puzzles("sequence", n, draw_size):
+    for puzzle in load_puzzles("sequence", n, draw_size, first):
         frames = len(puzzle.panels)
         pictures = np.stack([to_square(p, READER_SIZE) for p in [*puzzle.panels, *puzzle.candidates]])
         with torch.no_grad():
@@ -328,7 +333,7 @@ def sight_report(reader: Any, reasoner: Any, n: int, gate: Gate, draw_size: int 
             prompt = [BOS] + sum(reading.frames[:frames], [])
             tokens = torch.tensor([prompt + frame for frame in reading.frames[frames:]])
             log_probs = torch.log_softmax(reasoner(tokens[:, :-1])[0].float(), -1)[:, -FRAME_TOKENS:]
-        scores = log_probs.gather(-1, tokens[:, -FRAME_TOKENS:, None])[..., 0].sum(-1)
+        scores = candidate_log_likelihoods(log_probs.double().numpy(), tokens[:, -FRAME_TOKENS:].numpy())
         truth = sequence_sentence(puzzle)[1:]
         record = rows.setdefault(puzzle.meta["kind"], {})
         answer, passes = int(puzzle.answer_index), gate.passes(reading)
@@ -342,11 +347,10 @@ def sight_report(reader: Any, reasoner: Any, n: int, gate: Gate, draw_size: int 
             lvm = lvm_choices[puzzle.id] == answer
             record.setdefault("lvm_multiple_choice", []).append(lvm)
             record.setdefault("together", []).append(int(scores.argmax()) == answer if passes else lvm)
-    report: dict[str, Any] = {"kinds": {kind: {name: round(float(np.mean(v)), 3) for name, v in record.items()}
-                                        for kind, record in sorted(rows.items())}}
-    names = next(iter(report["kinds"].values())).keys()
-    report["all"] = {name: round(float(np.mean([r[name] for r in report["kinds"].values()])), 3) for name in names}
-    return report
+    pooled = {name: sum((record[name] for record in rows.values()), []) for name in next(iter(rows.values()))}
+    return {"kinds": {kind: {name: round(float(np.mean(v)), 3) for name, v in record.items()}
+                      for kind, record in sorted(rows.items())},
+            "all": {name: round(float(np.mean(v)), 3) for name, v in pooled.items()}}
 
 
 # --- export -----------------------------------------------------------------------------------------------------
@@ -359,7 +363,7 @@ def export_sequence_path(reader_path: str | Path, reasoner_path: str | Path, bun
 
     from engine.attribute_probe import logits_only, reasoner_model
     from engine.bundle import file_entry, read_manifest, write_manifest
-    from engine.compact import store_matmul_weights_int8, store_weights_fp16
+    from engine.compact import store_matmul_weights_int8, store_weights_fp16, strip_export_notes
     from engine.export import export_graph
 
     bundle = Path(bundle)
@@ -374,6 +378,8 @@ def export_sequence_path(reader_path: str | Path, reasoner_path: str | Path, bun
                  ["logits"], ({0: torch.export.Dim("rows"), 1: torch.export.Dim("length")},))
     store_weights_fp16(bundle / names["reader"])
     store_matmul_weights_int8(bundle / names["reasoner"])
+    for name in names.values():
+        strip_export_notes(bundle / name)
     manifest["files"].update({name: file_entry(bundle / name) for name in names.values()})
     manifest["sequence_path"] = {
         **names, "sure": asdict(gate),
@@ -412,6 +418,7 @@ def main(argv: list[str] | None = None) -> None:
     sight.add_argument("--reader", required=True, help=".pt file of a `reader` run")
     sight.add_argument("--reasoner", required=True, help="model.pt of a `train` run")
     sight.add_argument("--n", type=int, default=350, help="held-out sequences")
+    sight.add_argument("--first", type=int, default=0, help="skip this many held-out sequences")
     sight.add_argument("--draw-size", type=int, default=READER_SIZE, help="draw the held-out sequences at this size")
     sight.add_argument("--lvm-report", help="an engine.evaluate --json report on the same sequences")
     export = commands.add_parser("export", help="add a reader and a reasoner to a bundle as its sequence path")
@@ -441,8 +448,9 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "sight":
         from engine.attribute_probe import reasoner_model
 
-        report = sight_report(load_reader(args.reader), reasoner_model(args.reasoner).eval(), args.n,
-                              Gate(args.sure_attribute, args.sure_pictures), args.draw_size, args.lvm_report)
+        gate = Gate(args.sure_attribute, args.sure_pictures)
+        report = sight_report(load_reader(args.reader), reasoner_model(args.reasoner).eval(), args.n, gate,
+                              args.draw_size, args.lvm_report, args.first)
         print(json.dumps(report, indent=2))
         if args.json:
             Path(args.json).write_text(json.dumps(report, indent=2) + "\n")

@@ -190,3 +190,20 @@ def test_lossless_fp16_storage_changes_no_output(tiny: tuple[Path, Path, Path], 
     name = session(original).get_inputs()[0].name
     expected = session(original).run(None, {name: codes})[0]
     np.testing.assert_array_equal(session(decoder).run(None, {name: codes})[0], expected)
+
+
+def test_stripping_the_exporters_notes_changes_no_output(tiny: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    from engine import compact
+
+    bundle_dir, _, _ = tiny
+    stripped = tmp_path / "lvm.onnx"
+    stripped.write_bytes((bundle_dir / "lvm.onnx").read_bytes())
+    before, after = compact.strip_export_notes(stripped)
+    assert after < before
+    model = onnx.load(str(stripped))
+    assert not model.graph.value_info and not any(node.metadata_props for node in model.graph.node)
+    ids = np.random.default_rng(3).integers(0, VOCAB.vocab_size, (2, 9))
+    empty = decode.empty_cache(LVM_CONFIG.n_layer, LVM_CONFIG.n_kv_head, LVM_CONFIG.head_dim, batch=2)
+    expected, _ = decode.LvmRunner(session(bundle_dir / "lvm.onnx")).forward(ids, empty)
+    logits, _ = decode.LvmRunner(session(stripped)).forward(ids, empty)
+    np.testing.assert_array_equal(logits, expected)

@@ -103,6 +103,29 @@ def test_a_near_miss_reads_apart_from_the_answer() -> None:
             assert tokens != answer or same_picture, (kind, label)
 
 
+def test_a_candidate_read_a_level_off_scores_the_mass_of_its_level_and_the_next() -> None:
+    """A position, size or turn read one level from where the reasoner expects it still scores what the reasoner
+    gave that level's neighbours; two levels off it does not; a turn comes round from the last level to the first."""
+    expected = path.frame_tokens(path.FrameState(2, 3, 1, 1, x=0.5, y=0.5, r=0.2, angle=0.0))
+    log_probs = np.full((1, path.FRAME_TOKENS, path.VOCAB), np.log(1e-9))
+    log_probs[0, np.arange(path.FRAME_TOKENS), expected] = 0.0
+    x, angle = list(path.LEVELS).index("x"), list(path.LEVELS).index("angle")
+
+    def score(frame: list[int]) -> float:
+        return float(path.candidate_log_likelihoods(log_probs, np.array([frame]))[0])
+
+    one_off, two_off, turned_back = list(expected), list(expected), list(expected)
+    one_off[x] += 1
+    two_off[x] += 2
+    turned_back[angle] = path.FIELD_STARTS["angle"] + path.ANGLE_BINS - 1  # -15 degrees, beside 0
+    assert score(expected) == pytest.approx(0.0, abs=1e-6)
+    assert score(one_off) == pytest.approx(0.0, abs=1e-6) and score(turned_back) == pytest.approx(0.0, abs=1e-6)
+    assert score(two_off) < -15
+    shape_off = list(expected)
+    shape_off[0] += 1  # a class is never tolerated
+    assert score(shape_off) < -15
+
+
 def test_ranks_the_candidate_the_reasoner_expects_first() -> None:
     puzzle = sequence("translate")
     frames = states(puzzle)
@@ -120,7 +143,7 @@ def test_an_unsure_reader_leaves_the_puzzle_to_the_lvm() -> None:
     assert unsure.score(np.zeros((5, 3, 32, 32), np.float32), 4) is None
 
 
-def test_jitter_moves_positions_and_sizes_by_one_level_within_their_field() -> None:
+def test_jitter_moves_positions_sizes_and_turns_by_one_level_within_their_field() -> None:
     rows = np.full((200, path.SENTENCE), path.PAD, np.int64)
     for row in range(200):
         sentence = probe.sequence_sentence(sequence(KINDS[row % len(KINDS)], 53000400 + row))
@@ -131,7 +154,10 @@ def test_jitter_moves_positions_and_sizes_by_one_level_within_their_field() -> N
     fields = (np.arange(path.SENTENCE) - 1) % path.FRAME_TOKENS
     names = list(path.LEVELS)
     assert {names[f] for f in fields[np.nonzero(changed)[1]]} == set(probe.JITTERED)
-    assert np.abs(moved - rows).max() == 1 and (moved[rows == path.PAD] == path.PAD).all()
+    steps = np.abs(moved - rows)[changed]
+    turned = fields[np.nonzero(changed)[1]] == names.index("angle")
+    assert (steps[~turned] == 1).all() and np.isin(steps[turned], (1, path.ANGLE_BINS - 1)).all()
+    assert (moved[rows == path.PAD] == path.PAD).all()
     for name in probe.JITTERED:
         field = fields == names.index(name)
         values = moved[:, field & (np.arange(path.SENTENCE) > 0)]

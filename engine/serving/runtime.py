@@ -19,6 +19,7 @@ import onnxruntime as ort
 
 from engine.bundle import BundleError, default_bundle_dir, static_graph_file, verify_bundle
 from engine.serving import decode
+from engine.serving.analogy_path import MAX_PROMPT, MIN_PROMPT, AnalogyPath, load_analogy_path
 from engine.serving.batching import MAX_ROWS, MAX_WAIT_S, Batcher
 from engine.serving.decode import MAX_GUIDANCE, Progress, SamplingOptions
 from engine.serving.matrix_path import CONTEXT_PANELS, MatrixPath, load_matrix_path
@@ -181,6 +182,8 @@ class Bundle:
                                                 lambda path: create_session(path, providers), self._run)
             self.sequence_path = load_sequence_path(self.directory, manifest,
                                                     lambda path: create_session(path, providers), self._run)
+            self.analogy_path = load_analogy_path(self.directory, manifest,
+                                                  lambda path: create_session(path, providers), self._run)
         except ValueError as error:
             raise BundleError(f"{self.directory / 'manifest.json'}: {error}") from error
         # the fused fixed-cache graph (engine.export_static) when the bundle has one: it replaces lvm.onnx
@@ -397,7 +400,8 @@ class Bundle:
         (evaluation compares the rules). A matrix whose reading passes the matrix path's gate (see `complete`) is
         scored there, by the reasoner's log-likelihood of each candidate's attributes, whatever the rule; so is a
         sequence (`family` "sequence", 3 to 8 frames) on the bundle's sequence path
-        (`engine.serving.sequence_path`).
+        (`engine.serving.sequence_path`). An analogy (`family` "analogy", 1 to 3 pairs and the query) adds the
+        bundle's analogy path's weighted log-probabilities to the LVM's (`engine.serving.analogy_path`).
         """
         if len(candidates) == 0:
             raise ValueError("no candidates to score")
@@ -431,6 +435,10 @@ class Bundle:
             if scoring == "pmi_channel" and len(images) >= 3 and len(images) % 2 == 1:  # else no pairs to read
                 report(0.6, "scoring the example pairs after each candidate")
                 scores = scores + self._channel(last_image, codes[: len(images) - 1], candidate_tokens)
+        relations = self._analogy_path_for(images, family)
+        if relations is not None:
+            report(0.9, "comparing each candidate's change with the examples'")
+            scores = relations.combine(scores, images_to_tensor([*images, *candidates], self.image_size), len(images))
         report(1.0, "done")
         return scores
 
@@ -479,6 +487,12 @@ class Bundle:
         if self.sequence_path is None or family != "sequence" or not MIN_FRAMES <= len(images) <= MAX_FRAMES:
             return None
         return self.sequence_path
+
+    def _analogy_path_for(self, images: Sequence[ImageSource], family: str | None) -> AnalogyPath | None:
+        """The analogy path, where the bundle has one and the prompt is example pairs and a query."""
+        if self.analogy_path is None or family != "analogy" or len(images) % 2 == 0:
+            return None
+        return self.analogy_path if MIN_PROMPT <= len(images) <= MAX_PROMPT else None
 
     def scoring_rule(self, family: str | None = None) -> str:
         """How `score` ranks the candidates of a puzzle family (see `scoring_rules`)."""

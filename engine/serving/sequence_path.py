@@ -39,6 +39,7 @@ PAD = BOS + 1  # after a shorter sequence's last frame in training rows; never s
 VOCAB = -(-(PAD + 1) // 8) * 8
 MIN_FRAMES, MAX_FRAMES = 3, 8  # the generator's prompt lengths; other prompts go to the LVM
 SENTENCE = 1 + (MAX_FRAMES + 1) * FRAME_TOKENS  # BOS, the frames, the answer
+TOLERATED = ("x", "y", "r", "angle")  # read to within a level: a candidate scores the mass of its level and the next
 REGRESSED = ("x", "y", "r", "sin", "cos")  # the reader's last outputs; the classes' logits come first
 READER_OUTPUTS = sum(CLASSES.values()) + len(REGRESSED)
 READER_SIZE = 32
@@ -100,6 +101,32 @@ def read_outputs(outputs: np.ndarray) -> FrameReading:
     return FrameReading(frames, [float(value) for value in sureness])
 
 
+def _neighbours() -> np.ndarray:
+    """Per token, the 3 tokens its likelihood sums: itself and, in a tolerated field, the levels either side (a
+    turn's levels come round; past a position's or size's end stands VOCAB, a token of no probability)."""
+    table = np.full((VOCAB, 3), VOCAB)
+    table[:, 0] = np.arange(VOCAB)
+    for name in TOLERATED:
+        start, levels = FIELD_STARTS[name], LEVELS[name]
+        for level in range(levels):
+            for column, side in ((1, level - 1), (2, level + 1)):
+                if name == "angle" or 0 <= side < levels:
+                    table[start + level, column] = start + side % levels
+    return table
+
+
+NEIGHBOURS = _neighbours()
+
+
+def candidate_log_likelihoods(log_probs: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """Log-probabilities (C, FRAME_TOKENS, VOCAB) of each candidate's frame tokens (C, FRAME_TOKENS) -> each
+    candidate's log-likelihood, a tolerated field counting the probability of its level and its neighbours' (a
+    reader places an object to within a level, not exactly: docs/model-experiments.md, section 33)."""
+    probs = np.concatenate([np.exp(log_probs), np.zeros((*log_probs.shape[:2], 1))], -1)
+    mass = np.take_along_axis(probs, NEIGHBOURS[frames], -1).sum(-1)
+    return np.log(np.maximum(mass, 1e-300)).sum(-1)
+
+
 class SequencePath:
     """The reader and reasoner sessions of a bundle, and the rule for when they rank a sequence's candidates."""
 
@@ -124,7 +151,7 @@ class SequencePath:
         shifted = logits[:, -FRAME_TOKENS:].astype(np.float64)
         shifted = shifted - shifted.max(-1, keepdims=True)
         log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
-        return np.take_along_axis(log_probs, rows[:, -FRAME_TOKENS:, None], -1)[..., 0].sum(-1)
+        return candidate_log_likelihoods(log_probs, rows[:, -FRAME_TOKENS:])
 
 
 def load_sequence_path(directory: Path, manifest: dict[str, Any], open_session: Callable[[Path], Any],
