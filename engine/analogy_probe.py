@@ -80,7 +80,7 @@ def scorer_model(dim: int = 64) -> Any:
             poses += [pose.transpose(-1, -2) for pose in poses]
             distances = torch.stack([(after - pose).abs().mean((1, 2, 3)) for pose in poses], -1)
             # how far each pose lies against the nearest: the pattern, whatever the pictures' contrast
-            relative = distances / (distances.min(-1, keepdim=True).values + 0.02)
+            relative = (distances + 0.02) / (distances.min(-1, keepdim=True).values + 0.02)  # >= 1: its log is finite
             turns = self.turns(torch.cat([distances * 10, relative.log()], -1))
             features = self.net(torch.cat([before, after, after - before], 1)) + turns
             return features / features.norm(dim=-1, keepdim=True).clamp(min=1e-6)
@@ -193,6 +193,7 @@ def train_scorer(config: ScorerConfig) -> list[dict[str, Any]]:
             loss = F.cross_entropy(logits.float(), torch.from_numpy(answers[chosen]))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             step += 1
 
@@ -246,7 +247,7 @@ def export_analogy_path(scorer_path: str | Path, bundle: str | Path, weight: flo
     import torch
 
     from engine.bundle import file_entry, read_manifest, write_manifest
-    from engine.compact import store_weights_fp16
+    from engine.compact import store_weights_fp16, strip_export_notes
     from engine.export import export_graph
 
     bundle = Path(bundle)
@@ -259,6 +260,7 @@ def export_analogy_path(scorer_path: str | Path, bundle: str | Path, weight: flo
     export_graph(scorer, (torch.rand(9, 3, SIZE, SIZE), torch.rand(9, 3, SIZE, SIZE)), bundle / name,
                  ["before", "after"], ["relation"], ({0: pairs}, {0: pairs}))
     store_weights_fp16(bundle / name)
+    strip_export_notes(bundle / name)
     manifest["files"][name] = file_entry(bundle / name)
     manifest["analogy_path"] = {"embedder": name, "weight": weight, "sharpness": sharpness,
                                 "parameters": sum(p.numel() for p in scorer.parameters())}

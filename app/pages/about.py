@@ -160,6 +160,15 @@ def build() -> tuple[gr.Markdown, gr.Markdown, gr.Markdown]:
             "read); anything else, and every other puzzle, goes through the visual sentence above.",
             elem_id="about-matrix-path",
         )
+        gr.Markdown(
+            "Sequences are ranked the same way when the bundle carries a *sequence path* (the shipped one does): a "
+            "small reader names what each frame shows (the shape, its colour and the background's, how many there "
+            "are, where their centre stands, how large and how turned they are) and a small transformer trained on "
+            "those words scores each candidate by how likely its words are after the frames', a place, size or "
+            "turn counting to within a level. It ranks only when the reader is sure of at least half the pictures; "
+            "the answers Solve draws still come from the visual sentence.",
+            elem_id="about-sequence-path",
+        )
     with gr.Accordion("Every evaluation measure", open=False, elem_id="about-evaluation-accordion"):
         evaluation = gr.Markdown(elem_id="about-evaluation")
     with gr.Accordion("Model card: training, curves, failures, how to reproduce", open=False,
