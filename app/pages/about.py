@@ -169,6 +169,15 @@ def build() -> tuple[gr.Markdown, gr.Markdown, gr.Markdown]:
             "the answers Solve draws still come from the visual sentence.",
             elem_id="about-sequence-path",
         )
+        gr.Markdown(
+            "Analogies are ranked by two voices when the bundle carries an *analogy path* (the shipped one does): "
+            "the visual sentence's, and a small network that maps the change between two pictures (before, after) "
+            "to a direction and asks how close each candidate's change from the query lies to the examples' "
+            "changes. The two rankings are multiplied, the second at a weight measured on held-out analogies; "
+            "flips, turns and blurs, which the sentence's patch codes lose, are where it helps most. Solve's "
+            "drawn answers still come from the visual sentence.",
+            elem_id="about-analogy-path",
+        )
     with gr.Accordion("Every evaluation measure", open=False, elem_id="about-evaluation-accordion"):
         evaluation = gr.Markdown(elem_id="about-evaluation")
     with gr.Accordion("Model card: training, curves, failures, how to reproduce", open=False,
