@@ -285,10 +285,11 @@ def _engine_round(runner: Any, start: Callable[[int], Any], context: np.ndarray,
 
 
 def variant_bundle(bundle: Bundle, graph: Path, precision: str, scratch: Path) -> Path:
-    """A copy of the bundle that serves `graph` as its fixed-cache graph."""
+    """A copy of the bundle that serves `graph` as its fixed-cache graph (its other files linked, the paths' graphs
+    included)."""
     target = scratch / f"bundle_{precision}"
     target.mkdir(exist_ok=True)
-    for name in REQUIRED_FILES:
+    for name in set(REQUIRED_FILES) | set(bundle.manifest["files"]) - {export_static.STATIC_FILE}:
         link = target / name
         if not link.exists():
             os.symlink((bundle.directory / name).resolve(), link)
