@@ -87,3 +87,16 @@ def test_cli_help(capsys: pytest.CaptureFixture[str]) -> None:
         bench.main(["--help"])
     assert exit_info.value.code == 0
     assert "--quick" in capsys.readouterr().out
+
+
+def test_a_variant_of_the_shipped_bundle_carries_every_file_it_lists(tmp_path: Path) -> None:
+    """The int8-vs-fp32 check loads a variant of the bundle: the paths' graphs must come along."""
+    from engine.bundle import verify_bundle
+    from engine.serving.runtime import Bundle
+
+    shipped = Bundle.load()
+    static = shipped.directory / export_static.STATIC_FILE
+    variant = bench.variant_bundle(shipped, static, "int8", tmp_path)
+    listed = set(verify_bundle(variant)["files"])
+    assert {"reader.onnx", "sequence_reader.onnx", "analogy_embedder.onnx"} <= listed
+    assert all((variant / name).is_file() for name in listed)
