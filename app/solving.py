@@ -104,7 +104,7 @@ class SolveResult:
     scores: list[float] = field(default_factory=list)  # one per candidate, higher = more likely
     pick: int | None = None  # index of the best-scoring candidate
     model_name: str = ""  # the model in words, for visitors (model_name()); bundle_id names it exactly
-    from_attributes: bool = False  # the samples came from the bundle's matrix path, not the visual sentence
+    from_attributes: bool = False  # the samples came from the bundle's matrix or sequence path, not the visual sentence
 
     def settings_markdown(self) -> str:
         """The settings line under the samples; the bundle's exact id is a tooltip on the model's name, not jargon."""
@@ -112,10 +112,10 @@ class SolveResult:
         exact = html.escape(f"bundle {self.bundle_id}", quote=True)
         model = f'<span title="{exact}">{html.escape(self.model_name or self.bundle_id)}</span>'
         guidance = f"{s.guidance:g}" if s.guidance else "off"
-        if self.from_attributes:  # the matrix path samples at the temperature alone
+        if self.from_attributes:  # the matrix and sequence paths sample at the temperature alone
             return (f"**Settings used** — model {model}, samples {s.n_samples}, temperature {s.temperature:g}, "
-                    f"seed {s.seed}; answered from what a reader saw in each panel (its shapes, sizes, shades and "
-                    "places), drawn in a plain style")
+                    f"seed {s.seed}; answered from what a reader saw in each picture (its shapes, sizes, colours "
+                    "and places), drawn in a plain style")
         return (
             f"**Settings used** — model {model}, samples {s.n_samples}, temperature {s.temperature:g}, "
             f"top-k {s.top_k or 'off'}, top-p {s.top_p:g}, guidance {guidance}, seed {s.seed}"

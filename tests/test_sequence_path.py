@@ -136,11 +136,35 @@ def test_ranks_the_candidate_the_reasoner_expects_first() -> None:
     assert scores.shape == (4,) and int(scores.argmax()) == 3
 
 
+def test_writes_and_draws_the_frame_the_reasoner_expects() -> None:
+    """Drawn at 64 px, the written answer is nearest the true answer among the candidates (a level's middle is
+    within a pixel of where the generator put it)."""
+    puzzle = generate("sequence", 53000300, size=64, kind="translate", frames=5)
+    frames = states(puzzle)
+    reader = FakeSession(lambda pixels: reader_outputs(frames[:5]))
+    answer = path.frame_tokens(frames[-1])
+    writer = path.SequencePath(reader, expecting(answer), Gate(0.9, 0.5), run)
+    drawn = writer.complete(np.zeros((5, 3, 32, 32), np.float32), 3, 0.0, 0, 64)
+    assert len(drawn) == 3 and drawn[0].shape == (64, 64, 3)
+    np.testing.assert_array_equal(drawn[0], path.draw_frame(answer, 64))
+    distances = [np.abs(drawn[0].astype(float) - candidate).mean() for candidate in puzzle.candidates]
+    assert int(np.argmin(distances)) == puzzle.answer_index
+    assert np.abs(drawn[0].astype(float) - puzzle.answer).mean() < 3
+
+
+def test_frames_of_many_objects_are_not_drawn() -> None:
+    frames = states(sequence("count_up", frames=4))
+    reader = FakeSession(lambda pixels: reader_outputs(frames[:4]))
+    writer = path.SequencePath(reader, expecting([0] * path.FRAME_TOKENS), Gate(0.9, 0.5), run)
+    assert frames[3].count > 1 and writer.complete(np.zeros((4, 3, 32, 32), np.float32), 2, 1.0, 0, 32) is None
+
+
 def test_an_unsure_reader_leaves_the_puzzle_to_the_lvm() -> None:
     frames = states(sequence("grow"))
     reader = FakeSession(lambda pixels: reader_outputs(frames, strength=0.2))
     unsure = path.SequencePath(reader, expecting([0] * path.FRAME_TOKENS), Gate(0.9, 0.5), run)
     assert unsure.score(np.zeros((5, 3, 32, 32), np.float32), 4) is None
+    assert unsure.complete(np.zeros((4, 3, 32, 32), np.float32), 2, 1.0, 0, 32) is None
 
 
 def test_jitter_moves_positions_sizes_and_turns_by_one_level_within_their_field() -> None:
@@ -208,6 +232,8 @@ def test_export_lists_both_graphs_and_the_bundle_serves_them(bundle_with_path: P
     from_path = bundle.sequence_path.score(images_to_tensor([*puzzle.panels, *puzzle.candidates], 32), 6)
     scores = bundle.score(puzzle.panels, puzzle.candidates, family="sequence")
     assert scores.shape == (8,) and np.isfinite(scores).all() and np.allclose(scores, from_path)
+    samples = bundle.complete(puzzle.panels, n_samples=2, family="sequence")  # either road: two 32 px frames
+    assert len(samples) == 2 and all(sample.shape == (32, 32, 3) for sample in samples)
 
 
 def test_the_path_ranks_only_sequences_of_three_to_eight_frames(bundle_with_path: Path) -> None:
@@ -217,6 +243,8 @@ def test_the_path_ranks_only_sequences_of_three_to_eight_frames(bundle_with_path
     bundle.score(puzzle.panels, puzzle.candidates, family=None)
     bundle.score(puzzle.panels[:4], puzzle.candidates, family="analogy")
     bundle.score(puzzle.panels[:2], puzzle.candidates, family="sequence")
+    bundle.complete(puzzle.panels[:5], n_samples=1, family="analogy")
+    bundle.complete(puzzle.panels, n_samples=1, family=None)
     with pytest.raises(ValueError, match="context"):  # 9 frames: the LVM's, too long for it
         bundle.score([*puzzle.panels, puzzle.answer], puzzle.candidates, family="sequence")
 

@@ -348,7 +348,8 @@ class Bundle:
         `guidance` > 0 draws each code away from what the last image alone predicts (`decode.guided_logits`);
         `sampling_for(family)` gives the weight measured best for a puzzle family. A matrix (8 panels, `family`
         "matrix" or not given) whose reading passes the gate of the bundle's matrix path is answered there instead
-        (`engine.serving.matrix_path`; temperature is its only setting).
+        (`engine.serving.matrix_path`; temperature is its only setting), and so is a sequence (`family` "sequence")
+        of frames of one object that the sequence path reads (`engine.serving.sequence_path`).
         """
         if n_samples < 1:
             raise ValueError(f"n_samples must be >= 1, got {n_samples}")
@@ -358,6 +359,14 @@ class Bundle:
         if path is not None:
             report(0.0, "reading the panels' attributes")
             drawn = path.complete(images_to_tensor(images, self.image_size), n_samples, temperature, seed)
+            if drawn is not None:
+                report(1.0, "done")
+                return drawn
+        frames_path = self._sequence_path_for(images, family)
+        if frames_path is not None:
+            report(0.0, "reading the frames' attributes")
+            drawn = frames_path.complete(images_to_tensor(images, self.image_size), n_samples, temperature, seed,
+                                         self.image_size)
             if drawn is not None:
                 report(1.0, "done")
                 return drawn
@@ -467,9 +476,13 @@ class Bundle:
             for part in parts])
 
     def answers_from_attributes(self, images: Sequence[ImageSource], family: str | None = None) -> bool:
-        """Whether `complete` answers this prompt on the matrix path (its gate passes the reading; nothing drawn)."""
+        """Whether `complete` answers this prompt on the matrix or the sequence path (the reading passes; nothing
+        drawn)."""
         path = self._matrix_path_for(images, family)
-        return path is not None and path.read(images_to_tensor(images, self.image_size)) is not None
+        if path is not None and path.read(images_to_tensor(images, self.image_size)) is not None:
+            return True
+        frames_path = self._sequence_path_for(images, family)
+        return frames_path is not None and frames_path.drawable(images_to_tensor(images, self.image_size)) is not None
 
     def read_as_attributes(self, images: Sequence[ImageSource], family: str | None = None) -> list[np.ndarray] | None:
         """Where the matrix path answers this prompt: each image drawn from what its reader read there."""

@@ -7,15 +7,16 @@ the card's held-out sequences). A bundle may carry two small graphs for them: a 
 colour, background, how many objects, where their centre is, how large and how turned) and a reasoner (a small
 decoder over those attributes as tokens, trained on the generator's sequences). When the family is "sequence" and
 the reader is sure of enough frames (the manifest's `sure`, as for the matrix path), the reasoner ranks the
-candidates by the log-likelihood of their attributes after the frames'; anything else goes to the LVM, and so does
-every generated answer (the attributes name a count, not where each object stands, so they cannot be drawn).
+candidates by the log-likelihood of their attributes after the frames', and writes the next frame's attributes,
+drawn as a plain frame, where the frames show one object (a count of them names their mean centre, not where each
+one stands, so it cannot be drawn); anything else goes to the LVM.
 
 The vocabulary lives here, so training (engine.sequence_probe) and serving share it.
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from engine.serving.matrix_path import Gate, Run
-from puzzles.scenes import BACKGROUND_COLOURS, SHAPES, STRONG_COLOURS
+from puzzles.scenes import BACKGROUND_COLOURS, SHAPES, STRONG_COLOURS, render
 
 MAX_COUNT = 16  # the count_up kind's 4 x 4 lattice
 POSITION_BINS = 64  # the centre's x and y, each in [0, 1)
@@ -139,6 +140,36 @@ class SequencePath:
         reading = read_outputs(outputs)
         return reading if self.gate.passes(reading) else None
 
+    def drawable(self, pixels: np.ndarray) -> FrameReading | None:
+        """The frames' reading where the gate passes it and the last frame shows one object (what can be drawn)."""
+        reading = self.read(pixels)
+        one = FIELD_STARTS["count"] + 1
+        return reading if reading is not None and reading.frames[-1][list(LEVELS).index("count")] == one else None
+
+    def complete(self, pixels: np.ndarray, n_samples: int, temperature: float, seed: int,
+                 size: int) -> list[np.ndarray] | None:
+        """The frames -> n_samples next frames written by the reasoner and drawn at `size`, or None where
+        `drawable` is not. Temperature 0 takes the likeliest level of each attribute; the count stays one."""
+        reading = self.drawable(pixels)
+        if reading is None:
+            return None
+        rng = np.random.default_rng(seed)
+        rows = np.repeat(np.array([[BOS] + sum(reading.frames, [])], dtype=np.int64), n_samples, axis=0)
+        for name, levels in LEVELS.items():
+            start = FIELD_STARTS[name]
+            if name == "count":
+                picked = np.ones(n_samples, dtype=np.int64)
+            else:
+                (logits,) = self._run(self.reasoner, {self.reasoner.get_inputs()[0].name: rows})
+                field = logits[:, -1, start:start + levels].astype(np.float64)
+                if temperature <= 0:
+                    picked = field.argmax(-1)
+                else:
+                    weights = np.exp((field - field.max(-1, keepdims=True)) / temperature)
+                    picked = np.array([rng.choice(levels, p=row / row.sum()) for row in weights])
+            rows = np.concatenate([rows, start + picked[:, None]], axis=1)
+        return [draw_frame(row[-FRAME_TOKENS:], size) for row in rows]
+
     def score(self, pixels: np.ndarray, n_frames: int) -> np.ndarray | None:
         """n_frames frames then the candidates -> each candidate's log-likelihood after the frames, or None when
         the reading does not pass the gate."""
@@ -152,6 +183,16 @@ class SequencePath:
         shifted = shifted - shifted.max(-1, keepdims=True)
         log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
         return candidate_log_likelihoods(log_probs, rows[:, -FRAME_TOKENS:])
+
+
+def draw_frame(tokens: Sequence[int], size: int) -> np.ndarray:
+    """A frame of one object drawn from its tokens (each level at its middle), as the generator draws frames."""
+    level = {name: int(token) - FIELD_STARTS[name] for name, token in zip(LEVELS, tokens, strict=True)}
+    shape = {"shape": SHAPES[level["shape"]], "colour": list(STRONG_COLOURS[level["colour"]]),
+             "cx": (level["x"] + 0.5) / POSITION_BINS, "cy": (level["y"] + 0.5) / POSITION_BINS,
+             "r": (level["r"] + 0.5) / SIZE_BINS * 0.5, "angle": 15.0 * level["angle"]}
+    background = {"pattern": "flat", "colours": [list(BACKGROUND_COLOURS[level["background"]])]}
+    return render({"kind": "shapes", "background": background, "objects": [shape]}, size)
 
 
 def load_sequence_path(directory: Path, manifest: dict[str, Any], open_session: Callable[[Path], Any],
