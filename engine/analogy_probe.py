@@ -246,36 +246,28 @@ def export_analogy_path(scorer_path: str | Path, bundle: str | Path, weight: flo
     """Add analogy_embedder.onnx (fp16-stored) to a bundle and name it in its manifest as its analogy path."""
     import torch
 
-    from engine.bundle import file_entry, read_manifest, write_manifest
-    from engine.compact import store_weights_fp16, strip_export_notes
-    from engine.export import export_graph
+    from engine.bundle import read_manifest
+    from engine.path_training import PathGraph, add_graphs
 
     bundle = Path(bundle)
-    manifest = read_manifest(bundle)
-    if int(manifest["image_size"]) != SIZE:
-        raise ValueError(f"the scorer reads {SIZE} px pictures; {bundle} serves {manifest['image_size']} px")
+    if int(read_manifest(bundle)["image_size"]) != SIZE:
+        raise ValueError(f"the scorer reads {SIZE} px pictures; {bundle} serves another size")
     scorer, sharpness = load_scorer(scorer_path)
-    name = "analogy_embedder.onnx"
-    pairs = torch.export.Dim("pairs")
-    export_graph(scorer, (torch.rand(9, 3, SIZE, SIZE), torch.rand(9, 3, SIZE, SIZE)), bundle / name,
-                 ["before", "after"], ["relation"], ({0: pairs}, {0: pairs}))
-    store_weights_fp16(bundle / name)
-    strip_export_notes(bundle / name)
-    manifest["files"][name] = file_entry(bundle / name)
-    manifest["analogy_path"] = {"embedder": name, "weight": weight, "sharpness": sharpness,
-                                "parameters": sum(p.numel() for p in scorer.parameters())}
-    write_manifest(bundle, manifest)
-    return manifest["analogy_path"]
+    name, pairs = "analogy_embedder.onnx", torch.export.Dim("pairs")
+    graph = PathGraph(name, scorer, (torch.rand(9, 3, SIZE, SIZE), torch.rand(9, 3, SIZE, SIZE)), ["before", "after"],
+                      ["relation"], ({0: pairs}, {0: pairs}), "fp16")
+    return add_graphs(bundle, [graph], "analogy_path", {
+        "embedder": name, "weight": weight, "sharpness": sharpness,
+        "parameters": sum(p.numel() for p in scorer.parameters())})
 
 
 def main(argv: list[str] | None = None) -> None:
+    from engine.path_training import add_seeded_command
+
     parser = argparse.ArgumentParser(prog="python -m engine.analogy_probe", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    data = commands.add_parser("data", help="write training analogies' pictures (.npz)")
-    data.add_argument("--n", type=int, required=True)
-    data.add_argument("--seed", type=int, required=True, help="first training seed")
-    data.add_argument("--out", required=True, help=".npz file")
+    add_seeded_command(commands, "data", "write training analogies' pictures (.npz)", ".npz file")
     train = commands.add_parser("train", help="train the scorer and log held-out multiple choice")
     train.add_argument("--data", required=True)
     train.add_argument("--out", required=True)

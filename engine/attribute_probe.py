@@ -348,62 +348,38 @@ def sight_report(reader: Any, reasoner: Any, per_layout: int, draw_size: int = R
 # --- export: the reader and the reasoner as a bundle's matrix path (engine.serving.matrix_path) --------------------
 
 
-def logits_only(model: Any) -> Any:
-    """A decoder whose graph returns its logits alone (no KV cache): the paths' reasoners are run whole."""
-    from torch import nn
-
-    class Logits(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, tokens: Any) -> Any:
-            return self.model(tokens)[0]
-
-    return Logits()
-
-
 def export_matrix_path(reader_path: str | Path, reasoner_path: str | Path, bundle: str | Path, gate: Gate) -> dict:
     """Add reader.onnx (fp16-stored) and reasoner.onnx (int8 weights) to a bundle and name them in its manifest
     as its matrix path, used where the reading passes `gate`."""
     import torch
 
-    from engine.bundle import file_entry, read_manifest, write_manifest
-    from engine.compact import store_matmul_weights_int8, store_weights_fp16, strip_export_notes
-    from engine.export import export_graph
+    from engine.bundle import read_manifest
+    from engine.path_training import PathGraph, add_graphs, logits_only
 
     bundle = Path(bundle)
-    manifest = read_manifest(bundle)
-    reader, reasoner = load_reader(reader_path), reasoner_model(reasoner_path).eval()
-    pictures, rows, length = torch.export.Dim("pictures"), torch.export.Dim("rows"), torch.export.Dim("length")
-    size = int(manifest["image_size"])
+    size = int(read_manifest(bundle)["image_size"])
     if size != READER_SIZE:
         raise ValueError(f"the reader reads {READER_SIZE} px pictures; {bundle} serves {size} px")
-    export_graph(reader, (torch.rand(16, 3, size, size),), bundle / "reader.onnx", ["images"], ["attributes"],
-                 ({0: pictures},))
-    export_graph(logits_only(reasoner), (torch.full((8, PROMPT_TOKENS + PANEL_TOKENS - 1), BOS),),
-                 bundle / "reasoner.onnx", ["tokens"], ["logits"], ({0: rows, 1: length},))
-    store_weights_fp16(bundle / "reader.onnx")
-    store_matmul_weights_int8(bundle / "reasoner.onnx")
-    for name in ("reader.onnx", "reasoner.onnx"):
-        strip_export_notes(bundle / name)
-    manifest["files"].update({name: file_entry(bundle / name) for name in ("reader.onnx", "reasoner.onnx")})
-    manifest["matrix_path"] = {
+    reader, reasoner = load_reader(reader_path), reasoner_model(reasoner_path).eval()
+    pictures, rows, length = torch.export.Dim("pictures"), torch.export.Dim("rows"), torch.export.Dim("length")
+    graphs = [
+        PathGraph("reader.onnx", reader, (torch.rand(16, 3, size, size),), ["images"], ["attributes"],
+                  ({0: pictures},), "fp16"),
+        PathGraph("reasoner.onnx", logits_only(reasoner), (torch.full((8, PROMPT_TOKENS + PANEL_TOKENS - 1), BOS),),
+                  ["tokens"], ["logits"], ({0: rows, 1: length},), "int8")]
+    return add_graphs(bundle, graphs, "matrix_path", {
         "reader": "reader.onnx", "reasoner": "reasoner.onnx", "sure": asdict(gate),
         "parameters": {"reader": sum(p.numel() for p in reader.parameters()), "reasoner": reasoner.num_parameters()},
-        "reasoner_config": asdict(reasoner.config)}
-    write_manifest(bundle, manifest)
-    return manifest["matrix_path"]
+        "reasoner_config": asdict(reasoner.config)})
 
 
 def main(argv: list[str] | None = None) -> None:
+    from engine.path_training import add_reader_command, add_seeded_command
+
     parser = argparse.ArgumentParser(prog="python -m engine.attribute_probe", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    data = commands.add_parser("data", help="write training matrices as attribute rows")
-    data.add_argument("--n", type=int, required=True)
-    data.add_argument("--seed", type=int, required=True, help="first training seed")
-    data.add_argument("--out", required=True, help=".npy file")
+    add_seeded_command(commands, "data", "write training matrices as attribute rows", ".npy file")
     train = commands.add_parser("train", help="train the probe and log held-out multiple choice")
     train.add_argument("--data", required=True)
     train.add_argument("--out", required=True)
@@ -412,16 +388,11 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("--per-layout", type=int, default=ProbeConfig.per_layout)
     for name in ("n_layer", "d_model", "ffn_hidden"):
         train.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(ProbeConfig, name))
-    sight_data = commands.add_parser("sight-data", help="write training matrices' pictures and attributes (.npz)")
-    sight_data.add_argument("--n", type=int, required=True)
-    sight_data.add_argument("--seed", type=int, required=True, help="first training seed")
-    sight_data.add_argument("--out", required=True, help=".npz file")
+    sight_data = add_seeded_command(commands, "sight-data", "write training matrices' pictures and attributes (.npz)",
+                                    ".npz file")
     sight_data.add_argument("--draw-size", type=int, default=READER_SIZE,
                             help="draw at this size, then shrink to the reader's 32 px (as serving does)")
-    reader = commands.add_parser("reader", help="fit the reader on sight-data pictures and keep its weights")
-    reader.add_argument("--data", required=True, nargs="+", help="from sight-data (one file or several)")
-    reader.add_argument("--minutes", type=float, default=10.0, help="CPU-minutes to fit the reader")
-    reader.add_argument("--out", required=True, help=".pt file")
+    add_reader_command(commands, "pictures")
     sight = commands.add_parser("sight", help="rank held-out candidates from what a reader reads")
     sight.add_argument("--reader", required=True, help=".pt file of a `reader` run")
     sight.add_argument("--reasoner", required=True, help="model.pt of a `train` run")

@@ -361,42 +361,33 @@ def export_sequence_path(reader_path: str | Path, reasoner_path: str | Path, bun
     in its manifest as its sequence path, used where the reading passes `gate`."""
     import torch
 
-    from engine.attribute_probe import logits_only, reasoner_model
-    from engine.bundle import file_entry, read_manifest, write_manifest
-    from engine.compact import store_matmul_weights_int8, store_weights_fp16, strip_export_notes
-    from engine.export import export_graph
+    from engine.attribute_probe import reasoner_model
+    from engine.bundle import read_manifest
+    from engine.path_training import PathGraph, add_graphs, logits_only
 
     bundle = Path(bundle)
-    manifest = read_manifest(bundle)
-    if int(manifest["image_size"]) != READER_SIZE:
-        raise ValueError(f"the reader reads {READER_SIZE} px pictures; {bundle} serves {manifest['image_size']} px")
+    if int(read_manifest(bundle)["image_size"]) != READER_SIZE:
+        raise ValueError(f"the reader reads {READER_SIZE} px pictures; {bundle} serves another size")
     reader, reasoner = load_reader(reader_path), reasoner_model(reasoner_path).eval()
     names = {"reader": "sequence_reader.onnx", "reasoner": "sequence_reasoner.onnx"}
-    export_graph(reader, (torch.rand(16, 3, READER_SIZE, READER_SIZE),), bundle / names["reader"], ["images"],
-                 ["attributes"], ({0: torch.export.Dim("pictures")},))
-    export_graph(logits_only(reasoner), (torch.full((8, SENTENCE - 1), BOS),), bundle / names["reasoner"], ["tokens"],
-                 ["logits"], ({0: torch.export.Dim("rows"), 1: torch.export.Dim("length")},))
-    store_weights_fp16(bundle / names["reader"])
-    store_matmul_weights_int8(bundle / names["reasoner"])
-    for name in names.values():
-        strip_export_notes(bundle / name)
-    manifest["files"].update({name: file_entry(bundle / name) for name in names.values()})
-    manifest["sequence_path"] = {
+    graphs = [
+        PathGraph(names["reader"], reader, (torch.rand(16, 3, READER_SIZE, READER_SIZE),), ["images"],
+                  ["attributes"], ({0: torch.export.Dim("pictures")},), "fp16"),
+        PathGraph(names["reasoner"], logits_only(reasoner), (torch.full((8, SENTENCE - 1), BOS),), ["tokens"],
+                  ["logits"], ({0: torch.export.Dim("rows"), 1: torch.export.Dim("length")},), "int8")]
+    return add_graphs(bundle, graphs, "sequence_path", {
         **names, "sure": asdict(gate),
         "parameters": {"reader": sum(p.numel() for p in reader.parameters()), "reasoner": reasoner.num_parameters()},
-        "reasoner_config": asdict(reasoner.config)}
-    write_manifest(bundle, manifest)
-    return manifest["sequence_path"]
+        "reasoner_config": asdict(reasoner.config)})
 
 
 def main(argv: list[str] | None = None) -> None:
+    from engine.path_training import add_reader_command, add_seeded_command
+
     parser = argparse.ArgumentParser(prog="python -m engine.sequence_probe", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    data = commands.add_parser("data", help="write training sequences as attribute rows (.npz)")
-    data.add_argument("--n", type=int, required=True)
-    data.add_argument("--seed", type=int, required=True, help="first training seed")
-    data.add_argument("--out", required=True, help=".npz file")
+    add_seeded_command(commands, "data", "write training sequences as attribute rows (.npz)", ".npz file")
     train = commands.add_parser("train", help="train the reasoner and log held-out checks")
     train.add_argument("--data", required=True)
     train.add_argument("--out", required=True)
@@ -404,16 +395,11 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("--jitter", type=float, default=ReasonerConfig.jitter)
     for name in ("n_layer", "d_model", "ffn_hidden"):
         train.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(ReasonerConfig, name))
-    sight_data = commands.add_parser("sight-data", help="write training frames and their attributes (.npz)")
-    sight_data.add_argument("--n", type=int, required=True)
-    sight_data.add_argument("--seed", type=int, required=True, help="first training seed")
-    sight_data.add_argument("--out", required=True, help=".npz file")
+    sight_data = add_seeded_command(commands, "sight-data", "write training frames and their attributes (.npz)",
+                                    ".npz file")
     sight_data.add_argument("--draw-size", type=int, default=READER_SIZE,
                             help="draw at this size, then shrink to the reader's 32 px (as serving does)")
-    reader = commands.add_parser("reader", help="fit the reader on sight-data frames and keep its weights")
-    reader.add_argument("--data", required=True, nargs="+", help="from sight-data (one file or several)")
-    reader.add_argument("--minutes", type=float, default=10.0, help="CPU-minutes to fit the reader")
-    reader.add_argument("--out", required=True, help=".pt file")
+    add_reader_command(commands, "frames")
     sight = commands.add_parser("sight", help="rank held-out candidates from what a reader reads")
     sight.add_argument("--reader", required=True, help=".pt file of a `reader` run")
     sight.add_argument("--reasoner", required=True, help="model.pt of a `train` run")

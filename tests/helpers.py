@@ -113,3 +113,19 @@ def build_tiny_static_bundle() -> tuple[Path, Path]:
     torch.save({"lvm_config": configs.static_lvm.to_dict(), "model": model.state_dict()}, root / "lvm.pt")
     export.export_bundle(vq.build_tokenizer(configs.tokenizer), model, root / "tiny", name="tiny-static")
     return root / "tiny", root / "lvm.pt"
+
+
+class FakeSession:
+    """An ONNX Runtime session's input names and outputs, answering with a function of the feed (a path's reader or
+    reasoner in tests that need no trained graph)."""
+
+    def __init__(self, answer: Any) -> None:
+        self.answer = answer
+
+    def get_inputs(self) -> list[Any]:
+        return [type("Input", (), {"name": "x"})()]
+
+
+def run_fake(session: FakeSession, feeds: dict[str, Any]) -> list[Any]:
+    """The paths' `run` for a FakeSession."""
+    return [session.answer(feeds["x"])]

@@ -152,6 +152,8 @@ PUZZLES_BAD_ARGUMENTS = {
 }
 ENGINE_BAD_ARGUMENTS = {
     "attribute_probe": ["train", "--data", MISSING, "--out", "{tmp}/probe"],
+    "sequence_probe": ["train", "--data", MISSING, "--out", "{tmp}/probe"],
+    "analogy_probe": ["train", "--data", MISSING, "--out", "{tmp}/probe"],
     "bench": ["--bundle", MISSING, "--json", "{tmp}/b.json", "--quick"],
     "evaluate": ["--bundle", MISSING, "--puzzles", "matrix", "--json", "{tmp}/e.json"],
     "export": ["--tokenizer", MISSING, "--lvm", MISSING, "--out", "{tmp}/bundle"],

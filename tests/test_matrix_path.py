@@ -16,6 +16,8 @@ from engine.serving import matrix_path as path
 from engine.serving.runtime import Bundle, images_to_tensor
 from puzzles.generators import generate
 from puzzles.matrix_panels import LAYOUTS, draw_state
+from tests.helpers import FakeSession
+from tests.helpers import run_fake as run
 
 SHIPPED = Path(__file__).resolve().parent.parent / "engine" / "bundles" / "default"
 
@@ -43,20 +45,6 @@ def reader_outputs(puzzle: Any, strength: float = 8.0) -> np.ndarray:
                 slots[picture, slot, starts[field] + value] = strength
             slots[picture, slot, starts[3] + np.array(values["positions"], dtype=int)] = strength
     return outputs
-
-
-class FakeSession:
-    """An ONNX Runtime session's two methods, answering with a function of the feed."""
-
-    def __init__(self, answer: Any) -> None:
-        self.answer = answer
-
-    def get_inputs(self) -> list[Any]:
-        return [type("Input", (), {"name": "x"})()]
-
-
-def run(session: FakeSession, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    return [session.answer(feeds["x"])]
 
 
 def knowing_reasoner(answer_tokens: list[int]) -> FakeSession:

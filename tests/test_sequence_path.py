@@ -18,6 +18,8 @@ from engine.serving.matrix_path import Gate
 from engine.serving.runtime import Bundle, images_to_tensor
 from puzzles.generators import generate
 from puzzles.generators.sequence import KINDS, objects_at, wrong_answers
+from tests.helpers import FakeSession
+from tests.helpers import run_fake as run
 
 SHIPPED = Path(__file__).resolve().parent.parent / "engine" / "bundles" / "default"
 
@@ -44,18 +46,6 @@ def reader_outputs(frames: list[path.FrameState], strength: float = 8.0) -> np.n
         angle = math.radians(state.angle)
         outputs[row, start:] = (state.x, state.y, state.r, math.sin(angle), math.cos(angle))
     return outputs
-
-
-class FakeSession:
-    def __init__(self, answer: Any) -> None:
-        self.answer = answer
-
-    def get_inputs(self) -> list[Any]:
-        return [type("Input", (), {"name": "x"})()]
-
-
-def run(session: FakeSession, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    return [session.answer(feeds["x"])]
 
 
 def expecting(frame: list[int]) -> FakeSession:
