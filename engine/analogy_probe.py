@@ -262,16 +262,13 @@ def export_analogy_path(scorer_path: str | Path, bundle: str | Path, weight: flo
 
 
 def main(argv: list[str] | None = None) -> None:
-    from engine.path_training import add_seeded_command
+    from engine.path_training import add_seeded_command, add_train_command
 
     parser = argparse.ArgumentParser(prog="python -m engine.analogy_probe", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     add_seeded_command(commands, "data", "write training analogies' pictures (.npz)", ".npz file")
-    train = commands.add_parser("train", help="train the scorer and log held-out multiple choice")
-    train.add_argument("--data", required=True)
-    train.add_argument("--out", required=True)
-    train.add_argument("--minutes", type=float, default=ScorerConfig.minutes)
+    train = add_train_command(commands, "train the scorer and log held-out multiple choice", ScorerConfig.minutes)
     train.add_argument("--dim", type=int, default=ScorerConfig.dim)
     weigh = commands.add_parser("weigh", help="multiple choice of the LVM and the scorer together, per weight")
     weigh.add_argument("--scorer", required=True, help="model.pt of a `train` run")

@@ -374,16 +374,13 @@ def export_matrix_path(reader_path: str | Path, reasoner_path: str | Path, bundl
 
 
 def main(argv: list[str] | None = None) -> None:
-    from engine.path_training import add_reader_command, add_seeded_command
+    from engine.path_training import add_reader_command, add_seeded_command, add_train_command
 
     parser = argparse.ArgumentParser(prog="python -m engine.attribute_probe", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     add_seeded_command(commands, "data", "write training matrices as attribute rows", ".npy file")
-    train = commands.add_parser("train", help="train the probe and log held-out multiple choice")
-    train.add_argument("--data", required=True)
-    train.add_argument("--out", required=True)
-    train.add_argument("--minutes", type=float, default=ProbeConfig.minutes)
+    train = add_train_command(commands, "train the probe and log held-out multiple choice", ProbeConfig.minutes)
     train.add_argument("--eval-every-min", type=float, default=ProbeConfig.eval_every_min)
     train.add_argument("--per-layout", type=int, default=ProbeConfig.per_layout)
     for name in ("n_layer", "d_model", "ffn_hidden"):

@@ -76,3 +76,12 @@ def add_reader_command(commands: Any, pictures: str) -> argparse.ArgumentParser:
     command.add_argument("--minutes", type=float, default=10.0, help="CPU-minutes to fit the reader")
     command.add_argument("--out", required=True, help=".pt file")
     return command
+
+
+def add_train_command(commands: Any, help: str, minutes: float) -> argparse.ArgumentParser:
+    """The `train` command: `--data` from the data command, `--out` a run directory, `--minutes` CPU-minutes."""
+    command = commands.add_parser("train", help=help)
+    command.add_argument("--data", required=True)
+    command.add_argument("--out", required=True)
+    command.add_argument("--minutes", type=float, default=minutes)
+    return command

@@ -382,16 +382,13 @@ def export_sequence_path(reader_path: str | Path, reasoner_path: str | Path, bun
 
 
 def main(argv: list[str] | None = None) -> None:
-    from engine.path_training import add_reader_command, add_seeded_command
+    from engine.path_training import add_reader_command, add_seeded_command, add_train_command
 
     parser = argparse.ArgumentParser(prog="python -m engine.sequence_probe", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     add_seeded_command(commands, "data", "write training sequences as attribute rows (.npz)", ".npz file")
-    train = commands.add_parser("train", help="train the reasoner and log held-out checks")
-    train.add_argument("--data", required=True)
-    train.add_argument("--out", required=True)
-    train.add_argument("--minutes", type=float, default=ReasonerConfig.minutes)
+    train = add_train_command(commands, "train the reasoner and log held-out checks", ReasonerConfig.minutes)
     train.add_argument("--jitter", type=float, default=ReasonerConfig.jitter)
     for name in ("n_layer", "d_model", "ffn_hidden"):
         train.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(ReasonerConfig, name))
