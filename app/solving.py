@@ -262,7 +262,8 @@ def model_name(bundle: Bundle) -> str:
 def what_the_model_sees(bundle: Bundle, images: Sequence[np.ndarray],
                         family: str | None = None) -> list[tuple[np.ndarray, str]]:
     """Each input after resizing to the model's size and a tokenizer round trip, captioned; a matrix the bundle's
-    matrix path answers: each panel drawn from what its reader read."""
+    matrix path answers, or a sequence of one object its sequence path reads: each picture drawn from what the
+    path's reader read."""
     if not images:
         raise ValueError("put at least one image into the prompt first")
     read = bundle.read_as_attributes(list(images), family)

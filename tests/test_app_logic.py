@@ -375,3 +375,22 @@ def test_what_the_model_sees_of_a_matrix_is_what_its_reader_read() -> None:
     analogy = generate("analogy", 1_000_000_000, size=64)
     assert [caption for _, caption in solving.what_the_model_sees(bundle, analogy.panels, family="analogy")][0] == \
         "input 1"
+
+
+def test_what_the_model_sees_of_a_moving_shape_is_what_its_frame_reader_read() -> None:
+    """A held-out sequence of one moving shape: Play shows each frame as the sequence path's reader read it and draws
+    the answer there; a count of shapes, which cannot be drawn back, keeps the tokenizer's round trip."""
+    from engine.bundle import SHIPPED_BUNDLE_DIR
+    from engine.serving.runtime import Bundle
+    from puzzles.generators import generate
+    from puzzles.images import to_square
+
+    bundle = Bundle.load(SHIPPED_BUNDLE_DIR)
+    moving = generate("sequence", 1_000_000_001, size=96, kind="translate", frames=5)
+    seen = solving.what_the_model_sees(bundle, moving.panels, family="sequence")
+    assert [caption for _, caption in seen] == [f"input {i}, as read" for i in range(1, 6)]
+    shrunk = [to_square(panel, bundle.image_size).astype(float) for panel in moving.panels]
+    assert np.abs(seen[2][0] - shrunk[2]).mean() < np.abs(seen[2][0] - shrunk[0]).mean()  # frame 3, not frame 1
+    assert solving.solve(bundle, moving.panels, solving.SampleSettings(n_samples=2), family="sequence").from_attributes
+    counting = generate("sequence", 1_000_000_002, size=96, kind="count_up", frames=5)
+    assert solving.what_the_model_sees(bundle, counting.panels, family="sequence")[0][1] == "input 1"

@@ -147,6 +147,17 @@ def test_frames_of_many_objects_are_not_drawn() -> None:
     reader = FakeSession(lambda pixels: reader_outputs(frames[:4]))
     writer = path.SequencePath(reader, expecting([0] * path.FRAME_TOKENS), Gate(0.9, 0.5), run)
     assert frames[3].count > 1 and writer.complete(np.zeros((4, 3, 32, 32), np.float32), 2, 1.0, 0, 32) is None
+    assert writer.drawn_reading(np.zeros((4, 3, 32, 32), np.float32), 32) is None
+
+
+def test_what_the_path_sees_is_each_frame_drawn_from_its_reading() -> None:
+    frames = states(sequence("rotate", frames=4))[:4]
+    reader = FakeSession(lambda pixels: reader_outputs(frames))
+    seer = path.SequencePath(reader, expecting([0] * path.FRAME_TOKENS), Gate(0.9, 0.5), run)
+    drawn = seer.drawn_reading(np.zeros((4, 3, 32, 32), np.float32), 48)
+    assert [image.shape for image in drawn] == [(48, 48, 3)] * 4
+    for image, state in zip(drawn, frames, strict=True):
+        np.testing.assert_array_equal(image, path.draw_frame(path.frame_tokens(state), 48))
 
 
 def test_an_unsure_reader_leaves_the_puzzle_to_the_lvm() -> None:

@@ -166,8 +166,9 @@ def build() -> tuple[gr.Markdown, gr.Markdown, gr.Markdown]:
             "are, where their centre stands, how large and how turned they are) and a small transformer trained on "
             "those words scores each candidate by how likely its words are after the frames', a place, size or "
             "turn counting to within a level, and writes the next frame's words, drawn as a plain frame where the "
-            "frames show one object. It answers only when the reader is sure of at least half the pictures; "
-            "anything else goes through the visual sentence.",
+            "frames show one object (Play's *What the model sees* then shows each frame as it was read). It "
+            "answers only when the reader is sure of at least half the pictures; anything else goes through the "
+            "visual sentence.",
             elem_id="about-sequence-path",
         )
         gr.Markdown(

@@ -142,7 +142,7 @@ def score(layout: str, pairs: str, *rest: Any, progress: gr.Progress = gr.Progre
 
 
 def model_view(layout: str, pairs: str, *slot_values: Any) -> list[tuple[np.ndarray, str]]:
-    """Each filled input after resizing and a tokenizer round trip (a matrix the matrix path reads: as read)."""
+    """Each filled input after resizing and a tokenizer round trip (what a matrix or sequence path reads: as read)."""
     images = [prompts.as_image(value) for value in slot_values]
     images = [image for image in images if image is not None]
     try:

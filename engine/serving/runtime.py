@@ -485,9 +485,15 @@ class Bundle:
         return frames_path is not None and frames_path.drawable(images_to_tensor(images, self.image_size)) is not None
 
     def read_as_attributes(self, images: Sequence[ImageSource], family: str | None = None) -> list[np.ndarray] | None:
-        """Where the matrix path answers this prompt: each image drawn from what its reader read there."""
+        """Where the matrix path answers this prompt, or the sequence path reads its frames of one object: each image
+        drawn from what the path's reader read there."""
         path = self._matrix_path_for(images, family)
-        return None if path is None else path.drawn_reading(images_to_tensor(images, self.image_size))
+        if path is not None:
+            return path.drawn_reading(images_to_tensor(images, self.image_size))
+        frames_path = self._sequence_path_for(images, family)
+        if frames_path is None:
+            return None
+        return frames_path.drawn_reading(images_to_tensor(images, self.image_size), self.image_size)
 
     def _matrix_path_for(self, images: Sequence[ImageSource], family: str | None) -> MatrixPath | None:
         """The matrix path, where the bundle has one and the prompt may be a matrix's 8 panels."""

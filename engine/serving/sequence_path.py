@@ -146,6 +146,15 @@ class SequencePath:
         one = FIELD_STARTS["count"] + 1
         return reading if reading is not None and reading.frames[-1][list(LEVELS).index("count")] == one else None
 
+    def drawn_reading(self, pixels: np.ndarray, size: int) -> list[np.ndarray] | None:
+        """Each frame drawn from what the reader read in it (what this path sees), where the gate passes the
+        reading and every frame shows one object; otherwise None."""
+        reading = self.read(pixels)
+        count = list(LEVELS).index("count")
+        if reading is None or any(frame[count] != FIELD_STARTS["count"] + 1 for frame in reading.frames):
+            return None
+        return [draw_frame(frame, size) for frame in reading.frames]
+
     def complete(self, pixels: np.ndarray, n_samples: int, temperature: float, seed: int,
                  size: int) -> list[np.ndarray] | None:
         """The frames -> n_samples next frames written by the reasoner and drawn at `size`, or None where
