@@ -4,14 +4,16 @@ An analogy's candidates differ from the answer by the change they make to the qu
 lose the changes that move pixels far (flips, quarter turns, a transpose: 8-44% multiple choice on the card's
 held-out analogies). The scorer embeds each (before, after) pair: a small convolutional net over both pictures and
 their difference, beside how far `after` lies from each of the 8 flips and quarter turns of `before` (so a
-mirror-image change is one number, not a long-range pixel match). A candidate scores by how close the (query,
-candidate) pair's embedding lies to the example pairs'; trained on the generator's analogies with each puzzle's
+mirror-image change is a pattern of 8 numbers, not a long-range pixel match). A candidate scores by how close the
+(query, candidate) pair's embedding lies to the example pairs'; trained on the generator's analogies with each puzzle's
 8 candidates as the classes. Serving adds its log-probabilities, times a weight chosen on held-out analogies, to
 the LVM's. docs/model-experiments.md, section 34; engine/recipes/analogy_path.sh, e.g.
 
-    python -m engine.analogy_probe data --n 40000 --seed 55000000 --out runs/ap/analogies.npz
-    python -m engine.analogy_probe train --data runs/ap/analogies.npz --minutes 30 --out runs/ap/scorer
-    python -m engine.analogy_probe export --scorer runs/ap/scorer/model.pt --weight 1.0 --bundle engine/bundles/default
+    python -m engine.analogy_probe data --n 50000 --seed 55000000 --out runs/ap/analogies.npz
+    python -m engine.analogy_probe train --data runs/ap/analogies.npz --minutes 25 --out runs/ap/scorer
+    python -m engine.analogy_probe weigh --scorer runs/ap/scorer/model.pt --bundle engine/bundles/default \
+        --json runs/ap/weigh.json
+    python -m engine.analogy_probe export --scorer runs/ap/scorer/model.pt --weight 4 --bundle engine/bundles/default
 """
 from __future__ import annotations
 

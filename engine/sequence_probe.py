@@ -2,7 +2,7 @@
 reasoner over the frames' attributes as tokens, and add both to a bundle.
 
 The reasoner learns from the generator's own states (no pictures: each training sequence's frames are computed
-from its kind and parameters), with the position and size tokens jittered by one level now and then as a reader
+from its kind and parameters), with the position, size and turn tokens moved by one level now and then as a reader
 misreads them. The reader learns from frames and near misses (the generator's wrong answers) drawn at some size
 and shrunk to 32 px as serving shrinks them. `sight` has the reader read the card's held-out sequences and the
 reasoner rank their candidates, beside the LVM's choices from an evaluation report. docs/model-experiments.md,
@@ -10,11 +10,14 @@ section 33, has what they showed; engine/recipes/sequence_path.sh the commands t
 
     python -m engine.sequence_probe data --n 200000 --seed 53000000 --out runs/sp/sequences.npz
     python -m engine.sequence_probe train --data runs/sp/sequences.npz --minutes 20 --out runs/sp/reasoner
-    python -m engine.sequence_probe sight-data --n 20000 --seed 54000000 --draw-size 64 --out runs/sp/frames64.npz
-    python -m engine.sequence_probe reader --data runs/sp/frames64.npz --minutes 20 --out runs/sp/reader.pt
-    python -m engine.sequence_probe sight --reader runs/sp/reader.pt --reasoner runs/sp/reasoner/model.pt
+    python -m engine.sequence_probe sight-data --n 16000 --seed 54000000 --out runs/sp/frames32.npz
+    python -m engine.sequence_probe sight-data --n 8000 --seed 54100000 --draw-size 96 --out runs/sp/frames96.npz
+    python -m engine.sequence_probe reader --data runs/sp/frames32.npz runs/sp/frames96.npz --minutes 20 \\
+        --out runs/sp/reader.pt
+    python -m engine.sequence_probe sight --reader runs/sp/reader.pt --reasoner runs/sp/reasoner/model.pt \\
+        --n 200 --first 350 --sure-attribute 0.99
     python -m engine.sequence_probe export --reader runs/sp/reader.pt --reasoner runs/sp/reasoner/model.pt \\
-        --bundle engine/bundles/default
+        --bundle engine/bundles/default --sure-attribute 0.99
 """
 from __future__ import annotations
 
