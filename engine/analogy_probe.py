@@ -20,13 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from engine.path_training import Checks, train_for_cpu_minutes
 from puzzles.seeds import check_training_seed
 
 SIZE = 32
@@ -164,40 +164,29 @@ def train_scorer(config: ScorerConfig) -> list[dict[str, Any]]:
     model = scorer_model(config.dim)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.01)
     held_out = held_out_analogies(config.held_out)
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(config.seed)
-    checks: list[dict[str, Any]] = []
-    started, step, next_check = time.process_time(), 0, 0.0
-    with (out / "log.jsonl").open("a") as log:
-        while True:
-            used = (time.process_time() - started) / 60
-            if used >= next_check or used >= config.minutes:
-                logits = evaluate_scorer(model, held_out, config.sharpness)
-                check = {"cpu_minutes": round(used, 2), "analogies": step * config.batch_size,
-                         "multiple_choice": float(np.mean(logits.argmax(-1) == held_out[2]))}
-                checks.append(check)
-                torch.save({"dim": config.dim, "sharpness": config.sharpness, "state": model.state_dict()},
-                           out / "model.pt")
-                log.write(json.dumps(check) + "\n")
-                log.flush()
-                print(json.dumps(check), flush=True)
-                next_check += config.eval_every_min
-                if used >= config.minutes:
-                    return checks
-            chosen = rng.integers(len(pictures), size=config.batch_size)
-            for group in optimizer.param_groups:
-                warmup = min(1.0, (step + 1) / 50)
-                group["lr"] = config.lr * warmup * 0.5 * (1 + math.cos(math.pi * used / config.minutes))
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                logits = candidate_logits(model, as_tensor(pictures[chosen]), torch.from_numpy(pairs[chosen]),
-                                          config.sharpness)
-            loss = F.cross_entropy(logits.float(), torch.from_numpy(answers[chosen]))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            step += 1
+
+    def loss(used: float) -> Any:
+        chosen = rng.integers(len(pictures), size=config.batch_size)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = candidate_logits(model, as_tensor(pictures[chosen]), torch.from_numpy(pairs[chosen]),
+                                      config.sharpness)
+        return F.cross_entropy(logits.float(), torch.from_numpy(answers[chosen]))
+
+    def lr(step: int, used: float) -> float:
+        warmup = min(1.0, (step + 1) / 50)
+        return config.lr * warmup * 0.5 * (1 + math.cos(math.pi * used / config.minutes))
+
+    def measure(used: float, step: int) -> dict[str, Any]:
+        logits = evaluate_scorer(model, held_out, config.sharpness)
+        return {"cpu_minutes": round(used, 2), "analogies": step * config.batch_size,
+                "multiple_choice": float(np.mean(logits.argmax(-1) == held_out[2]))}
+
+    def save(path: Path) -> None:
+        torch.save({"dim": config.dim, "sharpness": config.sharpness, "state": model.state_dict()}, path)
+
+    return train_for_cpu_minutes(model, optimizer, config.minutes, loss, lr, clip=1.0,
+                                 checks=Checks(Path(config.out), config.eval_every_min, measure, save))
 
 
 def load_scorer(path: str | Path) -> tuple[Any, float]:

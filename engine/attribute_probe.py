@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.path_training import Checks, fit_reader, train_for_cpu_minutes
 from engine.serving.matrix_path import (
     BOS,
     CELLS,
@@ -194,38 +194,28 @@ def train_probe(config: ProbeConfig) -> list[dict[str, Any]]:
     weights = torch.full((PROMPT_TOKENS + PANEL_TOKENS - 1,), config.context_weight)
     weights[0] = 0.0  # the layout token follows BOS whatever the puzzle
     weights[-PANEL_TOKENS:] = 1.0
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(config.seed)
-    checks: list[dict[str, Any]] = []
-    started, step, next_check = time.process_time(), 0, 0.0
-    with (out / "log.jsonl").open("a") as log:
-        while True:
-            used = (time.process_time() - started) / 60
-            if used >= next_check or used >= config.minutes:
-                puzzles = step * config.batch_size
-                check = held_out_check(model, items, used, puzzles, puzzles * weights.numel())
-                checks.append(check)
-                torch.save({"config": asdict(model.config), "state": model.state_dict()}, out / "model.pt")
-                log.write(json.dumps(check) + "\n")
-                log.flush()
-                print(json.dumps(check), flush=True)
-                next_check += config.eval_every_min
-                if used >= config.minutes:
-                    return checks
-            batch = torch.from_numpy(sentences(rows[rng.integers(len(rows), size=config.batch_size)]))
-            warmup = min(1.0, (step + 1) / 50)
-            for group in optimizer.param_groups:
-                group["lr"] = config.lr * warmup * (0.1 + 0.45 * (1 + math.cos(math.pi * used / config.minutes)))
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                logits = model(batch[:, :-1])[0]
-            losses = F.cross_entropy(logits.float().flatten(0, 1), batch[:, 1:].flatten(), reduction="none")
-            loss = (losses.view(len(batch), -1) * weights).sum() / (weights.sum() * len(batch))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            step += 1
+
+    def loss(used: float) -> Any:
+        batch = torch.from_numpy(sentences(rows[rng.integers(len(rows), size=config.batch_size)]))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(batch[:, :-1])[0]
+        losses = F.cross_entropy(logits.float().flatten(0, 1), batch[:, 1:].flatten(), reduction="none")
+        return (losses.view(len(batch), -1) * weights).sum() / (weights.sum() * len(batch))
+
+    def lr(step: int, used: float) -> float:
+        warmup = min(1.0, (step + 1) / 50)
+        return config.lr * warmup * (0.1 + 0.45 * (1 + math.cos(math.pi * used / config.minutes)))
+
+    def measure(used: float, step: int) -> dict[str, Any]:
+        puzzles = step * config.batch_size
+        return held_out_check(model, items, used, puzzles, puzzles * weights.numel())
+
+    def save(path: Path) -> None:
+        torch.save({"config": asdict(model.config), "state": model.state_dict()}, path)
+
+    return train_for_cpu_minutes(model, optimizer, config.minutes, loss, lr, clip=1.0,
+                                 checks=Checks(Path(config.out), config.eval_every_min, measure, save))
 
 
 # --- sight: the attributes read back from the 32 px pixels the LVM sees ------------------------------------------
@@ -302,21 +292,8 @@ def train_reader(data: str | Path | list[str | Path], minutes: float, seed: int 
     images = torch.from_numpy(np.concatenate([f["images"] for f in files])).permute(0, 3, 1, 2)
     targets = torch.from_numpy(np.concatenate([f["targets"] for f in files])).long()
     layouts = torch.from_numpy(np.concatenate([f["layouts"] for f in files])).long()
-    reader = reader_model()
-    optimizer = torch.optim.AdamW(reader.parameters(), lr=2e-3, weight_decay=0.01)
-    rng = np.random.default_rng(seed)
-    started = time.process_time()
-    while (used := (time.process_time() - started) / 60) < minutes:
-        batch = torch.from_numpy(rng.integers(len(images), size=128))
-        for group in optimizer.param_groups:
-            group["lr"] = 2e-3 * 0.5 * (1 + math.cos(math.pi * used / minutes))
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            outputs = reader(images[batch].float() / 255.0)
-        loss = reader_loss(outputs.float(), targets[batch], layouts[batch])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    return reader.eval()
+    return fit_reader(reader_model(), images, lambda outputs, batch: reader_loss(outputs, targets[batch],
+                                                                                 layouts[batch]), minutes, seed)
 
 
 def sight_report(reader: Any, reasoner: Any, per_layout: int, draw_size: int = READER_SIZE) -> dict[str, Any]:

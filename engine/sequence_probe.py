@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.path_training import Checks, fit_reader, train_for_cpu_minutes
 from engine.serving.matrix_path import Gate
 from engine.serving.sequence_path import (
     BOS,
@@ -185,40 +185,29 @@ def train_reasoner(config: ReasonerConfig) -> list[dict[str, Any]]:
     model = LVM(reasoner_config(config.n_layer, config.d_model, config.ffn_hidden))
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.95), weight_decay=0.1)
     items = held_out_sentences(config.held_out)
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(config.seed)
-    checks: list[dict[str, Any]] = []
-    started, step, next_check = time.process_time(), 0, 0.0
-    with (out / "log.jsonl").open("a") as log:
-        while True:
-            used = (time.process_time() - started) / 60
-            if used >= next_check or used >= config.minutes:
-                per_kind = answer_read_right(model, items)
-                check = {"cpu_minutes": round(used, 2), "sequences": step * config.batch_size,
-                         "answer_read_right": float(np.mean(list(per_kind.values()))), "kinds": per_kind}
-                checks.append(check)
-                torch.save({"config": asdict(model.config), "state": model.state_dict()}, out / "model.pt")
-                log.write(json.dumps(check) + "\n")
-                log.flush()
-                print(json.dumps(check), flush=True)
-                next_check += config.eval_every_min
-                if used >= config.minutes:
-                    return checks
-            batch = torch.from_numpy(jitter(rows[rng.integers(len(rows), size=config.batch_size)], rng,
-                                            config.jitter))
-            for group in optimizer.param_groups:
-                group["lr"] = config.lr * min(1.0, (step + 1) / 50) * (0.1 + 0.45 * (1 + math.cos(
-                    math.pi * used / config.minutes)))
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                logits = model(batch[:, :-1])[0]
-            targets = batch[:, 1:].masked_fill(batch[:, 1:] == PAD, -100)
-            loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            step += 1
+
+    def loss(used: float) -> Any:
+        batch = torch.from_numpy(jitter(rows[rng.integers(len(rows), size=config.batch_size)], rng, config.jitter))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(batch[:, :-1])[0]
+        targets = batch[:, 1:].masked_fill(batch[:, 1:] == PAD, -100)
+        return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
+
+    def lr(step: int, used: float) -> float:
+        warmup = min(1.0, (step + 1) / 50)
+        return config.lr * warmup * (0.1 + 0.45 * (1 + math.cos(math.pi * used / config.minutes)))
+
+    def measure(used: float, step: int) -> dict[str, Any]:
+        per_kind = answer_read_right(model, items)
+        return {"cpu_minutes": round(used, 2), "sequences": step * config.batch_size,
+                "answer_read_right": float(np.mean(list(per_kind.values()))), "kinds": per_kind}
+
+    def save(path: Path) -> None:
+        torch.save({"config": asdict(model.config), "state": model.state_dict()}, path)
+
+    return train_for_cpu_minutes(model, optimizer, config.minutes, loss, lr, clip=1.0,
+                                 checks=Checks(Path(config.out), config.eval_every_min, measure, save))
 
 
 # --- the reader -------------------------------------------------------------------------------------------------
@@ -294,21 +283,8 @@ def train_reader(data: list[str | Path], minutes: float, seed: int = 0) -> Any:
     images = torch.from_numpy(np.concatenate([f["images"] for f in files])).permute(0, 3, 1, 2)
     classes = torch.from_numpy(np.concatenate([f["classes"] for f in files])).long()
     regressed = torch.from_numpy(np.concatenate([f["regressed"] for f in files]))
-    reader = reader_model()
-    optimizer = torch.optim.AdamW(reader.parameters(), lr=2e-3, weight_decay=0.01)
-    rng = np.random.default_rng(seed)
-    started = time.process_time()
-    while (used := (time.process_time() - started) / 60) < minutes:
-        batch = torch.from_numpy(rng.integers(len(images), size=128))
-        for group in optimizer.param_groups:
-            group["lr"] = 2e-3 * 0.5 * (1 + math.cos(math.pi * used / minutes))
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            outputs = reader(images[batch].float() / 255.0)
-        loss = reader_loss(outputs.float(), classes[batch], regressed[batch])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    return reader.eval()
+    return fit_reader(reader_model(), images, lambda outputs, batch: reader_loss(outputs, classes[batch],
+                                                                                 regressed[batch]), minutes, seed)
 
 
 def sight_report(reader: Any, reasoner: Any, n: int, gate: Gate, draw_size: int = READER_SIZE,
